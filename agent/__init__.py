@@ -1,0 +1,8 @@
+"""The Flotilla agent: the daemon on every instance that registers with the master over one
+WebSocket, runs allocations as process groups, and ships their logs.
+
+Modules: ``protocol`` (the wire messages, shared with the master), ``config`` (``AgentConfig``
+and its loading), ``devices`` (slot detection), ``runner`` (processes and their logs),
+``outbox`` (messages held while the master is unreachable), ``daemon`` (the connection loop)
+and ``main`` (the ``det-agent`` command).
+"""

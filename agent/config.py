@@ -1,0 +1,242 @@
+"""The agent's configuration: one pydantic model, and how it is assembled from its sources.
+
+Sources, lowest precedence first: the model's defaults, the YAML file given with ``--config``,
+environment variables ``DET_AGENT_<FIELD>`` (e.g. ``DET_AGENT_JOIN_TOKEN``), then command-line
+flags. Every default is defined here, once. A config that does not validate raises
+:class:`ConfigError` whose message is a single line naming the field, where its value came
+from, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.protocol import AGENT_WS_PATH
+
+ENV_PREFIX = "DET_AGENT_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_seconds(value: object) -> object:
+    """Accept seconds as a number or a string with a unit: ``"500ms"``, ``"10s"``, ``"5m"``,
+    ``"1h"``; anything else is passed on for pydantic to reject with its own message."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"expected seconds or a duration like '500ms', '10s', '5m', '1h'; got {value!r}"
+            )
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+
+
+class AgentConfig(BaseModel):
+    """Everything ``det-agent`` needs to join a master and run allocations.
+
+    ``work_dir`` is ``None`` only until validation, which fills in the default below; use
+    :attr:`work_path` to read it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    master_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="The master's base URL, http:// or https://; the agent connects its WebSocket "
+        "to the same host with ws:// or wss:// and the path " + AGENT_WS_PATH + ".",
+    )
+    join_token: str = Field(
+        min_length=1,
+        description="Cluster join token, sent as 'Authorization: Bearer <token>'. Also read from "
+        "DET_AGENT_JOIN_TOKEN; never passed on to tasks.",
+    )
+    agent_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=255,
+        description="This agent's unique name in the cluster; defaults to the hostname.",
+    )
+    resource_pool: str = Field(
+        default="default", min_length=1, description="The resource pool this agent joins."
+    )
+    slots: int | None = Field(
+        default=1,
+        ge=1,
+        description="Number of CPU slots to offer when no GPU is used; null means one per CPU "
+        "core. Ignored when GPUs are detected.",
+    )
+    no_gpu: bool = Field(
+        default=False, description="Offer CPU slots even if nvidia-smi finds GPUs."
+    )
+    work_dir: Path | None = Field(
+        default=None,
+        description="Directory holding one working directory per allocation; defaults to "
+        "~/.flotilla/agent/<agent_id>.",
+    )
+    reconnect_initial_backoff: Seconds = Field(
+        default=0.5, gt=0, description="First delay before reconnecting to the master."
+    )
+    reconnect_max_backoff: Seconds = Field(
+        default=10.0,
+        gt=0,
+        description="Longest delay between reconnection attempts (the delay doubles, with jitter).",
+    )
+    reconnect_give_up_after: Seconds = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds without a connection to the master after which the agent runs "
+        "connection_lost_hook and exits with code 3.",
+    )
+    connection_lost_hook: str | None = Field(
+        default=None,
+        description="Shell command run once when the agent gives up on the master, e.g. "
+        "'sudo shutdown -h now' on a cloud instance.",
+    )
+    kill_grace_period: Seconds = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds between SIGTERM to an allocation's process group and SIGKILL.",
+    )
+    log_batch_interval: Seconds = Field(
+        default=0.2,
+        gt=0,
+        description="Seconds the agent may hold task log lines before sending them; the "
+        "master's welcome message overrides it.",
+    )
+
+    @field_validator("master_url")
+    @classmethod
+    def _check_master_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host; got {value!r}")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_check_backoff(self) -> AgentConfig:
+        if self.work_dir is None:
+            self.work_dir = Path.home() / ".flotilla" / "agent" / self.agent_id
+        self.work_dir = self.work_dir.expanduser()
+        if self.reconnect_max_backoff < self.reconnect_initial_backoff:
+            raise ValueError(
+                "reconnect_max_backoff must be >= reconnect_initial_backoff "
+                f"({self.reconnect_max_backoff} < {self.reconnect_initial_backoff})"
+            )
+        return self
+
+    @property
+    def work_path(self) -> Path:
+        assert self.work_dir is not None  # filled in by validation
+        return self.work_dir
+
+    @property
+    def ws_url(self) -> str:
+        """The agent WebSocket URL: http→ws, https→wss, plus the protocol's path."""
+        parts = urlsplit(self.master_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path + AGENT_WS_PATH, "", ""))
+
+    @property
+    def master_host(self) -> str | None:
+        return urlsplit(self.master_url).hostname
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``str()`` is one line fit for the user."""
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """``DET_AGENT_<FIELD>`` variables that name a config field. Others are ignored, so the
+    ``DET_AGENT_ID`` the agent itself sets for tasks never confuses a nested agent."""
+    values = {}
+    for name, value in environ.items():
+        field = name[len(ENV_PREFIX) :].lower()
+        if name.startswith(ENV_PREFIX) and field in AgentConfig.model_fields:
+            values[field] = value
+    return values
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of field: value")
+    return data
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, object],
+    environ: Mapping[str, str],
+) -> AgentConfig:
+    """Merge file < environment < ``overrides`` (flags; ``None`` values are unset) and validate."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for source, layer in (
+        (str(path), read_config_file(path) if path else {}),
+        ("env", env_values(environ)),
+        ("flag", {k: v for k, v in overrides.items() if v is not None}),
+    ):
+        for key, value in layer.items():
+            values[key] = value
+            sources[key] = source
+    try:
+        return AgentConfig.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(describe_errors(e, sources)) from None
+
+
+def describe_errors(error: ValidationError, sources: Mapping[str, str]) -> str:
+    """One line: ``field (from <source>): <what is wrong>`` for each error, joined by ``; ``."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "config"
+        source = sources.get(str(item["loc"][0])) if item["loc"] else None
+        if source == "env":
+            where = f" (from {ENV_PREFIX}{field.upper()})"
+        elif source == "flag":
+            where = f" (from --{field.replace('_', '-')})"
+        elif source:
+            where = f" (from {source})"
+        else:
+            where = ""
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; allowed: " + ", ".join(AgentConfig.model_fields)
+        elif item["type"] == "missing":
+            message = "required"
+            if field == "join_token":
+                message += (
+                    " (set join_token in the config file, --join-token or DET_AGENT_JOIN_TOKEN)"
+                )
+        elif "input" in item and item["type"] not in ("value_error",):
+            message += f", got {item['input']!r}"
+        parts.append(f"{field}{where}: {message}")
+    return "invalid agent config: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""``det``: Flotilla's command-line client, with Determined's nouns, verbs and flags."""

@@ -1,0 +1,50 @@
+"""``det resource-pool list`` (alias ``rp``): the pools and their slot usage."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from cli import render
+from cli.parser import add_group, add_output_args, add_verb
+from cli.session import setup_session
+
+if TYPE_CHECKING:
+    from cli.parser import SubParsers
+
+POOL_HEADERS = [
+    "Name",
+    "Description",
+    "Type",
+    "Agents",
+    "Slots Available",
+    "Slots Used",
+    "Slot Type",
+]
+
+
+def pool_row(pool: dict[str, Any]) -> list[Any]:
+    return [
+        pool.get("name"),
+        pool.get("description"),
+        render.strip_prefix(pool.get("type"), "RESOURCE_POOL_TYPE_"),
+        pool.get("numAgents"),
+        pool.get("slotsAvailable"),
+        pool.get("slotsUsed"),
+        render.strip_prefix(pool.get("slotType"), "TYPE_"),
+    ]
+
+
+def list_pools(args: argparse.Namespace) -> None:
+    sess = setup_session(args)
+    pools = sess.client.get("/api/v1/resource-pools").get("resourcePools") or []
+    if args.json:
+        render.print_json(pools)
+        return
+    render.print_table(POOL_HEADERS, [pool_row(p) for p in pools], as_csv=args.csv)
+
+
+def register(nouns: SubParsers) -> None:
+    noun, verbs = add_group(nouns, "resource-pool rp", "manage resource pools")
+    p = add_verb(verbs, "list ls", list_pools, "list resource pools", default_for=noun)
+    add_output_args(p)

@@ -1,0 +1,1 @@
+"""The user-side SDK: REST client, experiment-config schema, Core API, trainer, entrypoints."""

@@ -1,0 +1,78 @@
+"""Config of commands (and, later, shells, notebooks, TensorBoards): shared by CLI and master.
+
+Defaults live here once. Unknown fields are rejected, and errors name the field path.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_PRIORITY = 42
+PRIORITY_RANGE = (1, 99)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResourcesConfig(_Config):
+    slots: int = Field(default=1, ge=0, description="Slots (GPUs, or CPU slots) the task needs.")
+    resource_pool: str | None = Field(
+        default=None, description="Pool to run in; unset means the master's default pool."
+    )
+    priority: int = Field(
+        default=DEFAULT_PRIORITY,
+        ge=PRIORITY_RANGE[0],
+        le=PRIORITY_RANGE[1],
+        description="Lower numbers are scheduled first (1–99).",
+    )
+
+
+class EnvironmentConfig(_Config):
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables; a list of `NAME=value` strings is accepted.",
+    )
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _from_list(cls, value: object) -> object:
+        if isinstance(value, list):
+            pairs: dict[str, str] = {}
+            for item in value:
+                name, sep, val = str(item).partition("=")
+                if not sep or not name:
+                    raise ValueError(f"expected NAME=value, got {item!r}")
+                pairs[name] = val
+            return pairs
+        return value
+
+
+class CommandConfig(_Config):
+    entrypoint: str | list[str] = Field(
+        description=(
+            "What to run. A string, or a one-element list, runs through `sh -c`; a longer list "
+            "is a program and its arguments."
+        )
+    )
+    description: str | None = Field(default=None, description="Shown in `det cmd list`.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not value or (isinstance(value, str) and not value.strip()):
+            raise ValueError("must name a command to run")
+        return value
+
+    def argv(self) -> list[str]:
+        if isinstance(self.entrypoint, str):
+            return ["sh", "-c", self.entrypoint]
+        if len(self.entrypoint) == 1:
+            return ["sh", "-c", self.entrypoint[0]]
+        return list(self.entrypoint)
+
+    def default_description(self) -> str:
+        shown = self.entrypoint if isinstance(self.entrypoint, str) else " ".join(self.entrypoint)
+        return f"Command ({shown[:60]})"

@@ -1,0 +1,147 @@
+"""``/api/v1/commands``: run a program on the cluster, list, describe, kill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from harness.task_config import CommandConfig
+from master import auth, models
+from master.api.errors import bad_request, forbidden, not_found
+from master.api.tasks import load_task
+from master.api.wire import WireModel, timestamp
+from master.scheduler.state import KillTask
+from master.state import MasterState
+from master.tasks import TaskSpec, submit_task
+
+router = APIRouter(prefix="/api/v1/commands")
+TASK_TYPE = "COMMAND"
+
+
+class LaunchCommandRequest(WireModel):
+    config: dict[str, Any]
+    files: list[dict[str, Any]] | None = None
+    data: str | None = None
+    template_name: str | None = None
+    workspace_id: int | None = None
+
+
+def _state(request: Request) -> MasterState:
+    state: MasterState = request.app.state.master
+    return state
+
+
+def parse_config(raw: dict[str, Any]) -> CommandConfig:
+    try:
+        return CommandConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise bad_request(f"invalid command config: {problems}") from exc
+
+
+def command_json(session: Session, task: models.Task) -> dict[str, Any]:
+    owner = session.get_one(models.User, task.owner_id)
+    allocation = session.scalars(
+        select(models.Allocation)
+        .where(models.Allocation.task_id == task.id)
+        .order_by(models.Allocation.created_at.desc())
+    ).first()
+    return {
+        "id": task.id,
+        "description": task.description,
+        "state": task.state,
+        "container": {"id": allocation.id, "state": task.state} if allocation else None,
+        "username": owner.username,
+        "userId": owner.id,
+        "displayName": owner.display_name or "",
+        "resourcePool": task.resource_pool,
+        "exitStatus": allocation.exit_reason if allocation else None,
+        "exitCode": allocation.exit_code if allocation else None,
+        "jobId": task.id,
+        "registeredTime": timestamp(task.created_at),
+        "startTime": timestamp(task.created_at),
+        "endTime": timestamp(task.ended_at),
+    }
+
+
+def _public_config(task: models.Task) -> dict[str, Any]:
+    return {k: v for k, v in task.config.items() if k != "launch"}
+
+
+@router.post("")
+async def launch_command(
+    body: LaunchCommandRequest, request: Request, user: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state = _state(request)
+    config = parse_config(body.config)
+    spec = TaskSpec(
+        task_type=TASK_TYPE,
+        owner_id=user.id,
+        description=config.description or config.default_description(),
+        resource_pool=config.resources.resource_pool,
+        slots=config.resources.slots,
+        priority=config.resources.priority,
+        argv=config.argv(),
+        env=config.environment.environment_variables,
+        config=config.model_dump(mode="json"),
+    )
+    submitted = await submit_task(state, spec)
+    if submitted.rejection:
+        raise bad_request(f"resources.slots: {submitted.rejection}")
+
+    def read(session: Session) -> dict[str, Any]:
+        task = load_task(session, submitted.task_id)
+        return {"command": command_json(session, task), "config": _public_config(task)}
+
+    return await state.db.run(read)
+
+
+@router.get("")
+def list_commands(request: Request, _: models.User = Depends(auth.current_user)) -> dict[str, Any]:
+    with _state(request).db.session() as session:
+        tasks = session.scalars(
+            select(models.Task)
+            .where(models.Task.task_type == TASK_TYPE)
+            .order_by(models.Task.created_at)
+        )
+        return {"commands": [command_json(session, t) for t in tasks]}
+
+
+@router.get("/{command_id}")
+def get_command(
+    command_id: str, request: Request, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    with _state(request).db.session() as session:
+        task = load_task(session, command_id)
+        if task.task_type != TASK_TYPE:
+            raise not_found(f"command {command_id}")
+        return {"command": command_json(session, task), "config": _public_config(task)}
+
+
+@router.post("/{command_id}/kill")
+async def kill_command(
+    command_id: str, request: Request, user: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state = _state(request)
+
+    def owner_of(session: Session) -> int:
+        task = load_task(session, command_id)
+        if task.task_type != TASK_TYPE:
+            raise not_found(f"command {command_id}")
+        return task.owner_id
+
+    owner_id = await state.db.run(owner_of)
+    if owner_id != user.id and not user.admin:
+        raise forbidden(f"user '{user.username}' may only kill their own commands")
+    await state.scheduler.call(KillTask(task_id=command_id, reason=f"killed by {user.username}"))
+
+    def read(session: Session) -> dict[str, Any]:
+        return {"command": command_json(session, load_task(session, command_id))}
+
+    return await state.db.run(read)

@@ -1,0 +1,175 @@
+"""``/api/v1/tasks``: active allocations, one task with its allocations, and task logs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from master import auth, models
+from master.api.errors import not_found
+from master.api.wire import timestamp
+from master.logs import read_logs
+from master.scheduler.state import AllocationState
+from master.state import MasterState
+
+router = APIRouter(prefix="/api/v1/tasks")
+
+TASK_TYPES = {"COMMAND": "TASK_TYPE_COMMAND"}
+FOLLOW_POLL_SECONDS = 1.0
+LOG_PAGE = 1000
+
+
+def _state(request: Request) -> MasterState:
+    state: MasterState = request.app.state.master
+    return state
+
+
+def allocation_json(
+    row: models.Allocation, task: models.Task, state: MasterState
+) -> dict[str, Any]:
+    live = state.scheduler.allocations.get(row.id)
+    return {
+        "taskId": task.id,
+        "allocationId": row.id,
+        "state": live.state.value if live else row.state,
+        "isReady": live.is_ready if live else row.is_ready,
+        "startTime": timestamp(row.started_at),
+        "endTime": timestamp(row.ended_at),
+        "exitCode": row.exit_code,
+        "exitReason": row.exit_reason,
+        "waitingReason": live.waiting_reason if live else None,
+        "slots": task.slots,
+        "resourcePool": task.resource_pool,
+        "agents": sorted((live.agent_slots if live else row.agent_slots or {}).keys()),
+    }
+
+
+def task_json(session: Session, task: models.Task, state: MasterState) -> dict[str, Any]:
+    rows = session.scalars(
+        select(models.Allocation)
+        .where(models.Allocation.task_id == task.id)
+        .order_by(models.Allocation.created_at)
+    )
+    return {
+        "taskId": task.id,
+        "taskType": TASK_TYPES.get(task.task_type, f"TASK_TYPE_{task.task_type}"),
+        "description": task.description,
+        "allocations": [allocation_json(r, task, state) for r in rows],
+        "startTime": timestamp(task.created_at),
+        "endTime": timestamp(task.ended_at),
+        "state": task.state,
+        "resourcePool": task.resource_pool,
+    }
+
+
+def load_task(session: Session, task_id: str) -> models.Task:
+    task = session.get(models.Task, task_id)
+    if task is None:
+        raise not_found(f"task {task_id}")
+    return task
+
+
+@router.get("")
+async def list_tasks(
+    request: Request, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    """Active allocations in Determined's ``allocationIdToSummary`` shape."""
+    scheduler = _state(request).scheduler
+    summaries = {}
+    for allocation in scheduler.allocations.values():
+        summaries[allocation.id] = {
+            "taskId": allocation.task_id,
+            "allocationId": allocation.id,
+            "name": allocation.task_type.title(),
+            "type": allocation.task_type,
+            "state": allocation.state.value,
+            "username": allocation.owner,
+            "registeredTime": timestamp(allocation.submitted_at),
+            "resourcePool": allocation.pool,
+            "slotsNeeded": allocation.slots,
+            "priority": allocation.priority,
+            "schedulerType": "SCHEDULER_TYPE_PRIORITY",
+            "resources": [
+                {
+                    "containerId": allocation.id,
+                    "agentDevices": {
+                        agent_id: {"devices": [{"id": s} for s in slots]}
+                        for agent_id, slots in allocation.agent_slots.items()
+                    },
+                }
+            ]
+            if allocation.state != AllocationState.QUEUED
+            else [],
+        }
+    return {"allocationIdToSummary": summaries}
+
+
+@router.get("/{task_id}")
+def get_task(
+    task_id: str, request: Request, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state = _state(request)
+    with state.db.session() as session:
+        return {"task": task_json(session, load_task(session, task_id), state)}
+
+
+def log_json(row: models.TaskLog) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "taskId": row.task_id,
+        "allocationId": row.allocation_id,
+        "agentId": row.agent_id,
+        "containerId": row.allocation_id,
+        "rankId": None,
+        "timestamp": timestamp(row.timestamp),
+        "level": f"LOG_LEVEL_{row.level}",
+        "stdtype": row.stdtype,
+        "source": row.source,
+        "log": row.log + "\n",
+        "message": row.log,
+    }
+
+
+@router.get("/{task_id}/logs")
+async def task_logs(
+    task_id: str,
+    request: Request,
+    follow: bool = False,
+    limit: int = Query(0, ge=0),
+    _: models.User = Depends(auth.current_user),
+) -> StreamingResponse:
+    """Newline-delimited JSON, one ``{"result": …}`` per line; ``follow`` streams to the end."""
+    state = _state(request)
+    await state.db.run(lambda s: load_task(s, task_id))
+
+    async def lines() -> AsyncIterator[bytes]:
+        last, sent = 0, 0
+        while True:
+            # Read the task's state before its logs: logs are stored before the task ends, so
+            # all of an ended task's logs are visible to the reads that follow.
+            ended = await state.db.run(lambda s: load_task(s, task_id).ended_at is not None)
+            while True:
+                page = min(LOG_PAGE, limit - sent) if limit else LOG_PAGE
+                rows = await state.db.run(
+                    partial(read_logs, task_id=task_id, after_id=last, limit=page)
+                )
+                for row in rows:
+                    yield (json.dumps({"result": log_json(row)}) + "\n").encode()
+                    last = row.id
+                sent += len(rows)
+                if limit and sent >= limit:
+                    return
+                if len(rows) < page:
+                    break
+            if not follow or ended or await request.is_disconnected():
+                return
+            await state.logs.wait(task_id, FOLLOW_POLL_SECONDS)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,44 @@
+"""Shapes shared by the routers: Determined's JSON (camelCase, RFC 3339 UTC timestamps)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from master import models
+
+
+class WireModel(BaseModel):
+    """A request body: camelCase on the wire (snake_case accepted), unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def user_json(user: models.User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "admin": user.admin,
+        "active": user.active,
+        "agentUserGroup": None,
+        "displayName": user.display_name or "",
+        "modifiedAt": timestamp(user.modified_at),
+        "remote": user.remote,
+        "lastAuthAt": timestamp(user.last_auth_at),
+    }
+
+
+def pagination(offset: int, limit: int, total: int) -> dict[str, int]:
+    """Determined's v1Pagination; ``limit`` 0 means everything from ``offset``."""
+    start = min(max(offset, 0), total)
+    end = total if limit <= 0 else min(start + limit, total)
+    return {"offset": offset, "limit": limit, "startIndex": start, "endIndex": end, "total": total}

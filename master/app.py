@@ -1,0 +1,71 @@
+"""The master's FastAPI application and its start/stop sequence."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from master import __version__, agent_link, models
+from master.api import agents, auth, cluster, commands, errors, tasks, users
+from master.api.body import JsonBodyMiddleware
+from master.config import MasterConfig
+from master.db import Database, migrate
+from master.logs import LogStore
+from master.scheduler.loop import Scheduler
+from master.state import MasterState, utc_now
+
+log = logging.getLogger(__name__)
+DEFAULT_USERS = (("admin", True), ("determined", False))
+
+
+def bootstrap(session: Session) -> str:
+    """First start: the cluster's id and the blank-password users ``admin`` and ``determined``."""
+    cluster = session.get(models.Cluster, 1)
+    if cluster is None:
+        cluster = models.Cluster(id=1, cluster_id=str(uuid.uuid4()), created_at=utc_now())
+        session.add(cluster)
+        if not session.scalar(select(func.count()).select_from(models.User)):
+            for username, admin in DEFAULT_USERS:
+                session.add(models.User(username=username, admin=admin, password_hash=None))
+    return cluster.cluster_id
+
+
+def create_app(config: MasterConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(config.database_url)
+        migrate(db.engine)
+        cluster_id = await db.run(bootstrap)
+        config.join_token()  # generate it now so it can be read before an agent needs it
+        logs = LogStore(db)
+        scheduler = Scheduler(config, db, logs, utc_now)
+        state = MasterState(
+            config=config,
+            db=db,
+            logs=logs,
+            scheduler=scheduler,
+            cluster_id=cluster_id,
+            master_id=str(uuid.uuid4()),
+            started_at=utc_now(),
+        )
+        app.state.master = state
+        await scheduler.start()
+        log.info("master %s up at %s (cluster %s)", __version__, config.master_url, cluster_id)
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            db.close()
+
+    app = FastAPI(title="Flotilla master", version=__version__, lifespan=lifespan)
+    errors.install(app)
+    app.add_middleware(JsonBodyMiddleware)
+    for module in (cluster, auth, users, agents, tasks, commands, agent_link):
+        app.include_router(module.router)
+    return app

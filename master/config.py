@@ -1,0 +1,190 @@
+"""The master's configuration: ``master.yaml``, overridden by ``FLOTILLA_*`` environment variables.
+
+Every default lives here, once; ``docs/reference/master-config.md`` is generated from these models
+(``python -m master.config_docs``). Nested fields are overridden from the environment with ``__``
+between levels, e.g. ``FLOTILLA_DB__URL=postgresql://…`` or ``FLOTILLA_PORT=8081``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from harness.units import Duration
+
+DEFAULT_PORT = 8080
+DEFAULT_POOL = "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Section):
+    url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy database URL. Unset means an SQLite file `flotilla.db` in `data_dir`; "
+            "use `postgresql://user:pass@host:5432/db` (psycopg2) for real deployments."
+        ),
+    )
+
+
+class ResourcePoolConfig(_Section):
+    pool_name: str = Field(description="Name tasks use in `resources.resource_pool`.")
+    description: str = Field(default="", description="Free text shown by `det resource-pool list`.")
+
+    @field_validator("pool_name")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class MasterConfig(BaseSettings):
+    """Everything `det-master` reads at start."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", env_prefix="FLOTILLA_", env_nested_delimiter="__"
+    )
+
+    host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="HTTP port.")
+    external_url: str | None = Field(
+        default=None,
+        description=(
+            "URL agents and tasks use to reach the master; default http://<host>:<port> "
+            "(127.0.0.1 when host is 0.0.0.0)."
+        ),
+    )
+    cluster_name: str = Field(default="", description="Shown by `det master info`.")
+    data_dir: Path = Field(
+        default=Path("~/.flotilla/master"),
+        description="Where the embedded SQLite database and the generated join token live.",
+    )
+    db: DatabaseConfig = Field(default_factory=DatabaseConfig, description="Database connection.")
+    agent_join_token: str | None = Field(
+        default=None,
+        description=(
+            "Shared secret agents present to join. Unset: generated once and stored in "
+            "`<data_dir>/agent-join-token`."
+        ),
+    )
+    resource_pools: list[ResourcePoolConfig] = Field(
+        default_factory=lambda: [ResourcePoolConfig(pool_name=DEFAULT_POOL)],
+        description="Resource pools; agents join one by name.",
+    )
+    default_resource_pool: str = Field(
+        default=DEFAULT_POOL, description="Pool for tasks that do not name one."
+    )
+    token_lifetime: Duration = Field(
+        default=timedelta(days=7), description="How long a login token stays valid."
+    )
+    agent_ping_interval: Duration = Field(
+        default=timedelta(seconds=5), description="How often the master pings each agent."
+    )
+    agent_ping_timeout: Duration = Field(
+        default=timedelta(seconds=20),
+        description="Silence after which an agent's connection counts as lost.",
+    )
+    agent_reconnect_wait: Duration = Field(
+        default=timedelta(seconds=20),
+        description=(
+            "How long the tasks of a disconnected agent (or, after a master restart, of an agent "
+            "not yet back) wait for it to reconnect before they fail."
+        ),
+    )
+    log_level: str = Field(default="INFO", description="Python logging level of the master.")
+
+    @model_validator(mode="after")
+    def _pools_consistent(self) -> MasterConfig:
+        names = [p.pool_name for p in self.resource_pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"resource_pools: duplicate pool_name in {names}")
+        if self.default_resource_pool not in names:
+            raise ValueError(
+                f"default_resource_pool: {self.default_resource_pool!r} is not one of the "
+                f"resource_pools {names}"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over the YAML file (passed as init kwargs).
+        return env_settings, init_settings
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser()
+
+    @property
+    def database_url(self) -> str:
+        if self.db.url:
+            return self.db.url
+        return f"sqlite:///{self.resolved_data_dir / 'flotilla.db'}"
+
+    @property
+    def master_url(self) -> str:
+        if self.external_url:
+            return self.external_url.rstrip("/")
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        return f"http://{host}:{self.port}"
+
+    def join_token(self) -> str:
+        """The configured join token, or the one generated for this data dir."""
+        if self.agent_join_token:
+            return self.agent_join_token
+        path = self.resolved_data_dir / "agent-join-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the field and what is allowed."""
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {path}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> MasterConfig:
+    """Read ``path`` (YAML) if given, apply ``overrides`` and the environment, and validate."""
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return MasterConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc

@@ -1,0 +1,90 @@
+"""Task logs: stored in the database, tailed by followers woken as lines arrive.
+
+Lines come from agents (a task's stdout/stderr, in batches) and from the master itself (state
+changes and failure reasons, ``source="master"``), so ``det task logs`` tells the whole story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from master import models
+from master.db import Database
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: datetime
+    stdtype: str
+    log: str
+    level: str = "INFO"
+    source: str = "task"
+
+
+class LogStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiters: dict[str, asyncio.Event] = {}
+
+    async def append(
+        self,
+        task_id: str,
+        allocation_id: str | None,
+        agent_id: str | None,
+        lines: Sequence[LogLine],
+    ) -> None:
+        if not lines:
+            return
+        rows: list[dict[str, Any]] = [
+            {
+                "task_id": task_id,
+                "allocation_id": allocation_id,
+                "agent_id": agent_id,
+                "timestamp": line.timestamp,
+                "stdtype": line.stdtype,
+                "level": line.level,
+                "source": line.source,
+                "log": line.log,
+            }
+            for line in lines
+        ]
+        await self.db.run(lambda s: s.execute(insert(models.TaskLog), rows))
+        self.wake(task_id)
+
+    async def master_line(
+        self, task_id: str, allocation_id: str | None, text: str, now: datetime, level: str = "INFO"
+    ) -> None:
+        line = LogLine(now, "stdout", text, level=level, source="master")
+        await self.append(task_id, allocation_id, None, [line])
+
+    def wake(self, task_id: str) -> None:
+        waiter = self._waiters.pop(task_id, None)
+        if waiter is not None:
+            waiter.set()
+
+    async def wait(self, task_id: str, timeout: float) -> None:
+        """Return when new lines for ``task_id`` may exist, or after ``timeout`` seconds."""
+        waiter = self._waiters.setdefault(task_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), timeout)
+
+
+def read_logs(
+    session: Session, task_id: str, after_id: int, limit: int | None
+) -> list[models.TaskLog]:
+    query = (
+        select(models.TaskLog)
+        .where(models.TaskLog.task_id == task_id, models.TaskLog.id > after_id)
+        .order_by(models.TaskLog.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))

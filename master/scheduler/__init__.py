@@ -1,0 +1,1 @@
+"""Scheduling: the pure fit and the loop that owns cluster state."""

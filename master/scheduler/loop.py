@@ -1,0 +1,605 @@
+"""The scheduler: the one owner of cluster state.
+
+HTTP handlers and agent sockets ``post`` events; a single asyncio task consumes them in order,
+updates memory, writes the database (the durable truth), talks to agents, and after every event
+runs one scheduling pass (``fit``). Nothing else mutates agents, slots or allocations.
+
+On start it rebuilds from the database: queued allocations queue again; allocations that were
+running wait ``agent_reconnect_wait`` for their agent to come back and re-attach them (the agent
+keeps running its tasks while the master is away), and fail with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.protocol import (
+    AgentOptions,
+    AllocationExited,
+    AllocationStarted,
+    KillAllocation,
+    Reject,
+    StartAllocation,
+    Welcome,
+)
+from master import auth, models
+from master.config import MasterConfig
+from master.db import Database
+from master.logs import LogStore
+from master.scheduler.fit import AgentCapacity, RunningAllocation, SlotRequest, fit
+from master.scheduler.state import (
+    ACTIVE_STATES,
+    AgentConnected,
+    AgentDisconnected,
+    AgentReport,
+    Allocation,
+    AllocationState,
+    AllocationSubmitted,
+    ConnectedAgent,
+    Event,
+    ExitHook,
+    KillTask,
+    PreemptHook,
+    ReconnectDeadline,
+    SetAgentState,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SchedulerError(Exception):
+    """An event the scheduler refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: MasterConfig,
+        db: Database,
+        logs: LogStore,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.logs = logs
+        self.clock = clock
+        self.agents: dict[str, ConnectedAgent] = {}
+        self.allocations: dict[str, Allocation] = {}
+        self.disconnected: dict[str, datetime] = {}
+        self.exit_hooks: list[ExitHook] = []
+        self.preempt_hooks: dict[str, PreemptHook] = {}
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+        self._timers: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._rebuild()
+        self._runner = asyncio.create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        for task in [self._runner, *self._timers]:
+            if task is not None:
+                task.cancel()
+        for task in [self._runner, *self._timers]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def post(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def call(self, event: Event) -> Any:
+        """Post ``event`` and wait for its answer (raises SchedulerError on refusal)."""
+        event.reply = asyncio.get_running_loop().create_future()
+        self.post(event)
+        return await event.reply
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                result = await self._handle(event)
+                await self._schedule()
+                if event.reply is not None and not event.reply.done():
+                    event.reply.set_result(result)
+            except SchedulerError as exc:
+                if event.reply is not None and not event.reply.done():
+                    event.reply.set_exception(exc)
+            except Exception as exc:
+                log.exception("scheduler failed to handle %s", type(event).__name__)
+                if event.reply is not None and not event.reply.done():
+                    event.reply.set_exception(exc)
+
+    async def _handle(self, event: Event) -> Any:
+        match event:
+            case AllocationSubmitted():
+                return await self._submitted(event)
+            case KillTask():
+                return await self._kill_task(event)
+            case AgentConnected():
+                return await self._agent_connected(event)
+            case AgentDisconnected():
+                return await self._agent_disconnected(event)
+            case AgentReport():
+                return await self._agent_report(event)
+            case SetAgentState():
+                return await self._set_agent_state(event)
+            case ReconnectDeadline():
+                return await self._reconnect_deadline(event)
+        raise TypeError(f"unknown event {event!r}")
+
+    # ---- rebuilding after a restart ------------------------------------------------------
+
+    async def _rebuild(self) -> None:
+        def load(session: Session) -> list[tuple[models.Allocation, models.Task, str]]:
+            rows = session.execute(
+                select(models.Allocation, models.Task, models.User.username)
+                .join(models.Task, models.Task.id == models.Allocation.task_id)
+                .join(models.User, models.User.id == models.Task.owner_id)
+                .where(models.Allocation.state.in_([s.value for s in ACTIVE_STATES]))
+                .order_by(models.Allocation.created_at)
+            ).all()
+            return [(a, t, u) for a, t, u in rows]
+
+        now = self.clock()
+        for row, task, owner in await self.db.run(load):
+            allocation = _allocation_from_rows(row, task, owner)
+            self.allocations[allocation.id] = allocation
+            for agent_id in allocation.agent_slots:
+                if agent_id not in self.disconnected:
+                    self.disconnected[agent_id] = now
+                    self._start_timer(agent_id, now)
+        if self.allocations:
+            log.info(
+                "re-queued %d allocations; waiting for agents %s to re-attach running ones",
+                len(self.allocations),
+                sorted(self.disconnected),
+            )
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    async def _submitted(self, event: AllocationSubmitted) -> str | None:
+        def load(session: Session) -> tuple[models.Allocation, models.Task, str]:
+            allocation = session.get(models.Allocation, event.allocation_id)
+            if allocation is None:
+                raise SchedulerError(404, f"allocation {event.allocation_id} not found")
+            task = session.get_one(models.Task, allocation.task_id)
+            owner = session.get_one(models.User, task.owner_id).username
+            return allocation, task, owner
+
+        row, task, owner = await self.db.run(load)
+        allocation = _allocation_from_rows(row, task, owner)
+        self.allocations[allocation.id] = allocation
+        await self.logs.master_line(
+            allocation.task_id,
+            allocation.id,
+            f"queued: {allocation.slots} slot(s) in "
+            f"resource pool '{allocation.pool}', priority {allocation.priority}",
+            self.clock(),
+        )
+        # Answer after a pass, with the rejection reason if it can never fit.
+        await self._schedule()
+        return allocation.kill_reason if allocation.id not in self.allocations else None
+
+    async def _kill_task(self, event: KillTask) -> bool:
+        found = False
+        for allocation in list(self.allocations.values()):
+            if allocation.task_id != event.task_id:
+                continue
+            found = True
+            await self._kill(allocation, event.reason)
+        return found
+
+    async def _kill(self, allocation: Allocation, reason: str) -> None:
+        if allocation.kill_reason is None:
+            allocation.kill_reason = reason
+        if allocation.state == AllocationState.QUEUED:
+            await self._finish(allocation, None, reason)
+            return
+        await self._set_state(allocation, AllocationState.TERMINATING)
+        await self.logs.master_line(allocation.task_id, allocation.id, reason, self.clock())
+        for agent_id in allocation.agent_slots:
+            agent = self.agents.get(agent_id)
+            if agent is not None:
+                await _send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
+
+    async def _set_state(self, allocation: Allocation, state: AllocationState) -> None:
+        allocation.state = state
+
+        def write(session: Session) -> None:
+            values: dict[str, Any] = {"state": state.value, "is_ready": allocation.is_ready}
+            if allocation.started_at is not None:
+                values["started_at"] = allocation.started_at
+            values["agent_slots"] = allocation.agent_slots
+            session.execute(
+                update(models.Allocation)
+                .where(models.Allocation.id == allocation.id)
+                .values(**values)
+            )
+            session.execute(
+                update(models.Task)
+                .where(models.Task.id == allocation.task_id)
+                .values(state=state.value)
+            )
+
+        await self.db.run(write)
+
+    async def _finish(self, allocation: Allocation, exit_code: int | None, reason: str) -> None:
+        """End ``allocation`` for good: record why, revoke its token, free its slots."""
+        self.allocations.pop(allocation.id, None)
+        allocation.state = AllocationState.TERMINATED
+        now = self.clock()
+
+        def write(session: Session) -> None:
+            session.execute(
+                update(models.Allocation)
+                .where(models.Allocation.id == allocation.id)
+                .values(
+                    state=AllocationState.TERMINATED.value,
+                    ended_at=now,
+                    exit_code=exit_code,
+                    exit_reason=reason,
+                    is_ready=False,
+                )
+            )
+            session.execute(
+                update(models.Task)
+                .where(models.Task.id == allocation.task_id)
+                .values(state=AllocationState.TERMINATED.value, ended_at=now)
+            )
+            auth.revoke_allocation_tokens(session, allocation.id)
+
+        await self.db.run(write)
+        level = "INFO" if exit_code == 0 else "ERROR"
+        await self.logs.master_line(allocation.task_id, allocation.id, reason, now, level)
+        for hook in self.exit_hooks:
+            try:
+                await hook(allocation, exit_code, reason)
+            except Exception:
+                log.exception("exit hook failed for allocation %s", allocation.id)
+
+    # ---- agents --------------------------------------------------------------------------
+
+    async def _agent_connected(self, event: AgentConnected) -> Welcome | Reject:
+        hello, now = event.hello, self.clock()
+        pools = [p.pool_name for p in self.config.resource_pools]
+        if hello.resource_pool not in pools:
+            return Reject(
+                reason=f"unknown resource pool '{hello.resource_pool}'; this master has {pools}"
+            )
+        previous = self.agents.get(hello.agent_id)
+        if previous is not None and previous.link is not event.link:
+            log.warning("agent %s connected again; closing its previous link", hello.agent_id)
+            await previous.link.close("replaced by a newer connection of the same agent")
+
+        def upsert(session: Session) -> models.Agent:
+            row = session.get(models.Agent, hello.agent_id)
+            if row is None:
+                row = models.Agent(id=hello.agent_id, registered_at=now, enabled=True)
+                session.add(row)
+            row.resource_pool = hello.resource_pool
+            row.last_connected_at = now
+            return row
+
+        row = await self.db.run(upsert)
+        self.agents[hello.agent_id] = ConnectedAgent(
+            id=hello.agent_id,
+            pool=hello.resource_pool,
+            slots=list(hello.slots),
+            link=event.link,
+            version=hello.version,
+            addresses=list(hello.addresses),
+            registered_at=row.registered_at,
+            connected_at=now,
+            enabled=row.enabled,
+            draining=row.draining,
+        )
+        self.disconnected.pop(hello.agent_id, None)
+        still_running = {r.allocation_id for r in hello.running}
+        reattach = []
+        for allocation in list(self.allocations.values()):
+            if hello.agent_id not in allocation.agent_slots:
+                continue
+            if allocation.id in still_running:
+                reattach.append(allocation.id)
+                await self.logs.master_line(
+                    allocation.task_id,
+                    allocation.id,
+                    f"re-attached to agent '{hello.agent_id}'",
+                    now,
+                )
+            elif allocation.state != AllocationState.QUEUED:
+                await self._finish(
+                    allocation,
+                    None,
+                    f"agent '{hello.agent_id}' reconnected without this task (agent restarted?)",
+                )
+        log.info(
+            "agent %s joined pool %s with %d slots",
+            hello.agent_id,
+            hello.resource_pool,
+            len(hello.slots),
+        )
+        return Welcome(options=self._agent_options(), reattach=reattach)
+
+    def _agent_options(self) -> AgentOptions:
+        return AgentOptions(
+            ping_interval=self.config.agent_ping_interval.total_seconds(),
+            ping_timeout=self.config.agent_ping_timeout.total_seconds(),
+            log_batch_interval=0.2,
+        )
+
+    async def _agent_disconnected(self, event: AgentDisconnected) -> None:
+        agent = self.agents.get(event.agent_id)
+        if agent is None or agent.link is not event.link:
+            return
+        del self.agents[event.agent_id]
+        now = self.clock()
+        await self.db.run(
+            lambda s: s.execute(
+                update(models.Agent)
+                .where(models.Agent.id == event.agent_id)
+                .values(last_disconnected_at=now)
+            )
+        )
+        log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
+        affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
+        if not affected:
+            return
+        self.disconnected[event.agent_id] = now
+        wait = self.config.agent_reconnect_wait.total_seconds()
+        for allocation in affected:
+            await self.logs.master_line(
+                allocation.task_id,
+                allocation.id,
+                f"agent '{event.agent_id}' lost its connection ({event.reason}); "
+                f"waiting up to {wait:g}s for it to reconnect",
+                now,
+                "WARNING",
+            )
+        self._start_timer(event.agent_id, now)
+
+    def _start_timer(self, agent_id: str, since: datetime) -> None:
+        async def fire() -> None:
+            await asyncio.sleep(self.config.agent_reconnect_wait.total_seconds())
+            self.post(ReconnectDeadline(agent_id=agent_id, since=since))
+
+        timer = asyncio.create_task(fire())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _reconnect_deadline(self, event: ReconnectDeadline) -> None:
+        if self.disconnected.get(event.agent_id) != event.since:
+            return
+        del self.disconnected[event.agent_id]
+        wait = self.config.agent_reconnect_wait.total_seconds()
+        for allocation in list(self.allocations.values()):
+            if event.agent_id in allocation.agent_slots:
+                reason = allocation.kill_reason or (
+                    f"agent '{event.agent_id}' lost its connection to the master and did not "
+                    f"reconnect within {wait:g}s; the task is considered failed"
+                )
+                await self._finish(allocation, None, reason)
+
+    async def _agent_report(self, event: AgentReport) -> None:
+        agent = self.agents.get(event.agent_id)
+        if agent is None or agent.link is not event.link:
+            return
+        message = event.message
+        allocation = self.allocations.get(message.allocation_id)
+        if allocation is None or event.agent_id not in allocation.agent_slots:
+            return
+        if isinstance(message, AllocationStarted):
+            allocation.started_at = message.started_at
+            if allocation.state == AllocationState.ASSIGNED:
+                await self._set_state(allocation, AllocationState.RUNNING)
+            await self.logs.master_line(
+                allocation.task_id,
+                allocation.id,
+                f"running on agent '{event.agent_id}' (pid {message.pid})",
+                self.clock(),
+            )
+            return
+        await self._exited(allocation, message)
+
+    async def _exited(self, allocation: Allocation, message: AllocationExited) -> None:
+        code = message.exit_code
+        if allocation.kill_reason is not None:
+            reason = f"{allocation.kill_reason} (exit code {code})"
+        elif message.reason:
+            reason = message.reason
+        elif code == 0:
+            reason = "exited successfully (exit code 0)"
+        elif code is not None and code < 0:
+            reason = f"killed by signal {-code}"
+        else:
+            reason = f"exited with code {code}"
+        await self._finish(allocation, code, reason)
+
+    async def _set_agent_state(self, event: SetAgentState) -> ConnectedAgent:
+        agent = self.agents.get(event.agent_id)
+        if agent is None:
+            raise SchedulerError(404, f"agent '{event.agent_id}' not found (or not connected)")
+        agent.enabled = event.enabled
+        agent.draining = (not event.enabled) and event.drain
+
+        def write(session: Session) -> None:
+            session.execute(
+                update(models.Agent)
+                .where(models.Agent.id == agent.id)
+                .values(enabled=agent.enabled, draining=agent.draining)
+            )
+
+        await self.db.run(write)
+        if not event.enabled and not event.drain:
+            for allocation in list(self.allocations.values()):
+                if agent.id in allocation.agent_slots:
+                    await self._kill(allocation, f"killed: agent '{agent.id}' was disabled")
+        return agent
+
+    # ---- the pass ------------------------------------------------------------------------
+
+    def free_slots(self, agent: ConnectedAgent) -> list[int]:
+        used = {
+            slot
+            for allocation in self.allocations.values()
+            for slot in allocation.agent_slots.get(agent.id, ())
+        }
+        return [slot.id for slot in agent.slots if slot.id not in used]
+
+    def running_count(self, agent_id: str) -> int:
+        return sum(1 for a in self.allocations.values() if agent_id in a.agent_slots)
+
+    async def _schedule(self) -> None:
+        pending = [a for a in self.allocations.values() if a.state == AllocationState.QUEUED]
+        if not pending:
+            return
+        agents = [
+            AgentCapacity(
+                agent_id=agent.id,
+                pool=agent.pool,
+                total_slots=len(agent.slots),
+                free_slot_ids=tuple(self.free_slots(agent)),
+                schedulable=agent.enabled and not agent.draining,
+                running=self.running_count(agent.id),
+            )
+            for agent in self.agents.values()
+        ]
+        running = [
+            RunningAllocation(
+                allocation_id=a.id,
+                pool=a.pool,
+                slots=a.slots,
+                priority=a.priority,
+                group=a.owner,
+                started_at=a.started_at or a.submitted_at,
+                agent_slots={k: tuple(v) for k, v in a.agent_slots.items()},
+                preemptible=a.preemptible,
+            )
+            for a in self.allocations.values()
+            if a.state != AllocationState.QUEUED
+        ]
+        requests = [
+            SlotRequest(
+                allocation_id=a.id,
+                pool=a.pool,
+                slots=a.slots,
+                priority=a.priority,
+                group=a.owner,
+                submitted_at=a.submitted_at,
+                single_agent=a.single_agent,
+            )
+            for a in pending
+        ]
+        result = fit(requests, agents, running)
+        for allocation_id, reason in result.unschedulable.items():
+            allocation = self.allocations[allocation_id]
+            allocation.kill_reason = f"rejected: {reason}"
+            await self._finish(allocation, None, allocation.kill_reason)
+        for allocation_id, reason in result.waiting.items():
+            allocation = self.allocations[allocation_id]
+            if allocation.waiting_reason != reason:
+                allocation.waiting_reason = reason
+                await self.logs.master_line(allocation.task_id, allocation_id, reason, self.clock())
+        for allocation_id in result.preemptions:
+            await self._preempt(self.allocations[allocation_id])
+        for allocation_id, placement in result.assignments.items():
+            await self._launch(self.allocations[allocation_id], placement)
+
+    async def _preempt(self, allocation: Allocation) -> None:
+        hook = self.preempt_hooks.get(allocation.task_type)
+        if hook is None or allocation.preempting:
+            return
+        allocation.preempting = True
+        await self.logs.master_line(
+            allocation.task_id,
+            allocation.id,
+            "preempted: a higher-priority task needs these slots",
+            self.clock(),
+        )
+        await hook(allocation)
+
+    async def _launch(self, allocation: Allocation, placement: dict[str, tuple[int, ...]]) -> None:
+        allocation.agent_slots = {agent: list(slots) for agent, slots in placement.items()}
+        allocation.waiting_reason = None
+        now = self.clock()
+
+        def token(session: Session) -> str:
+            owner = session.scalars(
+                select(models.User.id).where(models.User.username == allocation.owner)
+            ).one()
+            return auth.issue_token(
+                session, owner, self.config.token_lifetime, now, allocation_id=allocation.id
+            )
+
+        session_token = await self.db.run(token)
+        await self._set_state(allocation, AllocationState.ASSIGNED)
+        env = {
+            **allocation.env,
+            "DET_MASTER": self.config.master_url,
+            "DET_TASK_ID": allocation.task_id,
+            "DET_ALLOCATION_ID": allocation.id,
+            "DET_SESSION_TOKEN": session_token,
+            "DET_USER": allocation.owner,
+        }
+        for agent_id, slots in allocation.agent_slots.items():
+            await self.logs.master_line(
+                allocation.task_id,
+                allocation.id,
+                f"assigned to agent '{agent_id}' slots {slots}",
+                now,
+            )
+            await _send(
+                self.agents[agent_id],
+                StartAllocation(
+                    allocation_id=allocation.id,
+                    task_id=allocation.task_id,
+                    argv=allocation.argv,
+                    env=env,
+                    slot_ids=slots,
+                    files=allocation.files,
+                ),
+            )
+
+
+async def _send(agent: ConnectedAgent, message: Any) -> None:
+    try:
+        await agent.link.send(message)
+    except ConnectionError as exc:
+        # The socket's reader will report the disconnect; the reconnect wait covers the rest.
+        log.warning("could not send %s to agent %s: %s", message.type, agent.id, exc)
+
+
+def _allocation_from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocation:
+    launch = task.config.get("launch", {})
+    return Allocation(
+        id=row.id,
+        task_id=task.id,
+        task_type=task.task_type,
+        owner=owner,
+        pool=task.resource_pool,
+        slots=task.slots,
+        priority=task.priority,
+        submitted_at=row.created_at,
+        argv=list(launch.get("argv", [])),
+        env=dict(launch.get("env", {})),
+        files=dict(launch.get("files", {})),
+        state=AllocationState(row.state),
+        agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
+        started_at=row.started_at,
+    )

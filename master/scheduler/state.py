@@ -1,0 +1,139 @@
+"""What the scheduler holds in memory, and the events that change it.
+
+Only the scheduler's loop mutates these objects; everything else sends it an event. Code on the
+event-loop thread (async handlers) may read them between events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from agent.protocol import AllocationExited, AllocationStarted, Hello, MasterMessage, SlotInfo
+
+
+class AllocationState(StrEnum):
+    """Determined's allocation states, as the REST API spells them."""
+
+    QUEUED = "STATE_QUEUED"
+    ASSIGNED = "STATE_ASSIGNED"
+    RUNNING = "STATE_RUNNING"
+    TERMINATING = "STATE_TERMINATING"
+    TERMINATED = "STATE_TERMINATED"
+
+
+ACTIVE_STATES = (
+    AllocationState.QUEUED,
+    AllocationState.ASSIGNED,
+    AllocationState.RUNNING,
+    AllocationState.TERMINATING,
+)
+
+
+class AgentLink(Protocol):
+    """One agent's live connection; ``send`` raises ConnectionError once it is closed."""
+
+    async def send(self, message: MasterMessage) -> None: ...
+
+    async def close(self, reason: str) -> None: ...
+
+
+@dataclass
+class ConnectedAgent:
+    id: str
+    pool: str
+    slots: list[SlotInfo]
+    link: AgentLink
+    version: str
+    addresses: list[str]
+    registered_at: datetime
+    connected_at: datetime
+    enabled: bool = True
+    draining: bool = False
+
+
+@dataclass
+class Allocation:
+    id: str
+    task_id: str
+    task_type: str
+    owner: str
+    pool: str
+    slots: int
+    priority: int
+    submitted_at: datetime
+    argv: list[str]
+    env: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
+    state: AllocationState = AllocationState.QUEUED
+    agent_slots: dict[str, list[int]] = field(default_factory=dict)
+    started_at: datetime | None = None
+    kill_reason: str | None = None
+    waiting_reason: str | None = None
+    single_agent: bool = True
+    preemptible: bool = False
+    preempting: bool = False
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == AllocationState.RUNNING
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    reply: asyncio.Future[Any] | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class AllocationSubmitted(Event):
+    allocation_id: str
+
+
+@dataclass
+class KillTask(Event):
+    task_id: str
+    reason: str
+
+
+@dataclass
+class AgentConnected(Event):
+    hello: Hello
+    link: AgentLink
+
+
+@dataclass
+class AgentDisconnected(Event):
+    agent_id: str
+    link: AgentLink
+    reason: str
+
+
+@dataclass
+class AgentReport(Event):
+    agent_id: str
+    link: AgentLink
+    message: AllocationStarted | AllocationExited
+
+
+@dataclass
+class SetAgentState(Event):
+    agent_id: str
+    enabled: bool
+    drain: bool = False
+
+
+@dataclass
+class ReconnectDeadline(Event):
+    agent_id: str
+    since: datetime
+
+
+ExitHook = Callable[[Allocation, int | None, str], Awaitable[None]]
+PreemptHook = Callable[[Allocation], Awaitable[None]]

@@ -1,0 +1,28 @@
+"""The master's process-wide objects, hung on ``app.state.master``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from master.config import MasterConfig
+from master.db import Database
+from master.logs import LogStore
+from master.scheduler.loop import Scheduler
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class MasterState:
+    config: MasterConfig
+    db: Database
+    logs: LogStore
+    scheduler: Scheduler
+    cluster_id: str
+    master_id: str
+    started_at: datetime
+    clock: Callable[[], datetime] = utc_now

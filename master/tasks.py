@@ -1,0 +1,79 @@
+"""Creating tasks of any type: one row per task, one per allocation, then a scheduler event.
+
+Commands use this now; trials, shells, notebooks and TensorBoards build their launch spec and
+call :func:`submit_task` the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from master import models
+from master.api.errors import bad_request
+from master.scheduler.state import AllocationState, AllocationSubmitted
+from master.state import MasterState
+
+
+@dataclass
+class TaskSpec:
+    task_type: str
+    owner_id: int
+    description: str
+    resource_pool: str | None
+    slots: int
+    priority: int
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Submitted:
+    task_id: str
+    allocation_id: str
+    rejection: str | None
+
+
+async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
+    """Store ``spec`` and hand it to the scheduler; ``rejection`` says why it can never run."""
+    pools = [p.pool_name for p in state.config.resource_pools]
+    pool = spec.resource_pool or state.config.default_resource_pool
+    if pool not in pools:
+        raise bad_request(f"resources.resource_pool: unknown pool '{pool}'; available: {pools}")
+    task_id = str(uuid.uuid4())
+    allocation_id = f"{task_id}.1"
+    now = state.clock()
+    config = {**spec.config, "launch": {"argv": spec.argv, "env": spec.env, "files": spec.files}}
+
+    def write(session: Any) -> None:
+        session.add(
+            models.Task(
+                id=task_id,
+                task_type=spec.task_type,
+                owner_id=spec.owner_id,
+                description=spec.description,
+                config=config,
+                resource_pool=pool,
+                slots=spec.slots,
+                priority=spec.priority,
+                state=AllocationState.QUEUED.value,
+                created_at=now,
+            )
+        )
+        session.flush()
+        session.add(
+            models.Allocation(
+                id=allocation_id,
+                task_id=task_id,
+                state=AllocationState.QUEUED.value,
+                agent_slots={},
+                created_at=now,
+            )
+        )
+
+    await state.db.run(write)
+    rejection = await state.scheduler.call(AllocationSubmitted(allocation_id=allocation_id))
+    return Submitted(task_id, allocation_id, rejection)
