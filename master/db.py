@@ -22,7 +22,16 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 here, whatever SQLAlchemy's default driver is."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -1,0 +1,283 @@
+"""The runner: process groups, log batches in order before the exit, kills with grace."""
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
+
+import pytest  # noqa: E402
+
+from agent.protocol import (  # noqa: E402
+    AllocationExited,
+    AllocationStarted,
+    DeviceType,
+    LogBatch,
+    SlotInfo,
+    StartAllocation,
+)
+from agent.runner import MAX_LINE_BYTES, Runner  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_SLOTS = [SlotInfo(id=0, type=DeviceType.CPU), SlotInfo(id=1, type=DeviceType.CPU)]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    def __call__(self, message) -> None:
+        self.messages.append(message)
+
+    def of(self, allocation_id: str) -> list:
+        return [m for m in self.messages if m.allocation_id == allocation_id]
+
+    def lines(self, allocation_id: str, stdtype: str | None = None) -> list[str]:
+        return [
+            entry.line
+            for m in self.of(allocation_id)
+            if isinstance(m, LogBatch)
+            for entry in m.entries
+            if stdtype in (None, entry.stdtype)
+        ]
+
+    async def exit_of(self, allocation_id: str, timeout: float = 5.0) -> AllocationExited:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.of(allocation_id):
+                if isinstance(m, AllocationExited):
+                    return m
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no exit for {allocation_id}: {self.of(allocation_id)}")
+
+
+def make_runner(tmp_path: Path, recorder: Recorder, **overrides) -> Runner:
+    options = {
+        "work_dir": tmp_path,
+        "agent_id": "agent-1",
+        "slots": CPU_SLOTS,
+        "emit": recorder,
+        "log_batch_interval": 0.05,
+        "kill_grace_period": 5.0,
+        **overrides,
+    }
+    return Runner(**options)
+
+
+def start(argv: list[str], allocation_id: str = "alloc-1", **fields) -> StartAllocation:
+    return StartAllocation(allocation_id=allocation_id, task_id="task-1", argv=argv, **fields)
+
+
+def test_logs_arrive_in_order_before_the_exit_code(tmp_path):
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder)
+        script = "echo out; echo err >&2; for i in $(seq 1 200); do echo $i; done; exit 3"
+        runner.start(start(["sh", "-c", script]))
+        await recorder.exit_of("alloc-1")
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    messages = recorder.of("alloc-1")
+    assert isinstance(messages[0], AllocationStarted)
+    assert isinstance(messages[-1], AllocationExited)
+    assert all(isinstance(m, LogBatch) for m in messages[1:-1])
+    assert (messages[-1].exit_code, messages[-1].reason) == (3, "")
+    assert recorder.lines("alloc-1", "stdout") == ["out", *[str(i) for i in range(1, 201)]]
+    assert recorder.lines("alloc-1", "stderr") == ["err"]
+    timestamps = [e.timestamp for m in messages[1:-1] for e in m.entries]
+    assert timestamps == sorted(timestamps) and timestamps[0].tzinfo is not None
+
+
+def test_environment_files_and_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DET_AGENT_JOIN_TOKEN", "must-not-leak")
+
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder)
+        script = (
+            'echo "$DET_AGENT_ID|$DET_SLOT_IDS|[$CUDA_VISIBLE_DEVICES]|$FROM_MASTER"; '
+            'echo "token=[$DET_AGENT_JOIN_TOKEN]"; pwd; cat pkg/model.py'
+        )
+        files = {"pkg/model.py": base64.b64encode(b"print('hi')\n").decode()}
+        runner.start(
+            start(["sh", "-c", script], env={"FROM_MASTER": "yes"}, slot_ids=[0, 1], files=files)
+        )
+        await recorder.exit_of("alloc-1")
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    assert recorder.lines("alloc-1", "stdout") == [
+        "agent-1|0,1|[]|yes",
+        "token=[]",
+        str(tmp_path / "alloc-1"),
+        "print('hi')",
+    ]
+
+
+def test_cuda_slots_set_cuda_visible_devices(tmp_path):
+    slots = [
+        SlotInfo(id=0, type=DeviceType.CUDA, uuid="GPU-aaa"),
+        SlotInfo(id=1, type=DeviceType.CUDA, uuid="GPU-bbb"),
+    ]
+
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder, slots=slots)
+        runner.start(start(["sh", "-c", "echo $CUDA_VISIBLE_DEVICES"], slot_ids=[1]))
+        await recorder.exit_of("alloc-1")
+        return recorder
+
+    assert asyncio.run(scenario()).lines("alloc-1") == ["GPU-bbb"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"argv": ["/no/such/program"]}, "failed to start: [Errno 2] No such file or directory"),
+        ({"argv": []}, "failed to start: argv is empty"),
+        (
+            {"argv": ["true"], "files": {"../escape.py": "eA=="}},
+            "failed to start: unsafe file path",
+        ),
+        ({"argv": ["true"], "files": {"/etc/x": "eA=="}}, "failed to start: unsafe file path"),
+        ({"argv": ["true"], "files": {"a.py": "not base64!"}}, "is not valid base64"),
+        ({"argv": ["true"], "slot_ids": [7]}, "failed to start: unknown slot id(s) [7]"),
+    ],
+)
+def test_an_allocation_that_cannot_start_exits_with_no_code(tmp_path, fields, expected):
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(tmp_path / "work", recorder)
+        runner.start(StartAllocation(allocation_id="a", task_id="t", **fields))
+        await recorder.exit_of("a")
+        return recorder
+
+    (exited,) = asyncio.run(scenario()).of("a")
+    assert exited.exit_code is None
+    assert exited.reason.startswith("failed to start") and expected in exited.reason
+    assert not (tmp_path / "escape.py").exists()
+
+
+def _is_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # a zombie is dead, waiting for a reaper
+
+
+def test_kill_terminates_the_whole_group_quickly(tmp_path):
+    async def scenario() -> tuple[Recorder, float]:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder, kill_grace_period=5.0)
+        runner.start(start(["sh", "-c", "sleep 100 & echo $!; wait"]))
+        while not recorder.lines("alloc-1"):
+            await asyncio.sleep(0.01)
+        began = time.monotonic()
+        assert runner.kill("alloc-1", "killed by the master: user request")
+        await recorder.exit_of("alloc-1")
+        return recorder, time.monotonic() - began
+
+    recorder, took = asyncio.run(scenario())
+    exited = recorder.of("alloc-1")[-1]
+    assert exited.exit_code == -15
+    assert exited.reason == "killed by the master: user request"
+    assert took < 2.0
+    grandchild = int(recorder.lines("alloc-1")[0])
+    deadline = time.monotonic() + 2
+    while not _is_gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _is_gone(grandchild)
+
+
+def test_a_process_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path):
+    async def scenario() -> tuple[AllocationExited, float]:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder, kill_grace_period=0.3)
+        runner.start(start(["sh", "-c", "trap '' TERM; echo ready; sleep 100"]))
+        while not recorder.lines("alloc-1"):
+            await asyncio.sleep(0.01)
+        began = time.monotonic()
+        runner.kill("alloc-1", "test")
+        exited = await recorder.exit_of("alloc-1")
+        return exited, time.monotonic() - began
+
+    exited, took = asyncio.run(scenario())
+    assert exited.exit_code == -9
+    assert 0.3 <= took < 2.0
+
+
+def test_leftover_background_children_do_not_keep_the_allocation_alive(tmp_path):
+    async def scenario() -> tuple[AllocationExited, float]:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder)
+        began = time.monotonic()
+        runner.start(start(["sh", "-c", "sleep 100 & echo bye"]))
+        exited = await recorder.exit_of("alloc-1")
+        assert recorder.lines("alloc-1") == ["bye"]
+        return exited, time.monotonic() - began
+
+    exited, took = asyncio.run(scenario())
+    assert exited.exit_code == 0
+    assert took < 1.5
+
+
+def test_long_lines_are_cut_and_big_outputs_are_batched_by_1000(tmp_path):
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(tmp_path, recorder, log_batch_interval=30.0)
+        script = "head -c 100000 /dev/zero | tr '\\0' a; echo; echo next; seq 1 2500"
+        runner.start(start(["sh", "-c", script]))
+        await recorder.exit_of("alloc-1")
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    lines = recorder.lines("alloc-1")
+    assert lines[0] == "a" * MAX_LINE_BYTES
+    assert lines[1:] == ["next", *[str(i) for i in range(1, 2501)]]
+    sizes = [len(m.entries) for m in recorder.of("alloc-1") if isinstance(m, LogBatch)]
+    assert sizes == [1000, 1000, 502]
+
+
+ORPHAN_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from agent.protocol import AllocationStarted, DeviceType, SlotInfo, StartAllocation
+from agent.runner import Runner
+
+async def main():
+    started = asyncio.Event()
+    def emit(message):
+        if isinstance(message, AllocationStarted):
+            print(message.pid, flush=True)
+            started.set()
+    runner = Runner(work_dir=Path(sys.argv[1]), agent_id="a", slots=[SlotInfo(id=0, type=DeviceType.CPU)],
+                    emit=emit, log_batch_interval=0.1, kill_grace_period=1)
+    runner.start(StartAllocation(allocation_id="x", task_id="t", argv=["sleep", "100"]))
+    await started.wait()
+    os._exit(0)  # the agent "crashes"
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_task_dies_with_a_crashed_agent(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    pid = int(result.stdout.strip())
+    deadline = time.monotonic() + 3
+    while not _is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _is_gone(pid), f"task pid {pid} outlived its agent"

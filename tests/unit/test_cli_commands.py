@@ -1,0 +1,239 @@
+"""``det`` end to end against the in-process fake master: output, exit codes, error lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli import session
+from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures)
+    FakeCommand,
+    FakeMaster,
+    Result,
+    cli_env,
+    det,
+    fake_master,
+)
+
+Det = Callable[..., Result]
+
+
+def _agent(agent_id: str, *, busy: bool = False) -> dict[str, Any]:
+    container = {"id": "alloc-1", "state": "RUNNING"} if busy else None
+    return {
+        "id": agent_id,
+        "registeredTime": "2024-05-01T12:00:00.123456Z",
+        "version": "0.1.0",
+        "enabled": True,
+        "draining": False,
+        "resourcePools": ["default"],
+        "addresses": ["10.0.0.5"],
+        "slots": {
+            f"/agents/{agent_id}/slots/0": {
+                "id": "0",
+                "device": {"id": 0, "brand": "Intel Xeon", "uuid": "", "type": "TYPE_CPU"},
+                "enabled": True,
+                "draining": False,
+                "container": container,
+            }
+        },
+    }
+
+
+def test_first_command_logs_in_as_determined_with_blank_password_and_caches_token(
+    fake_master: FakeMaster, det: Det, cli_env: Path
+) -> None:
+    result = det("user", "whoami")
+    assert (result.code, result.out) == (0, "You are logged in as user 'determined'\n")
+    login = next(body for m, p, body in fake_master.requests if p == "/api/v1/auth/login")
+    assert login == {"username": "determined", "password": "", "isHashed": True}
+    stored = json.loads((cli_env / "auth.json").read_text())
+    assert list(stored["masters"][fake_master.url]["tokens"]) == ["determined"]
+    assert (cli_env / "auth.json").stat().st_mode & 0o777 == 0o600
+
+    fake_master.requests.clear()
+    assert det("user", "whoami").code == 0
+    assert all(p != "/api/v1/auth/login" for _, p, _ in fake_master.requests)
+
+
+def test_login_sends_salted_hash_and_sets_the_active_user(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("alice", "Secret123")
+    monkeypatch.setattr(session.getpass, "getpass", lambda prompt="": "Secret123")
+    assert det("user", "login", "alice").code == 0
+    login = next(body for m, p, body in fake_master.requests if p == "/api/v1/auth/login")
+    assert login["password"] == salted("Secret123")
+    assert det("user", "whoami").out == "You are logged in as user 'alice'\n"
+
+    assert det("user", "logout").code == 0
+    assert det("user", "whoami").out == "You are logged in as user 'determined'\n"
+
+
+def salted(password: str) -> str:
+    from harness.client import salted_password
+
+    return salted_password(password)
+
+
+def test_wrong_password_is_one_line_saying_invalid_username_or_password(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("alice", "Secret123")
+    monkeypatch.setenv("DET_PASS", "wrong")
+    result = det("user", "login", "alice")
+    assert result.code == 1
+    assert result.err == "Failed to log in: invalid username or password\n"
+
+
+def test_det_user_and_det_pass_pick_the_user(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("bob", "Secret123")
+    monkeypatch.setenv("DET_USER", "bob")
+    monkeypatch.setenv("DET_PASS", "Secret123")
+    assert det("user", "whoami").out == "You are logged in as user 'bob'\n"
+
+
+def test_fallback_login_failure_tells_how_to_log_in(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.passwords["determined"] = salted("Changed123")
+    result = det("agent", "list")
+    assert result.code == 1
+    assert result.err.strip().startswith("Unauthenticated: Please use 'det user login")
+    assert "Traceback" not in result.err
+
+
+def test_expired_cached_token_is_dropped_and_replaced(fake_master: FakeMaster, det: Det) -> None:
+    assert det("user", "whoami").code == 0
+    fake_master.tokens.clear()
+    assert det("user", "whoami").code == 0
+    assert sum(p == "/api/v1/auth/login" for _, p, _ in fake_master.requests) == 2
+
+
+def test_unreachable_master_names_the_url(cli_env: Path, det: Det) -> None:
+    result = det("-m", "127.0.0.1:9", "agent", "list")
+    assert result.code == 1
+    assert result.err == "cannot reach the master at http://127.0.0.1:9: connection refused\n"
+
+
+def test_forbidden_says_what_the_master_said(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.forbidden["/api/v1/agents"] = "permission denied: view agents"
+    result = det("agent", "list")
+    assert result.code == 1
+    assert result.err == "Failed to list agents: Forbidden: permission denied: view agents\n"
+
+
+def test_agent_list_table(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.agents = [_agent("local-agent-1"), _agent("local-agent-0", busy=True)]
+    result = det("a")  # alias, default verb
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        " Agent ID      | Version   | Registered Time          |   Slots |   Containers"
+        " | Resource Pool   | Enabled   | Draining   | Addresses",
+        "---------------+-----------+--------------------------+---------+--------------"
+        "+-----------------+-----------+------------+-------------",
+        " local-agent-0 | 0.1.0     | 2024-05-01 12:00:00+0000 |       1 |            1"
+        " | default         | True      | False      | 10.0.0.5",
+        " local-agent-1 | 0.1.0     | 2024-05-01 12:00:00+0000 |       1 |            0"
+        " | default         | True      | False      | 10.0.0.5",
+    ]
+    records = json.loads(det("agent", "list", "--json").out)
+    assert [r["id"] for r in records] == ["local-agent-0", "local-agent-1"]
+
+
+def test_slot_list_names_the_task_in_each_slot(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.agents = [_agent("a1", busy=True), _agent("a2")]
+    fake_master.tasks = {"alloc-1": {"taskId": "t1", "allocationId": "alloc-1", "name": "train"}}
+    rows = json.loads(det("s", "ls", "--json").out)
+    assert [(r["agent_id"], r["slot_id"], r["allocation_id"], r["task_name"]) for r in rows] == [
+        ("a1", "0", "alloc-1", "train"),
+        ("a2", "0", "FREE", "FREE"),
+    ]
+    assert rows[0]["type"] == "cpu"
+
+
+def test_agent_disable_with_drain_sends_drain(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.agents = [_agent("a1")]
+    result = det("agent", "disable", "a1", "--drain")
+    assert result.code == 0
+    assert "Disabled agent a1." in result.err
+    assert "No tasks in progress on draining nodes." in result.out
+    assert fake_master.agents[0]["draining"] is True
+    assert det("agent", "disable").err.startswith("Please pass agent id or --all option.")
+
+
+def test_cmd_run_streams_logs_and_exits_with_the_commands_code(
+    fake_master: FakeMaster, det: Det
+) -> None:
+    fake_master.next_command = FakeCommand(logs=["hi\n", "there"], exit_code=3)
+    result = det("cmd", "run", "--config", "resources.slots=0", "echo hi; exit 3")
+    assert result.code == 3
+    assert result.out == "hi\nthere\n"
+    assert "Launched command" in result.err
+    create = next(b for m, p, b in fake_master.requests if (m, p) == ("POST", "/api/v1/commands"))
+    assert create == {"config": {"resources": {"slots": 0}, "entrypoint": "echo hi; exit 3"}}
+
+
+def test_cmd_run_without_exit_code_prints_the_reason(fake_master: FakeMaster, det: Det) -> None:
+    fake_master.next_command = FakeCommand(logs=[], exit_code=None, exit_reason="agent lost")
+    result = det("command", "run", "python", "train.py")
+    assert result.code == 1
+    assert "agent lost" in result.err
+    create = next(b for m, p, b in fake_master.requests if (m, p) == ("POST", "/api/v1/commands"))
+    assert create["config"]["entrypoint"] == ["python", "train.py"]
+
+
+def test_cmd_run_detach_prints_only_the_id(fake_master: FakeMaster, det: Det) -> None:
+    result = det("cmd", "run", "-d", "sleep 1")
+    assert (result.code, result.out) == (0, "00000001-0000-0000-0000-000000000000\n")
+
+
+def test_cmd_list_logs_and_kill_accept_id_prefixes(fake_master: FakeMaster, det: Det) -> None:
+    det("cmd", "run", "-d", "true")
+    listed = det("cmd", "list")
+    assert listed.out.splitlines()[0].split("|")[0].strip() == "id"
+    assert "TERMINATED" in listed.out and "STATE_" not in listed.out
+    assert det("cmd", "logs", "00000001").out == "hi\n"
+    killed = det("cmd", "kill", "0000")
+    assert killed.out == "Killed command 00000001-0000-0000-0000-000000000000\n"
+    missing = det("cmd", "kill", "ffff")
+    assert (missing.code, missing.err) == (1, "partial UUID 'ffff' not found\n")
+
+
+def test_task_logs_for_unknown_task_is_one_line(fake_master: FakeMaster, det: Det) -> None:
+    result = det("task", "logs", "nope")
+    assert result.code == 0  # the fake streams nothing for unknown tasks
+    fake_master.forbidden["/api/v1/tasks/nope/logs"] = "not your task"
+    result = det("task", "logs", "nope")
+    assert (result.code, result.err) == (1, "Failed to fetch task logs: Forbidden: not your task\n")
+
+
+def test_user_create_requires_admin_and_strong_password(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weak = det("user", "create", "carol", "--password", "short")
+    assert weak.code == 1 and "password must have at least 8 characters" in weak.err
+    denied = det("user", "create", "carol", "--password", "Secret123")
+    assert denied.err == "Failed to create user: Forbidden: only admins may create users\n"
+    monkeypatch.setattr(session.getpass, "getpass", lambda prompt="": "")
+    assert det("user", "login", "admin").code == 0
+    assert det("user", "create", "carol", "--admin", "--password", "Secret123").code == 0
+    assert fake_master.passwords["carol"] == salted("Secret123")
+    assert det("user", "deactivate", "carol").code == 0
+    listed = det("user", "list")
+    assert "carol" not in listed.out and "carol" in det("user", "list", "--all").out
+
+
+def test_master_info_is_yaml_by_default(fake_master: FakeMaster, det: Det) -> None:
+    assert "clusterName: test\n" in det("master", "info").out
+    assert json.loads(det("master", "info", "--json").out)["masterId"] == "m1"
+
+
+def test_resource_pool_list(fake_master: FakeMaster, det: Det) -> None:
+    out = det("rp", "list").out.splitlines()
+    assert out[0].startswith(" Name")
+    assert out[2].split("|")[2].strip() == "STATIC"
