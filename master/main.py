@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         port=config.port,
         log_level=config.log_level.lower(),
         ws_ping_interval=None,  # liveness is the agent protocol's own ping/pong
+        access_log=config.log_level.upper() == "DEBUG",
     )
 
 

@@ -130,12 +130,17 @@ class Agent(Process):
         self.id = agent_id
         argv = [
             str(BIN / "det-agent"),
-            "--master-url", master.url,
-            "--join-token", JOIN_TOKEN,
-            "--agent-id", agent_id,
-            "--slots", str(slots),
+            "--master-url",
+            master.url,
+            "--join-token",
+            JOIN_TOKEN,
+            "--agent-id",
+            agent_id,
+            "--slots",
+            str(slots),
             "--no-gpu",
-            "--work-dir", str(workdir / f"agent-{agent_id}"),
+            "--work-dir",
+            str(workdir / f"agent-{agent_id}"),
         ]
         for flag, value in flags.items():
             argv += [f"--{flag.replace('_', '-')}", value]

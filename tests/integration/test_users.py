@@ -97,7 +97,11 @@ def test_users_are_paginated(master: Master) -> None:
         assert admin.post("/api/v1/users", json={"user": {"username": name}}).status_code == 200
     page = admin.get("/api/v1/users", params={"offset": 1, "limit": 2}).json()
     assert page["pagination"] == {
-        "offset": 1, "limit": 2, "startIndex": 1, "endIndex": 3, "total": 5,
+        "offset": 1,
+        "limit": 2,
+        "startIndex": 1,
+        "endIndex": 3,
+        "total": 5,
     }
     assert [u["username"] for u in page["users"]] == ["determined", "u1"]
 
@@ -141,7 +145,7 @@ def test_logout_revokes_the_token(master: Master) -> None:
         (b'{"user": {"username": "x", "colour": "red"}}', "user.colour: Extra inputs"),
         (b'{"user": {"username": 5}}', "user.username: Input should be a valid string"),
         (b'{"user": {"username": "x", "admin": "sure"}}', "user.admin: Input should be"),
-        (b'{}', "user: Field required"),
+        (b"{}", "user: Field required"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(master: Master, body: bytes, expected: str) -> None:

@@ -1,14 +1,11 @@
 """AgentConfig: defaults, precedence of file < env < flags, and one-line errors."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
+import pytest
 
-import pytest  # noqa: E402
-
-from agent.config import AgentConfig, ConfigError, load_config  # noqa: E402
-from agent.main import main  # noqa: E402
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.main import main
 
 
 def test_defaults_and_derived_values():

@@ -11,15 +11,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
-import pytest  # noqa: E402
-from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
-from websockets.http11 import Request, Response  # noqa: E402
-
-from agent.config import AgentConfig  # noqa: E402
-from agent.daemon import Daemon, backoff_delays  # noqa: E402
-from agent.protocol import (  # noqa: E402
+from agent.config import AgentConfig
+from agent.daemon import Daemon, backoff_delays
+from agent.protocol import (
     AGENT_WS_PATH,
     AgentMessageAdapter,
     AgentOptions,
@@ -408,3 +407,23 @@ def test_auth_failure_statuses_are_fatal_but_others_are_retried(tmp_path, status
 
     assert asyncio.run(scenario()) == 1
     assert len(attempts) == 3
+
+
+def test_a_message_the_socket_refused_is_sent_first_on_the_next_connection(tmp_path):
+    class ClosedSocket:
+        async def send(self, data: str) -> None:
+            raise ConnectionClosed(None, None)
+
+    started = AllocationStarted(allocation_id="a", pid=1, started_at="2030-01-01T00:00:00Z")
+    exited_ = AllocationExited(allocation_id="a", exit_code=0, ended_at="2030-01-01T00:00:01Z")
+
+    async def scenario() -> list:
+        config = AgentConfig(join_token=TOKEN, work_dir=tmp_path)
+        daemon = Daemon(config, SLOTS)
+        daemon.outbox.put(started)
+        daemon.outbox.put(exited_)
+        with pytest.raises(ConnectionClosed):
+            await daemon._send_queued(ClosedSocket())  # type: ignore[arg-type]
+        return daemon.outbox.messages()
+
+    assert asyncio.run(scenario()) == [started, exited_]

@@ -1,14 +1,9 @@
 """Slot detection: nvidia-smi parsing, CPU brand, and the fallbacks between them."""
 
-import sys
-from pathlib import Path
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
-
-import pytest  # noqa: E402
-
-from agent.devices import detect_slots, parse_cpu_brand, parse_nvidia_smi  # noqa: E402
-from agent.protocol import DeviceType  # noqa: E402
+from agent.devices import detect_slots, parse_cpu_brand, parse_nvidia_smi
+from agent.protocol import DeviceType
 
 NVIDIA_SMI_TWO_GPUS = """\
 1, NVIDIA A10G, GPU-bbbbbbbb-2222-3333-4444-555555555555

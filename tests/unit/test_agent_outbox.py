@@ -1,13 +1,9 @@
 """The outbox keeps messages in order and bounds buffered log lines by dropping the oldest."""
 
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
-
-from agent.outbox import Outbox  # noqa: E402
-from agent.protocol import AllocationExited, AllocationStarted, LogBatch, LogEntry  # noqa: E402
+from agent.outbox import Outbox
+from agent.protocol import AllocationExited, AllocationStarted, LogBatch, LogEntry
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -8,11 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # until pytest sets pythonpath
+import pytest
 
-import pytest  # noqa: E402
-
-from agent.protocol import (  # noqa: E402
+from agent.protocol import (
     AllocationExited,
     AllocationStarted,
     DeviceType,
@@ -20,7 +18,7 @@ from agent.protocol import (  # noqa: E402
     SlotInfo,
     StartAllocation,
 )
-from agent.runner import MAX_LINE_BYTES, Runner  # noqa: E402
+from agent.runner import MAX_LINE_BYTES, Runner
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SLOTS = [SlotInfo(id=0, type=DeviceType.CPU), SlotInfo(id=1, type=DeviceType.CPU)]
@@ -256,8 +254,9 @@ async def main():
         if isinstance(message, AllocationStarted):
             print(message.pid, flush=True)
             started.set()
-    runner = Runner(work_dir=Path(sys.argv[1]), agent_id="a", slots=[SlotInfo(id=0, type=DeviceType.CPU)],
-                    emit=emit, log_batch_interval=0.1, kill_grace_period=1)
+    slots = [SlotInfo(id=0, type=DeviceType.CPU)]
+    runner = Runner(work_dir=Path(sys.argv[1]), agent_id="a", slots=slots, emit=emit,
+                    log_batch_interval=0.1, kill_grace_period=1)
     runner.start(StartAllocation(allocation_id="x", task_id="t", argv=["sleep", "100"]))
     await started.wait()
     os._exit(0)  # the agent "crashes"

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from cli import session
-from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures)
+from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
     FakeCommand,
     FakeMaster,
     Result,
-    cli_env,
-    det,
-    fake_master,
+    cli_env_fixture,
+    det_fixture,
+    fake_master_fixture,
 )
 
 Det = Callable[..., Result]

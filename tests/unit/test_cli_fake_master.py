@@ -87,7 +87,9 @@ class FakeMaster:
             return 403, {"code": 7, "message": self.forbidden[path], "details": []}
         return self.route(method, path, query, body, username, token)
 
-    def route(self, method: str, path: str, query: dict[str, list[str]], body: Any, me: str, tok: str):
+    def route(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, me: str, tok: str
+    ):
         parts = path.strip("/").split("/")[2:]  # after api/v1
         if (method, parts) == ("POST", ["auth", "logout"]):
             self.tokens.pop(tok, None)
@@ -127,10 +129,17 @@ class FakeMaster:
         if parts == ["tasks"]:
             return 200, {"allocationIdToSummary": self.tasks}
         if parts[:1] == ["tasks"] and parts[2:] == ["logs"]:
-            return 200, [{"result": {"id": i, "message": m}} for i, m in enumerate(self.logs.get(parts[1], []))]
+            return 200, [
+                {"result": {"id": i, "message": m}}
+                for i, m in enumerate(self.logs.get(parts[1], []))
+            ]
         if parts[:1] == ["tasks"]:
             detail = self.task_details.get(parts[1])
-            return (200, {"task": detail}) if detail else (404, {"code": 5, "message": "task not found"})
+            return (
+                (200, {"task": detail})
+                if detail
+                else (404, {"code": 5, "message": "task not found"})
+            )
         if parts == ["commands"] and method == "POST":
             return 200, self._create_command(body["config"], me)
         if parts == ["commands"]:
@@ -198,8 +207,8 @@ def _handler(fake: FakeMaster) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+@pytest.fixture(name="cli_env")
+def cli_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An isolated FLOTILLA_HOME and no DET_* variables from the developer's shell."""
     for var in ("DET_MASTER", "DET_MASTER_ADDR", "DET_USER", "DET_PASS", "DET_USER_TOKEN"):
         monkeypatch.delenv(var, raising=False)
@@ -213,8 +222,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def fake_master(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMaster]:
+@pytest.fixture(name="fake_master")
+def fake_master_fixture(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMaster]:
     fake = FakeMaster()
     fake.add_user("admin", admin=True)
     fake.add_user("determined")
@@ -238,8 +247,8 @@ class Result:
     err: str
 
 
-@pytest.fixture
-def det(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+@pytest.fixture(name="det")
+def det_fixture(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Run ``det ARGS...`` in-process; returns the exit code and captured stdout/stderr."""
 
     def run(*argv: str) -> Result:

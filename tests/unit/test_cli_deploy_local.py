@@ -1,0 +1,184 @@
+"""``det deploy local`` with stand-in ``det-master``/``det-agent`` programs: real processes,
+real process groups and signals, a real HTTP port; only the programs themselves are fakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli import deploy_local
+from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
+    Result,
+    cli_env_fixture,
+    det_fixture,
+)
+
+Det = Callable[..., Result]
+
+FAKE_MASTER = """\
+import argparse, json, sys, yaml
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+p = argparse.ArgumentParser(); p.add_argument("--config"); a = p.parse_args()
+config = yaml.safe_load(open(a.config))
+if config["cluster_name"] == "broken":
+    print("fatal: the database is on fire", flush=True); sys.exit(3)
+agents = {}
+class H(BaseHTTPRequestHandler):
+    def reply(self, body):
+        data = json.dumps(body).encode(); self.send_response(200)
+        self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self.reply({"version": "0"} if self.path == "/info" else {"agents": list(agents.values())})
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)) or b"{}")
+        if self.path == "/register":
+            agents[body["id"]] = body
+        self.reply({"token": "t", "user": {}})
+    def log_message(self, *args): pass
+print("master listening", flush=True)
+ThreadingHTTPServer((config["host"], config["port"]), H).serve_forever()
+"""
+
+FAKE_AGENT = """\
+import argparse, json, os, signal, time, urllib.request
+p = argparse.ArgumentParser()
+for f in ("--master-url", "--agent-id", "--work-dir"): p.add_argument(f)
+p.add_argument("--slots", type=int); p.add_argument("--no-gpu", action="store_true")
+a = p.parse_args()
+if a.agent_id.endswith("-1"):  # the second agent is stubborn: it ignores SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+slots = {f"/agents/{a.agent_id}/slots/{i}": {"id": str(i)} for i in range(a.slots)}
+token = os.environ["DET_AGENT_JOIN_TOKEN"]
+body = json.dumps({"id": a.agent_id, "slots": slots, "token": token}).encode()
+urllib.request.urlopen(urllib.request.Request(a.master_url + "/register", data=body))
+print("agent joined", a.no_gpu, token, flush=True)
+while True: time.sleep(1)
+"""
+
+
+@pytest.fixture
+def programs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = {}
+    for name, source in (("det-master", FAKE_MASTER), ("det-agent", FAKE_AGENT)):
+        path = tmp_path / "bin" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"#!{sys.executable}\n{source}")
+        path.chmod(0o755)
+        paths[name] = str(path)
+    monkeypatch.setattr(deploy_local, "find_executable", paths.__getitem__)
+    monkeypatch.setattr(deploy_local, "STOP_GRACE_SECONDS", 1.0)
+    monkeypatch.delenv("DET_PASS", raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    return deploy_local.ProcessRecord("p", pid, "").alive()
+
+
+@pytest.mark.usefixtures("programs")
+def test_cluster_up_is_idempotent_and_cluster_down_stops_exactly_its_processes(
+    det: Det, cli_env: Path
+) -> None:
+    port = free_port()
+    state = cli_env / "local"
+    up = det(
+        "deploy",
+        "local",
+        "cluster-up",
+        "--agents",
+        "2",
+        "--slots-per-agent",
+        "3",
+        "--port",
+        str(port),
+        "--no-gpu",
+    )
+    assert up.code == 0, up.err
+    assert up.out.splitlines() == [
+        f"Cluster is up at http://127.0.0.1:{port} (2 agents, 6 slots)",
+        f"Logs are in {state / 'logs'}",
+    ]
+    config = yaml.safe_load((state / "master.yaml").read_text())
+    assert config["port"] == port and config["host"] == "127.0.0.1"
+    assert config["db"] == {"url": f"sqlite:///{state / 'flotilla.db'}"}
+    assert config["resource_pools"] == [{"pool_name": "default"}]
+    assert len(config["agent_join_token"]) >= 40
+    assert (state / "master.yaml").stat().st_mode & 0o777 == 0o600
+    agent_log = (state / "logs" / "agent-0.log").read_text()
+    assert f"agent joined True {config['agent_join_token']}" in agent_log
+    recorded = json.loads((state / "cluster.json").read_text())
+    pids = [recorded["master"]["pid"]] + [a["pid"] for a in recorded["agents"]]
+    assert [a["name"] for a in recorded["agents"]] == ["local-agent-0", "local-agent-1"]
+    assert all(alive(pid) for pid in pids)
+
+    again = det("deploy", "local", "cluster-up", "--port", str(port))
+    assert (again.code, again.out) == (
+        0,
+        f"Cluster is already running at http://127.0.0.1:{port}\n",
+    )
+
+    down = det("deploy", "local", "cluster-down")
+    assert down.code == 0 and "Stopped the local cluster" in down.out
+    assert "local-agent-1" in down.err  # the stubborn agent was SIGKILLed after the grace period
+    assert not any(alive(pid) for pid in pids)
+    assert not (state / "cluster.json").exists()
+    assert (state / "logs" / "master.log").exists()
+
+    assert det("deploy", "local", "cluster-down").out == "Local cluster: nothing to stop\n"
+
+    token = config["agent_join_token"]
+    assert det("deploy", "local", "cluster-up", "--agents", "0", "--port", str(port)).code == 0
+    assert yaml.safe_load((state / "master.yaml").read_text())["agent_join_token"] == token
+    assert det("deploy", "local", "cluster-down").code == 0
+
+
+@pytest.mark.usefixtures("programs")
+def test_master_dying_on_start_prints_its_log_tail(det: Det, cli_env: Path) -> None:
+    result = det(
+        "deploy", "local", "cluster-up", "--cluster-name", "broken", "--port", str(free_port())
+    )
+    assert result.code == 1
+    assert "fatal: the database is on fire" in result.err
+    assert result.err.rstrip().endswith("the master exited during start-up (exit code 3)")
+    assert not (cli_env / "local" / "cluster.json").exists()
+
+
+@pytest.mark.usefixtures("programs")
+def test_port_in_use_is_refused_before_starting_anything(det: Det, cli_env: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = det("deploy", "local", "cluster-up", "--port", str(port))
+    assert result.code == 1
+    assert result.err == f"port {port} on 127.0.0.1 is already in use; choose --port\n"
+
+
+def test_a_recycled_pid_is_not_ours() -> None:
+    record = deploy_local.ProcessRecord("x", os.getpid(), "", start_time="1")
+    assert not record.alive()
+    assert deploy_local.ProcessRecord("x", os.getpid(), "").alive()
+
+
+def test_stale_state_is_cleared_by_cluster_down(det: Det, cli_env: Path) -> None:
+    state = cli_env / "local"
+    state.mkdir(parents=True)
+    dead = {"name": "master", "pid": 2**22 + 12345, "log": "", "start_time": None}
+    (state / "cluster.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:1", "port": 1, "cluster_name": "x", "master": dead})
+    )
+    assert det("deploy", "local", "cluster-down").out == "Local cluster: nothing to stop\n"
+    assert not (state / "cluster.json").exists()
