@@ -212,7 +212,7 @@ class Daemon:
                 log.error("no connection to the master for %.0fs; giving up (%s)", down, reason)
                 return EXIT_MASTER_LOST
             delay = min(next(delays), left)
-            log.warning("%s; reconnecting in %.1fs (giving up in %.0fs)", reason, delay, left)
+            log.warning("%s; reconnecting in %.2gs (giving up in %.0fs)", reason, delay, left)
             await asyncio.sleep(delay)
 
     async def _session(self) -> str:

@@ -25,19 +25,17 @@ then exited, with all of its logs flushed before the exit.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import ctypes
 import logging
 import os
-import re
+import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from agent.protocol import (
@@ -50,6 +48,7 @@ from agent.protocol import (
     SlotInfo,
     StartAllocation,
 )
+from agent.workdir import StartError, prepare_directory
 
 log = logging.getLogger(__name__)
 
@@ -58,51 +57,13 @@ MAX_BATCH_ENTRIES = 1000  # a batch is sent early once it holds this many lines
 READ_CHUNK_BYTES = 64 * 1024
 PIPE_DRAIN_TIMEOUT = 2.0  # seconds to wait for output pipes after the main process exits
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-ALLOCATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 StdType = Literal["stdout", "stderr"]
 Emit = Callable[[AllocationStarted | AllocationExited | LogBatch], None]
 
 
-class StartError(Exception):
-    """The allocation cannot be started; the message says why, for the user."""
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def safe_relative_path(name: str) -> PurePosixPath:
-    """A context file name that stays inside the working directory, or :class:`StartError`."""
-    path = PurePosixPath(name)
-    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts:
-        raise StartError(f"unsafe file path {name!r} in the context (absolute or with '..')")
-    return path
-
-
-def prepare_directory(work_dir: Path, allocation_id: str, files: Mapping[str, str]) -> Path:
-    """Create ``<work_dir>/<allocation_id>`` and write the base64-encoded ``files`` into it.
-
-    Every path is checked before anything is written, so a bad context writes nothing.
-    """
-    if not ALLOCATION_ID.match(allocation_id):
-        raise StartError(f"unsafe allocation id {allocation_id!r}")
-    directory = work_dir / allocation_id
-    decoded: list[tuple[Path, bytes]] = []
-    for name, encoded in files.items():
-        target = directory / safe_relative_path(name)
-        try:
-            decoded.append((target, base64.b64decode(encoded, validate=True)))
-        except (binascii.Error, ValueError) as e:
-            raise StartError(f"context file {name!r} is not valid base64: {e}") from None
-    directory.mkdir(parents=True, exist_ok=True)
-    root = directory.resolve()
-    for target, data in decoded:
-        if not target.resolve().is_relative_to(root):  # through a symlink already there
-            raise StartError(f"context file {str(target)!r} would land outside {directory}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return directory
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -234,29 +195,39 @@ class Runner:
     async def _run(self, alloc: _Allocation) -> None:
         allocation_id = alloc.msg.allocation_id
         try:
-            process = await self._spawn(alloc)
-            if process is None:
+            spawned = await self._spawn(alloc)
+            if spawned is None:
                 return
+            process, stdout, stderr = spawned
             log.info(
-                "allocation %s started: pid %d, %s", allocation_id, process.pid, alloc.msg.argv
+                "allocation %s started: pid %d: %.200s",
+                allocation_id,
+                process.pid,
+                shlex.join(alloc.msg.argv),
             )
+            assert alloc.started_at is not None
             self.emit(
-                AllocationStarted(allocation_id=allocation_id, pid=process.pid, started_at=_now())
+                AllocationStarted(
+                    allocation_id=allocation_id, pid=process.pid, started_at=alloc.started_at
+                )
             )
             if alloc.kill_reason is not None and alloc.terminator is None:
                 alloc.terminator = asyncio.create_task(self._terminate(alloc))
-            assert process.stdout is not None and process.stderr is not None
             readers = [
-                asyncio.create_task(self._read(alloc, process.stdout, "stdout")),
-                asyncio.create_task(self._read(alloc, process.stderr, "stderr")),
+                asyncio.create_task(self._read(alloc, stdout, "stdout")),
+                asyncio.create_task(self._read(alloc, stderr, "stderr")),
             ]
             flusher = asyncio.create_task(self._flush_periodically(alloc))
             exit_code = await process.wait()
             alloc.exited = True
             _signal_group(process.pid, signal.SIGKILL)  # leftovers of the group
             _, stuck = await asyncio.wait(readers, timeout=PIPE_DRAIN_TIMEOUT)
-            for reader in [*stuck, flusher]:
-                reader.cancel()
+            if stuck:
+                log.warning(
+                    "allocation %s: a process outside its group holds its output", allocation_id
+                )
+            for task in [*stuck, flusher]:
+                task.cancel()
             await asyncio.gather(*readers, flusher, return_exceptions=True)
             if alloc.terminator is not None:
                 alloc.terminator.cancel()
@@ -266,7 +237,7 @@ class Runner:
                 "allocation %s exited with %s%s",
                 allocation_id,
                 exit_code,
-                f" ({reason})" if reason else "",
+                f": {reason}" * bool(reason),
             )
             self.emit(
                 AllocationExited(
@@ -279,8 +250,16 @@ class Runner:
         finally:
             del self._allocations[allocation_id]
 
-    async def _spawn(self, alloc: _Allocation) -> asyncio.subprocess.Process | None:
-        """Start the main process; on failure emit the exit and return ``None``."""
+    async def _spawn(
+        self, alloc: _Allocation
+    ) -> tuple[asyncio.subprocess.Process, int, int] | None:
+        """Start the main process and return it with the read ends of its stdout and stderr
+        pipes; on failure emit the exit and return ``None``.
+
+        The pipes are plain ``os.pipe()`` s rather than ``subprocess.PIPE`` because asyncio's
+        ``Process.wait()`` (3.11) does not return until every pipe it owns is closed, which a
+        background child can delay forever.
+        """
         msg = alloc.msg
         try:
             if not msg.argv:
@@ -292,18 +271,28 @@ class Runner:
             if alloc.kill_reason is not None:
                 reason = alloc.kill_reason
             else:
-                alloc.process = await asyncio.create_subprocess_exec(
-                    *msg.argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    preexec_fn=self._preexec,
-                )
+                stdout_read, stdout_write = os.pipe()
+                stderr_read, stderr_write = os.pipe()
+                try:
+                    alloc.process = await asyncio.create_subprocess_exec(
+                        *msg.argv,
+                        cwd=cwd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=stdout_write,
+                        stderr=stderr_write,
+                        start_new_session=True,
+                        preexec_fn=self._preexec,
+                    )
+                except BaseException:
+                    os.close(stdout_read)
+                    os.close(stderr_read)
+                    raise
+                finally:
+                    os.close(stdout_write)
+                    os.close(stderr_write)
                 alloc.started_at = _now()
-                return alloc.process
+                return alloc.process, stdout_read, stderr_read
         except (StartError, OSError, ValueError, subprocess.SubprocessError) as e:
             reason = f"failed to start: {e}"
         log.warning("allocation %s did not start: %s", msg.allocation_id, reason)
@@ -329,7 +318,18 @@ class Runner:
             )
             _signal_group(process.pid, signal.SIGKILL)
 
-    async def _read(
+    async def _read(self, alloc: _Allocation, fd: int, stdtype: StdType) -> None:
+        stream = asyncio.StreamReader()
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), pipe
+        )
+        try:
+            await self._split_lines(alloc, stream, stdtype)
+        finally:
+            transport.close()
+
+    async def _split_lines(
         self, alloc: _Allocation, stream: asyncio.StreamReader, stdtype: StdType
     ) -> None:
         pending = bytearray()

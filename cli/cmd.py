@@ -141,7 +141,9 @@ def wait_for_exit(sess: Session, task_id: str) -> int:
             f"follow it with: det task logs -f {task_id}"
         )
     if not reason:
-        reason = "it ended before it started" if not allocations else "it ended without an exit code"
+        reason = (
+            "it ended before it started" if not allocations else "it ended without an exit code"
+        )
     print(f"Command {task_id} failed: {reason}", file=sys.stderr)
     return 1
 
@@ -163,6 +165,7 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         cli_task.stream_ended_notice(command_id)
         raise
+    cli_task.stream_ended_notice(command_id)
     return wait_for_exit(sess, command_id)
 
 

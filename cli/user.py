@@ -57,7 +57,9 @@ def warn_if_weak(password: str) -> None:
 def require_strong(password: str) -> None:
     problems = password_complexity_problems(password)
     if problems:
-        raise CliError("the password is too weak: " + "; ".join(p[2:] for p in problems if "\u2717" in p))
+        raise CliError(
+            "the password is too weak: " + "; ".join(p[2:] for p in problems if "\u2717" in p)
+        )
 
 
 def iter_users(client: MasterClient) -> Iterator[dict[str, Any]]:

@@ -59,7 +59,7 @@ class WebSocketLink:
     async def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code=1000, reason=reason[:120])
 
 
@@ -114,8 +114,8 @@ async def agent_socket(websocket: WebSocket) -> None:
         pinger.cancel()
         if link.timed_out:
             reason = "no message from the agent within the ping timeout"
-        await link.close(reason)
         state.scheduler.post(AgentDisconnected(agent_id=agent_id, link=link, reason=reason))
+        await link.close(reason)
 
 
 async def _ping(link: WebSocketLink, state: MasterState, last_heard: Callable[[], float]) -> None:

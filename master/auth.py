@@ -117,5 +117,5 @@ def current_user(request: Request) -> models.User:
 
 def admin_user(user: models.User = Depends(current_user)) -> models.User:
     if not user.admin:
-        raise ApiError(403, f"user '{user.username}' is not an admin: only admins manage users")
+        raise ApiError(403, f"user '{user.username}' is not an admin: this action needs an admin")
     return user

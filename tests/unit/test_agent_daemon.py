@@ -309,8 +309,12 @@ def test_reject_makes_the_agent_exit_1_with_the_reason(tmp_path, caplog):
     assert "the master rejected this agent: unknown resource pool 'default'" in caplog.text
 
 
-async def _det_agent(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+@contextlib.asynccontextmanager
+async def det_agent(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``det-agent`` as a real process; killed (and its tasks with it) if the test fails."""
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "from agent.main import main; main()",
@@ -319,16 +323,24 @@ async def _det_agent(*args: str, env: dict[str, str] | None = None) -> asyncio.s
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         stderr=asyncio.subprocess.PIPE,
     )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
 
 
 def test_det_agent_with_a_bad_join_token_exits_1_without_retrying(tmp_path):
     async def scenario() -> tuple[int, str]:
-        async with FakeMaster().running() as master:
-            process = await _det_agent(
+        async with (
+            FakeMaster().running() as master,
+            det_agent(
                 f"--master-url=http://127.0.0.1:{master.port}",
                 f"--work-dir={tmp_path}",
                 "--join-token=wrong",
-            )
+            ) as process,
+        ):
             _, stderr = await asyncio.wait_for(process.communicate(), 10)
             assert process.returncode is not None
             return process.returncode, stderr.decode()
@@ -342,12 +354,14 @@ def test_det_agent_with_a_bad_join_token_exits_1_without_retrying(tmp_path):
 
 def test_det_agent_on_sigterm_kills_its_tasks_reports_them_and_exits_0(tmp_path):
     async def scenario() -> None:
-        async with FakeMaster().running() as master:
-            process = await _det_agent(
+        async with (
+            FakeMaster().running() as master,
+            det_agent(
                 f"--master-url=http://127.0.0.1:{master.port}",
                 f"--work-dir={tmp_path}",
                 env={"DET_AGENT_JOIN_TOKEN": TOKEN},
-            )
+            ) as process,
+        ):
             ws = await master.next_connection(timeout=10)
             await recv(ws)
             await send(ws, Welcome(options=OPTIONS))

@@ -2,7 +2,9 @@
 
 import asyncio
 import base64
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,9 +26,25 @@ REPO = Path(__file__).resolve().parents[2]
 CPU_SLOTS = [SlotInfo(id=0, type=DeviceType.CPU), SlotInfo(id=1, type=DeviceType.CPU)]
 
 
+RECORDERS: list["Recorder"] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A failing test must not leave ``sleep 100`` behind: SIGKILL every group it started."""
+    yield
+    for recorder in RECORDERS:
+        for message in recorder.messages:
+            if isinstance(message, AllocationStarted):
+                with contextlib.suppress(OSError):
+                    os.killpg(message.pid, signal.SIGKILL)
+    RECORDERS.clear()
+
+
 class Recorder:
     def __init__(self) -> None:
         self.messages: list = []
+        RECORDERS.append(self)
 
     def __call__(self, message) -> None:
         self.messages.append(message)
@@ -276,7 +294,11 @@ def test_a_task_dies_with_a_crashed_agent(tmp_path):
         timeout=10,
     )
     pid = int(result.stdout.strip())
-    deadline = time.monotonic() + 3
-    while not _is_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _is_gone(pid), f"task pid {pid} outlived its agent"
+    try:
+        deadline = time.monotonic() + 3
+        while not _is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _is_gone(pid), f"task pid {pid} outlived its agent"
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

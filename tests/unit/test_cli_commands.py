@@ -237,3 +237,18 @@ def test_resource_pool_list(fake_master: FakeMaster, det: Det) -> None:
     out = det("rp", "list").out.splitlines()
     assert out[0].startswith(" Name")
     assert out[2].split("|")[2].strip() == "STATIC"
+
+
+def test_change_own_password_logs_in_again_with_the_new_one(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("alice", "Secret123")
+    monkeypatch.setenv("DET_PASS", "Secret123")
+    assert det("user", "login", "alice").code == 0
+    monkeypatch.delenv("DET_PASS")
+    assert det("user", "change-password", "--password", "Better456").code == 0
+    assert fake_master.passwords["alice"] == salted("Better456")
+    assert det("user", "whoami").out == "You are logged in as user 'alice'\n"
+    edited = det("user", "edit", "alice", "--display-name", "Alice A.", "--active", "true")
+    assert edited.out == "Changes made to the following fields: Display Name, Active\n"
+    assert fake_master.users["alice"]["displayName"] == "Alice A."

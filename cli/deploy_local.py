@@ -1,0 +1,342 @@
+"""``det deploy local cluster-up|cluster-down``: a master and agents as processes on this machine.
+
+Determined's ``det deploy local`` runs Docker containers; Flotilla runs the ``det-master`` and
+``det-agent`` programs directly, each in its own session (so its process group is exactly what
+it spawned), with output in ``$FLOTILLA_HOME/local/logs``. Everything the cluster owns lives in
+that state directory (default ``~/.flotilla/local``)::
+
+    master.yaml        the generated master config (the join token is kept across restarts)
+    cluster.json       pids, process start times and ports of what cluster-up started
+    flotilla.db        the default SQLite database
+    data/              the master's data_dir
+    agents/<i>/        each agent's work dir
+    logs/master.log, logs/agent-<i>.log
+
+``cluster.json`` records each process's kernel start time next to its pid, and ``cluster-down``
+signals a process group only while that pair still matches (see :mod:`cli.processes`). The join
+token reaches agents through ``DET_AGENT_JOIN_TOKEN``, not argv, so ``ps`` does not show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from cli.errors import CliError
+from cli.parser import add_group, add_verb
+from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
+from cli.session import flotilla_home
+from harness.client import ClientError, MasterClient
+
+if TYPE_CHECKING:
+    from cli.parser import SubParsers
+
+MASTER_HOST = "127.0.0.1"
+MASTER_START_TIMEOUT_SECONDS = 60.0
+AGENT_JOIN_TIMEOUT_SECONDS = 60.0
+STOP_GRACE_SECONDS = 15.0
+POLL_SECONDS = 0.2
+LOG_TAIL_LINES = 20
+ADMIN_USER = "admin"
+
+
+def state_dir() -> Path:
+    return flotilla_home() / "local"
+
+
+def find_executable(name: str) -> str:
+    """``name`` next to the running Python (the same venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise CliError(
+        f"cannot find {name} next to {sys.executable} or on PATH; "
+        "install Flotilla with the master and agent extras (pip install 'flotilla[all]')"
+    )
+
+
+@dataclass
+class ClusterState:
+    """What ``cluster.json`` holds."""
+
+    url: str
+    port: int
+    cluster_name: str
+    master: ProcessRecord
+    agents: list[ProcessRecord] = field(default_factory=list)
+    slots_per_agent: int = 1
+    db_url: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState | None:
+        try:
+            raw = json.loads(path.read_text())
+            raw["master"] = ProcessRecord(**raw["master"])
+            raw["agents"] = [ProcessRecord(**a) for a in raw.get("agents", [])]
+            return cls(**raw)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError):
+            print(f"Ignoring unreadable {path}", file=sys.stderr)
+            return None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def processes(self) -> list[ProcessRecord]:
+        return [*self.agents, self.master]
+
+
+def master_config(
+    state: Path, *, port: int, cluster_name: str, db_url: str | None, join_token: str
+) -> dict[str, Any]:
+    return {
+        "port": port,
+        "host": MASTER_HOST,
+        "cluster_name": cluster_name,
+        "data_dir": str(state / "data"),
+        "db": {"url": db_url or default_db_url(state)},
+        "agent_join_token": join_token,
+        "resource_pools": [{"pool_name": "default"}],
+    }
+
+
+def default_db_url(state: Path) -> str:
+    return f"sqlite:///{state / 'flotilla.db'}"
+
+
+def _existing_join_token(config_path: Path) -> str | None:
+    try:
+        token = (yaml.safe_load(config_path.read_text()) or {}).get("agent_join_token")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def port_in_use(port: int, host: str = MASTER_HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _fail(message: str, record: ProcessRecord, started: list[ProcessRecord]) -> CliError:
+    print(f"Last {LOG_TAIL_LINES} lines of {record.log}:", file=sys.stderr)
+    print(log_tail(record.log, LOG_TAIL_LINES), file=sys.stderr)
+    stop_all(started, STOP_GRACE_SECONDS)
+    return CliError(message)
+
+
+def _master_answers(url: str) -> bool:
+    try:
+        with MasterClient(url, timeout=2.0) as client:
+            client.info()
+        return True
+    except ClientError:
+        return False
+
+
+def wait_for_master(url: str, started: Started, everything: list[ProcessRecord]) -> None:
+    record, proc = started
+    deadline = time.monotonic() + MASTER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _fail(
+                f"the master exited during start-up (exit code {proc.returncode})",
+                record,
+                everything,
+            )
+        if _master_answers(url):
+            return
+        time.sleep(POLL_SECONDS)
+    raise _fail(
+        f"the master did not answer at {url} within {MASTER_START_TIMEOUT_SECONDS:.0f} s",
+        record,
+        everything,
+    )
+
+
+def wait_for_agents(url: str, agents: list[Started], started: list[ProcessRecord]) -> int | None:
+    """Wait until every agent is registered; return their total slots (None if not checked)."""
+    password = os.environ.get("DET_PASS", "")
+    client = MasterClient(url, timeout=5.0)
+    try:
+        client.token = client.login(ADMIN_USER, password).token
+    except ClientError as e:
+        print(
+            f"Warning: could not log in as '{ADMIN_USER}' to check that agents joined ({e}); "
+            "not waiting for them",
+            file=sys.stderr,
+        )
+        client.close()
+        return None
+    wanted = {record.name for record, _ in agents}
+    deadline = time.monotonic() + AGENT_JOIN_TIMEOUT_SECONDS
+    with client:
+        while True:
+            for record, proc in agents:
+                if proc.poll() is not None:
+                    raise _fail(
+                        f"agent {record.name} exited during start-up (exit code {proc.returncode})",
+                        record,
+                        started,
+                    )
+            listed = client.get("/api/v1/agents").get("agents") or []
+            joined = {os.path.basename(a.get("id", "")): a for a in listed}
+            if wanted <= joined.keys():
+                return sum(len(joined[name].get("slots") or {}) for name in wanted)
+            if time.monotonic() >= deadline:
+                missing = ", ".join(sorted(wanted - joined.keys()))
+                first = next(r for r, _ in agents if r.name not in joined)
+                raise _fail(f"agents did not join the master in time: {missing}", first, started)
+            time.sleep(POLL_SECONDS)
+
+
+def cluster_up(args: argparse.Namespace) -> int:
+    if args.agents < 0 or args.slots_per_agent < 0:
+        raise CliError("--agents and --slots-per-agent must not be negative")
+    state = state_dir()
+    state_file = state / "cluster.json"
+    existing = ClusterState.load(state_file)
+    if existing is not None:
+        if existing.master.alive() and _master_answers(existing.url):
+            print(f"Cluster is already running at {existing.url}")
+            return 0
+        stop_all([r for r in existing.processes() if r.alive()], STOP_GRACE_SECONDS)
+        state_file.unlink(missing_ok=True)
+
+    if port_in_use(args.port):
+        raise CliError(f"port {args.port} on {MASTER_HOST} is already in use; choose --port")
+    master_bin, agent_bin = find_executable("det-master"), find_executable("det-agent")
+    for sub in ("logs", "data", "agents"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    config_path = state / "master.yaml"
+    join_token = _existing_join_token(config_path) or secrets.token_urlsafe(32)
+    config = master_config(
+        state, port=args.port, cluster_name=args.cluster_name, db_url=args.db, join_token=join_token
+    )
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+    url = f"http://{MASTER_HOST}:{args.port}"
+    cluster = ClusterState(
+        url=url,
+        port=args.port,
+        cluster_name=args.cluster_name,
+        master=ProcessRecord("master", 0, ""),
+        slots_per_agent=args.slots_per_agent,
+        db_url=config["db"]["url"],
+    )
+    try:
+        slots = _start_cluster(args, cluster, state, config_path, (master_bin, agent_bin))
+    except BaseException:
+        stop_all([r for r in cluster.processes() if r.pid and r.alive()], STOP_GRACE_SECONDS)
+        state_file.unlink(missing_ok=True)
+        raise
+    if slots is None:
+        slots = args.agents * args.slots_per_agent
+    print(f"Cluster is up at {url} ({args.agents} agents, {slots} slots)")
+    print(f"Logs are in {state / 'logs'}")
+    return 0
+
+
+def _start_cluster(
+    args: argparse.Namespace,
+    cluster: ClusterState,
+    state: Path,
+    config_path: Path,
+    programs: tuple[str, str],
+) -> int | None:
+    """Start the master, then the agents, recording each in cluster.json as it starts."""
+    state_file = state / "cluster.json"
+    master_bin, agent_bin = programs
+    master = start_process(
+        "master", [master_bin, "--config", str(config_path)], state / "logs" / "master.log"
+    )
+    cluster.master = master[0]
+    cluster.save(state_file)
+    print(f"Starting the master at {cluster.url} ...", file=sys.stderr)
+    wait_for_master(cluster.url, master, [master[0]])
+
+    agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
+    agents = []
+    for i in range(args.agents):
+        agent_id = f"local-agent-{i}"
+        argv = [
+            agent_bin,
+            "--master-url",
+            cluster.url,
+            "--agent-id",
+            agent_id,
+            "--slots",
+            str(args.slots_per_agent),
+            "--work-dir",
+            str(state / "agents" / str(i)),
+        ]
+        if args.no_gpu:
+            argv.append("--no-gpu")
+        log_path = state / "logs" / f"agent-{i}.log"
+        agents.append(start_process(agent_id, argv, log_path, env=agent_env))
+        cluster.agents.append(agents[-1][0])
+        cluster.save(state_file)
+    if not agents:
+        return 0
+    print(f"Starting {len(agents)} agent(s) ...", file=sys.stderr)
+    return wait_for_agents(cluster.url, agents, cluster.processes())
+
+
+def cluster_down(args: argparse.Namespace) -> int:
+    state = state_dir()
+    state_file = state / "cluster.json"
+    cluster = ClusterState.load(state_file)
+    running = [r for r in cluster.processes() if r.alive()] if cluster else []
+    if cluster is not None and running:
+        stop_all(running, STOP_GRACE_SECONDS)
+        print(f"Stopped the local cluster at {cluster.url}; logs kept in {state / 'logs'}")
+    else:
+        print("Local cluster: nothing to stop")
+    state_file.unlink(missing_ok=True)
+    if args.delete_db:
+        db = state / "flotilla.db"
+        if cluster is None or cluster.db_url in ("", default_db_url(state)):
+            db.unlink(missing_ok=True)
+            print(f"Deleted {db}")
+        else:
+            print(f"Not deleting {cluster.db_url}: only the default SQLite file is deleted")
+    return 0
+
+
+def register(nouns: SubParsers) -> None:
+    _, kinds = add_group(nouns, "d|eploy", "manage deployments")
+    _, verbs = add_group(kinds, "local", "a cluster of processes on this machine")
+    p = add_verb(verbs, "cluster-up", cluster_up, "create a local cluster")
+    p.add_argument("--agents", type=int, default=1, help="number of agents to start")
+    p.add_argument("--slots-per-agent", type=int, default=1, help="slots each agent offers")
+    p.add_argument("--no-gpu", action="store_true", help="agents use CPU slots even with GPUs")
+    p.add_argument("--db", default=None, help="database URL (default: SQLite in the state dir)")
+    p.add_argument(
+        "--port", "--master-port", dest="port", type=int, default=8080, help="master port"
+    )
+    p.add_argument("--cluster-name", default="flotilla", help="name reported by the master")
+    p = add_verb(verbs, "cluster-down", cluster_down, "stop the local cluster")
+    p.add_argument(
+        "--delete-db", action="store_true", help="also delete the default SQLite database"
+    )
