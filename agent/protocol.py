@@ -10,10 +10,10 @@ Order of a connection:
 1. agent → ``hello``: who it is, its slots, and the allocations it is still running (after a
    master restart or a network blip these are re-attached instead of failed).
 2. master → ``welcome``: liveness options and which of the reported allocations to keep; the
-   agent kills every running allocation the master does not list. Or ``reject`` (bad pool,
-   duplicate id) and the master closes the socket.
-3. Then any order: ``start_allocation`` / ``kill_allocation`` from the master; ``allocation_started``,
-   ``allocation_exited`` and ``log_batch`` from the agent. The master sends ``ping`` every
+   agent kills every running allocation the master does not list. Or ``reject`` (unknown pool)
+   and the master closes the socket.
+3. Then any order: ``start_allocation`` / ``kill_allocation`` from the master;
+   ``allocation_started``, ``allocation_exited`` and ``log_batch`` from the agent. The master sends ``ping`` every
    ``ping_interval`` seconds and the agent answers ``pong``; either side that hears nothing for
    ``ping_timeout`` seconds treats the connection as lost.
 

@@ -1,4 +1,4 @@
-"""Shorthand units shared by every config model: durations like ``30s``, ``20m``, ``2h``, ``off``."""
+"""Shorthand units shared by every config model: durations like ``30s``, ``20m``, ``off``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pydantic import BeforeValidator, PlainSerializer
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-ALLOWED_DURATIONS = "a number of seconds, or a number followed by ms|s|m|h|d (e.g. 30s, 20m), or 'off'"
+ALLOWED_DURATIONS = (
+    "a number of seconds, or a number followed by ms|s|m|h|d (e.g. 30s, 20m), or 'off'"
+)
 
 
 def parse_duration(value: object) -> timedelta | None:

@@ -80,8 +80,10 @@ def test_too_large_for_its_pool_is_rejected_with_the_reason(
         "/api/v1/commands", json={"config": {"entrypoint": "true", "resources": {"slots": 8}}}
     )
     assert response.status_code == 400
-    assert "requests 8 slots on one agent, but the largest agent in resource pool 'default' "
-    "has 2" in response.json()["message"]
+    assert (
+        "requests 8 slots on one agent, but the largest agent in resource pool 'default' has 2"
+        in response.json()["message"]
+    )
     commands = api.get("/api/v1/commands").json()["commands"]
     assert commands[0]["state"] == "STATE_TERMINATED"
     assert commands[0]["exitStatus"].startswith("rejected: requests 8 slots")
