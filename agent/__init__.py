@@ -3,7 +3,7 @@ WebSocket, runs allocations as process groups, and ships their logs.
 
 Modules: ``protocol`` (the wire messages, shared with the master), ``config`` (``AgentConfig``
 and its loading), ``devices`` (slot detection), ``workdir`` (an allocation's directory and
-context files), ``runner`` (processes and their logs), ``outbox`` (messages held while the
-master is unreachable), ``daemon`` (the connection loop) and ``main`` (the ``det-agent``
-command).
+context files), ``runner`` (processes and their logs), ``guard`` (kills those processes if the
+agent dies), ``outbox`` (messages held while the master is unreachable), ``daemon`` (the
+connection loop) and ``main`` (the ``det-agent`` command).
 """

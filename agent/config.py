@@ -54,8 +54,8 @@ Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 class AgentConfig(BaseModel):
     """Everything ``det-agent`` needs to join a master and run allocations.
 
-    ``work_dir`` is ``None`` only until validation, which fills in the default below; use
-    :attr:`work_path` to read it.
+    ``agent_id`` and ``work_dir`` are filled in by validation when left empty (hostname,
+    ``~/.flotilla/agent/<agent_id>``); use :attr:`work_path` to read the latter.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -71,10 +71,10 @@ class AgentConfig(BaseModel):
         "DET_AGENT_JOIN_TOKEN; never passed on to tasks.",
     )
     agent_id: str = Field(
-        default_factory=socket.gethostname,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        default="",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
         max_length=255,
-        description="This agent's unique name in the cluster; defaults to the hostname.",
+        description="This agent's unique name in the cluster; empty means the hostname.",
     )
     resource_pool: str = Field(
         default="default", min_length=1, description="The resource pool this agent joins."
@@ -134,6 +134,8 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fill_defaults_and_check_backoff(self) -> AgentConfig:
+        if not self.agent_id:
+            self.agent_id = socket.gethostname()
         if self.work_dir is None:
             self.work_dir = Path.home() / ".flotilla" / "agent" / self.agent_id
         self.work_dir = self.work_dir.expanduser()

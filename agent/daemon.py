@@ -175,6 +175,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(link, stop, return_exceptions=True)
             await self.runner.kill_all("the agent is exiting")
+            self.runner.close()
 
     async def _deliver_queued(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_FLUSH_TIMEOUT

@@ -11,10 +11,10 @@ How processes behave here, and what the runner does about it:
   pipes open, so after the main process exits the runner waits only
   :data:`PIPE_DRAIN_TIMEOUT` for the pipes to close.
 - On Linux the main process gets ``PR_SET_PDEATHSIG = SIGKILL``: if the agent dies (crash,
-  OOM kill), the kernel kills the task too instead of leaving a ghost GPU user. The signal fires
-  when the *thread* that forked exits, which is why processes are only spawned from the event
-  loop's thread. It covers the main process only; its own children are killed with it only if
-  they die with their parent.
+  OOM kill), the kernel kills the task at once instead of leaving a ghost GPU user. The signal
+  fires when the *thread* that forked exits, which is why processes are only spawned from the
+  event loop's thread. It covers the main process only; the rest of the group is killed by the
+  :class:`~agent.guard.GroupGuard` watchdog.
 - Output is read in chunks and split on ``\\n``; a line longer than :data:`MAX_LINE_BYTES` is
   cut there and the rest of it discarded. Bytes are decoded as UTF-8 with replacement.
 
@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from agent.guard import GroupGuard
 from agent.protocol import (
     AllocationExited,
     AllocationStarted,
@@ -127,6 +128,7 @@ class Runner:
         self.kill_grace_period = kill_grace_period
         self._allocations: dict[str, _Allocation] = {}
         self._preexec = _die_with_parent()
+        self._guard = GroupGuard()
 
     def start(self, msg: StartAllocation) -> bool:
         """Start ``msg`` in the background; ``False`` if that allocation is already here."""
@@ -162,6 +164,10 @@ class Runner:
             for a in self._allocations.values()
             if a.process is not None and a.started_at is not None and not a.exited
         ]
+
+    def close(self) -> None:
+        """Release the process-group guard; call once every allocation has exited."""
+        self._guard.close()
 
     def allocation_ids(self) -> list[str]:
         return list(self._allocations)
@@ -199,6 +205,7 @@ class Runner:
             if spawned is None:
                 return
             process, stdout, stderr = spawned
+            self._guard.watch(process.pid)
             log.info(
                 "allocation %s started: pid %d: %.200s",
                 allocation_id,
@@ -221,6 +228,7 @@ class Runner:
             exit_code = await process.wait()
             alloc.exited = True
             _signal_group(process.pid, signal.SIGKILL)  # leftovers of the group
+            self._guard.forget(process.pid)
             _, stuck = await asyncio.wait(readers, timeout=PIPE_DRAIN_TIMEOUT)
             if stuck:
                 log.warning(

@@ -16,10 +16,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
-
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from agent.protocol import (
     AgentOptions,
@@ -30,13 +28,12 @@ from agent.protocol import (
     StartAllocation,
     Welcome,
 )
-from master import auth, models
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
-from master.scheduler.fit import AgentCapacity, RunningAllocation, SlotRequest, fit
+from master.scheduler import snapshot, store
+from master.scheduler.fit import fit
 from master.scheduler.state import (
-    ACTIVE_STATES,
     AgentConnected,
     AgentDisconnected,
     AgentReport,
@@ -146,19 +143,8 @@ class Scheduler:
     # ---- rebuilding after a restart ------------------------------------------------------
 
     async def _rebuild(self) -> None:
-        def load(session: Session) -> list[tuple[models.Allocation, models.Task, str]]:
-            rows = session.execute(
-                select(models.Allocation, models.Task, models.User.username)
-                .join(models.Task, models.Task.id == models.Allocation.task_id)
-                .join(models.User, models.User.id == models.Task.owner_id)
-                .where(models.Allocation.state.in_([s.value for s in ACTIVE_STATES]))
-                .order_by(models.Allocation.created_at)
-            ).all()
-            return [(a, t, u) for a, t, u in rows]
-
         now = self.clock()
-        for row, task, owner in await self.db.run(load):
-            allocation = _allocation_from_rows(row, task, owner)
+        for allocation in await self.db.run(store.load_active):
             self.allocations[allocation.id] = allocation
             for agent_id in allocation.agent_slots:
                 if agent_id not in self.disconnected:
@@ -174,16 +160,12 @@ class Scheduler:
     # ---- tasks ---------------------------------------------------------------------------
 
     async def _submitted(self, event: AllocationSubmitted) -> str | None:
-        def load(session: Session) -> tuple[models.Allocation, models.Task, str]:
-            allocation = session.get(models.Allocation, event.allocation_id)
-            if allocation is None:
-                raise SchedulerError(404, f"allocation {event.allocation_id} not found")
-            task = session.get_one(models.Task, allocation.task_id)
-            owner = session.get_one(models.User, task.owner_id).username
-            return allocation, task, owner
-
-        row, task, owner = await self.db.run(load)
-        allocation = _allocation_from_rows(row, task, owner)
+        try:
+            allocation = await self.db.run(
+                partial(store.load_allocation, allocation_id=event.allocation_id)
+            )
+        except store.AllocationNotFound as exc:
+            raise SchedulerError(404, f"allocation {event.allocation_id} not found") from exc
         self.allocations[allocation.id] = allocation
         await self.logs.master_line(
             allocation.task_id,
@@ -220,51 +202,22 @@ class Scheduler:
 
     async def _set_state(self, allocation: Allocation, state: AllocationState) -> None:
         allocation.state = state
-
-        def write(session: Session) -> None:
-            values: dict[str, Any] = {"state": state.value, "is_ready": allocation.is_ready}
-            if allocation.started_at is not None:
-                values["started_at"] = allocation.started_at
-            values["agent_slots"] = allocation.agent_slots
-            session.execute(
-                update(models.Allocation)
-                .where(models.Allocation.id == allocation.id)
-                .values(**values)
-            )
-            session.execute(
-                update(models.Task)
-                .where(models.Task.id == allocation.task_id)
-                .values(state=state.value)
-            )
-
-        await self.db.run(write)
+        await self.db.run(partial(store.save_state, allocation=allocation))
 
     async def _finish(self, allocation: Allocation, exit_code: int | None, reason: str) -> None:
         """End ``allocation`` for good: record why, revoke its token, free its slots."""
         self.allocations.pop(allocation.id, None)
         allocation.state = AllocationState.TERMINATED
         now = self.clock()
-
-        def write(session: Session) -> None:
-            session.execute(
-                update(models.Allocation)
-                .where(models.Allocation.id == allocation.id)
-                .values(
-                    state=AllocationState.TERMINATED.value,
-                    ended_at=now,
-                    exit_code=exit_code,
-                    exit_reason=reason,
-                    is_ready=False,
-                )
+        await self.db.run(
+            partial(
+                store.save_finished,
+                allocation=allocation,
+                exit_code=exit_code,
+                reason=reason,
+                now=now,
             )
-            session.execute(
-                update(models.Task)
-                .where(models.Task.id == allocation.task_id)
-                .values(state=AllocationState.TERMINATED.value, ended_at=now)
-            )
-            auth.revoke_allocation_tokens(session, allocation.id)
-
-        await self.db.run(write)
+        )
         level = "INFO" if exit_code == 0 else "ERROR"
         await self.logs.master_line(allocation.task_id, allocation.id, reason, now, level)
         for hook in self.exit_hooks:
@@ -287,16 +240,7 @@ class Scheduler:
             log.warning("agent %s connected again; closing its previous link", hello.agent_id)
             await previous.link.close("replaced by a newer connection of the same agent")
 
-        def upsert(session: Session) -> models.Agent:
-            row = session.get(models.Agent, hello.agent_id)
-            if row is None:
-                row = models.Agent(id=hello.agent_id, registered_at=now, enabled=True)
-                session.add(row)
-            row.resource_pool = hello.resource_pool
-            row.last_connected_at = now
-            return row
-
-        row = await self.db.run(upsert)
+        row = await self.db.run(partial(store.agent_joined, hello=hello, now=now))
         self.agents[hello.agent_id] = ConnectedAgent(
             id=hello.agent_id,
             pool=hello.resource_pool,
@@ -350,13 +294,7 @@ class Scheduler:
             return
         del self.agents[event.agent_id]
         now = self.clock()
-        await self.db.run(
-            lambda s: s.execute(
-                update(models.Agent)
-                .where(models.Agent.id == event.agent_id)
-                .values(last_disconnected_at=now)
-            )
-        )
+        await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
         log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
         affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
         if not affected:
@@ -438,14 +376,14 @@ class Scheduler:
         agent.enabled = event.enabled
         agent.draining = (not event.enabled) and event.drain
 
-        def write(session: Session) -> None:
-            session.execute(
-                update(models.Agent)
-                .where(models.Agent.id == agent.id)
-                .values(enabled=agent.enabled, draining=agent.draining)
+        await self.db.run(
+            partial(
+                store.save_agent_flags,
+                agent_id=agent.id,
+                enabled=agent.enabled,
+                draining=agent.draining,
             )
-
-        await self.db.run(write)
+        )
         if not event.enabled and not event.drain:
             for allocation in list(self.allocations.values()):
                 if agent.id in allocation.agent_slots:
@@ -455,57 +393,15 @@ class Scheduler:
     # ---- the pass ------------------------------------------------------------------------
 
     def free_slots(self, agent: ConnectedAgent) -> list[int]:
-        used = {
-            slot
-            for allocation in self.allocations.values()
-            for slot in allocation.agent_slots.get(agent.id, ())
-        }
-        return [slot.id for slot in agent.slots if slot.id not in used]
-
-    def running_count(self, agent_id: str) -> int:
-        return sum(1 for a in self.allocations.values() if agent_id in a.agent_slots)
+        return snapshot.free_slots(agent, self.allocations.values())
 
     async def _schedule(self) -> None:
-        pending = [a for a in self.allocations.values() if a.state == AllocationState.QUEUED]
-        if not pending:
+        allocations = list(self.allocations.values())
+        requests = snapshot.slot_requests(allocations)
+        if not requests:
             return
-        agents = [
-            AgentCapacity(
-                agent_id=agent.id,
-                pool=agent.pool,
-                total_slots=len(agent.slots),
-                free_slot_ids=tuple(self.free_slots(agent)),
-                schedulable=agent.enabled and not agent.draining,
-                running=self.running_count(agent.id),
-            )
-            for agent in self.agents.values()
-        ]
-        running = [
-            RunningAllocation(
-                allocation_id=a.id,
-                pool=a.pool,
-                slots=a.slots,
-                priority=a.priority,
-                group=a.owner,
-                started_at=a.started_at or a.submitted_at,
-                agent_slots={k: tuple(v) for k, v in a.agent_slots.items()},
-                preemptible=a.preemptible,
-            )
-            for a in self.allocations.values()
-            if a.state != AllocationState.QUEUED
-        ]
-        requests = [
-            SlotRequest(
-                allocation_id=a.id,
-                pool=a.pool,
-                slots=a.slots,
-                priority=a.priority,
-                group=a.owner,
-                submitted_at=a.submitted_at,
-                single_agent=a.single_agent,
-            )
-            for a in pending
-        ]
+        agents = snapshot.agent_capacities(self.agents.values(), allocations)
+        running = snapshot.running_allocations(allocations)
         result = fit(requests, agents, running)
         for allocation_id, reason in result.unschedulable.items():
             allocation = self.allocations[allocation_id]
@@ -539,15 +435,14 @@ class Scheduler:
         allocation.waiting_reason = None
         now = self.clock()
 
-        def token(session: Session) -> str:
-            owner = session.scalars(
-                select(models.User.id).where(models.User.username == allocation.owner)
-            ).one()
-            return auth.issue_token(
-                session, owner, self.config.token_lifetime, now, allocation_id=allocation.id
+        session_token = await self.db.run(
+            partial(
+                store.issue_allocation_token,
+                allocation=allocation,
+                lifetime=self.config.token_lifetime,
+                now=now,
             )
-
-        session_token = await self.db.run(token)
+        )
         await self._set_state(allocation, AllocationState.ASSIGNED)
         env = {
             **allocation.env,
@@ -583,23 +478,3 @@ async def _send(agent: ConnectedAgent, message: Any) -> None:
     except ConnectionError as exc:
         # The socket's reader will report the disconnect; the reconnect wait covers the rest.
         log.warning("could not send %s to agent %s: %s", message.type, agent.id, exc)
-
-
-def _allocation_from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocation:
-    launch = task.config.get("launch", {})
-    return Allocation(
-        id=row.id,
-        task_id=task.id,
-        task_type=task.task_type,
-        owner=owner,
-        pool=task.resource_pool,
-        slots=task.slots,
-        priority=task.priority,
-        submitted_at=row.created_at,
-        argv=list(launch.get("argv", [])),
-        env=dict(launch.get("env", {})),
-        files=dict(launch.get("files", {})),
-        state=AllocationState(row.state),
-        agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
-        started_at=row.started_at,
-    )

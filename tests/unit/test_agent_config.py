@@ -1,11 +1,18 @@
 """AgentConfig: defaults, precedence of file < env < flags, and one-line errors."""
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.main import main
+
+
+def test_agent_id_defaults_to_the_hostname():
+    config = AgentConfig(join_token="t")
+    assert config.agent_id == socket.gethostname()
+    assert config.work_path.name == socket.gethostname()
 
 
 def test_defaults_and_derived_values():

@@ -27,6 +27,7 @@ CPU_SLOTS = [SlotInfo(id=0, type=DeviceType.CPU), SlotInfo(id=1, type=DeviceType
 
 
 RECORDERS: list["Recorder"] = []
+RUNNERS: list[Runner] = []
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +40,9 @@ def _no_process_outlives_its_test():
                 with contextlib.suppress(OSError):
                     os.killpg(message.pid, signal.SIGKILL)
     RECORDERS.clear()
+    for runner in RUNNERS:
+        runner.close()
+    RUNNERS.clear()
 
 
 class Recorder:
@@ -81,7 +85,9 @@ def make_runner(tmp_path: Path, recorder: Recorder, **overrides) -> Runner:
         "kill_grace_period": 5.0,
         **overrides,
     }
-    return Runner(**options)
+    runner = Runner(**options)
+    RUNNERS.append(runner)
+    return runner
 
 
 def start(argv: list[str], allocation_id: str = "alloc-1", **fields) -> StartAllocation:
@@ -263,28 +269,32 @@ def test_long_lines_are_cut_and_big_outputs_are_batched_by_1000(tmp_path):
 ORPHAN_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
-from agent.protocol import AllocationStarted, DeviceType, SlotInfo, StartAllocation
+from agent.protocol import AllocationStarted, DeviceType, LogBatch, SlotInfo, StartAllocation
 from agent.runner import Runner
 
 async def main():
-    started = asyncio.Event()
+    pids = []
+    ready = asyncio.Event()
     def emit(message):
         if isinstance(message, AllocationStarted):
-            print(message.pid, flush=True)
-            started.set()
+            pids.append(message.pid)
+        if isinstance(message, LogBatch):
+            pids.append(int(message.entries[0].line))
+            ready.set()
     slots = [SlotInfo(id=0, type=DeviceType.CPU)]
     runner = Runner(work_dir=Path(sys.argv[1]), agent_id="a", slots=slots, emit=emit,
-                    log_batch_interval=0.1, kill_grace_period=1)
-    runner.start(StartAllocation(allocation_id="x", task_id="t", argv=["sleep", "100"]))
-    await started.wait()
-    os._exit(0)  # the agent "crashes"
+                    log_batch_interval=0.02, kill_grace_period=1)
+    script = "sleep 100 & echo $!; sleep 100; true"
+    runner.start(StartAllocation(allocation_id="x", task_id="t", argv=["sh", "-c", script]))
+    await ready.wait()
+    print(*pids, flush=True)
+    os._exit(0)  # the agent "crashes": no cleanup of any kind runs
 
 asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_a_task_dies_with_a_crashed_agent(tmp_path):
+def test_a_task_and_its_children_die_with_a_crashed_agent(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path)],
         cwd=REPO,
@@ -293,12 +303,15 @@ def test_a_task_dies_with_a_crashed_agent(tmp_path):
         text=True,
         timeout=10,
     )
-    pid = int(result.stdout.strip())
+    leader, grandchild = (int(pid) for pid in result.stdout.split())
     try:
         deadline = time.monotonic() + 3
-        while not _is_gone(pid) and time.monotonic() < deadline:
+        while not (_is_gone(leader) and _is_gone(grandchild)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _is_gone(pid), f"task pid {pid} outlived its agent"
+        assert _is_gone(leader), f"task pid {leader} outlived its agent"
+        assert _is_gone(grandchild), f"the task's child {grandchild} outlived the agent"
     finally:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(leader, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(grandchild, signal.SIGKILL)

@@ -1,0 +1,142 @@
+"""The scheduler's reads and writes of the database: each function is one transaction's work.
+
+The scheduler calls these through ``Database.run`` (on a worker thread), awaiting each before it
+handles the next event, so the database always sees its changes in order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.protocol import Hello
+from master import auth, models
+from master.scheduler.state import ACTIVE_STATES, Allocation, AllocationState
+
+
+class AllocationNotFound(LookupError):
+    pass
+
+
+def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocation:
+    launch = task.config.get("launch", {})
+    return Allocation(
+        id=row.id,
+        task_id=task.id,
+        task_type=task.task_type,
+        owner=owner,
+        pool=task.resource_pool,
+        slots=task.slots,
+        priority=task.priority,
+        submitted_at=row.created_at,
+        argv=list(launch.get("argv", [])),
+        env=dict(launch.get("env", {})),
+        files=dict(launch.get("files", {})),
+        state=AllocationState(row.state),
+        agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
+        started_at=row.started_at,
+    )
+
+
+def _query() -> Any:
+    return (
+        select(models.Allocation, models.Task, models.User.username)
+        .join(models.Task, models.Task.id == models.Allocation.task_id)
+        .join(models.User, models.User.id == models.Task.owner_id)
+    )
+
+
+def load_active(session: Session) -> list[Allocation]:
+    """Every allocation not yet terminated, oldest first (for rebuilding after a restart)."""
+    rows = session.execute(
+        _query()
+        .where(models.Allocation.state.in_([s.value for s in ACTIVE_STATES]))
+        .order_by(models.Allocation.created_at)
+    ).all()
+    return [_from_rows(*row) for row in rows]
+
+
+def load_allocation(session: Session, allocation_id: str) -> Allocation:
+    row = session.execute(_query().where(models.Allocation.id == allocation_id)).first()
+    if row is None:
+        raise AllocationNotFound(allocation_id)
+    return _from_rows(*row)
+
+
+def save_state(session: Session, allocation: Allocation) -> None:
+    values: dict[str, Any] = {
+        "state": allocation.state.value,
+        "is_ready": allocation.is_ready,
+        "agent_slots": allocation.agent_slots,
+    }
+    if allocation.started_at is not None:
+        values["started_at"] = allocation.started_at
+    session.execute(
+        update(models.Allocation).where(models.Allocation.id == allocation.id).values(**values)
+    )
+    session.execute(
+        update(models.Task)
+        .where(models.Task.id == allocation.task_id)
+        .values(state=allocation.state.value)
+    )
+
+
+def save_finished(
+    session: Session, allocation: Allocation, exit_code: int | None, reason: str, now: datetime
+) -> None:
+    """Terminate the allocation and its task for good, and revoke the allocation's token."""
+    session.execute(
+        update(models.Allocation)
+        .where(models.Allocation.id == allocation.id)
+        .values(
+            state=AllocationState.TERMINATED.value,
+            ended_at=now,
+            exit_code=exit_code,
+            exit_reason=reason,
+            is_ready=False,
+        )
+    )
+    session.execute(
+        update(models.Task)
+        .where(models.Task.id == allocation.task_id)
+        .values(state=AllocationState.TERMINATED.value, ended_at=now)
+    )
+    auth.revoke_allocation_tokens(session, allocation.id)
+
+
+def issue_allocation_token(
+    session: Session, allocation: Allocation, lifetime: timedelta, now: datetime
+) -> str:
+    """A session token of the task's owner that lives as long as the allocation."""
+    owner = session.scalars(
+        select(models.User.id).where(models.User.username == allocation.owner)
+    ).one()
+    return auth.issue_token(session, owner, lifetime, now, allocation_id=allocation.id)
+
+
+def agent_joined(session: Session, hello: Hello, now: datetime) -> models.Agent:
+    """Record an agent's (re)connection; enable/drain flags persist across restarts."""
+    row = session.get(models.Agent, hello.agent_id)
+    if row is None:
+        row = models.Agent(id=hello.agent_id, registered_at=now, enabled=True, draining=False)
+        session.add(row)
+    row.resource_pool = hello.resource_pool
+    row.last_connected_at = now
+    return row
+
+
+def agent_left(session: Session, agent_id: str, now: datetime) -> None:
+    session.execute(
+        update(models.Agent).where(models.Agent.id == agent_id).values(last_disconnected_at=now)
+    )
+
+
+def save_agent_flags(session: Session, agent_id: str, enabled: bool, draining: bool) -> None:
+    session.execute(
+        update(models.Agent)
+        .where(models.Agent.id == agent_id)
+        .values(enabled=enabled, draining=draining)
+    )
