@@ -13,9 +13,9 @@ Order of a connection:
    agent kills every running allocation the master does not list. Or ``reject`` (unknown pool)
    and the master closes the socket.
 3. Then any order: ``start_allocation`` / ``kill_allocation`` from the master;
-   ``allocation_started``, ``allocation_exited`` and ``log_batch`` from the agent. The master sends ``ping`` every
-   ``ping_interval`` seconds and the agent answers ``pong``; either side that hears nothing for
-   ``ping_timeout`` seconds treats the connection as lost.
+   ``allocation_started``, ``allocation_exited`` and ``log_batch`` from the agent. The master
+   sends ``ping`` every ``ping_interval`` seconds and the agent answers ``pong``; either side
+   that hears nothing for ``ping_timeout`` seconds treats the connection as lost.
 
 Messages the agent could not send while disconnected (exits, logs) are queued and sent after the
 next ``hello``/``welcome``, in order.
