@@ -10,9 +10,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.flotilla-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  echo "==> installing Flotilla and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+  echo "==> installing Flotilla and its dependencies into $VENV (log: $VENV/pip.log)"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install -e "$ROOT[dev]"; } > "$VENV/pip.log" 2>&1; then
+    tail -n 30 "$VENV/pip.log"
+    echo "installing Flotilla failed; the full log is $VENV/pip.log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
