@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_PRIORITY = 42
 PRIORITY_RANGE = (1, 99)
+DESCRIPTION_CHARS = 60
 
 
 class _Config(BaseModel):
@@ -75,4 +76,6 @@ class CommandConfig(_Config):
 
     def default_description(self) -> str:
         shown = self.entrypoint if isinstance(self.entrypoint, str) else " ".join(self.entrypoint)
-        return f"Command ({shown[:60]})"
+        if len(shown) > DESCRIPTION_CHARS:
+            shown = shown[: DESCRIPTION_CHARS - 1] + "…"
+        return f"Command ({shown})"

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from master import __version__, auth, models
+from master.api.wire import timestamp
 from master.state import MasterState
 
 router = APIRouter()
@@ -52,7 +53,7 @@ def master(request: Request, _: models.User = Depends(auth.current_user)) -> dic
     state: MasterState = request.app.state.master
     return {
         **_info(state),
-        "startedAt": state.started_at.isoformat(),
+        "startedAt": timestamp(state.started_at),
         "externalUrl": state.config.master_url,
         "resourcePools": [p.pool_name for p in state.config.resource_pools],
         "defaultResourcePool": state.config.default_resource_pool,
