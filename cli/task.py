@@ -61,7 +61,7 @@ def task_rows(tasks: dict[str, dict[str, Any]]) -> list[list[Any]]:
                 t.get("slotsNeeded"),
                 render.format_time(t.get("registeredTime")),
                 task_agents(t),
-                t.get("priority") if t.get("priority") is not None else "N/A",
+                t.get("priority") if t.get("schedulerType") == "priority" else "N/A",
                 t.get("resourcePool"),
                 ",".join(str(p) for p in ports),
             ]

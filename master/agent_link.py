@@ -98,7 +98,11 @@ async def agent_socket(websocket: WebSocket) -> None:
             if isinstance(message, LogBatch):
                 await _store_logs(state, agent_id, message)
             elif isinstance(message, AllocationStarted | AllocationExited):
-                state.scheduler.post(AgentReport(agent_id=agent_id, link=link, message=message))
+                # Wait for the scheduler so its lines ("running on …") land in the task log
+                # before the log batches that follow this message.
+                await state.scheduler.call(
+                    AgentReport(agent_id=agent_id, link=link, message=message)
+                )
             elif isinstance(message, Pong):
                 continue
             else:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from master import __version__, agent_link, models
-from master.api import agents, auth, cluster, commands, errors, tasks, users
+from master.api import agents, auth, cluster, commands, errors, tasks, users, workspaces
 from master.api.body import JsonBodyMiddleware
 from master.config import MasterConfig
 from master.db import Database, migrate
@@ -66,6 +66,6 @@ def create_app(config: MasterConfig) -> FastAPI:
     app = FastAPI(title="Flotilla master", version=__version__, lifespan=lifespan)
     errors.install(app)
     app.add_middleware(JsonBodyMiddleware)
-    for module in (cluster, auth, users, agents, tasks, commands, agent_link):
+    for module in (cluster, auth, users, agents, tasks, commands, workspaces, agent_link):
         app.include_router(module.router)
     return app

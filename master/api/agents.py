@@ -12,18 +12,12 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from master import auth, models
 from master.api.errors import ApiError
-from master.api.wire import WireModel, pagination, timestamp
+from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
 from master.scheduler.loop import SchedulerError
 from master.scheduler.state import Allocation, AllocationState, ConnectedAgent, SetAgentState
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
-
-_CONTAINER_STATES = {
-    AllocationState.ASSIGNED: "STATE_ASSIGNED",
-    AllocationState.RUNNING: "STATE_RUNNING",
-    AllocationState.TERMINATING: "STATE_RUNNING",
-}
 
 
 def device_type(slot_type: str) -> str:
@@ -39,7 +33,7 @@ def _container(allocation: Allocation, agent: ConnectedAgent) -> dict[str, Any]:
     return {
         "id": allocation.id,
         "parent": allocation.task_id,
-        "state": _CONTAINER_STATES.get(allocation.state, "STATE_ASSIGNED"),
+        "state": CONTAINER_STATES.get(allocation.state.value, "STATE_STARTING"),
         "devices": [_device(s) for s in agent.slots if s.id in ids],
     }
 

@@ -13,7 +13,8 @@ from harness.task_config import CommandConfig
 from master import auth, models
 from master.api.errors import bad_request, forbidden, not_found
 from master.api.tasks import load_task
-from master.api.wire import WireModel, timestamp
+from master.api.wire import CONTAINER_STATES, WireModel, timestamp
+from master.api.workspaces import DEFAULT_WORKSPACE_ID
 from master.scheduler.state import KillTask
 from master.state import MasterState
 from master.tasks import TaskSpec, submit_task
@@ -45,6 +46,13 @@ def parse_config(raw: dict[str, Any]) -> CommandConfig:
         raise bad_request(f"invalid command config: {problems}") from exc
 
 
+def container_json(allocation: models.Allocation | None) -> dict[str, Any] | None:
+    """Determined's container of a command: absent while queued."""
+    if allocation is None or allocation.state not in CONTAINER_STATES:
+        return None
+    return {"id": allocation.id, "state": CONTAINER_STATES[allocation.state]}
+
+
 def command_json(session: Session, task: models.Task) -> dict[str, Any]:
     owner = session.get_one(models.User, task.owner_id)
     allocation = session.scalars(
@@ -56,7 +64,7 @@ def command_json(session: Session, task: models.Task) -> dict[str, Any]:
         "id": task.id,
         "description": task.description,
         "state": task.state,
-        "container": {"id": allocation.id, "state": task.state} if allocation else None,
+        "container": container_json(allocation),
         "username": owner.username,
         "userId": owner.id,
         "displayName": owner.display_name or "",
@@ -64,6 +72,7 @@ def command_json(session: Session, task: models.Task) -> dict[str, Any]:
         "exitStatus": allocation.exit_reason if allocation else None,
         "exitCode": allocation.exit_code if allocation else None,
         "jobId": task.id,
+        "workspaceId": DEFAULT_WORKSPACE_ID,
         "registeredTime": timestamp(task.created_at),
         "startTime": timestamp(task.created_at),
         "endTime": timestamp(task.ended_at),

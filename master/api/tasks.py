@@ -95,7 +95,7 @@ async def list_tasks(
             "resourcePool": allocation.pool,
             "slotsNeeded": allocation.slots,
             "priority": allocation.priority,
-            "schedulerType": "SCHEDULER_TYPE_PRIORITY",
+            "schedulerType": "priority",
             "resources": [
                 {
                     "containerId": allocation.id,

@@ -37,6 +37,16 @@ def user_json(user: models.User) -> dict[str, Any]:
     }
 
 
+# Determined's container states (``containerv1State``) for our allocation states; a queued
+# allocation has no container.
+CONTAINER_STATES = {
+    "STATE_STARTING": "STATE_STARTING",
+    "STATE_RUNNING": "STATE_RUNNING",
+    "STATE_TERMINATING": "STATE_RUNNING",
+    "STATE_TERMINATED": "STATE_TERMINATED",
+}
+
+
 def pagination(offset: int, limit: int, total: int) -> dict[str, int]:
     """Determined's v1Pagination; ``limit`` 0 means everything from ``offset``."""
     start = min(max(offset, 0), total)

@@ -344,7 +344,7 @@ class Scheduler:
             return
         if isinstance(message, AllocationStarted):
             allocation.started_at = message.started_at
-            if allocation.state == AllocationState.ASSIGNED:
+            if allocation.state == AllocationState.STARTING:
                 await self._set_state(allocation, AllocationState.RUNNING)
             await self.logs.master_line(
                 allocation.task_id,
@@ -443,7 +443,7 @@ class Scheduler:
                 now=now,
             )
         )
-        await self._set_state(allocation, AllocationState.ASSIGNED)
+        await self._set_state(allocation, AllocationState.STARTING)
         env = {
             **allocation.env,
             "DET_MASTER": self.config.master_url,

@@ -17,10 +17,13 @@ from agent.protocol import AllocationExited, AllocationStarted, Hello, MasterMes
 
 
 class AllocationState(StrEnum):
-    """Determined's allocation states, as the REST API spells them."""
+    """Determined's task states (``taskv1State``), as the REST API spells them.
+
+    STARTING: placed on agents and sent to them, not yet reported running.
+    """
 
     QUEUED = "STATE_QUEUED"
-    ASSIGNED = "STATE_ASSIGNED"
+    STARTING = "STATE_STARTING"
     RUNNING = "STATE_RUNNING"
     TERMINATING = "STATE_TERMINATING"
     TERMINATED = "STATE_TERMINATED"
@@ -28,7 +31,7 @@ class AllocationState(StrEnum):
 
 ACTIVE_STATES = (
     AllocationState.QUEUED,
-    AllocationState.ASSIGNED,
+    AllocationState.STARTING,
     AllocationState.RUNNING,
     AllocationState.TERMINATING,
 )
