@@ -1,25 +1,31 @@
-"""The master's configuration: ``master.yaml``, overridden by ``FLOTILLA_*`` environment variables.
+"""The master's configuration: ``master.yaml``, then ``FLOTILLA_*`` environment variables, then
+``det-master`` flags, each overriding the one before.
 
 Every default lives here, once; ``docs/reference/master-config.md`` is generated from these models
-(``python -m master.config_docs``). Nested fields are overridden from the environment with ``__``
-between levels, e.g. ``FLOTILLA_DB__URL=postgresql://…`` or ``FLOTILLA_PORT=8081``.
+(``python -m master.config_docs``). Nested fields are set from the environment with ``__``
+between levels, e.g. ``FLOTILLA_DB__URL=postgresql://…`` or ``FLOTILLA_PORT=8081``; values that
+look like JSON lists or objects (``FLOTILLA_RESOURCE_POOLS='[{"pool_name": "gpu"}]'``) are parsed
+as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from harness.units import Duration
 
 DEFAULT_PORT = 8080
 DEFAULT_POOL = "default"
+ENV_PREFIX = "FLOTILLA_"
 
 
 class _Section(BaseModel):
@@ -48,12 +54,8 @@ class ResourcePoolConfig(_Section):
         return value
 
 
-class MasterConfig(BaseSettings):
+class MasterConfig(_Section):
     """Everything `det-master` reads at start."""
-
-    model_config = SettingsConfigDict(
-        extra="forbid", env_prefix="FLOTILLA_", env_nested_delimiter="__"
-    )
 
     host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="HTTP port.")
@@ -115,18 +117,6 @@ class MasterConfig(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment variables win over the YAML file (passed as init kwargs).
-        return env_settings, init_settings
-
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
@@ -160,16 +150,52 @@ class ConfigError(Exception):
     """A config file that cannot be used; the message names the field and what is allowed."""
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(
+    error: ValidationError, source: str, environ: Mapping[str, str] | None = None
+) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {path}: {item['msg']}")
+        variable = ENV_PREFIX + "__".join(str(p) for p in item["loc"]).upper()
+        origin = f" (from {variable})" if environ and variable in environ else ""
+        lines.append(f"  {path}{origin}: {item['msg']}")
     return "\n".join(lines)
 
 
-def load_config(path: Path | None = None, **overrides: Any) -> MasterConfig:
-    """Read ``path`` (YAML) if given, apply ``overrides`` and the environment, and validate."""
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``FLOTILLA_A__B=v`` as ``{"a": {"b": v}}``; JSON-looking values are parsed."""
+    data: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "FLOTILLA_HOME":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        parsed: Any = value
+        if value.strip()[:1] in ("[", "{"):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    return data
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> MasterConfig:
+    """Read ``path`` (YAML) if given, then the environment, then ``overrides``; validate."""
     data: dict[str, Any] = {}
     source = "environment"
     if path is not None:
@@ -183,8 +209,10 @@ def load_config(path: Path | None = None, **overrides: Any) -> MasterConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         data.update(loaded)
-    data.update(overrides)
+    environ = os.environ if environ is None else environ
+    data = _merge(data, env_overrides(environ))
+    data = _merge(data, overrides)
     try:
         return MasterConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from exc
+        raise ConfigError(format_validation_error(exc, source, environ)) from exc

@@ -1,0 +1,77 @@
+"""master.yaml < FLOTILLA_* environment < det-master flags, and errors that name the field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from master.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "master.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_an_embedded_sqlite_cluster_on_8080() -> None:
+    config = load_config(None, environ={})
+    assert config.port == 8080
+    assert config.database_url.startswith("sqlite:///")
+    assert [p.pool_name for p in config.resource_pools] == ["default"]
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 7000\ncluster_name: file\ndb: {url: 'sqlite:///f.db'}\n")
+    environ = {"FLOTILLA_PORT": "9000", "FLOTILLA_DB__URL": "postgresql://pg/db"}
+    config = load_config(path, environ=environ, port=8081)
+    assert (config.port, config.cluster_name, config.database_url) == (
+        8081,
+        "file",
+        "postgresql://pg/db",
+    )
+    assert load_config(path, environ=environ).port == 9000
+
+
+def test_json_environment_values_set_lists() -> None:
+    config = load_config(
+        None,
+        environ={
+            "FLOTILLA_RESOURCE_POOLS": '[{"pool_name": "gpu"}, {"pool_name": "cpu"}]',
+            "FLOTILLA_DEFAULT_RESOURCE_POOL": "cpu",
+        },
+    )
+    assert [p.pool_name for p in config.resource_pools] == ["gpu", "cpu"]
+
+
+def test_durations_accept_shorthands(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "agent_reconnect_wait: 90s\ntoken_lifetime: 2h\n"), {})
+    assert config.agent_reconnect_wait == timedelta(seconds=90)
+    assert config.token_lifetime == timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("port: 99999\n", "port: Input should be less than or equal to 65535"),
+        ("prot: 1\n", "prot: Extra inputs are not permitted"),
+        ("db: {uri: x}\n", "db.uri: Extra inputs are not permitted"),
+        ("token_lifetime: soon\n", "token_lifetime: Value error, invalid duration 'soon'"),
+        ("default_resource_pool: gpu\n", "default_resource_pool: 'gpu' is not one of"),
+        ("resource_pools: [{pool_name: a}, {pool_name: a}]\n", "duplicate pool_name"),
+        ("- a list\n", "expected a mapping of settings"),
+        ("port: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_files_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert expected in str(info.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"FLOTILLA_PORT": "eighty"})
+    assert "port (from FLOTILLA_PORT): Input should be a valid integer" in str(info.value)
