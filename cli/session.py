@@ -31,6 +31,7 @@ import getpass
 import json
 import os
 import pathlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -186,7 +187,14 @@ def choose_user(requested_user: str | None, store: TokenStore) -> tuple[str, str
 
 
 def prompt_password(prompt: str) -> str:
+    """Prompt on the terminal; without one, read a line from stdin (like Determined's CLI),
+    without getpass's warning about echoing."""
     try:
+        if not sys.stdin.isatty():
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\n")
         return getpass.getpass(prompt)
     except EOFError:
         raise CliError(

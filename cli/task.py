@@ -37,7 +37,7 @@ TASK_HEADERS = [
 def task_agents(summary: dict[str, Any]) -> str | list[str]:
     """The agent(s) a task's resources sit on, as Determined shows them."""
     resources = summary.get("resources")
-    if resources is None:
+    if not resources:
         return "unassigned"
     agents: list[str] = []
     for res in resources:

@@ -44,6 +44,7 @@ class WebSocketLink:
         self.websocket = websocket
         self.closed = False
         self.timed_out = False
+        self.close_reason = ""
         self._lock = asyncio.Lock()
 
     async def send(self, message: MasterMessage) -> None:
@@ -59,6 +60,7 @@ class WebSocketLink:
     async def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
+            self.close_reason = reason
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await self.websocket.close(code=1000, reason=reason[:120])
 
@@ -112,8 +114,8 @@ async def agent_socket(websocket: WebSocket) -> None:
         reason = f"closed by the agent (code {exc.code})"
     except ValidationError as exc:
         reason = f"malformed message: {exc.errors()[0]['msg']}"
-    except (RuntimeError, OSError) as exc:
-        reason = f"connection error: {exc}"
+    except (RuntimeError, OSError) as exc:  # reading a socket this side already closed
+        reason = link.close_reason or f"connection error: {exc}"
     finally:
         pinger.cancel()
         if link.timed_out:

@@ -83,6 +83,15 @@ def revoke_allocation_tokens(session: Session, allocation_id: str) -> None:
     )
 
 
+def revoke_login_tokens(session: Session, user_id: int) -> None:
+    """Log a user out everywhere (after a password change); task tokens keep working."""
+    session.execute(
+        delete(models.UserSession).where(
+            models.UserSession.user_id == user_id, models.UserSession.allocation_id.is_(None)
+        )
+    )
+
+
 def user_for_token(session: Session, token: str, now: datetime) -> models.User | None:
     row = session.execute(
         select(models.User, models.UserSession.expires_at)

@@ -23,12 +23,48 @@ router = APIRouter(prefix="/api/v1/commands")
 TASK_TYPE = "COMMAND"
 
 
+# Determined's limit on an uploaded context, base64 included.
+MAX_CONTEXT_BYTES = 96 * 1024 * 1024
+# tar type flags Determined's client sends in v1File.type: regular file, directory.
+_REGULAR_FILE, _DIRECTORY = (48, "0"), (53, "5")
+
+
+class ContextFile(WireModel):
+    """One entry of a context directory, as Determined's client uploads it (v1File)."""
+
+    path: str
+    type: int | str = 48
+    content: str = ""
+    mtime: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
 class LaunchCommandRequest(WireModel):
     config: dict[str, Any]
-    files: list[dict[str, Any]] | None = None
-    data: str | None = None
-    template_name: str | None = None
+    files: list[ContextFile] = []
     workspace_id: int | None = None
+
+
+def context_files(files: list[ContextFile]) -> dict[str, str]:
+    """Regular files of an uploaded context as path → base64 content, for the agent to write."""
+    total = sum(len(f.content) for f in files)
+    if total > MAX_CONTEXT_BYTES:
+        raise bad_request(
+            f"files: the context is {total / 2**20:.1f} MiB encoded; the limit is "
+            f"{MAX_CONTEXT_BYTES / 2**20:.0f} MiB"
+        )
+    kept = {}
+    for index, item in enumerate(files):
+        if item.type in _DIRECTORY:
+            continue
+        if item.type not in _REGULAR_FILE:
+            raise bad_request(f"files.{index}.type: {item.type!r} is not a regular file or dir")
+        if item.path.startswith("/") or ".." in item.path.split("/"):
+            raise bad_request(f"files.{index}.path: {item.path!r} must be relative, without '..'")
+        kept[item.path] = item.content
+    return kept
 
 
 def _state(request: Request) -> MasterState:
@@ -98,6 +134,7 @@ async def launch_command(
         priority=config.resources.priority,
         argv=config.argv(),
         env=config.environment.environment_variables,
+        files=context_files(body.files),
         config=config.model_dump(mode="json"),
     )
     submitted = await submit_task(state, spec)

@@ -212,6 +212,7 @@ def patch_user(
                 user.remote = body.remote
             if body.password is not None:
                 user.password_hash = auth.hash_password(body.password, is_hashed=body.is_hashed)
+                auth.revoke_login_tokens(session, user.id)
             user.modified_at = state.clock()
             session.flush()
             return {"user": user_json(user)}
@@ -239,6 +240,7 @@ def set_password(
     with state.db.session() as session:
         user = _get(session, user_id)
         user.password_hash = auth.hash_password(password, is_hashed=is_hashed)
+        auth.revoke_login_tokens(session, user.id)
         user.modified_at = state.clock()
         session.flush()
         return {"user": user_json(user)}

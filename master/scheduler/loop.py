@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.protocol import (
+    PROTOCOL_VERSION,
     AgentOptions,
     AllocationExited,
     AllocationStarted,
@@ -32,7 +33,7 @@ from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
 from master.scheduler import snapshot, store
-from master.scheduler.fit import fit
+from master.scheduler.fit import AgentCapacity, PoolCapacity, fit, static_capacity
 from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
@@ -44,6 +45,7 @@ from master.scheduler.state import (
     Event,
     ExitHook,
     KillTask,
+    LostAgent,
     PreemptHook,
     ReconnectDeadline,
     SetAgentState,
@@ -75,7 +77,11 @@ class Scheduler:
         self.clock = clock
         self.agents: dict[str, ConnectedAgent] = {}
         self.allocations: dict[str, Allocation] = {}
-        self.disconnected: dict[str, datetime] = {}
+        # Agents that went away less than agent_reconnect_wait ago: their tasks wait for them,
+        # and their slots still count towards what their pool can ever offer.
+        self.lost: dict[str, LostAgent] = {}
+        self.started_at = clock()
+        self.pools_with_history: set[str] = set()
         self.exit_hooks: list[ExitHook] = []
         self.preempt_hooks: dict[str, PreemptHook] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -144,17 +150,18 @@ class Scheduler:
 
     async def _rebuild(self) -> None:
         now = self.clock()
+        self.pools_with_history = set(await self.db.run(store.pools_with_agents))
         for allocation in await self.db.run(store.load_active):
             self.allocations[allocation.id] = allocation
             for agent_id in allocation.agent_slots:
-                if agent_id not in self.disconnected:
-                    self.disconnected[agent_id] = now
+                if agent_id not in self.lost:
+                    self.lost[agent_id] = LostAgent(pool=allocation.pool, slots=0, since=now)
                     self._start_timer(agent_id, now)
         if self.allocations:
             log.info(
                 "re-queued %d allocations; waiting for agents %s to re-attach running ones",
                 len(self.allocations),
-                sorted(self.disconnected),
+                sorted(self.lost),
             )
 
     # ---- tasks ---------------------------------------------------------------------------
@@ -209,6 +216,10 @@ class Scheduler:
         self.allocations.pop(allocation.id, None)
         allocation.state = AllocationState.TERMINATED
         now = self.clock()
+        # The reason goes into the log before the task is marked ended, so a log follower
+        # that sees the end has already been able to read why.
+        level = "INFO" if exit_code == 0 else "ERROR"
+        await self.logs.master_line(allocation.task_id, allocation.id, reason, now, level)
         await self.db.run(
             partial(
                 store.save_finished,
@@ -218,8 +229,7 @@ class Scheduler:
                 now=now,
             )
         )
-        level = "INFO" if exit_code == 0 else "ERROR"
-        await self.logs.master_line(allocation.task_id, allocation.id, reason, now, level)
+        self.logs.wake(allocation.task_id)
         for hook in self.exit_hooks:
             try:
                 await hook(allocation, exit_code, reason)
@@ -230,6 +240,11 @@ class Scheduler:
 
     async def _agent_connected(self, event: AgentConnected) -> Welcome | Reject:
         hello, now = event.hello, self.clock()
+        if hello.protocol_version != PROTOCOL_VERSION:
+            return Reject(
+                reason=f"agent speaks protocol version {hello.protocol_version}, this master "
+                f"speaks {PROTOCOL_VERSION}: run the same Flotilla version on both"
+            )
         pools = [p.pool_name for p in self.config.resource_pools]
         if hello.resource_pool not in pools:
             return Reject(
@@ -253,7 +268,7 @@ class Scheduler:
             enabled=row.enabled,
             draining=row.draining,
         )
-        self.disconnected.pop(hello.agent_id, None)
+        self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
         reattach = []
         for allocation in list(self.allocations.values()):
@@ -268,9 +283,8 @@ class Scheduler:
                     now,
                 )
             elif allocation.state != AllocationState.QUEUED:
-                await self._finish(
+                await self._agent_lost_allocation(
                     allocation,
-                    None,
                     f"agent '{hello.agent_id}' reconnected without this task (agent restarted?)",
                 )
         log.info(
@@ -296,10 +310,9 @@ class Scheduler:
         now = self.clock()
         await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
         log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
+        self.lost[event.agent_id] = LostAgent(pool=agent.pool, slots=len(agent.slots), since=now)
+        self._start_timer(event.agent_id, now)
         affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
-        if not affected:
-            return
-        self.disconnected[event.agent_id] = now
         wait = self.config.agent_reconnect_wait.total_seconds()
         for allocation in affected:
             await self.logs.master_line(
@@ -310,7 +323,6 @@ class Scheduler:
                 now,
                 "WARNING",
             )
-        self._start_timer(event.agent_id, now)
 
     def _start_timer(self, agent_id: str, since: datetime) -> None:
         async def fire() -> None:
@@ -322,17 +334,38 @@ class Scheduler:
         timer.add_done_callback(self._timers.discard)
 
     async def _reconnect_deadline(self, event: ReconnectDeadline) -> None:
-        if self.disconnected.get(event.agent_id) != event.since:
+        lost = self.lost.get(event.agent_id)
+        if lost is None or lost.since != event.since:
             return
-        del self.disconnected[event.agent_id]
+        del self.lost[event.agent_id]
         wait = self.config.agent_reconnect_wait.total_seconds()
         for allocation in list(self.allocations.values()):
             if event.agent_id in allocation.agent_slots:
-                reason = allocation.kill_reason or (
+                await self._agent_lost_allocation(
+                    allocation,
                     f"agent '{event.agent_id}' lost its connection to the master and did not "
-                    f"reconnect within {wait:g}s; the task is considered failed"
+                    f"reconnect within {wait:g}s; the task is considered failed",
                 )
-                await self._finish(allocation, None, reason)
+
+    async def _agent_lost_allocation(self, allocation: Allocation, reason: str) -> None:
+        """An agent no longer runs ``allocation``: fail it, unless it never started there —
+        then nothing of it ran, and it goes back to the queue."""
+        if allocation.kill_reason is not None:
+            await self._finish(allocation, None, allocation.kill_reason)
+            return
+        if allocation.state != AllocationState.STARTING:
+            await self._finish(allocation, None, reason)
+            return
+        allocation.agent_slots = {}
+        allocation.state = AllocationState.QUEUED
+        await self.db.run(partial(store.requeue, allocation=allocation))
+        await self.logs.master_line(
+            allocation.task_id,
+            allocation.id,
+            f"{reason}; it had not started there, so it is queued again",
+            self.clock(),
+            "WARNING",
+        )
 
     async def _agent_report(self, event: AgentReport) -> None:
         agent = self.agents.get(event.agent_id)
@@ -402,7 +435,7 @@ class Scheduler:
             return
         agents = snapshot.agent_capacities(self.agents.values(), allocations)
         running = snapshot.running_allocations(allocations)
-        result = fit(requests, agents, running)
+        result = fit(requests, agents, running, self._capacity(agents))
         for allocation_id, reason in result.unschedulable.items():
             allocation = self.allocations[allocation_id]
             allocation.kill_reason = f"rejected: {reason}"
@@ -416,6 +449,21 @@ class Scheduler:
             await self._preempt(self.allocations[allocation_id])
         for allocation_id, placement in result.assignments.items():
             await self._launch(self.allocations[allocation_id], placement)
+
+    def _capacity(self, agents: list[AgentCapacity]) -> dict[str, PoolCapacity]:
+        """What each pool can ever offer: its agents, including those briefly gone. After a
+        master start, pools that had agents before stay unknown (nothing is rejected) until
+        the agents have had ``agent_reconnect_wait`` to come back."""
+        capacity_of_lost = [
+            AgentCapacity(agent_id, a.pool, a.slots, (), schedulable=False)
+            for agent_id, a in self.lost.items()
+            if a.slots
+        ]
+        capacity = static_capacity(agents + capacity_of_lost)
+        if self.clock() - self.started_at < self.config.agent_reconnect_wait:
+            for pool in self.pools_with_history:
+                capacity.pop(pool, None)
+        return capacity
 
     async def _preempt(self, allocation: Allocation) -> None:
         hook = self.preempt_hooks.get(allocation.task_type)

@@ -59,6 +59,15 @@ class ConnectedAgent:
     draining: bool = False
 
 
+@dataclass(frozen=True)
+class LostAgent:
+    """An agent that disconnected at ``since``; ``slots`` is 0 when unknown (master restart)."""
+
+    pool: str
+    slots: int
+    since: datetime
+
+
 @dataclass
 class Allocation:
     id: str

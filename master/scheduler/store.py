@@ -107,6 +107,12 @@ def save_finished(
     auth.revoke_allocation_tokens(session, allocation.id)
 
 
+def requeue(session: Session, allocation: Allocation) -> None:
+    """Put an allocation that never started back in the queue; its token is revoked."""
+    save_state(session, allocation)
+    auth.revoke_allocation_tokens(session, allocation.id)
+
+
 def issue_allocation_token(
     session: Session, allocation: Allocation, lifetime: timedelta, now: datetime
 ) -> str:
@@ -126,6 +132,11 @@ def agent_joined(session: Session, hello: Hello, now: datetime) -> models.Agent:
     row.resource_pool = hello.resource_pool
     row.last_connected_at = now
     return row
+
+
+def pools_with_agents(session: Session) -> list[str]:
+    """Pools any agent has ever joined."""
+    return list(session.scalars(select(models.Agent.resource_pool).distinct()))
 
 
 def agent_left(session: Session, agent_id: str, now: datetime) -> None:

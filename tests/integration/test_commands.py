@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,30 @@ def test_task_environment_names_the_master_and_a_working_session(
     output = "\n".join(api.task_output(task_id))
     assert '"username":"admin"' in output.replace(" ", "")
     assert f"alloc={task_id}.1" in output
+
+
+def test_context_files_are_in_the_working_directory(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    master, _ = cluster
+    api = Api(master)
+    files = [
+        {"path": "pkg", "type": 53, "content": ""},
+        {"path": "pkg/data.txt", "type": 48, "content": base64.b64encode(b"payload").decode()},
+    ]
+    response = api.post(
+        "/api/v1/commands", json={"config": {"entrypoint": "cat pkg/data.txt"}, "files": files}
+    )
+    assert response.status_code == 200, response.text
+    task_id = response.json()["command"]["id"]
+    assert api.wait_ended(task_id)["allocations"][0]["exitCode"] == 0
+    assert api.task_output(task_id) == ["payload"]
+    escaping = [{"path": "../evil", "type": 48, "content": ""}]
+    rejected = api.post(
+        "/api/v1/commands", json={"config": {"entrypoint": "true"}, "files": escaping}
+    )
+    assert rejected.status_code == 400
+    assert "files.0.path" in rejected.json()["message"]
 
 
 def test_follow_streams_until_the_task_ends(cluster: tuple[Master, list[Agent]]) -> None:

@@ -132,6 +132,18 @@ def test_deactivated_user_cannot_log_in_and_loses_tokens(master: Master) -> None
     assert again.status_code == 403 and "deactivated" in again.json()["message"]
 
 
+def test_password_change_logs_the_user_out_everywhere(master: Master) -> None:
+    admin = Api(master)
+    admin.post("/api/v1/users", json={"user": {"username": "fay"}, "password": "Pw12345678"})
+    fay = Api(master, "fay", "Pw12345678")
+    user_id = fay.get("/api/v1/me").json()["user"]["id"]
+    changed = admin.post(f"/api/v1/users/{user_id}/password", json="Pw87654321")
+    assert changed.status_code == 200
+    assert fay.get("/api/v1/me").status_code == 401
+    assert admin.get("/api/v1/me").status_code == 200
+    assert Api(master, "fay", "Pw87654321").get("/api/v1/me").status_code == 200
+
+
 def test_logout_revokes_the_token(master: Master) -> None:
     api = Api(master)
     assert api.post("/api/v1/auth/logout").status_code == 200

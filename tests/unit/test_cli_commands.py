@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from cli import session
 from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
     FakeCommand,
     FakeMaster,
@@ -64,7 +64,7 @@ def test_login_sends_salted_hash_and_sets_the_active_user(
     fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_master.add_user("alice", "Secret123")
-    monkeypatch.setattr(session.getpass, "getpass", lambda prompt="": "Secret123")
+    monkeypatch.setattr("sys.stdin", io.StringIO("Secret123\n"))  # no terminal: read a line
     assert det("user", "login", "alice").code == 0
     login = next(body for m, p, body in fake_master.requests if p == "/api/v1/auth/login")
     assert login["password"] == salted("Secret123")
@@ -219,7 +219,7 @@ def test_user_create_requires_admin_and_strong_password(
     assert weak.code == 1 and "password must have at least 8 characters" in weak.err
     denied = det("user", "create", "carol", "--password", "Secret123")
     assert denied.err == "Failed to create user: Forbidden: only admins may create users\n"
-    monkeypatch.setattr(session.getpass, "getpass", lambda prompt="": "")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert det("user", "login", "admin").code == 0
     assert det("user", "create", "carol", "--admin", "--password", "Secret123").code == 0
     assert fake_master.passwords["carol"] == salted("Secret123")

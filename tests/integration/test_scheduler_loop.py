@@ -1,0 +1,232 @@
+"""The scheduler's event loop against a real database (SQLite and PostgreSQL) and fake agent
+links: agents that vanish, come back, or never start what they were given."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent.protocol import (
+    AllocationExited,
+    AllocationStarted,
+    DeviceType,
+    Hello,
+    MasterMessage,
+    Reject,
+    RunningAllocation,
+    SlotInfo,
+    StartAllocation,
+    Welcome,
+)
+from master import models
+from master.app import bootstrap
+from master.config import load_config
+from master.db import Database, migrate
+from master.logs import LogStore
+from master.scheduler.loop import Scheduler
+from master.scheduler.state import (
+    AgentConnected,
+    AgentDisconnected,
+    AgentReport,
+    AllocationState,
+)
+from master.state import MasterState, utc_now
+from master.tasks import TaskSpec, submit_task
+
+RECONNECT_WAIT = 0.6
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[MasterMessage] = []
+        self.closed: str | None = None
+
+    async def send(self, message: MasterMessage) -> None:
+        self.sent.append(message)
+
+    async def close(self, reason: str) -> None:
+        self.closed = reason
+
+    def started(self) -> list[str]:
+        return [m.allocation_id for m in self.sent if isinstance(m, StartAllocation)]
+
+
+def hello(agent_id: str, slots: int, running: tuple[str, ...] = (), version: int = 1) -> Hello:
+    return Hello(
+        agent_id=agent_id,
+        version="test",
+        resource_pool="default",
+        slots=[SlotInfo(id=i, type=DeviceType.CPU) for i in range(slots)],
+        running=[RunningAllocation(allocation_id=a, pid=1, started_at=utc_now()) for a in running],
+        protocol_version=version,
+    )
+
+
+async def master_state(db_url: str, tmp_path: Path) -> MasterState:
+    config = load_config(
+        None,
+        environ={},
+        data_dir=str(tmp_path),
+        db={"url": db_url},
+        agent_reconnect_wait=RECONNECT_WAIT,
+    )
+    db = Database(config.database_url)
+    migrate(db.engine)
+    cluster_id = await db.run(bootstrap)
+    logs = LogStore(db)
+    scheduler = Scheduler(config, db, logs, utc_now)
+    await scheduler.start()
+    return MasterState(config, db, logs, scheduler, cluster_id, "m", utc_now())
+
+
+def run(db_url: str, tmp_path: Path, body: Callable[[MasterState], Awaitable[None]]) -> None:
+    async def main() -> None:
+        state = await master_state(db_url, tmp_path)
+        try:
+            await body(state)
+        finally:
+            await state.scheduler.stop()
+            state.db.close()
+
+    asyncio.run(main())
+
+
+async def submit(state: MasterState, slots: int) -> Any:
+    spec = TaskSpec("COMMAND", 1, "test", None, slots, 42, ["true"])
+    return await submit_task(state, spec)
+
+
+async def connect(state: MasterState, message: Hello) -> tuple[FakeLink, Any]:
+    link = FakeLink()
+    answer = await state.scheduler.call(AgentConnected(hello=message, link=link))
+    return link, answer
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+def test_queued_work_waits_while_the_big_agent_is_briefly_gone(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        big, _ = await connect(state, hello("big", 4))
+        await connect(state, hello("small", 2))
+        running = await submit(state, 4)
+        queued = await submit(state, 4)
+        assert big.started() == [running.allocation_id]
+        await scheduler.call(AgentDisconnected(agent_id="big", link=big, reason="gone"))
+        assert queued.allocation_id in scheduler.allocations
+        assert scheduler.allocations[queued.allocation_id].state == AllocationState.QUEUED
+        # Once the wait is over the big agent is forgotten: the queued task can never fit.
+        await eventually(lambda: queued.allocation_id not in scheduler.allocations)
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, queued.allocation_id))
+        assert row.exit_reason.startswith("rejected: requests 4 slots on one agent")
+
+    run(db_url, tmp_path, body)
+
+
+def test_work_an_agent_never_started_is_queued_again(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        first, _ = await connect(state, hello("first", 1))
+        submitted = await submit(state, 1)
+        assert first.started() == [submitted.allocation_id]
+        await scheduler.call(AgentDisconnected(agent_id="first", link=first, reason="stopping"))
+        await eventually(
+            lambda: scheduler.allocations[submitted.allocation_id].state == AllocationState.QUEUED
+        )
+        second, _ = await connect(state, hello("second", 1))
+        assert second.started() == [submitted.allocation_id]
+        report = AllocationStarted(
+            allocation_id=submitted.allocation_id, pid=7, started_at=utc_now()
+        )
+        await scheduler.call(AgentReport(agent_id="second", link=second, message=report))
+        assert scheduler.allocations[submitted.allocation_id].state == AllocationState.RUNNING
+
+    run(db_url, tmp_path, body)
+
+
+def test_running_work_fails_when_its_agent_does_not_return(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        link, _ = await connect(state, hello("a", 1))
+        submitted = await submit(state, 1)
+        report = AllocationStarted(
+            allocation_id=submitted.allocation_id, pid=7, started_at=utc_now()
+        )
+        await scheduler.call(AgentReport(agent_id="a", link=link, message=report))
+        await scheduler.call(AgentDisconnected(agent_id="a", link=link, reason="network"))
+        await eventually(lambda: submitted.allocation_id not in scheduler.allocations)
+
+    run(db_url, tmp_path, body)
+
+
+def test_reconnecting_agent_reattaches_what_it_still_runs(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        link, _ = await connect(state, hello("a", 2))
+        kept = await submit(state, 1)
+        dropped = await submit(state, 1)
+        for allocation_id in (kept.allocation_id, dropped.allocation_id):
+            report = AllocationStarted(allocation_id=allocation_id, pid=7, started_at=utc_now())
+            await scheduler.call(AgentReport(agent_id="a", link=link, message=report))
+        await scheduler.call(AgentDisconnected(agent_id="a", link=link, reason="blip"))
+        again, welcome = await connect(state, hello("a", 2, running=(kept.allocation_id,)))
+        assert isinstance(welcome, Welcome)
+        assert welcome.reattach == [kept.allocation_id]
+        assert dropped.allocation_id not in scheduler.allocations
+        exited = AllocationExited(allocation_id=kept.allocation_id, exit_code=0, ended_at=utc_now())
+        await scheduler.call(AgentReport(agent_id="a", link=again, message=exited))
+        assert scheduler.allocations == {}
+
+    run(db_url, tmp_path, body)
+
+
+def test_stale_link_reports_are_ignored(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        old, _ = await connect(state, hello("a", 1))
+        submitted = await submit(state, 1)
+        new, _ = await connect(state, hello("a", 1, running=(submitted.allocation_id,)))
+        assert old.closed == "replaced by a newer connection of the same agent"
+        exited = AllocationExited(
+            allocation_id=submitted.allocation_id, exit_code=0, ended_at=utc_now()
+        )
+        await scheduler.call(AgentReport(agent_id="a", link=old, message=exited))
+        assert submitted.allocation_id in scheduler.allocations
+        await scheduler.call(AgentDisconnected(agent_id="a", link=old, reason="old socket"))
+        assert "a" in scheduler.agents and scheduler.agents["a"].link is new
+
+    run(db_url, tmp_path, body)
+
+
+def test_agents_of_another_protocol_or_pool_are_rejected(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        _, answer = await connect(state, hello("a", 1, version=99))
+        assert isinstance(answer, Reject) and "protocol version 99" in answer.reason
+        other = hello("b", 1).model_copy(update={"resource_pool": "gpu"})
+        _, answer = await connect(state, other)
+        assert isinstance(answer, Reject) and "unknown resource pool 'gpu'" in answer.reason
+        assert state.scheduler.agents == {}
+
+    run(db_url, tmp_path, body)
+
+
+def test_after_a_restart_known_pools_wait_for_their_agents(db_url: str, tmp_path: Path) -> None:
+    async def first_run(state: MasterState) -> None:
+        await connect(state, hello("big", 4))
+
+    async def second_run(state: MasterState) -> None:
+        await connect(state, hello("small", 1))
+        submitted = await submit(state, 4)
+        assert submitted.rejection is None  # "big" may still come back
+        big, _ = await connect(state, hello("big", 4))
+        assert big.started() == [submitted.allocation_id]
+
+    run(db_url, tmp_path, first_run)
+    run(db_url, tmp_path, second_run)
