@@ -163,12 +163,17 @@ def format_validation_error(
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``FLOTILLA_A__B=v`` as ``{"a": {"b": v}}``; JSON-looking values are parsed."""
+    """``FLOTILLA_A__B=v`` as ``{"a": {"b": v}}``; JSON-looking values are parsed.
+
+    Only variables naming a top-level setting count: ``FLOTILLA_HOME`` and the like belong to
+    other tools sharing the prefix."""
     data: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == "FLOTILLA_HOME":
+        if not key.startswith(ENV_PREFIX):
             continue
         parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in MasterConfig.model_fields:
+            continue
         parsed: Any = value
         if value.strip()[:1] in ("[", "{"):
             try:

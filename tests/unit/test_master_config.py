@@ -71,6 +71,11 @@ def test_bad_files_name_the_field(tmp_path: Path, text: str, expected: str) -> N
     assert expected in str(info.value)
 
 
+def test_other_tools_flotilla_variables_are_not_settings() -> None:
+    config = load_config(None, environ={"FLOTILLA_HOME": "/x", "FLOTILLA_TEST_PG_URL": "y"})
+    assert config.port == 8080
+
+
 def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={"FLOTILLA_PORT": "eighty"})

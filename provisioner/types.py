@@ -1,0 +1,176 @@
+"""The values that cross between the provisioning loop, the scale decider and the providers.
+
+Everything here is immutable and plain: a snapshot goes into the decider, a decision comes out,
+and providers speak in offers and instances. Times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Market(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+class InstanceState(StrEnum):
+    """What the cloud says about an instance (not whether its agent joined)."""
+
+    PENDING = "pending"  # launch accepted, not running yet
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+class ErrorClass(StrEnum):
+    """Why a cloud call failed, and so what the loop does next."""
+
+    CAPACITY = "capacity"  # no capacity for this offer now: back off this offer, try the next
+    QUOTA = "quota"  # account limit: back off every offer of this market
+    THROTTLE = "throttle"  # rate limited: retry later, nothing wrong with the offer
+    CONFIG = "config"  # bad image, subnet, permissions…: the pool is degraded until fixed
+    TRANSIENT = "transient"  # anything else worth retrying
+
+
+@dataclass(frozen=True)
+class OfferKey:
+    instance_type: str
+    zone: str | None
+    market: Market
+
+    def __str__(self) -> str:
+        where = f" in {self.zone}" if self.zone else ""
+        return f"{self.instance_type} {self.market.value}{where}"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Something a provider can launch: a shape in a zone on a market, at a price."""
+
+    instance_type: str
+    zone: str | None
+    market: Market
+    price_per_hour: float
+    slots: int
+
+    @property
+    def key(self) -> OfferKey:
+        return OfferKey(self.instance_type, self.zone, self.market)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A machine the provider launched for a pool. ``agent_id`` is the agent it runs (the
+    instance id on clouds), set once known."""
+
+    id: str
+    instance_type: str
+    zone: str | None
+    market: Market
+    price_per_hour: float
+    slots: int
+    state: InstanceState
+    launched_at: datetime
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """An agent the scheduler knows for the pool, seen from the provisioner.
+
+    ``idle_since`` is None while it runs work; ``disconnected_since`` is set while it is away.
+    """
+
+    agent_id: str
+    instance_id: str | None
+    slots: int
+    idle_since: datetime | None
+    draining: bool = False
+    disconnected_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Slots one job still waits for (already capped by its ``max_slots``).
+
+    ``single_agent`` jobs must fit on one instance; others may span instances.
+    """
+
+    job_id: str
+    slots: int
+    single_agent: bool = True
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """An offer not to try before ``until`` after ``failures`` consecutive failures."""
+
+    key: OfferKey
+    until: datetime
+    failures: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    pool: str
+    pending: tuple[Demand, ...] = ()
+    instances: tuple[Instance, ...] = ()
+    agents: tuple[AgentInfo, ...] = ()
+    offers: tuple[Offer, ...] = ()
+    backoffs: tuple[Backoff, ...] = ()
+    spot_unavailable_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    offer: Offer
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Termination:
+    instance_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    agent_id: str
+    reason: str
+
+
+@dataclass
+class Decision:
+    launches: list[Launch] = field(default_factory=list)
+    terminations: list[Termination] = field(default_factory=list)
+    drains: list[Drain] = field(default_factory=list)
+    status: str = ""  # one line for the pool and its waiting tasks, e.g. "launching 2 × …"
+
+
+@dataclass(frozen=True)
+class LaunchedInstance:
+    id: str
+    offer: Offer
+    launched_at: datetime
+
+
+@dataclass(frozen=True)
+class TerminateResult:
+    instance_id: str
+    ok: bool
+    message: str = ""
+
+
+class ProviderError(Exception):
+    """A cloud call failed; ``error_class`` says what the loop should do about it."""
+
+    def __init__(self, error_class: ErrorClass, message: str, offer: OfferKey | None = None):
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.offer = offer
