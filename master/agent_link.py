@@ -84,8 +84,8 @@ async def agent_socket(websocket: WebSocket) -> None:
     if not isinstance(first, Hello):
         await link.close("expected a hello message first")
         return
+    # The scheduler sends the welcome (or reject) itself, ahead of any work for this agent.
     answer = await state.scheduler.call(AgentConnected(hello=first, link=link))
-    await link.send(answer)
     if isinstance(answer, Reject):
         await link.close(answer.reason)
         return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from master.scheduler.state import (
     AllocationState,
     AllocationSubmitted,
     ConnectedAgent,
+    DemandHook,
     Event,
     ExitHook,
     KillTask,
@@ -84,6 +85,10 @@ class Scheduler:
         self.pools_with_history: set[str] = set()
         self.exit_hooks: list[ExitHook] = []
         self.preempt_hooks: dict[str, PreemptHook] = {}
+        self.demand_hooks: list[DemandHook] = []
+        # Pools whose size a provider decides: what they can ever offer, and their status line.
+        self.pool_capacity: dict[str, PoolCapacity] = {}
+        self.pool_status: dict[str, Callable[[], str]] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
@@ -230,15 +235,37 @@ class Scheduler:
             )
         )
         self.logs.wake(allocation.task_id)
+        self._update_idle(allocation.agent_slots, now)
         for hook in self.exit_hooks:
             try:
                 await hook(allocation, exit_code, reason)
             except Exception:
                 log.exception("exit hook failed for allocation %s", allocation.id)
 
+    def _update_idle(self, agent_ids: Iterable[str], now: datetime) -> None:
+        for agent_id in agent_ids:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                continue
+            busy = any(agent_id in a.agent_slots for a in self.allocations.values())
+            if busy:
+                agent.idle_since = None
+            elif agent.idle_since is None:
+                agent.idle_since = now
+
     # ---- agents --------------------------------------------------------------------------
 
     async def _agent_connected(self, event: AgentConnected) -> Welcome | Reject:
+        """Answer a hello on the agent's link — before the pass that follows this event can
+        send it work — and return the answer."""
+        answer = await self._admit(event)
+        try:
+            await event.link.send(answer)
+        except ConnectionError:
+            log.warning("agent %s left before its %s", event.hello.agent_id, answer.type)
+        return answer
+
+    async def _admit(self, event: AgentConnected) -> Welcome | Reject:
         hello, now = event.hello, self.clock()
         if hello.protocol_version != PROTOCOL_VERSION:
             return Reject(
@@ -267,6 +294,7 @@ class Scheduler:
             connected_at=now,
             enabled=row.enabled,
             draining=row.draining,
+            idle_since=now,
         )
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
@@ -442,6 +470,9 @@ class Scheduler:
             await self._finish(allocation, None, allocation.kill_reason)
         for allocation_id, reason in result.waiting.items():
             allocation = self.allocations[allocation_id]
+            status = self.pool_status.get(allocation.pool)
+            if status is not None:
+                reason = f"{reason}; pool '{allocation.pool}': {status()}"
             if allocation.waiting_reason != reason:
                 allocation.waiting_reason = reason
                 await self.logs.master_line(allocation.task_id, allocation_id, reason, self.clock())
@@ -449,6 +480,10 @@ class Scheduler:
             await self._preempt(self.allocations[allocation_id])
         for allocation_id, placement in result.assignments.items():
             await self._launch(self.allocations[allocation_id], placement)
+        if result.waiting:
+            for pool in {self.allocations[a].pool for a in result.waiting}:
+                for hook in self.demand_hooks:
+                    hook(pool)
 
     def _capacity(self, agents: list[AgentCapacity]) -> dict[str, PoolCapacity]:
         """What each pool can ever offer: its agents, including those briefly gone. After a
@@ -463,6 +498,7 @@ class Scheduler:
         if self.clock() - self.started_at < self.config.agent_reconnect_wait:
             for pool in self.pools_with_history:
                 capacity.pop(pool, None)
+        capacity.update(self.pool_capacity)
         return capacity
 
     async def _preempt(self, allocation: Allocation) -> None:
@@ -482,6 +518,7 @@ class Scheduler:
         allocation.agent_slots = {agent: list(slots) for agent, slots in placement.items()}
         allocation.waiting_reason = None
         now = self.clock()
+        self._update_idle(allocation.agent_slots, now)
 
         session_token = await self.db.run(
             partial(

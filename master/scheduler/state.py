@@ -57,6 +57,7 @@ class ConnectedAgent:
     connected_at: datetime
     enabled: bool = True
     draining: bool = False
+    idle_since: datetime | None = None  # None while it runs an allocation
 
 
 @dataclass(frozen=True)
@@ -148,4 +149,5 @@ class ReconnectDeadline(Event):
 
 
 ExitHook = Callable[[Allocation, int | None, str], Awaitable[None]]
+DemandHook = Callable[[str], None]  # called with a pool whose pending demand may have changed
 PreemptHook = Callable[[Allocation], Awaitable[None]]

@@ -187,6 +187,16 @@ def test_reconnecting_agent_reattaches_what_it_still_runs(db_url: str, tmp_path:
     run(db_url, tmp_path, body)
 
 
+def test_welcome_goes_out_before_queued_work(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        queued = await submit(state, 1)
+        link, _ = await connect(state, hello("late", 1))
+        assert [m.type for m in link.sent] == ["welcome", "start_allocation"]
+        assert link.started() == [queued.allocation_id]
+
+    run(db_url, tmp_path, body)
+
+
 def test_stale_link_reports_are_ignored(db_url: str, tmp_path: Path) -> None:
     async def body(state: MasterState) -> None:
         scheduler = state.scheduler
