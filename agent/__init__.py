@@ -5,5 +5,6 @@ Modules: ``protocol`` (the wire messages, shared with the master), ``config`` (`
 and its loading), ``devices`` (slot detection), ``workdir`` (an allocation's directory and
 context files), ``runner`` (processes and their logs), ``guard`` (kills those processes if the
 agent dies), ``outbox`` (messages held while the master is unreachable), ``daemon`` (the
-connection loop) and ``main`` (the ``det-agent`` command).
+connection loop), ``cloudwatch`` (log shipping to CloudWatch Logs, also used by the master) and
+``main`` (the ``det-agent`` command).
 """

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.cloudwatch.config import CloudWatchConfig
 from agent.protocol import AGENT_WS_PATH
 
 ENV_PREFIX = "DET_AGENT_"
@@ -122,6 +123,11 @@ class AgentConfig(BaseModel):
         gt=0,
         description="Seconds the agent may hold task log lines before sending them; the "
         "master's welcome message overrides it.",
+    )
+    logging: CloudWatchConfig | None = Field(
+        default=None,
+        description="Ship the agent's own logs to CloudWatch Logs, spooled on disk until "
+        "delivered; unset: stderr only. See docs/logging.md.",
     )
 
     @field_validator("master_url")

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agent import cloudwatch_logs
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.daemon import Daemon, agent_version
 from agent.devices import detect_slots
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_config(args.config, _flags(args), os.environ)
         config.work_path.mkdir(parents=True, exist_ok=True)
+        shipping = cloudwatch_logs.start(config)
     except ConfigError as e:
         print(f"det-agent: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
@@ -88,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         agent_version(),
         config.work_path,
     )
-    sys.exit(asyncio.run(_run(config, slots)))
+    try:
+        code = asyncio.run(_run(config, slots))
+    finally:
+        cloudwatch_logs.stop(shipping)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

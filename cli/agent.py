@@ -26,6 +26,10 @@ AGENT_HEADERS = [
     "Enabled",
     "Draining",
     "Addresses",
+    "Instance Type",
+    "Market",
+    "$/h",
+    "Idle For",
 ]
 SLOT_HEADERS = [
     "Agent ID",
@@ -72,6 +76,10 @@ def agent_records(agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "enabled": a.get("enabled"),
             "draining": a.get("draining"),
             "addresses": _join(a.get("addresses")),
+            "instance_type": (a.get("instance") or {}).get("instanceType", ""),
+            "market": (a.get("instance") or {}).get("market", ""),
+            "price_per_hour": render.format_usd((a.get("instance") or {}).get("pricePerHour")),
+            "idle_for": render.format_age(a.get("idleSince")),
         }
         for a in sorted(agents, key=lambda a: a.get("id", ""))
     ]

@@ -101,8 +101,30 @@ class ClusterState:
         return [*self.agents, self.master]
 
 
+def elastic_pool(args: argparse.Namespace) -> dict[str, Any]:
+    """The default pool without ``--agents``: local agent processes launched with the queue."""
+    return {
+        "pool_name": "default",
+        "provider": {
+            "type": "local",
+            "instance_slots": args.slots_per_agent,
+            "min_instances": args.min_agents,
+            "max_instances": args.max_agents,
+            "max_idle_agent_period": args.max_idle_agent_period,
+            "provisioning_tick": "2s",
+            "prices": {"local": args.agent_price_per_hour},
+        },
+    }
+
+
 def master_config(
-    state: Path, *, port: int, cluster_name: str, db_url: str | None, join_token: str
+    state: Path,
+    *,
+    port: int,
+    cluster_name: str,
+    db_url: str | None,
+    join_token: str,
+    pool: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "port": port,
@@ -111,7 +133,7 @@ def master_config(
         "data_dir": str(state / "data"),
         "db": {"url": db_url or default_db_url(state)},
         "agent_join_token": join_token,
-        "resource_pools": [{"pool_name": "default"}],
+        "resource_pools": [pool or {"pool_name": "default"}],
     }
 
 
@@ -210,8 +232,11 @@ def wait_for_agents(url: str, agents: list[Started], started: list[ProcessRecord
 
 
 def cluster_up(args: argparse.Namespace) -> int:
-    if args.agents < 0 or args.slots_per_agent < 0:
-        raise CliError("--agents and --slots-per-agent must not be negative")
+    elastic = args.agents is None
+    if (args.agents or 0) < 0 or args.slots_per_agent < 1:
+        raise CliError("--agents must not be negative and --slots-per-agent must be at least 1")
+    if elastic and not 0 <= args.min_agents <= args.max_agents:
+        raise CliError("need 0 <= --min-agents <= --max-agents")
     state = state_dir()
     state_file = state / "cluster.json"
     existing = ClusterState.load(state_file)
@@ -230,7 +255,12 @@ def cluster_up(args: argparse.Namespace) -> int:
     config_path = state / "master.yaml"
     join_token = _existing_join_token(config_path) or secrets.token_urlsafe(32)
     config = master_config(
-        state, port=args.port, cluster_name=args.cluster_name, db_url=args.db, join_token=join_token
+        state,
+        port=args.port,
+        cluster_name=args.cluster_name,
+        db_url=args.db,
+        join_token=join_token,
+        pool=elastic_pool(args) if elastic else None,
     )
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -251,6 +281,14 @@ def cluster_up(args: argparse.Namespace) -> int:
         stop_all([r for r in cluster.processes() if r.pid and r.alive()], STOP_GRACE_SECONDS)
         state_file.unlink(missing_ok=True)
         raise
+    if elastic:
+        print(
+            f"Cluster is up at {url} (elastic pool 'default': {args.min_agents} to "
+            f"{args.max_agents} agents of {args.slots_per_agent} slot(s), launched with the "
+            f"queue; idle agents stop after {args.max_idle_agent_period})"
+        )
+        print(f"Logs are in {state / 'logs'}")
+        return 0
     if slots is None:
         slots = args.agents * args.slots_per_agent
     print(f"Cluster is up at {url} ({args.agents} agents, {slots} slots)")
@@ -278,7 +316,7 @@ def _start_cluster(
 
     agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
     agents = []
-    for i in range(args.agents):
+    for i in range(args.agents or 0):
         agent_id = f"local-agent-{i}"
         argv = [
             agent_bin,
@@ -303,11 +341,25 @@ def _start_cluster(
     return wait_for_agents(cluster.url, agents, cluster.processes())
 
 
+def provisioned_agents(state: Path) -> list[ProcessRecord]:
+    """Agents the master's local provider launched (provisioner/local.py's state file, a JSON
+    list of ``{id, pid, …}``); in their own sessions, they outlive the master."""
+    records = []
+    for path in sorted((state / "data" / "provisioner").glob("*/instances.json")):
+        try:
+            items = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        records += [ProcessRecord(item["id"], int(item["pid"]), "") for item in items]
+    return records
+
+
 def cluster_down(args: argparse.Namespace) -> int:
     state = state_dir()
     state_file = state / "cluster.json"
     cluster = ClusterState.load(state_file)
     running = [r for r in cluster.processes() if r.alive()] if cluster else []
+    running += [r for r in provisioned_agents(state) if r.alive()]
     if cluster is not None and running:
         stop_all(running, STOP_GRACE_SECONDS)
         print(f"Stopped the local cluster at {cluster.url}; logs kept in {state / 'logs'}")
@@ -328,8 +380,27 @@ def register(nouns: SubParsers) -> None:
     _, kinds = add_group(nouns, "d|eploy", "manage deployments")
     _, verbs = add_group(kinds, "local", "a cluster of processes on this machine")
     p = add_verb(verbs, "cluster-up", cluster_up, "create a local cluster")
-    p.add_argument("--agents", type=int, default=1, help="number of agents to start")
+    p.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="start this many agents now and keep them (a static pool); without it the pool "
+        "is elastic: agents are launched with the queue and stopped when idle",
+    )
+    p.add_argument("--min-agents", type=int, default=0, help="elastic pool: fewest agents")
+    p.add_argument("--max-agents", type=int, default=4, help="elastic pool: most agents")
+    p.add_argument(
+        "--max-idle-agent-period",
+        default="1m",
+        help="elastic pool: stop an agent idle this long (e.g. 30s, 5m)",
+    )
     p.add_argument("--slots-per-agent", type=int, default=1, help="slots each agent offers")
+    p.add_argument(
+        "--agent-price-per-hour",
+        type=float,
+        default=0.0,
+        help="elastic pool: what an agent costs in $/hour, for cost reports (default 0)",
+    )
     p.add_argument("--no-gpu", action="store_true", help="agents use CPU slots even with GPUs")
     p.add_argument("--db", default=None, help="database URL (default: SQLite in the state dir)")
     p.add_argument(

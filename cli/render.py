@@ -162,3 +162,25 @@ def strip_prefix(value: str | None, prefix: str) -> str | None:
     if value is not None and value.startswith(prefix):
         return value[len(prefix) :]
     return value
+
+
+def format_age(since: str | None, now: datetime.datetime | None = None) -> str:
+    """``2026-01-01T00:00:00Z`` → ``3m20s`` ago (empty for None)."""
+    if not since:
+        return ""
+    then = datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
+    current = now or datetime.datetime.now(datetime.UTC)
+    seconds = int((current - then).total_seconds())
+    if seconds < 0:
+        return "0s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def format_usd(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"

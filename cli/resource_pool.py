@@ -20,6 +20,10 @@ POOL_HEADERS = [
     "Slots Available",
     "Slots Used",
     "Slot Type",
+    "Min",
+    "Max",
+    "Pending Slots",
+    "Status",
 ]
 
 
@@ -32,7 +36,19 @@ def pool_row(pool: dict[str, Any]) -> list[Any]:
         pool.get("slotsAvailable"),
         pool.get("slotsUsed"),
         render.strip_prefix(pool.get("slotType"), "TYPE_"),
+        pool.get("minAgents"),
+        pool.get("maxAgents"),
+        (pool.get("provisioning") or {}).get("pendingSlots", ""),
+        _status(pool.get("provisioning")),
     ]
+
+
+def _status(provisioning: dict[str, Any] | None) -> str:
+    if not provisioning:
+        return "static"
+    if provisioning.get("degraded"):
+        return f"DEGRADED: {provisioning['degraded']}"
+    return str(provisioning.get("status", ""))
 
 
 def list_pools(args: argparse.Namespace) -> None:

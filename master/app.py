@@ -11,12 +11,24 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from master import __version__, agent_link, models
-from master.api import agents, auth, cluster, commands, errors, tasks, users, workspaces
+from master import __version__, agent_link, cloudwatch_logs, models
+from master.api import (
+    agents,
+    auth,
+    cluster,
+    commands,
+    cost,
+    errors,
+    resource_pools,
+    tasks,
+    users,
+    workspaces,
+)
 from master.api.body import JsonBodyMiddleware
 from master.config import MasterConfig
 from master.db import Database, migrate
 from master.logs import LogStore
+from master.provisioning import Provisioning
 from master.scheduler.loop import Scheduler
 from master.state import MasterState, utc_now
 
@@ -44,6 +56,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         cluster_id = await db.run(bootstrap)
         config.join_token()  # generate it now so it can be read before an agent needs it
         logs = LogStore(db)
+        shipping = cloudwatch_logs.start(config, cluster_id, logs)
         scheduler = Scheduler(config, db, logs, utc_now)
         state = MasterState(
             config=config,
@@ -56,16 +69,32 @@ def create_app(config: MasterConfig) -> FastAPI:
         )
         app.state.master = state
         await scheduler.start()
+        provisioning = Provisioning(config, scheduler, db, cluster_id)
+        state.provisioning = provisioning
+        provisioning.start()
         log.info("master %s up at %s (cluster %s)", __version__, config.master_url, cluster_id)
         try:
             yield
         finally:
+            await provisioning.stop()
             await scheduler.stop()
+            await cloudwatch_logs.stop(shipping, logs)
             db.close()
 
     app = FastAPI(title="Flotilla master", version=__version__, lifespan=lifespan)
     errors.install(app)
     app.add_middleware(JsonBodyMiddleware)
-    for module in (cluster, auth, users, agents, tasks, commands, workspaces, agent_link):
+    for module in (
+        cluster,
+        auth,
+        users,
+        agents,
+        resource_pools,
+        tasks,
+        commands,
+        workspaces,
+        cost,
+        agent_link,
+    ):
         app.include_router(module.router)
     return app

@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.cloudwatch.config import CloudWatchConfig
 from harness.units import Duration
+from provisioner.config import ProviderConfig
 
 DEFAULT_PORT = 8080
 DEFAULT_POOL = "default"
@@ -45,6 +47,10 @@ class DatabaseConfig(_Section):
 class ResourcePoolConfig(_Section):
     pool_name: str = Field(description="Name tasks use in `resources.resource_pool`.")
     description: str = Field(default="", description="Free text shown by `det resource-pool list`.")
+    provider: ProviderConfig | None = Field(
+        default=None,
+        description="Launch and terminate this pool's agents with the queue; unset: a static pool.",
+    )
 
     @field_validator("pool_name")
     @classmethod
@@ -104,6 +110,11 @@ class MasterConfig(_Section):
         ),
     )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
+    logging: CloudWatchConfig | None = Field(
+        default=None,
+        description="Ship the master's logs (and optionally task logs) to CloudWatch Logs; "
+        "unset: logs stay on stderr and task logs in the database. See docs/logging.md.",
+    )
 
     @model_validator(mode="after")
     def _pools_consistent(self) -> MasterConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,8 @@ class LogStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._waiters: dict[str, asyncio.Event] = {}
+        # Called with every batch once stored (task logs to CloudWatch); must not block.
+        self.on_append: Callable[[str, Sequence[LogLine]], None] | None = None
 
     async def append(
         self,
@@ -57,6 +59,8 @@ class LogStore:
             for line in lines
         ]
         await self.db.run(lambda s: s.execute(insert(models.TaskLog), rows))
+        if self.on_append is not None:
+            self.on_append(task_id, lines)
         self.wake(task_id)
 
     async def master_line(

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -145,3 +146,39 @@ class TaskLog(Base):
     log: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_task_logs_task_id_id", "task_id", "id"),)
+
+
+class ProvisionedInstance(Base):
+    """A machine a pool's provider launched: what it costs and what happened to it."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource_pool: Mapped[str] = mapped_column(String(255), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    instance_type: Mapped[str] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    market: Mapped[str] = mapped_column(String(16))
+    price_per_hour: Mapped[float] = mapped_column(Float)
+    slots: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    launched_at: Mapped[datetime] = mapped_column()
+    joined_at: Mapped[datetime | None] = mapped_column()
+    terminated_at: Mapped[datetime | None] = mapped_column()
+    termination_reason: Mapped[str | None] = mapped_column(Text)
+    launch_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class InstanceEvent(Base):
+    """Why the fleet is the size it is: every launch, join, drain and termination, with a reason."""
+
+    __tablename__ = "instance_events"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    resource_pool: Mapped[str] = mapped_column(String(255))
+    instance_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    at: Mapped[datetime] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_instance_events_pool_at", "resource_pool", "at"),)

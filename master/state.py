@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
 from master.scheduler.loop import Scheduler
+
+if TYPE_CHECKING:
+    from master.provisioning import Provisioning
 
 
 def utc_now() -> datetime:
@@ -26,3 +30,4 @@ class MasterState:
     master_id: str
     started_at: datetime
     clock: Callable[[], datetime] = utc_now
+    provisioning: Provisioning | None = None

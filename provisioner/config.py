@@ -95,6 +95,10 @@ class ProviderConfig(_Section):
     )
     spot_fallback: SpotFallback = Field(default_factory=SpotFallback)
     capacity_backoff: CapacityBackoff = Field(default_factory=CapacityBackoff)
+    provisioning_tick: Duration = Field(
+        default=timedelta(seconds=10),
+        description="How often the pool is re-examined when nothing wakes it earlier.",
+    )
     image_id: str | None = Field(default=None, description="AMI with the agent baked in.")
     startup_script: str = Field(default="", description="Shell run on boot before the agent.")
     tag_key: str = Field(default="flotilla-pool", description="Tag marking managed instances.")

@@ -150,6 +150,10 @@ class Decision:
     terminations: list[Termination] = field(default_factory=list)
     drains: list[Drain] = field(default_factory=list)
     status: str = ""  # one line for the pool and its waiting tasks, e.g. "launching 2 × …"
+    # True when the config wants spot and no spot offer is usable now (backed off, or dearer
+    # than spot_max_price). The loop keeps PoolSnapshot.spot_unavailable_since from the first
+    # pass that says so and clears it on the first pass that does not.
+    spot_unavailable: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,18 @@ Handlers are ``async`` so they read scheduler state on the event-loop thread, be
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import ApiError
 from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
 from master.scheduler.loop import SchedulerError
-from master.scheduler.state import Allocation, AllocationState, ConnectedAgent, SetAgentState
+from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
@@ -38,7 +41,27 @@ def _container(allocation: Allocation, agent: ConnectedAgent) -> dict[str, Any]:
     }
 
 
-def agent_json(agent: ConnectedAgent, allocations: list[Allocation]) -> dict[str, Any]:
+def _instances(session: Session, agent_ids: list[str]) -> dict[str, dict[str, Any]]:
+    rows = session.scalars(
+        select(models.ProvisionedInstance).where(models.ProvisionedInstance.id.in_(agent_ids))
+    )
+    return {
+        r.id: {
+            "instanceType": r.instance_type,
+            "market": r.market,
+            "pricePerHour": r.price_per_hour,
+            "zone": r.zone,
+            "launchedTime": timestamp(r.launched_at),
+        }
+        for r in rows
+    }
+
+
+def agent_json(
+    agent: ConnectedAgent,
+    allocations: list[Allocation],
+    instance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     here = [a for a in allocations if agent.id in a.agent_slots]
     containers = {a.id: _container(a, agent) for a in here}
     by_slot = {s: a for a in here for s in a.agent_slots[agent.id]}
@@ -73,6 +96,8 @@ def agent_json(agent: ConnectedAgent, allocations: list[Allocation]) -> dict[str
             "typeStats": {k: dict(v) for k, v in type_stats.items()},
             "brandStats": {k: dict(v) for k, v in brand_stats.items()},
         },
+        "idleSince": timestamp(agent.idle_since),
+        "instance": instance,
     }
 
 
@@ -85,11 +110,12 @@ def _state(request: Request) -> MasterState:
 async def list_agents(
     request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
-    scheduler = _state(request).scheduler
+    state = _state(request)
+    scheduler = state.scheduler
     allocations = list(scheduler.allocations.values())
-    agents = [
-        agent_json(a, allocations) for a in sorted(scheduler.agents.values(), key=lambda a: a.id)
-    ]
+    ordered = sorted(scheduler.agents.values(), key=lambda a: a.id)
+    instances = await state.db.run(partial(_instances, agent_ids=[a.id for a in ordered]))
+    agents = [agent_json(a, allocations, instances.get(a.id)) for a in ordered]
     return {"agents": agents, "pagination": pagination(0, 0, len(agents))}
 
 
@@ -134,53 +160,3 @@ async def disable_agent(
 ) -> dict[str, Any]:
     drain = body.drain if body is not None else False
     return await _set(request, SetAgentState(agent_id=agent_id, enabled=False, drain=drain))
-
-
-@router.get("/resource-pools")
-async def list_resource_pools(
-    request: Request, _: models.User = Depends(auth.current_user)
-) -> dict[str, Any]:
-    state = _state(request)
-    scheduler = state.scheduler
-    pools = []
-    for pool in state.config.resource_pools:
-        agents = [a for a in scheduler.agents.values() if a.pool == pool.pool_name]
-        total = sum(len(a.slots) for a in agents)
-        used = sum(len(a.slots) - len(scheduler.free_slots(a)) for a in agents)
-        queued = [
-            a
-            for a in scheduler.allocations.values()
-            if a.pool == pool.pool_name and a.state == AllocationState.QUEUED
-        ]
-        slot_types = {device_type(s.type) for a in agents for s in a.slots}
-        pools.append(
-            {
-                "name": pool.pool_name,
-                "description": pool.description,
-                "type": "RESOURCE_POOL_TYPE_STATIC",
-                "numAgents": len(agents),
-                "slotsAvailable": total,
-                "slotsUsed": used,
-                "slotType": slot_types.pop() if len(slot_types) == 1 else "TYPE_UNSPECIFIED",
-                "defaultComputePool": pool.pool_name == state.config.default_resource_pool,
-                "defaultAuxPool": pool.pool_name == state.config.default_resource_pool,
-                "schedulerType": "SCHEDULER_TYPE_PRIORITY",
-                "schedulerFittingPolicy": "FITTING_POLICY_BEST",
-                "minAgents": 0,
-                "maxAgents": len(agents),
-                "slotsPerAgent": max((len(a.slots) for a in agents), default=0),
-                "auxContainerCapacity": 0,
-                "auxContainersRunning": 0,
-                "stats": {
-                    "queuedCount": len(queued),
-                    "scheduledCount": len(
-                        [
-                            a
-                            for a in scheduler.allocations.values()
-                            if a.pool == pool.pool_name and a.state != AllocationState.QUEUED
-                        ]
-                    ),
-                },
-            }
-        )
-    return {"resourcePools": pools, "pagination": pagination(0, 0, len(pools))}

@@ -6,6 +6,7 @@ temporary directory and are printed when a wait times out, so a failure says wha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -92,7 +93,9 @@ class Process:
 
 
 class Master(Process):
-    def __init__(self, workdir: Path, db_url: str, **config: Any) -> None:
+    def __init__(
+        self, workdir: Path, db_url: str, env: dict[str, str] | None = None, **config: Any
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "master.yaml"
@@ -111,6 +114,7 @@ class Master(Process):
         super().__init__(
             [str(BIN / "det-master"), "--config", str(self.config_path)],
             workdir / "master.log",
+            env,
         )
 
     def start(self) -> None:
@@ -121,6 +125,17 @@ class Master(Process):
         if not self.alive():
             raise AssertionError(f"the master exited with code {self.proc and self.proc.poll()}")
         return httpx.get(f"{self.url}/info", timeout=1).status_code == 200
+
+
+def kill_provisioned_agents(workdir: Path) -> None:
+    """SIGKILL the agent processes a master's local provider launched (they run in their own
+    sessions and would outlive the test). Reads provisioner/local.py's state files."""
+    import json
+
+    for path in (workdir / "master-data" / "provisioner").glob("*/instances.json"):
+        for item in json.loads(path.read_text()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(item["pid"]), signal.SIGKILL)
 
 
 class Agent(Process):

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Bakes the Flotilla agent into an Ubuntu 22.04 image. Run as root by Packer (agent.pkr.hcl) on
+# the build instance, after it uploaded the wheel and the systemd unit to /tmp.
+#
+# Environment (set by agent.pkr.hcl):
+#   FLOTILLA_WHEEL             path of the flotilla wheel to install (required)
+#   FLOTILLA_UNIT              path of flotilla-agent.service (default /tmp/flotilla-agent.service)
+#   INSTALL_NVIDIA             "true" to install the NVIDIA datacenter driver (default true)
+#   NVIDIA_DRIVER_BRANCH       driver branch, e.g. 535 (default 535)
+#   INSTALL_CONTAINER_TOOLKIT  "true" to install Docker and the NVIDIA container toolkit
+#                              (default false; tasks run as processes and do not need them)
+set -euo pipefail
+
+: "${FLOTILLA_WHEEL:?set FLOTILLA_WHEEL to the path of the flotilla wheel}"
+FLOTILLA_UNIT="${FLOTILLA_UNIT:-/tmp/flotilla-agent.service}"
+INSTALL_NVIDIA="${INSTALL_NVIDIA:-true}"
+NVIDIA_DRIVER_BRANCH="${NVIDIA_DRIVER_BRANCH:-535}"
+INSTALL_CONTAINER_TOOLKIT="${INSTALL_CONTAINER_TOOLKIT:-false}"
+VENV=/opt/flotilla/venv
+export DEBIAN_FRONTEND=noninteractive
+
+# cloud-init on the build instance may still be installing packages; wait for it.
+cloud-init status --wait >/dev/null || true
+
+echo "==> base packages and Python 3.11"
+apt-get update
+apt-get install -y --no-install-recommends \
+  ca-certificates curl gnupg python3.11 python3.11-venv
+
+if [ "$INSTALL_NVIDIA" = "true" ]; then
+  echo "==> NVIDIA driver ${NVIDIA_DRIVER_BRANCH}-server"
+  apt-get install -y --no-install-recommends "linux-headers-$(uname -r)" \
+    "nvidia-driver-${NVIDIA_DRIVER_BRANCH}-server" "nvidia-utils-${NVIDIA_DRIVER_BRANCH}-server"
+fi
+
+if [ "$INSTALL_CONTAINER_TOOLKIT" = "true" ]; then
+  echo "==> Docker and the NVIDIA container toolkit"
+  keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o "$keyring"
+  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+    | sed "s#deb https://#deb [signed-by=$keyring] https://#g" \
+    > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get update
+  apt-get install -y --no-install-recommends docker.io nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker
+  systemctl enable docker
+fi
+
+echo "==> flotilla agent into $VENV"
+python3.11 -m venv "$VENV"
+"$VENV/bin/pip" install --no-cache-dir --upgrade pip
+"$VENV/bin/pip" install --no-cache-dir "flotilla[agent] @ file://${FLOTILLA_WHEEL}"
+ln -sf "$VENV/bin/det-agent" /usr/local/bin/det-agent
+"$VENV/bin/det-agent" --version
+
+echo "==> systemd unit (enabled at boot by user-data, once the config exists)"
+install -m 0644 "$FLOTILLA_UNIT" /etc/systemd/system/flotilla-agent.service
+install -d -m 0700 /etc/flotilla
+systemctl daemon-reload
+
+# Background apt runs at boot hold the dpkg lock (a startup_script's apt-get would fail) and may
+# upgrade the driver under a running job; instances are replaced, not patched in place.
+systemctl disable --now apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service || true
+
+echo "==> cleaning up"
+apt-get clean
+rm -rf /var/lib/apt/lists/* "$FLOTILLA_WHEEL" "$FLOTILLA_UNIT"
+cloud-init clean --logs

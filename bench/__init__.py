@@ -1,0 +1,1 @@
+"""Benchmarks, and the autoscaling simulator (``python -m bench.simulator``)."""

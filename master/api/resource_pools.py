@@ -1,0 +1,104 @@
+"""``GET /api/v1/resource-pools``: each pool's agents and slots, and for provisioned pools the
+instances, pending demand, status and backoffs — why the fleet is the size it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from master import auth, models
+from master.api.agents import device_type
+from master.api.wire import pagination, timestamp
+from master.config import ResourcePoolConfig
+from master.scheduler.state import AllocationState
+from master.state import MasterState
+
+router = APIRouter(prefix="/api/v1")
+POOL_TYPES = {
+    None: "RESOURCE_POOL_TYPE_STATIC",
+    "local": "RESOURCE_POOL_TYPE_STATIC",
+    "aws": "RESOURCE_POOL_TYPE_AWS",
+}
+
+
+def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any] | None:
+    if pool.provider is None or state.provisioning is None:
+        return None
+    loop = state.provisioning.loops.get(pool.pool_name)
+    if loop is None:
+        return None
+    status = loop.status
+    return {
+        "provider": pool.provider.type,
+        "instanceType": pool.provider.instance_type,
+        "spot": pool.provider.spot,
+        "status": status.summary,
+        "degraded": status.degraded,
+        "pendingSlots": status.pending_slots,
+        "lastPass": timestamp(status.last_pass),
+        "instances": [
+            {
+                "id": i.id,
+                "instanceType": i.instance_type,
+                "zone": i.zone,
+                "market": i.market.value,
+                "pricePerHour": i.price_per_hour,
+                "slots": i.slots,
+                "state": i.state.value,
+                "launchedTime": timestamp(i.launched_at),
+            }
+            for i in status.instances
+        ],
+        "backoffs": [
+            {
+                "offer": str(b.key),
+                "until": timestamp(b.until),
+                "failures": b.failures,
+                "reason": b.reason,
+            }
+            for b in status.backoffs
+        ],
+    }
+
+
+@router.get("/resource-pools")
+async def list_resource_pools(
+    request: Request, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state: MasterState = request.app.state.master
+    scheduler = state.scheduler
+    pools = []
+    for pool in state.config.resource_pools:
+        name = pool.pool_name
+        agents = [a for a in scheduler.agents.values() if a.pool == name]
+        allocations = [a for a in scheduler.allocations.values() if a.pool == name]
+        total = sum(len(a.slots) for a in agents)
+        used = sum(len(a.slots) - len(scheduler.free_slots(a)) for a in agents)
+        queued = sum(1 for a in allocations if a.state == AllocationState.QUEUED)
+        slot_types = {device_type(s.type) for a in agents for s in a.slots}
+        provider = pool.provider
+        pools.append(
+            {
+                "name": name,
+                "description": pool.description,
+                "type": POOL_TYPES[provider.type if provider else None],
+                "numAgents": len(agents),
+                "slotsAvailable": total,
+                "slotsUsed": used,
+                "slotType": slot_types.pop() if len(slot_types) == 1 else "TYPE_UNSPECIFIED",
+                "defaultComputePool": name == state.config.default_resource_pool,
+                "defaultAuxPool": name == state.config.default_resource_pool,
+                "schedulerType": "SCHEDULER_TYPE_PRIORITY",
+                "schedulerFittingPolicy": "FITTING_POLICY_BEST",
+                "minAgents": provider.min_instances if provider else len(agents),
+                "maxAgents": provider.max_instances if provider else len(agents),
+                "slotsPerAgent": max((len(a.slots) for a in agents), default=0),
+                "instanceType": provider.instance_type if provider else "",
+                "auxContainerCapacity": 0,
+                "auxContainersRunning": 0,
+                "stats": {"queuedCount": queued, "scheduledCount": len(allocations) - queued},
+                "provisioning": _provisioning(state, pool),
+            }
+        )
+    return {"resourcePools": pools, "pagination": pagination(0, 0, len(pools))}

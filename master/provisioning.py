@@ -1,0 +1,293 @@
+"""Wiring the provisioner into the master: one ``PoolLoop`` per pool that has a ``provider``.
+
+``MasterWorld`` is the loop's view of the master: pending demand and agents come from the
+scheduler's live state (read on the event loop, between its events); drains go through the
+scheduler as events; instances and their events are recorded in the database — the record of
+what every instance cost and why the fleet is the size it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import partial
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from master import models
+from master.config import MasterConfig
+from master.db import Database
+from master.scheduler.fit import PoolCapacity
+from master.scheduler.loop import Scheduler, SchedulerError
+from master.scheduler.state import AllocationState, SetAgentState
+from provisioner.base import Provider
+from provisioner.config import ProviderConfig
+from provisioner.local import LocalProvider
+from provisioner.loop import PoolLoop
+from provisioner.types import AgentInfo, Demand, Instance, InstanceState, LaunchedInstance
+
+log = logging.getLogger(__name__)
+
+
+class MasterWorld:
+    def __init__(self, scheduler: Scheduler, db: Database) -> None:
+        self.scheduler = scheduler
+        self.db = db
+
+    async def demand(self, pool: str) -> list[Demand]:
+        return [
+            Demand(job_id=a.task_id, slots=a.slots, single_agent=a.single_agent)
+            for a in self.scheduler.allocations.values()
+            if a.pool == pool and a.state == AllocationState.QUEUED
+        ]
+
+    async def agents(self, pool: str) -> list[AgentInfo]:
+        connected = [
+            AgentInfo(
+                agent_id=a.id,
+                instance_id=a.id,
+                slots=len(a.slots),
+                idle_since=a.idle_since,
+                draining=a.draining or not a.enabled,
+            )
+            for a in self.scheduler.agents.values()
+            if a.pool == pool
+        ]
+        lost = [
+            AgentInfo(
+                agent_id=agent_id,
+                instance_id=agent_id,
+                slots=a.slots,
+                idle_since=None,
+                disconnected_since=a.since,
+            )
+            for agent_id, a in self.scheduler.lost.items()
+            if a.pool == pool
+        ]
+        joined = {a.id: a.connected_at for a in self.scheduler.agents.values() if a.pool == pool}
+        await self.db.run(partial(_record_joins, joined=joined))
+        return connected + lost
+
+    async def drain(self, agent_id: str, reason: str) -> None:
+        try:
+            await self.scheduler.call(SetAgentState(agent_id=agent_id, enabled=False, drain=True))
+        except SchedulerError:
+            log.info("agent %s left before it could be drained (%s)", agent_id, reason)
+
+    async def launched(self, pool: str, instance: LaunchedInstance, reason: str) -> None:
+        await self.db.run(partial(_record_launch, pool=pool, instance=instance, reason=reason))
+
+    async def terminated(self, pool: str, instance_id: str, reason: str) -> None:
+        now = self.scheduler.clock()
+        await self.db.run(
+            partial(_record_termination, pool=pool, instance_id=instance_id, reason=reason, now=now)
+        )
+
+    async def event(self, pool: str, instance_id: str | None, kind: str, reason: str) -> None:
+        now = self.scheduler.clock()
+        await self.db.run(
+            partial(
+                _record_event, pool=pool, instance_id=instance_id, kind=kind, reason=reason, at=now
+            )
+        )
+
+    async def observed(self, pool: str, provider: str, instances: list[Instance]) -> None:
+        now = self.scheduler.clock()
+        await self.db.run(
+            partial(_reconcile, pool=pool, provider=provider, instances=instances, now=now)
+        )
+
+
+def _record_event(
+    session: Session, pool: str, instance_id: str | None, kind: str, reason: str, at: datetime
+) -> None:
+    session.add(
+        models.InstanceEvent(
+            resource_pool=pool, instance_id=instance_id, at=at, kind=kind, reason=reason
+        )
+    )
+
+
+def _record_launch(session: Session, pool: str, instance: LaunchedInstance, reason: str) -> None:
+    offer = instance.offer
+    session.merge(
+        models.ProvisionedInstance(
+            id=instance.id,
+            resource_pool=pool,
+            provider="",
+            instance_type=offer.instance_type,
+            zone=offer.zone,
+            market=offer.market.value,
+            price_per_hour=offer.price_per_hour,
+            slots=offer.slots,
+            state=InstanceState.PENDING.value,
+            launched_at=instance.launched_at,
+            launch_reason=reason,
+        )
+    )
+    where = f" in {offer.zone}" if offer.zone else ""
+    _record_event(
+        session,
+        pool,
+        instance.id,
+        "requested",
+        f"{offer.instance_type} {offer.market.value}{where} at ${offer.price_per_hour:.3f}/h: "
+        f"{reason}",
+        instance.launched_at,
+    )
+
+
+def _record_termination(
+    session: Session, pool: str, instance_id: str, reason: str, now: datetime
+) -> None:
+    session.execute(
+        update(models.ProvisionedInstance)
+        .where(
+            models.ProvisionedInstance.id == instance_id,
+            models.ProvisionedInstance.terminated_at.is_(None),
+        )
+        .values(state=InstanceState.TERMINATED.value, terminated_at=now, termination_reason=reason)
+    )
+    _record_event(session, pool, instance_id, "terminated", reason, now)
+
+
+def _record_joins(session: Session, joined: dict[str, datetime]) -> None:
+    if not joined:
+        return
+    rows = session.scalars(
+        select(models.ProvisionedInstance).where(
+            models.ProvisionedInstance.id.in_(list(joined)),
+            models.ProvisionedInstance.joined_at.is_(None),
+        )
+    )
+    for row in rows:
+        row.joined_at = joined[row.id]
+        row.state = InstanceState.RUNNING.value
+        _record_event(
+            session, row.resource_pool, row.id, "joined", "its agent connected", joined[row.id]
+        )
+
+
+def _reconcile(
+    session: Session, pool: str, provider: str, instances: list[Instance], now: datetime
+) -> None:
+    """Adopt instances the database does not know; close those the provider no longer lists."""
+    listed = {i.id: i for i in instances}
+    known = {
+        row.id: row
+        for row in session.scalars(
+            select(models.ProvisionedInstance).where(
+                models.ProvisionedInstance.resource_pool == pool,
+                models.ProvisionedInstance.terminated_at.is_(None),
+            )
+        )
+    }
+    for instance_id, row in known.items():
+        if not row.provider:
+            row.provider = provider
+        if instance_id not in listed:
+            row.state = InstanceState.TERMINATED.value
+            row.terminated_at = now
+            row.termination_reason = row.termination_reason or "no longer listed by the provider"
+            _record_event(session, pool, instance_id, "terminated", row.termination_reason, now)
+    for instance_id, instance in listed.items():
+        if instance_id in known:
+            continue
+        if session.get(models.ProvisionedInstance, instance_id) is not None:
+            continue
+        session.add(
+            models.ProvisionedInstance(
+                id=instance.id,
+                resource_pool=pool,
+                provider=provider,
+                instance_type=instance.instance_type,
+                zone=instance.zone,
+                market=instance.market.value,
+                price_per_hour=instance.price_per_hour,
+                slots=instance.slots,
+                state=instance.state.value,
+                launched_at=instance.launched_at,
+                launch_reason="adopted: found running with this pool's tag",
+            )
+        )
+        _record_event(session, pool, instance.id, "adopted", "found with this pool's tag", now)
+
+
+def make_provider(
+    config: MasterConfig, pool: str, provider: ProviderConfig, cluster_id: str
+) -> Provider:
+    if provider.type == "local":
+        return LocalProvider(
+            provider,
+            pool,
+            master_url=config.master_url,
+            join_token=config.join_token(),
+            state_dir=config.resolved_data_dir / "provisioner" / pool,
+        )
+    from provisioner.aws import AWSProvider  # boto3 is only needed for AWS pools
+    from provisioner.prices import PriceBook
+    from provisioner.user_data import render_user_data
+
+    prices = PriceBook(provider.prices)
+    user_data = render_user_data(
+        master_url=config.master_url,
+        pool=pool,
+        join_token=config.join_token(),
+        startup_script=provider.startup_script,
+        slots=provider.instance_slots or prices.slots(provider.instance_type),
+    )
+    return AWSProvider(provider, pool, cluster_id, user_data, prices)
+
+
+class Provisioning:
+    """The pools' loops: started with the master, woken by the scheduler's demand changes."""
+
+    def __init__(
+        self, config: MasterConfig, scheduler: Scheduler, db: Database, cluster_id: str
+    ) -> None:
+        self.loops: dict[str, PoolLoop] = {}
+        world = MasterWorld(scheduler, db)
+        for pool in config.resource_pools:
+            if pool.provider is None:
+                continue
+            try:
+                provider = make_provider(config, pool.pool_name, pool.provider, cluster_id)
+            except (ValueError, LookupError) as exc:  # e.g. no AWS region, unknown type
+                message = f"provider not started: {exc}"
+                log.error("resource pool %s: %s", pool.pool_name, message)
+                scheduler.pool_status[pool.pool_name] = partial(str, f"DEGRADED: {message}")
+                continue
+            loop = PoolLoop(
+                pool.pool_name,
+                pool.provider,
+                provider,
+                world,
+                scheduler.clock,
+                tick=pool.provider.provisioning_tick,
+            )
+            self.loops[pool.pool_name] = loop
+            slots = max((o.slots for o in provider.offers()), default=1)
+            scheduler.pool_capacity[pool.pool_name] = PoolCapacity(
+                max_agent_slots=slots, max_total_slots=slots * pool.provider.max_instances
+            )
+            scheduler.pool_status[pool.pool_name] = partial(_summary, loop)
+        scheduler.demand_hooks.append(self.wake)
+
+    def wake(self, pool: str) -> None:
+        loop = self.loops.get(pool)
+        if loop is not None:
+            loop.wake()
+
+    def start(self) -> None:
+        for loop in self.loops.values():
+            loop.start()
+
+    async def stop(self) -> None:
+        for loop in self.loops.values():
+            await loop.stop()
+
+
+def _summary(loop: PoolLoop) -> str:
+    status = loop.status
+    return f"{status.summary} (degraded: {status.degraded})" if status.degraded else status.summary

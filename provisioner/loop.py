@@ -1,0 +1,257 @@
+"""The provisioning loop of one pool: snapshot, decide, act, record — and explain.
+
+A pass lists the provider's instances (one call), asks the world (the master) for pending
+demand and agents, asks the pure ``ScaleDecider`` what to do, and executes: drains, then
+terminations, then launches. Launch failures are classified: a capacity error backs off that
+offer (doubling from ``capacity_backoff.initial`` up to ``.max``) and the decider is asked again
+in the same pass so the next offer is tried at once; quota backs off every offer of the market;
+throttling and transient errors wait for the next pass; a config error marks the pool degraded
+with the cloud's message until a launch succeeds. Every launch, termination, drain and failure
+is recorded as an instance event with its reason.
+
+Passes run when woken (demand changed: the target is a launch call within a second of work
+being queued) and on a periodic tick. Provider calls run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from provisioner.base import Provider
+from provisioner.config import ProviderConfig
+from provisioner.decider import ScaleDecider
+from provisioner.types import (
+    AgentInfo,
+    Backoff,
+    Decision,
+    Demand,
+    ErrorClass,
+    Instance,
+    LaunchedInstance,
+    Market,
+    Offer,
+    OfferKey,
+    PoolSnapshot,
+    ProviderError,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_TICK = timedelta(seconds=10)
+OFFERS_TTL = timedelta(minutes=5)
+MAX_RETRIES_PER_PASS = 8  # decide again after a capacity error, at most this often per pass
+TRANSIENT_BACKOFF = timedelta(seconds=30)
+
+
+@dataclass
+class PoolStatus:
+    """What the console and ``det resource-pool list`` show for a provisioned pool."""
+
+    summary: str = "starting"
+    degraded: str | None = None
+    instances: list[Instance] = field(default_factory=list)
+    backoffs: list[Backoff] = field(default_factory=list)
+    pending_slots: int = 0
+    last_pass: datetime | None = None
+
+
+class PoolWorld(Protocol):
+    """What the loop needs from the master."""
+
+    async def demand(self, pool: str) -> list[Demand]: ...
+
+    async def agents(self, pool: str) -> list[AgentInfo]: ...
+
+    async def drain(self, agent_id: str, reason: str) -> None: ...
+
+    async def launched(self, pool: str, instance: LaunchedInstance, reason: str) -> None: ...
+
+    async def terminated(self, pool: str, instance_id: str, reason: str) -> None: ...
+
+    async def event(self, pool: str, instance_id: str | None, kind: str, reason: str) -> None: ...
+
+    async def observed(self, pool: str, provider: str, instances: list[Instance]) -> None:
+        """What the provider listed this pass (adopt unknown instances, close vanished ones)."""
+        ...
+
+
+class PoolLoop:
+    def __init__(
+        self,
+        pool: str,
+        config: ProviderConfig,
+        provider: Provider,
+        world: PoolWorld,
+        clock: Callable[[], datetime],
+        tick: timedelta = DEFAULT_TICK,
+        decider: ScaleDecider | None = None,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.provider = provider
+        self.world = world
+        self.clock = clock
+        self.tick = tick
+        self.decider = decider or ScaleDecider()
+        self.status = PoolStatus()
+        self.backoffs: dict[OfferKey, Backoff] = {}
+        self.spot_unavailable_since: datetime | None = None
+        self._offers: tuple[list[Offer], datetime] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"provisioner-{self.pool}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_pass()
+            except Exception as exc:
+                log.exception("provisioning pass of pool %s failed", self.pool)
+                self.status.summary = f"provisioning pass failed: {exc}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick.total_seconds())
+            self._wake.clear()
+
+    # ---- one pass ---------------------------------------------------------------------------
+
+    async def run_pass(self) -> Decision:
+        now = self.clock()
+        instances = await asyncio.to_thread(self.provider.list_instances)
+        await self.world.observed(self.pool, self.config.type, instances)
+        offers = await self._current_offers(now)
+        demand = await self.world.demand(self.pool)
+        agents = await self.world.agents(self.pool)
+        self._expire_backoffs(now)
+        decision = self._decide(instances, offers, demand, agents, now)
+        for drain in decision.drains:
+            await self.world.drain(drain.agent_id, drain.reason)
+            await self.world.event(self.pool, drain.agent_id, "draining", drain.reason)
+        if decision.terminations:
+            await self._terminate(decision)
+        for _ in range(MAX_RETRIES_PER_PASS):
+            if not decision.launches or not await self._launch(decision):
+                break
+            # A capacity error backed off an offer: ask again, the next offer may do.
+            decision = self._decide(instances, offers, demand, agents, now, launches_only=True)
+        self.status.summary = decision.status or self.status.summary
+        self.status.instances = instances
+        self.status.backoffs = list(self.backoffs.values())
+        self.status.pending_slots = sum(d.slots for d in demand)
+        self.status.last_pass = now
+        return decision
+
+    def _decide(
+        self,
+        instances: list[Instance],
+        offers: list[Offer],
+        demand: list[Demand],
+        agents: list[AgentInfo],
+        now: datetime,
+        launches_only: bool = False,
+    ) -> Decision:
+        self._track_spot(offers, now)
+        snapshot = PoolSnapshot(
+            pool=self.pool,
+            pending=tuple(demand),
+            instances=tuple(instances),
+            agents=tuple(agents),
+            offers=tuple(offers),
+            backoffs=tuple(self.backoffs.values()),
+            spot_unavailable_since=self.spot_unavailable_since,
+        )
+        decision = self.decider.decide(snapshot, self.config, now)
+        if launches_only:
+            decision.drains, decision.terminations = [], []
+        return decision
+
+    async def _current_offers(self, now: datetime) -> list[Offer]:
+        if self._offers is None or now - self._offers[1] > OFFERS_TTL:
+            self._offers = (await asyncio.to_thread(self.provider.offers), now)
+        return self._offers[0]
+
+    def _expire_backoffs(self, now: datetime) -> None:
+        for key, backoff in list(self.backoffs.items()):
+            if backoff.until <= now and backoff.failures == 0:
+                del self.backoffs[key]
+
+    def _track_spot(self, offers: list[Offer], now: datetime) -> None:
+        spot = [o for o in offers if o.market == Market.SPOT]
+        unavailable = bool(spot) and all(
+            o.key in self.backoffs and self.backoffs[o.key].until > now for o in spot
+        )
+        if not unavailable:
+            self.spot_unavailable_since = None
+        elif self.spot_unavailable_since is None:
+            self.spot_unavailable_since = now
+
+    async def _terminate(self, decision: Decision) -> None:
+        reasons = {t.instance_id: t.reason for t in decision.terminations}
+        results = await asyncio.to_thread(self.provider.terminate, list(reasons))
+        for result in results:
+            if result.ok:
+                await self.world.terminated(
+                    self.pool, result.instance_id, reasons[result.instance_id]
+                )
+            else:
+                await self.world.event(
+                    self.pool, result.instance_id, "terminate_failed", result.message
+                )
+
+    async def _launch(self, decision: Decision) -> bool:
+        """Execute the launches; True when a capacity error means the decider should retry."""
+        for launch in decision.launches:
+            token = f"{self.pool}-{uuid.uuid4().hex}"
+            try:
+                created = await asyncio.to_thread(
+                    self.provider.launch, launch.offer, launch.count, token
+                )
+            except ProviderError as exc:
+                return await self._launch_failed(launch.offer, exc)
+            self.status.degraded = None
+            self.backoffs.pop(launch.offer.key, None)
+            for instance in created:
+                await self.world.launched(self.pool, instance, launch.reason)
+        return False
+
+    async def _launch_failed(self, offer: Offer, exc: ProviderError) -> bool:
+        now = self.clock()
+        kind = exc.error_class
+        await self.world.event(self.pool, None, f"launch_failed:{kind.value}", exc.message)
+        if kind == ErrorClass.CAPACITY:
+            self._back_off(offer.key, now, exc.message)
+            return True
+        if kind == ErrorClass.QUOTA:
+            for candidate in self._offers[0] if self._offers else [offer]:
+                if candidate.market == offer.market:
+                    self._back_off(candidate.key, now, exc.message)
+            return True
+        if kind == ErrorClass.CONFIG:
+            self.status.degraded = f"{offer.key}: {exc.message}"
+            return False
+        # Throttling and transient errors: nothing wrong with the offer; try again soon.
+        self.backoffs[offer.key] = Backoff(offer.key, now + TRANSIENT_BACKOFF, 0, exc.message)
+        return False
+
+    def _back_off(self, key: OfferKey, now: datetime, reason: str) -> None:
+        previous = self.backoffs.get(key)
+        failures = (previous.failures if previous else 0) + 1
+        backoff = self.config.capacity_backoff
+        delay = min(backoff.initial * (2 ** (failures - 1)), backoff.max)
+        self.backoffs[key] = Backoff(key, now + delay, failures, reason)
+        log.warning("pool %s: %s unavailable until %s: %s", self.pool, key, now + delay, reason)

@@ -1,0 +1,96 @@
+"""The local provider end to end: queued work launches agent processes, idle ones go away,
+every step is recorded with its reason, and the instances have a cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.cluster import (
+    Api,
+    Master,
+    kill_provisioned_agents,
+    running_cluster,
+    wait_for,
+)
+
+PRICE = 3.6  # $/hour: a cent a second, so a short test still costs something
+
+
+def elastic_pool(**provider: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "pool_name": "default",
+            "provider": {
+                "type": "local",
+                "instance_slots": 2,
+                "min_instances": 0,
+                "max_instances": 2,
+                "max_idle_agent_period": "3s",
+                "provisioning_tick": "1s",
+                "prices": {"local": PRICE},
+                **provider,
+            },
+        }
+    ]
+
+
+@pytest.fixture
+def master(tmp_path: Path, db_url: str) -> Iterator[Master]:
+    try:
+        for master, _ in running_cluster(tmp_path, db_url, agents=0, resource_pools=elastic_pool()):
+            yield master
+    finally:
+        kill_provisioned_agents(tmp_path)  # they run in their own sessions
+
+
+def _instances(api: Api) -> list[dict[str, Any]]:
+    pools = api.get("/api/v1/resource-pools").json()["resourcePools"]
+    return list(pools[0]["provisioning"]["instances"])
+
+
+def test_queued_work_grows_the_fleet_and_idle_agents_go_away(master: Master) -> None:
+    api = Api(master)
+    assert api.agents() == {}
+    first = api.run("echo one; sleep 2", slots=2)
+    second = api.run("echo two; sleep 2", slots=2)
+    wait_for("two agents to join", lambda: len(api.agents()) == 2, timeout=30)
+    for task_id in (first, second):
+        assert api.wait_ended(task_id)["allocations"][0]["exitCode"] == 0
+    waiting = [e["message"] for e in api.logs(first) if e["source"] == "master"]
+    assert any("pool 'default'" in line for line in waiting) or any(
+        line.startswith("assigned to agent 'default-") for line in waiting
+    )
+    wait_for("idle agents to be terminated", lambda: api.agents() == {}, timeout=30)
+    wait_for("the provider to list no instance", lambda: _instances(api) == [], timeout=30)
+    events = api.get("/api/v1/resource-pools").json()["resourcePools"][0]
+    assert events["provisioning"]["provider"] == "local"
+    cost = api.get("/api/v1/cost", params={"groupBy": "user"}).json()
+    assert cost["totalUsd"] > 0
+    assert cost["groups"][0]["key"] == "admin" and cost["groups"][0]["usd"] > 0
+    by_instance = api.get("/api/v1/cost", params={"groupBy": "instance"}).json()["groups"]
+    assert len(by_instance) == 2
+
+
+def test_work_larger_than_an_instance_is_rejected_with_the_reason(master: Master) -> None:
+    api = Api(master)
+    response = api.post(
+        "/api/v1/commands", json={"config": {"entrypoint": "true", "resources": {"slots": 3}}}
+    )
+    assert response.status_code == 400
+    assert "largest agent in resource pool 'default' has 2" in response.json()["message"]
+    assert _instances(api) == []
+
+
+def test_the_fleet_never_exceeds_max_instances(master: Master) -> None:
+    api = Api(master)
+    tasks = [api.run("sleep 3", slots=2) for _ in range(3)]
+    wait_for("two agents", lambda: len(api.agents()) == 2, timeout=30)
+    assert len(_instances(api)) == 2
+    waiting = api.task(tasks[2])["allocations"][0]
+    assert waiting["state"] == "STATE_QUEUED"
+    for task_id in tasks:
+        assert api.wait_ended(task_id, timeout=60)["allocations"][0]["exitCode"] == 0
