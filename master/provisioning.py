@@ -20,7 +20,7 @@ from master.config import MasterConfig
 from master.db import Database
 from master.scheduler.fit import PoolCapacity
 from master.scheduler.loop import Scheduler, SchedulerError
-from master.scheduler.state import AllocationState, SetAgentState
+from master.scheduler.state import AllocationState, Reschedule, SetAgentState
 from provisioner.base import Provider
 from provisioner.config import ProviderConfig
 from provisioner.local import LocalProvider
@@ -266,6 +266,7 @@ class Provisioning:
                 scheduler.clock,
                 tick=pool.provider.provisioning_tick,
             )
+            loop.on_status_change = partial(scheduler.post, Reschedule())
             self.loops[pool.pool_name] = loop
             slots = max((o.slots for o in provider.offers()), default=1)
             scheduler.pool_capacity[pool.pool_name] = PoolCapacity(

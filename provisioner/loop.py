@@ -105,6 +105,8 @@ class PoolLoop:
         self._offers: tuple[list[Offer], datetime] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Called when the status line changes, so waiting tasks can say why they wait.
+        self.on_status_change: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"provisioner-{self.pool}")
@@ -149,11 +151,15 @@ class PoolLoop:
                 break
             # A capacity error backed off an offer: ask again, the next offer may do.
             decision = self._decide(instances, offers, demand, agents, now, launches_only=True)
-        self.status.summary = decision.status or self.status.summary
+        summary = decision.status or self.status.summary
+        changed = summary != self.status.summary
+        self.status.summary = summary
         self.status.instances = instances
         self.status.backoffs = list(self.backoffs.values())
         self.status.pending_slots = sum(d.slots for d in demand)
         self.status.last_pass = now
+        if changed and self.on_status_change is not None:
+            self.on_status_change()
         return decision
 
     def _decide(

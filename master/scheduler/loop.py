@@ -49,6 +49,7 @@ from master.scheduler.state import (
     LostAgent,
     PreemptHook,
     ReconnectDeadline,
+    Reschedule,
     SetAgentState,
 )
 
@@ -149,6 +150,8 @@ class Scheduler:
                 return await self._set_agent_state(event)
             case ReconnectDeadline():
                 return await self._reconnect_deadline(event)
+            case Reschedule():
+                return None
         raise TypeError(f"unknown event {event!r}")
 
     # ---- rebuilding after a restart ------------------------------------------------------

@@ -143,6 +143,12 @@ class SetAgentState(Event):
 
 
 @dataclass
+class Reschedule(Event):
+    """Nothing changed in the scheduler's state, but something it reports did (a pool's
+    provisioning status): run a pass so waiting tasks say why they wait, as of now."""
+
+
+@dataclass
 class ReconnectDeadline(Event):
     agent_id: str
     since: datetime
