@@ -29,6 +29,7 @@ AGENT_HEADERS = [
     "Instance Type",
     "Market",
     "$/h",
+    "State",
     "Idle For",
 ]
 SLOT_HEADERS = [
@@ -63,6 +64,14 @@ def _num_containers(agent: dict[str, Any]) -> int | str:
     return len({s["container"]["id"] for s in slots.values() if s.get("container")})
 
 
+def _state(agent: dict[str, Any]) -> str:
+    if agent.get("draining"):
+        return "draining"
+    if agent.get("enabled") is False:
+        return "disabled"
+    return "idle" if agent.get("idleSince") else "busy"
+
+
 def agent_records(agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per agent, keyed like Determined's ``det agent list --json``."""
     return [
@@ -79,6 +88,7 @@ def agent_records(agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "instance_type": (a.get("instance") or {}).get("instanceType", ""),
             "market": (a.get("instance") or {}).get("market", ""),
             "price_per_hour": render.format_usd((a.get("instance") or {}).get("pricePerHour")),
+            "state": _state(a),
             "idle_for": render.format_age(a.get("idleSince")),
         }
         for a in sorted(agents, key=lambda a: a.get("id", ""))

@@ -60,7 +60,29 @@ def list_pools(args: argparse.Namespace) -> None:
     render.print_table(POOL_HEADERS, [pool_row(p) for p in pools], as_csv=args.csv)
 
 
+def list_events(args: argparse.Namespace) -> None:
+    sess = setup_session(args)
+    events = (
+        sess.client.get(f"/api/v1/resource-pools/{args.pool}/events", {"limit": args.limit}).get(
+            "events"
+        )
+        or []
+    )
+    if args.json:
+        render.print_json(events)
+        return
+    rows = [
+        [render.format_time(e["time"]), e.get("instanceId") or "", e["kind"], e["reason"]]
+        for e in reversed(events)
+    ]
+    render.print_table(["Time", "Instance", "Event", "Reason"], rows, as_csv=args.csv)
+
+
 def register(nouns: SubParsers) -> None:
     noun, verbs = add_group(nouns, "resource-pool rp", "manage resource pools")
     p = add_verb(verbs, "list ls", list_pools, "list resource pools", default_for=noun)
+    add_output_args(p)
+    p = add_verb(verbs, "events", list_events, "why the pool's fleet is the size it is")
+    p.add_argument("pool", help="resource pool name")
+    p.add_argument("--limit", type=int, default=50, help="how many recent events")
     add_output_args(p)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.agents import device_type
+from master.api.errors import not_found
 from master.api.wire import pagination, timestamp
 from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState
@@ -102,3 +105,36 @@ async def list_resource_pools(
             }
         )
     return {"resourcePools": pools, "pagination": pagination(0, 0, len(pools))}
+
+
+@router.get("/resource-pools/{pool}/events")
+async def pool_events(
+    pool: str,
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000),
+    _: models.User = Depends(auth.current_user),
+) -> dict[str, Any]:
+    """The pool's instance events, newest first: launches, joins, drains, terminations and
+    launch failures, each with its reason."""
+    state: MasterState = request.app.state.master
+    if pool not in {p.pool_name for p in state.config.resource_pools}:
+        raise not_found(f"resource pool '{pool}'")
+
+    def read(session: Session) -> list[dict[str, Any]]:
+        rows = session.scalars(
+            select(models.InstanceEvent)
+            .where(models.InstanceEvent.resource_pool == pool)
+            .order_by(models.InstanceEvent.id.desc())
+            .limit(limit)
+        )
+        return [
+            {
+                "time": timestamp(r.at),
+                "instanceId": r.instance_id,
+                "kind": r.kind,
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
+
+    return {"events": await state.db.run(read)}

@@ -68,6 +68,12 @@ def test_queued_work_grows_the_fleet_and_idle_agents_go_away(master: Master) -> 
     wait_for("the provider to list no instance", lambda: _instances(api) == [], timeout=30)
     events = api.get("/api/v1/resource-pools").json()["resourcePools"][0]
     assert events["provisioning"]["provider"] == "local"
+    events = api.get("/api/v1/resource-pools/default/events").json()["events"]
+    kinds = [e["kind"] for e in reversed(events)]
+    assert kinds.count("requested") == 2 and kinds.count("terminated") == 2
+    assert kinds.index("joined") < kinds.index("draining") < kinds.index("terminated")
+    drained = next(e for e in events if e["kind"] == "draining")
+    assert "idle" in drained["reason"]
     cost = api.get("/api/v1/cost", params={"groupBy": "user"}).json()
     assert cost["totalUsd"] > 0
     assert cost["groups"][0]["key"] == "admin" and cost["groups"][0]["usd"] > 0

@@ -135,7 +135,8 @@ def test_agent_list_table(fake_master: FakeMaster, det: Det) -> None:
     assert lines[0].split("|")[0] == " Agent ID      "
     assert [c.strip() for c in lines[0].split("|")] == [
         "Agent ID", "Version", "Registered Time", "Slots", "Containers", "Resource Pool",
-        "Enabled", "Draining", "Addresses", "Instance Type", "Market", "$/h", "Idle For",
+        "Enabled", "Draining", "Addresses", "Instance Type", "Market", "$/h", "State",
+        "Idle For",
     ]  # fmt: skip
     rows = [[c.strip() for c in line.split("|")] for line in lines[2:]]
     assert [r[:9] for r in rows] == [
