@@ -26,6 +26,9 @@ How EC2 really behaves, and what this module does about it:
 - Terminated instances stay visible for about an hour; lists filter on live states.
   InstanceInitiatedShutdownBehavior=terminate makes an agent's ``shutdown -h now`` (its
   connection_lost_hook) terminate the instance instead of leaving a stopped one.
+
+This module makes the calls; what goes into them (RunInstances parameters, tags) and what EC2's
+error codes mean are pure functions in ``provisioner.aws_requests``.
 """
 
 from __future__ import annotations
@@ -38,14 +41,19 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
+from provisioner.aws_requests import (
+    TAG_CLIENT_TOKEN,
+    TAG_CLUSTER,
+    TAG_MARKET,
+    TAG_POOL,
+    TAG_PRICE,
+    as_provider_error,
+    config_error,
+    instance_tags,
+    run_instances_params,
+)
 from provisioner.config import ProviderConfig
 from provisioner.prices import PriceBook, SpotPriceCache, UnknownInstanceType, latest_spot_price
 from provisioner.types import (
@@ -76,22 +84,9 @@ TERMINATE_BATCH = 100
 assert TERMINATE_BATCH <= TERMINATE_MAX_IDS
 # RunInstances ClientToken: "Maximum 64 ASCII characters."
 CLIENT_TOKEN_MAX_CHARS = 64
-# Tag restrictions: 50 tags per resource, keys up to 128 characters, values up to 256, and the
-# "aws:" prefix is reserved.
-MAX_TAGS_PER_RESOURCE = 50
-TAG_KEY_MAX_CHARS = 128
-TAG_VALUE_MAX_CHARS = 256
 # Spot prices change gradually; re-read the history at most this often per zone.
 SPOT_PRICE_CACHE_S = 300.0
 SPOT_PRODUCT_DESCRIPTIONS = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"]
-
-TAG_CLUSTER = "flotilla:cluster"
-TAG_POOL = "flotilla:pool"
-TAG_MANAGED_BY = "flotilla:managed-by"
-TAG_MARKET = "flotilla:market"  # we tag it: moto has no instance-lifecycle filter
-TAG_PRICE = "flotilla:price-per-hour"  # $/hour at launch, so cost survives price changes
-TAG_CLIENT_TOKEN = "flotilla:client-token"
-MANAGED_BY = "flotilla"
 
 # Live states, and what they mean for the decider. stopping/stopped only happen when someone
 # stops an instance by hand (our shutdowns terminate): it is listed as running so its silent
@@ -104,72 +99,15 @@ _STATES = {
     "shutting-down": InstanceState.TERMINATING,
 }
 
-# EC2 error codes by what the loop does about them; anything else is TRANSIENT.
-# fmt: off
-_CAPACITY = {
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
-    "InsufficientFreeAddressesInSubnet", "SpotMaxPriceTooLow",
-    "Unsupported",  # the instance type is not offered in this zone
-}
-_QUOTA = {"InstanceLimitExceeded", "MaxSpotInstanceCountExceeded", "VcpuLimitExceeded"}
-_THROTTLE = {"RequestLimitExceeded", "Throttling", "ThrottlingException"}
-_CONFIG = {
-    "InvalidParameterValue", "InvalidParameter", "InvalidParameterCombination",
-    "MissingParameter", "InvalidBlockDeviceMapping", "UnauthorizedOperation", "AuthFailure",
-    "OptInRequired", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
-}
-_CONFIG_PREFIXES = (
-    "InvalidAMIID.", "InvalidSubnetID.", "InvalidSubnet.", "InvalidGroup.",
-    "InvalidSecurityGroupID.", "InvalidKeyPair.",
-)
-# fmt: on
+# What TerminateInstances answers for ids it does not know (too new, long gone, or not ids);
+# every other EC2 error code is classified in provisioner.aws_requests.
 _NOT_FOUND = "InvalidInstanceID.NotFound"
 _MALFORMED = "InvalidInstanceID.Malformed"
 _INSTANCE_ID = re.compile(r"\bi-[0-9a-zA-Z]+\b")
 
 
-def classify(code: str) -> ErrorClass:
-    """What the provisioning loop should do about an EC2 error code."""
-    if code in _CAPACITY:
-        return ErrorClass.CAPACITY
-    if code in _QUOTA:
-        return ErrorClass.QUOTA
-    if code in _THROTTLE:
-        return ErrorClass.THROTTLE
-    if code in _CONFIG or code.startswith(_CONFIG_PREFIXES):
-        return ErrorClass.CONFIG
-    return ErrorClass.TRANSIENT
-
-
-def _as_provider_error(error: Exception, where: str, offer: OfferKey | None) -> ProviderError:
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "Unknown")
-        message = error.response.get("Error", {}).get("Message", str(error))
-        return ProviderError(classify(code), f"{where}: {message} ({code})", offer)
-    if isinstance(error, NoCredentialsError | PartialCredentialsError | NoRegionError):
-        return ProviderError(ErrorClass.CONFIG, f"{where}: {error}", offer)
-    return ProviderError(ErrorClass.TRANSIENT, f"{where}: {error}", offer)
-
-
-def tag_problem(tags: dict[str, str]) -> str | None:
-    """Why EC2 would refuse these tags, or None."""
-    if len(tags) > MAX_TAGS_PER_RESOURCE:
-        return f"{len(tags)} tags with Flotilla's own, over EC2's {MAX_TAGS_PER_RESOURCE}"
-    for key, value in tags.items():
-        if len(key) > TAG_KEY_MAX_CHARS or len(value) > TAG_VALUE_MAX_CHARS:
-            limits = f"{TAG_KEY_MAX_CHARS} characters for keys, {TAG_VALUE_MAX_CHARS} for values"
-            return f"tag {key!r} is too long: EC2 allows {limits}"
-        if key.lower().startswith("aws:"):
-            return f"tag {key!r}: the aws: prefix is reserved"
-    return None
-
-
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
-
-
-def _price_string(price: float) -> str:
-    return f"{price:.6f}".rstrip("0").rstrip(".")
 
 
 class AWSProvider:
@@ -224,7 +162,7 @@ class AWSProvider:
         try:
             return fn(**kw)
         except (ClientError, BotoCoreError) as e:
-            raise _as_provider_error(e, where, offer) from e
+            raise as_provider_error(e, where, offer) from e
 
     def _describe(
         self, filters: list[dict[str, Any]], where: str, offer: OfferKey | None = None
@@ -314,7 +252,14 @@ class AWSProvider:
             raise ValueError(f"client_token must be 1 to {CLIENT_TOKEN_MAX_CHARS} characters")
         if not client_token.isascii():
             raise ValueError("client_token must be ASCII")
-        tags = self._tags(offer, client_token)
+        tags = instance_tags(
+            self.config,
+            cluster_id=self.cluster_id,
+            pool=self.pool,
+            tag_value=self.tag_value,
+            offer=offer,
+            client_token=client_token,
+        )
         filters = [
             *self._pool_filters(),
             {"Name": f"tag:{TAG_CLIENT_TOKEN}", "Values": [client_token]},
@@ -323,36 +268,20 @@ class AWSProvider:
         if found:
             log.info("pool %s: launch %s already done", self.pool, client_token)
             return [LaunchedInstance(i["InstanceId"], offer, _utc(i["LaunchTime"])) for i in found]
-        params = self._run_params(offer, count, client_token, tags)
+        params = run_instances_params(
+            self.config,
+            offer=offer,
+            count=count,
+            client_token=client_token,
+            user_data=self.user_data,
+            root_device=self._root_device_name(offer),
+            tags=tags,
+        )
         response = self._call(str(offer.key), offer.key, self.client.run_instances, **params)
         return [
             LaunchedInstance(i["InstanceId"], offer, _utc(i["LaunchTime"]))
             for i in response["Instances"]
         ]
-
-    def _tags(self, offer: Offer, client_token: str) -> list[dict[str, str]]:
-        ours = {
-            "Name": f"flotilla-{self.cluster_id[:8]}-{self.pool}",
-            self.config.tag_key: self.tag_value,
-            TAG_CLUSTER: self.cluster_id,
-            TAG_POOL: self.pool,
-            TAG_MANAGED_BY: MANAGED_BY,
-            TAG_MARKET: offer.market.value,
-            TAG_PRICE: _price_string(offer.price_per_hour),
-            TAG_CLIENT_TOKEN: client_token,
-        }
-        tags = dict(ours)
-        for tag in self.config.custom_tags:
-            if tag.key in ours and tag.key != "Name":
-                raise self._config_error(offer, f"custom_tags: {tag.key!r} is set by Flotilla")
-            tags[tag.key] = tag.value
-        problem = tag_problem(tags)
-        if problem:
-            raise self._config_error(offer, f"custom_tags: {problem}")
-        return [{"Key": key, "Value": value} for key, value in tags.items()]
-
-    def _config_error(self, offer: Offer, message: str) -> ProviderError:
-        return ProviderError(ErrorClass.CONFIG, f"{offer.key}: {message}", offer.key)
 
     def _root_device_name(self, offer: Offer) -> str:
         if self._root_device is None:
@@ -364,67 +293,9 @@ class AWSProvider:
                 ImageIds=[image_id],
             )
             if not response["Images"]:
-                raise self._config_error(offer, f"image {image_id} not found (InvalidAMIID)")
+                raise config_error(offer, f"image {image_id} not found (InvalidAMIID)")
             self._root_device = response["Images"][0].get("RootDeviceName") or "/dev/sda1"
         return self._root_device
-
-    def _run_params(
-        self, offer: Offer, count: int, client_token: str, tags: list[dict[str, str]]
-    ) -> dict[str, Any]:
-        config = self.config
-        tag_types = ["instance", "volume", "network-interface"]
-        if offer.market == Market.SPOT:
-            tag_types.append("spot-instances-request")
-        params: dict[str, Any] = {
-            "ImageId": config.image_id,
-            "InstanceType": offer.instance_type,
-            "MinCount": 1,
-            "MaxCount": count,
-            "ClientToken": client_token,
-            "UserData": self.user_data,
-            "InstanceInitiatedShutdownBehavior": "terminate",
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
-            "BlockDeviceMappings": [
-                {
-                    "DeviceName": self._root_device_name(offer),
-                    "Ebs": {
-                        "VolumeSize": config.root_volume_size,
-                        "VolumeType": "gp3",
-                        "DeleteOnTermination": True,
-                    },
-                }
-            ],
-            "TagSpecifications": [{"ResourceType": t, "Tags": tags} for t in tag_types],
-        }
-        if config.ssh_key_name:
-            params["KeyName"] = config.ssh_key_name
-        if config.iam_instance_profile_arn:
-            params["IamInstanceProfile"] = {"Arn": config.iam_instance_profile_arn}
-        network = config.network_interface
-        if network.subnet_id:
-            interface: dict[str, Any] = {
-                "DeviceIndex": 0,
-                "SubnetId": network.subnet_id,
-                "AssociatePublicIpAddress": network.public_ip,
-                "DeleteOnTermination": True,
-            }
-            if network.security_group_id:
-                interface["Groups"] = [network.security_group_id]
-            params["NetworkInterfaces"] = [interface]
-        else:  # the default VPC; its default subnets decide the public address
-            if network.security_group_id:
-                params["SecurityGroupIds"] = [network.security_group_id]
-            if offer.zone:
-                params["Placement"] = {"AvailabilityZone": offer.zone}
-        if offer.market == Market.SPOT:
-            spot_options: dict[str, Any] = {
-                "SpotInstanceType": "one-time",
-                "InstanceInterruptionBehavior": "terminate",
-            }
-            if config.spot_max_price is not None:
-                spot_options["MaxPrice"] = _price_string(config.spot_max_price)
-            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot_options}
-        return params
 
     # -- list ------------------------------------------------------------------------------
 

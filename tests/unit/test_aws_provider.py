@@ -13,7 +13,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from provisioner.aws import AWSProvider, classify
+from provisioner.aws import AWSProvider
+from provisioner.aws_requests import classify
 from provisioner.config import ProviderConfig
 from provisioner.prices import PriceBook
 from provisioner.types import ErrorClass, InstanceState, Market, Offer, ProviderError
