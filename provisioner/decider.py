@@ -23,6 +23,8 @@ What it assumes about the snapshot:
 - One launch per pass, on the best usable offer. When the provider answers with a capacity
   error, the loop records a ``Backoff`` for that offer and asks again in the same pass: the next
   offer is then chosen.
+- ``spot_max_price`` unset means the on-demand price of the same type (as on AWS); a backoff
+  whose ``until`` is exactly ``now`` is over.
 - A drained agent cannot be given work back (there is no undrain), so draining agents that are
   idle past the period are terminated even while demand is pending.
 """
@@ -285,7 +287,7 @@ def _choose_offer(snapshot: PoolSnapshot, config: ProviderConfig, now: datetime)
         return _OfferChoice(usable_od[0] if usable_od else None, od_note)
 
     spot = _cheapest_first(o for o in snapshot.offers if o.market is Market.SPOT)
-    od_price = {o.instance_type: o.price_per_hour for o in on_demand}
+    od_price = {o.instance_type: o.price_per_hour for o in reversed(on_demand)}  # cheapest
     notes = []
     priced = []
     for offer in spot:

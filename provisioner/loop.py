@@ -20,7 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -35,7 +35,6 @@ from provisioner.types import (
     ErrorClass,
     Instance,
     LaunchedInstance,
-    Market,
     Offer,
     OfferKey,
     PoolSnapshot,
@@ -47,6 +46,7 @@ DEFAULT_TICK = timedelta(seconds=10)
 OFFERS_TTL = timedelta(minutes=5)
 MAX_RETRIES_PER_PASS = 8  # decide again after a capacity error, at most this often per pass
 TRANSIENT_BACKOFF = timedelta(seconds=30)
+MAX_BACKOFF_DOUBLINGS = 20
 
 
 @dataclass
@@ -171,7 +171,6 @@ class PoolLoop:
         now: datetime,
         launches_only: bool = False,
     ) -> Decision:
-        self._track_spot(offers, now)
         snapshot = PoolSnapshot(
             pool=self.pool,
             pending=tuple(demand),
@@ -182,6 +181,15 @@ class PoolLoop:
             spot_unavailable_since=self.spot_unavailable_since,
         )
         decision = self.decider.decide(snapshot, self.config, now)
+        # The decider says whether spot was usable; the fallback delay counts from the first
+        # pass that found it not (backed off, over spot_max_price, or not offered at all).
+        if not decision.spot_unavailable:
+            self.spot_unavailable_since = None
+        elif self.spot_unavailable_since is None:
+            self.spot_unavailable_since = now
+            if self.config.spot_fallback.delay == timedelta(0):
+                snapshot = replace(snapshot, spot_unavailable_since=now)
+                decision = self.decider.decide(snapshot, self.config, now)
         if launches_only:
             decision.drains, decision.terminations = [], []
         return decision
@@ -195,16 +203,6 @@ class PoolLoop:
         for key, backoff in list(self.backoffs.items()):
             if backoff.until <= now and backoff.failures == 0:
                 del self.backoffs[key]
-
-    def _track_spot(self, offers: list[Offer], now: datetime) -> None:
-        spot = [o for o in offers if o.market == Market.SPOT]
-        unavailable = bool(spot) and all(
-            o.key in self.backoffs and self.backoffs[o.key].until > now for o in spot
-        )
-        if not unavailable:
-            self.spot_unavailable_since = None
-        elif self.spot_unavailable_since is None:
-            self.spot_unavailable_since = now
 
     async def _terminate(self, decision: Decision) -> None:
         reasons = {t.instance_id: t.reason for t in decision.terminations}
@@ -258,6 +256,9 @@ class PoolLoop:
         previous = self.backoffs.get(key)
         failures = (previous.failures if previous else 0) + 1
         backoff = self.config.capacity_backoff
-        delay = min(backoff.initial * (2 ** (failures - 1)), backoff.max)
+        # Cap the exponent: past the cap the delay is backoff.max anyway, and 2**n of a large
+        # n would overflow timedelta after a day of failures.
+        doublings = min(failures - 1, MAX_BACKOFF_DOUBLINGS)
+        delay = min(backoff.initial * (2**doublings), backoff.max)
         self.backoffs[key] = Backoff(key, now + delay, failures, reason)
         log.warning("pool %s: %s unavailable until %s: %s", self.pool, key, now + delay, reason)
