@@ -20,19 +20,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.protocol import (
-    PROTOCOL_VERSION,
-    AgentOptions,
-    AllocationExited,
-    AllocationStarted,
     KillAllocation,
-    Reject,
     StartAllocation,
-    Welcome,
 )
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
 from master.scheduler import snapshot, store
+from master.scheduler.agent_events import AgentEvents
 from master.scheduler.fit import AgentCapacity, PoolCapacity, fit, static_capacity
 from master.scheduler.state import (
     AgentConnected,
@@ -50,6 +45,7 @@ from master.scheduler.state import (
     PreemptHook,
     ReconnectDeadline,
     Reschedule,
+    SchedulerError,
     SetAgentState,
 )
 
@@ -57,15 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SchedulerError(Exception):
-    """An event the scheduler refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Scheduler:
+class Scheduler(AgentEvents):
     def __init__(
         self,
         config: MasterConfig,
@@ -255,204 +243,6 @@ class Scheduler:
                 agent.idle_since = None
             elif agent.idle_since is None:
                 agent.idle_since = now
-
-    # ---- agents --------------------------------------------------------------------------
-
-    async def _agent_connected(self, event: AgentConnected) -> Welcome | Reject:
-        """Answer a hello on the agent's link — before the pass that follows this event can
-        send it work — and return the answer."""
-        answer = await self._admit(event)
-        try:
-            await event.link.send(answer)
-        except ConnectionError:
-            log.warning("agent %s left before its %s", event.hello.agent_id, answer.type)
-        return answer
-
-    async def _admit(self, event: AgentConnected) -> Welcome | Reject:
-        hello, now = event.hello, self.clock()
-        if hello.protocol_version != PROTOCOL_VERSION:
-            return Reject(
-                reason=f"agent speaks protocol version {hello.protocol_version}, this master "
-                f"speaks {PROTOCOL_VERSION}: run the same Flotilla version on both"
-            )
-        pools = [p.pool_name for p in self.config.resource_pools]
-        if hello.resource_pool not in pools:
-            return Reject(
-                reason=f"unknown resource pool '{hello.resource_pool}'; this master has {pools}"
-            )
-        previous = self.agents.get(hello.agent_id)
-        if previous is not None and previous.link is not event.link:
-            log.warning("agent %s connected again; closing its previous link", hello.agent_id)
-            await previous.link.close("replaced by a newer connection of the same agent")
-
-        row = await self.db.run(partial(store.agent_joined, hello=hello, now=now))
-        self.agents[hello.agent_id] = ConnectedAgent(
-            id=hello.agent_id,
-            pool=hello.resource_pool,
-            slots=list(hello.slots),
-            link=event.link,
-            version=hello.version,
-            addresses=list(hello.addresses),
-            registered_at=row.registered_at,
-            connected_at=now,
-            enabled=row.enabled,
-            draining=row.draining,
-            idle_since=now,
-        )
-        self.lost.pop(hello.agent_id, None)
-        still_running = {r.allocation_id for r in hello.running}
-        reattach = []
-        for allocation in list(self.allocations.values()):
-            if hello.agent_id not in allocation.agent_slots:
-                continue
-            if allocation.id in still_running:
-                reattach.append(allocation.id)
-                await self.logs.master_line(
-                    allocation.task_id,
-                    allocation.id,
-                    f"re-attached to agent '{hello.agent_id}'",
-                    now,
-                )
-            elif allocation.state != AllocationState.QUEUED:
-                await self._agent_lost_allocation(
-                    allocation,
-                    f"agent '{hello.agent_id}' reconnected without this task (agent restarted?)",
-                )
-        log.info(
-            "agent %s joined pool %s with %d slots",
-            hello.agent_id,
-            hello.resource_pool,
-            len(hello.slots),
-        )
-        return Welcome(options=self._agent_options(), reattach=reattach)
-
-    def _agent_options(self) -> AgentOptions:
-        return AgentOptions(
-            ping_interval=self.config.agent_ping_interval.total_seconds(),
-            ping_timeout=self.config.agent_ping_timeout.total_seconds(),
-            log_batch_interval=0.2,
-        )
-
-    async def _agent_disconnected(self, event: AgentDisconnected) -> None:
-        agent = self.agents.get(event.agent_id)
-        if agent is None or agent.link is not event.link:
-            return
-        del self.agents[event.agent_id]
-        now = self.clock()
-        await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
-        log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
-        self.lost[event.agent_id] = LostAgent(pool=agent.pool, slots=len(agent.slots), since=now)
-        self._start_timer(event.agent_id, now)
-        affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
-        wait = self.config.agent_reconnect_wait.total_seconds()
-        for allocation in affected:
-            await self.logs.master_line(
-                allocation.task_id,
-                allocation.id,
-                f"agent '{event.agent_id}' lost its connection ({event.reason}); "
-                f"waiting up to {wait:g}s for it to reconnect",
-                now,
-                "WARNING",
-            )
-
-    def _start_timer(self, agent_id: str, since: datetime) -> None:
-        async def fire() -> None:
-            await asyncio.sleep(self.config.agent_reconnect_wait.total_seconds())
-            self.post(ReconnectDeadline(agent_id=agent_id, since=since))
-
-        timer = asyncio.create_task(fire())
-        self._timers.add(timer)
-        timer.add_done_callback(self._timers.discard)
-
-    async def _reconnect_deadline(self, event: ReconnectDeadline) -> None:
-        lost = self.lost.get(event.agent_id)
-        if lost is None or lost.since != event.since:
-            return
-        del self.lost[event.agent_id]
-        wait = self.config.agent_reconnect_wait.total_seconds()
-        for allocation in list(self.allocations.values()):
-            if event.agent_id in allocation.agent_slots:
-                await self._agent_lost_allocation(
-                    allocation,
-                    f"agent '{event.agent_id}' lost its connection to the master and did not "
-                    f"reconnect within {wait:g}s; the task is considered failed",
-                )
-
-    async def _agent_lost_allocation(self, allocation: Allocation, reason: str) -> None:
-        """An agent no longer runs ``allocation``: fail it, unless it never started there —
-        then nothing of it ran, and it goes back to the queue."""
-        if allocation.kill_reason is not None:
-            await self._finish(allocation, None, allocation.kill_reason)
-            return
-        if allocation.state != AllocationState.STARTING:
-            await self._finish(allocation, None, reason)
-            return
-        allocation.agent_slots = {}
-        allocation.state = AllocationState.QUEUED
-        await self.db.run(partial(store.requeue, allocation=allocation))
-        await self.logs.master_line(
-            allocation.task_id,
-            allocation.id,
-            f"{reason}; it had not started there, so it is queued again",
-            self.clock(),
-            "WARNING",
-        )
-
-    async def _agent_report(self, event: AgentReport) -> None:
-        agent = self.agents.get(event.agent_id)
-        if agent is None or agent.link is not event.link:
-            return
-        message = event.message
-        allocation = self.allocations.get(message.allocation_id)
-        if allocation is None or event.agent_id not in allocation.agent_slots:
-            return
-        if isinstance(message, AllocationStarted):
-            allocation.started_at = message.started_at
-            if allocation.state == AllocationState.STARTING:
-                await self._set_state(allocation, AllocationState.RUNNING)
-            await self.logs.master_line(
-                allocation.task_id,
-                allocation.id,
-                f"running on agent '{event.agent_id}' (pid {message.pid})",
-                self.clock(),
-            )
-            return
-        await self._exited(allocation, message)
-
-    async def _exited(self, allocation: Allocation, message: AllocationExited) -> None:
-        code = message.exit_code
-        if allocation.kill_reason is not None:
-            reason = f"{allocation.kill_reason} (exit code {code})"
-        elif message.reason:
-            reason = message.reason
-        elif code == 0:
-            reason = "exited successfully (exit code 0)"
-        elif code is not None and code < 0:
-            reason = f"killed by signal {-code}"
-        else:
-            reason = f"exited with code {code}"
-        await self._finish(allocation, code, reason)
-
-    async def _set_agent_state(self, event: SetAgentState) -> ConnectedAgent:
-        agent = self.agents.get(event.agent_id)
-        if agent is None:
-            raise SchedulerError(404, f"agent '{event.agent_id}' not found (or not connected)")
-        agent.enabled = event.enabled
-        agent.draining = (not event.enabled) and event.drain
-
-        await self.db.run(
-            partial(
-                store.save_agent_flags,
-                agent_id=agent.id,
-                enabled=agent.enabled,
-                draining=agent.draining,
-            )
-        )
-        if not event.enabled and not event.drain:
-            for allocation in list(self.allocations.values()):
-                if agent.id in allocation.agent_slots:
-                    await self._kill(allocation, f"killed: agent '{agent.id}' was disabled")
-        return agent
 
     # ---- the pass ------------------------------------------------------------------------
 

@@ -96,6 +96,14 @@ class Allocation:
         return self.state == AllocationState.RUNNING
 
 
+class SchedulerError(Exception):
+    """An event the scheduler refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 # ---- events ---------------------------------------------------------------------------------
 
 
