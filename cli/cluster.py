@@ -58,7 +58,9 @@ def show_cost(args: argparse.Namespace) -> None:
 
 def register(nouns: SubParsers) -> None:
     _, verbs = add_group(nouns, "cluster", "the cluster as a whole")
-    p = add_verb(verbs, "cost", show_cost, "what provisioned instances cost, by pool/user/task")
+    p = add_verb(
+        verbs, "cost", show_cost, "what provisioned instances cost, by pool/user/task/instance"
+    )
     p.add_argument("--since", default="24h", help="start: 30m, 24h, 7d or an ISO time")
     p.add_argument(
         "--by", choices=["pool", "user", "task", "instance"], default="pool", help="group by"

@@ -282,10 +282,15 @@ def cluster_up(args: argparse.Namespace) -> int:
         state_file.unlink(missing_ok=True)
         raise
     if elastic:
+        idle = (
+            "idle agents are kept"
+            if str(args.max_idle_agent_period).strip().lower() == "off"
+            else f"idle agents stop after {args.max_idle_agent_period}"
+        )
         print(
             f"Cluster is up at {url} (elastic pool 'default': {args.min_agents} to "
             f"{args.max_agents} agents of {args.slots_per_agent} slot(s), launched with the "
-            f"queue; idle agents stop after {args.max_idle_agent_period})"
+            f"queue; {idle})"
         )
         print(f"Logs are in {state / 'logs'}")
         return 0

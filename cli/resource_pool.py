@@ -82,7 +82,7 @@ def register(nouns: SubParsers) -> None:
     noun, verbs = add_group(nouns, "resource-pool rp", "manage resource pools")
     p = add_verb(verbs, "list ls", list_pools, "list resource pools", default_for=noun)
     add_output_args(p)
-    p = add_verb(verbs, "events", list_events, "why the pool's fleet is the size it is")
+    p = add_verb(verbs, "events", list_events, "show the pool's instance events")
     p.add_argument("pool", help="resource pool name")
     p.add_argument("--limit", type=int, default=50, help="how many recent events")
     add_output_args(p)

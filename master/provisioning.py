@@ -66,8 +66,9 @@ class MasterWorld:
             if a.pool == pool
         ]
         joined = {a.id: a.connected_at for a in self.scheduler.agents.values() if a.pool == pool}
-        await self.db.run(partial(_record_joins, joined=joined))
-        return connected + lost
+        known = {a.agent_id for a in connected + lost}
+        gone = await self.db.run(partial(_record_joins, pool=pool, joined=joined, known=known))
+        return connected + lost + gone
 
     async def drain(self, agent_id: str, reason: str) -> None:
         try:
@@ -152,21 +153,37 @@ def _record_termination(
     _record_event(session, pool, instance_id, "terminated", reason, now)
 
 
-def _record_joins(session: Session, joined: dict[str, datetime]) -> None:
-    if not joined:
-        return
-    rows = session.scalars(
-        select(models.ProvisionedInstance).where(
-            models.ProvisionedInstance.id.in_(list(joined)),
-            models.ProvisionedInstance.joined_at.is_(None),
+def _record_joins(
+    session: Session, pool: str, joined: dict[str, datetime], known: set[str]
+) -> list[AgentInfo]:
+    """Record instances whose agent just joined, and return the agents of live instances that
+    joined once but are neither connected nor within the scheduler's reconnect wait — so the
+    decider applies ``max_disconnected_period`` to them, not ``max_agent_starting_period``."""
+    rows = session.execute(
+        select(models.ProvisionedInstance, models.Agent.last_disconnected_at)
+        .outerjoin(models.Agent, models.Agent.id == models.ProvisionedInstance.id)
+        .where(
+            models.ProvisionedInstance.resource_pool == pool,
+            models.ProvisionedInstance.terminated_at.is_(None),
         )
-    )
-    for row in rows:
-        row.joined_at = joined[row.id]
-        row.state = InstanceState.RUNNING.value
-        _record_event(
-            session, row.resource_pool, row.id, "joined", "its agent connected", joined[row.id]
-        )
+    ).all()
+    gone = []
+    for row, disconnected_at in rows:
+        if row.joined_at is None and row.id in joined:
+            row.joined_at = joined[row.id]
+            row.state = InstanceState.RUNNING.value
+            _record_event(session, pool, row.id, "joined", "its agent connected", joined[row.id])
+        elif row.joined_at is not None and row.id not in known:
+            gone.append(
+                AgentInfo(
+                    agent_id=row.id,
+                    instance_id=row.id,
+                    slots=row.slots,
+                    idle_since=None,
+                    disconnected_since=disconnected_at or row.joined_at,
+                )
+            )
+    return gone
 
 
 def _reconcile(
@@ -187,8 +204,14 @@ def _reconcile(
         if not row.provider:
             row.provider = provider
         if instance_id not in listed:
+            # Gone while nobody watched (e.g. stopped with the master down): it ended no later
+            # than its agent's last disconnect, if that is known.
+            agent = session.get(models.Agent, instance_id)
+            last_seen = agent.last_disconnected_at if agent is not None else None
             row.state = InstanceState.TERMINATED.value
-            row.terminated_at = now
+            row.terminated_at = (
+                last_seen if last_seen is not None and last_seen >= row.launched_at else now
+            )
             row.termination_reason = row.termination_reason or "no longer listed by the provider"
             _record_event(session, pool, instance_id, "terminated", row.termination_reason, now)
     for instance_id, instance in listed.items():
@@ -214,6 +237,17 @@ def _reconcile(
         _record_event(session, pool, instance.id, "adopted", "found with this pool's tag", now)
 
 
+def instance_slots(provider: ProviderConfig) -> int:
+    """Slots of one instance: configured, else the instance type's GPUs (AWS), else 1."""
+    if provider.instance_slots is not None:
+        return provider.instance_slots
+    if provider.type == "aws":
+        from provisioner.prices import PriceBook
+
+        return PriceBook(provider.prices).slots(provider.instance_type)
+    return 1
+
+
 def make_provider(
     config: MasterConfig, pool: str, provider: ProviderConfig, cluster_id: str
 ) -> Provider:
@@ -235,7 +269,7 @@ def make_provider(
         pool=pool,
         join_token=config.join_token(),
         startup_script=provider.startup_script,
-        slots=provider.instance_slots or prices.slots(provider.instance_type),
+        slots=instance_slots(provider),
     )
     return AWSProvider(provider, pool, cluster_id, user_data, prices)
 
@@ -247,6 +281,7 @@ class Provisioning:
         self, config: MasterConfig, scheduler: Scheduler, db: Database, cluster_id: str
     ) -> None:
         self.loops: dict[str, PoolLoop] = {}
+        self.failed: dict[str, str] = {}  # pool → why its provider could not start
         world = MasterWorld(scheduler, db)
         for pool in config.resource_pools:
             if pool.provider is None:
@@ -256,6 +291,7 @@ class Provisioning:
             except (ValueError, LookupError) as exc:  # e.g. no AWS region, unknown type
                 message = f"provider not started: {exc}"
                 log.error("resource pool %s: %s", pool.pool_name, message)
+                self.failed[pool.pool_name] = message
                 scheduler.pool_status[pool.pool_name] = partial(str, f"DEGRADED: {message}")
                 continue
             loop = PoolLoop(
@@ -268,7 +304,7 @@ class Provisioning:
             )
             loop.on_status_change = partial(scheduler.post, Reschedule())
             self.loops[pool.pool_name] = loop
-            slots = max((o.slots for o in provider.offers()), default=1)
+            slots = instance_slots(pool.provider)
             scheduler.pool_capacity[pool.pool_name] = PoolCapacity(
                 max_agent_slots=slots, max_total_slots=slots * pool.provider.max_instances
             )

@@ -15,8 +15,9 @@ How EC2 really behaves, and what this module does about it:
 - Spot. A one-time spot request that terminates on interruption, made through RunInstances'
   InstanceMarketOptions: nothing persists to relaunch behind our back. The price moves per
   zone; without MaxPrice EC2 caps it at on-demand, and with one it refuses to launch while
-  the market is above it (SpotMaxPriceTooLow). The 2-minute interruption notice is read by the
-  agent from the metadata service, which we make IMDSv2-only.
+  the market is above it (SpotMaxPriceTooLow). EC2 posts a 2-minute interruption notice in
+  the metadata service (which we make IMDSv2-only); agents do not watch it yet, so a
+  reclaimed instance shows up as an agent that disconnected.
 - Throttling. EC2 rate-limits API calls per account and action (RequestLimitExceeded).
   botocore's adaptive retry mode retries with client-side rate limiting; what still fails is
   reported as THROTTLE. One filtered, paginated DescribeInstances per list keeps us cheap.

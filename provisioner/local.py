@@ -43,6 +43,16 @@ class _Process:
     pid: int
     slots: int
     launched_at: datetime
+    start_ticks: int | None = None  # the kernel's start time of pid: tells a reused pid apart
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None off Linux or if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _alive(pid: int) -> bool:
@@ -101,14 +111,25 @@ class LocalProvider:
             return
         for item in json.loads(path.read_text()):
             process = _Process(
-                item["id"], item["pid"], item["slots"], datetime.fromisoformat(item["launched_at"])
+                item["id"],
+                item["pid"],
+                item["slots"],
+                datetime.fromisoformat(item["launched_at"]),
+                item.get("start_ticks"),
             )
-            if _alive(process.pid):
+            # Adopt only the very process we launched, never another that reuses its pid.
+            if _alive(process.pid) and _start_ticks(process.pid) == process.start_ticks:
                 self._processes[process.id] = process
 
     def _save(self) -> None:
         items = [
-            {"id": p.id, "pid": p.pid, "slots": p.slots, "launched_at": p.launched_at.isoformat()}
+            {
+                "id": p.id,
+                "pid": p.pid,
+                "slots": p.slots,
+                "launched_at": p.launched_at.isoformat(),
+                "start_ticks": p.start_ticks,
+            }
             for p in self._processes.values()
         ]
         tmp = self.state_dir / (STATE_FILE + ".tmp")
@@ -177,7 +198,9 @@ class LocalProvider:
         )
         log.close()
         now = datetime.now(UTC)
-        self._processes[instance_id] = _Process(instance_id, process.pid, offer.slots, now)
+        self._processes[instance_id] = _Process(
+            instance_id, process.pid, offer.slots, now, _start_ticks(process.pid)
+        )
         return LaunchedInstance(instance_id, offer, now)
 
     def terminate(self, instance_ids: list[str]) -> list[TerminateResult]:

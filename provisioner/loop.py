@@ -246,7 +246,10 @@ class PoolLoop:
                     self._back_off(candidate.key, now, exc.message)
             return True
         if kind == ErrorClass.CONFIG:
-            self.status.degraded = f"{offer.key}: {exc.message}"
+            # Retrying cannot help until someone fixes the config: wait like a capacity error
+            # (doubling), so a waiting task does not trigger a failed launch every pass.
+            self.status.degraded = exc.message
+            self._back_off(offer.key, now, exc.message)
             return False
         # Throttling and transient errors: nothing wrong with the offer; try again soon.
         self.backoffs[offer.key] = Backoff(offer.key, now + TRANSIENT_BACKOFF, 0, exc.message)

@@ -123,11 +123,13 @@ async def list_agents(
 async def get_agent(
     agent_id: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
-    scheduler = _state(request).scheduler
-    agent = scheduler.agents.get(agent_id)
+    state = _state(request)
+    agent = state.scheduler.agents.get(agent_id)
     if agent is None:
         raise ApiError(404, f"agent '{agent_id}' not found (or not connected)")
-    return {"agent": agent_json(agent, list(scheduler.allocations.values()))}
+    instances = await state.db.run(partial(_instances, agent_ids=[agent_id]))
+    allocations = list(state.scheduler.allocations.values())
+    return {"agent": agent_json(agent, allocations, instances.get(agent_id))}
 
 
 class DisableRequest(WireModel):

@@ -30,7 +30,18 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
         return None
     loop = state.provisioning.loops.get(pool.pool_name)
     if loop is None:
-        return None
+        failure = state.provisioning.failed.get(pool.pool_name, "provider not started")
+        return {
+            "provider": pool.provider.type,
+            "instanceType": pool.provider.instance_type,
+            "spot": pool.provider.spot,
+            "status": failure,
+            "degraded": failure,
+            "pendingSlots": 0,
+            "lastPass": None,
+            "instances": [],
+            "backoffs": [],
+        }
     status = loop.status
     return {
         "provider": pool.provider.type,

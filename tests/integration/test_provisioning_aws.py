@@ -154,3 +154,35 @@ def test_queued_work_launches_ec2_instances_that_are_terminated_when_idle(
     finally:
         machines.stop()
         master.stop()
+
+
+def test_an_unreachable_cloud_degrades_its_pool_without_stopping_the_master(
+    tmp_path: Path, db_url: str
+) -> None:
+    pool = {
+        "pool_name": "gpu",
+        "provider": {
+            "type": "aws",
+            "instance_type": "g5.xlarge",
+            "image_id": "ami-12345678",
+            "region": REGION,
+            "endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            "spot": True,
+            "provisioning_tick": "1s",
+        },
+    }
+    master = Master(
+        tmp_path, db_url, env=CREDENTIALS, resource_pools=[pool], default_resource_pool="gpu"
+    )
+    master.start()
+    try:
+        api = Api(master)
+
+        def status() -> str:
+            pools = api.get("/api/v1/resource-pools").json()["resourcePools"]
+            return str(pools[0]["provisioning"]["status"])
+
+        wait_for("the pool to report the failure", lambda: "failed" in status(), timeout=60)
+        assert api.get("/api/v1/me").status_code == 200
+    finally:
+        master.stop()

@@ -3,6 +3,10 @@ every step is recorded with its reason, and the instances have a cost."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +104,42 @@ def test_the_fleet_never_exceeds_max_instances(master: Master) -> None:
     assert waiting["state"] == "STATE_QUEUED"
     for task_id in tasks:
         assert api.wait_ended(task_id, timeout=60)["allocations"][0]["exitCode"] == 0
+
+
+def _pool_events(api: Api) -> list[dict[str, Any]]:
+    return list(api.get("/api/v1/resource-pools/default/events").json()["events"])
+
+
+def test_an_agent_that_stops_answering_is_terminated_as_disconnected(
+    tmp_path: Path, db_url: str
+) -> None:
+    pool = elastic_pool(
+        min_instances=1, max_disconnected_period="2s", max_agent_starting_period="10m"
+    )
+    cluster = running_cluster(tmp_path, db_url, agents=0, resource_pools=pool)
+    master, _ = next(cluster)
+    try:
+        api = Api(master)
+        wait_for("the minimum agent to join", lambda: len(api.agents()) == 1, timeout=30)
+        (agent_id,) = api.agents()
+        state = tmp_path / "master-data" / "provisioner" / "default" / "instances.json"
+        (pid,) = [i["pid"] for i in json.loads(state.read_text()) if i["id"] == agent_id]
+        os.kill(pid, signal.SIGSTOP)  # alive but silent: the master loses it
+        try:
+            wait_for(
+                "the silent agent's instance to be terminated",
+                lambda: any(
+                    e["kind"] == "terminated" and e["instanceId"] == agent_id
+                    for e in _pool_events(api)
+                ),
+                timeout=60,
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        reason = next(e["reason"] for e in _pool_events(api) if e["kind"] == "terminated")
+        assert "disconnected" in reason and "never joined" not in reason
+        wait_for("a replacement for min_instances", lambda: len(api.agents()) == 1, timeout=60)
+    finally:
+        cluster.close()
+        kill_provisioned_agents(tmp_path)
