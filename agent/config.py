@@ -9,17 +9,15 @@ from, and what is allowed.
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,27 +27,9 @@ from pydantic import (
 
 from agent.cloudwatch.config import CloudWatchConfig
 from agent.protocol import AGENT_WS_PATH
+from harness.units import Seconds
 
 ENV_PREFIX = "DET_AGENT_"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_seconds(value: object) -> object:
-    """Accept seconds as a number or a string with a unit: ``"500ms"``, ``"10s"``, ``"5m"``,
-    ``"1h"``; anything else is passed on for pydantic to reject with its own message."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(
-                f"expected seconds or a duration like '500ms', '10s', '5m', '1h'; got {value!r}"
-            )
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
 class AgentConfig(BaseModel):

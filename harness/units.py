@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, PlainSerializer
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+ALLOWED_SECONDS = "a number of seconds, or a number followed by ms|s|m|h|d (e.g. 500ms, 10s, 5m)"
 ALLOWED_DURATIONS = (
     "a number of seconds, or a number followed by ms|s|m|h|d (e.g. 30s, 20m), or 'off'"
 )
@@ -59,3 +60,21 @@ OptionalDuration = Annotated[
     PlainSerializer(format_duration, return_type=str),
 ]
 """A duration field that may be ``off``."""
+
+
+def parse_seconds(value: object) -> object:
+    """A duration as float seconds, for fields that hold seconds: ``"500ms"``, ``"10s"``,
+    ``"5m"`` or a number. ``off`` is refused (these fields need a value)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    try:
+        parsed = parse_duration(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"invalid duration {value!r}: expected {ALLOWED_SECONDS}")
+    return parsed.total_seconds()
+
+
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+"""A duration field stored as float seconds."""

@@ -86,7 +86,7 @@ def test_join_token_from_the_environment():
             "join_token: t\n",
             {"DET_AGENT_KILL_GRACE_PERIOD": "soon"},
             {},
-            "kill_grace_period (from DET_AGENT_KILL_GRACE_PERIOD): expected seconds or a duration",
+            "kill_grace_period (from DET_AGENT_KILL_GRACE_PERIOD): invalid duration",
         ),
         (
             "join_token: t\nmaster_url: ftp://x\n",
