@@ -70,7 +70,7 @@ async def agent_socket(websocket: WebSocket) -> None:
     state: MasterState = websocket.app.state.master
     header = websocket.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    expected = state.config.join_token()
+    expected = state.join_token
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
         await websocket.close(code=4401, reason="invalid agent join token")
         return

@@ -54,7 +54,6 @@ def create_app(config: MasterConfig) -> FastAPI:
         db = Database(config.database_url)
         migrate(db.engine)
         cluster_id = await db.run(bootstrap)
-        config.join_token()  # generate it now so it can be read before an agent needs it
         logs = LogStore(db)
         shipping = cloudwatch_logs.start(config, cluster_id, logs)
         scheduler = Scheduler(config, db, logs, utc_now)
@@ -66,6 +65,7 @@ def create_app(config: MasterConfig) -> FastAPI:
             cluster_id=cluster_id,
             master_id=str(uuid.uuid4()),
             started_at=utc_now(),
+            join_token=config.join_token(),
         )
         app.state.master = state
         await scheduler.start()

@@ -29,5 +29,6 @@ class MasterState:
     cluster_id: str
     master_id: str
     started_at: datetime
+    join_token: str
     clock: Callable[[], datetime] = utc_now
     provisioning: Provisioning | None = None

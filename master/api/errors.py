@@ -83,6 +83,11 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, describe_validation_error(list(exc.errors())))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the caller gets one line saying what broke.
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail))

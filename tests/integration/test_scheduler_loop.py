@@ -78,7 +78,7 @@ async def master_state(db_url: str, tmp_path: Path) -> MasterState:
     logs = LogStore(db)
     scheduler = Scheduler(config, db, logs, utc_now)
     await scheduler.start()
-    return MasterState(config, db, logs, scheduler, cluster_id, "m", utc_now())
+    return MasterState(config, db, logs, scheduler, cluster_id, "m", utc_now(), "token")
 
 
 def run(db_url: str, tmp_path: Path, body: Callable[[MasterState], Awaitable[None]]) -> None:
