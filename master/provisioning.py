@@ -76,8 +76,12 @@ class MasterWorld:
         except SchedulerError:
             log.info("agent %s left before it could be drained (%s)", agent_id, reason)
 
-    async def launched(self, pool: str, instance: LaunchedInstance, reason: str) -> None:
-        await self.db.run(partial(_record_launch, pool=pool, instance=instance, reason=reason))
+    async def launched(
+        self, pool: str, provider: str, instance: LaunchedInstance, reason: str
+    ) -> None:
+        await self.db.run(
+            partial(_record_launch, pool=pool, provider=provider, instance=instance, reason=reason)
+        )
 
     async def terminated(self, pool: str, instance_id: str, reason: str) -> None:
         now = self.scheduler.clock()
@@ -110,13 +114,15 @@ def _record_event(
     )
 
 
-def _record_launch(session: Session, pool: str, instance: LaunchedInstance, reason: str) -> None:
+def _record_launch(
+    session: Session, pool: str, provider: str, instance: LaunchedInstance, reason: str
+) -> None:
     offer = instance.offer
     session.merge(
         models.ProvisionedInstance(
             id=instance.id,
             resource_pool=pool,
-            provider="",
+            provider=provider,
             instance_type=offer.instance_type,
             zone=offer.zone,
             market=offer.market.value,
@@ -201,8 +207,6 @@ def _reconcile(
         )
     }
     for instance_id, row in known.items():
-        if not row.provider:
-            row.provider = provider
         if instance_id not in listed:
             # Gone while nobody watched (e.g. stopped with the master down): it ended no later
             # than its agent's last disconnect, if that is known.

@@ -70,7 +70,9 @@ class PoolWorld(Protocol):
 
     async def drain(self, agent_id: str, reason: str) -> None: ...
 
-    async def launched(self, pool: str, instance: LaunchedInstance, reason: str) -> None: ...
+    async def launched(
+        self, pool: str, provider: str, instance: LaunchedInstance, reason: str
+    ) -> None: ...
 
     async def terminated(self, pool: str, instance_id: str, reason: str) -> None: ...
 
@@ -230,7 +232,7 @@ class PoolLoop:
             self.status.degraded = None
             self.backoffs.pop(launch.offer.key, None)
             for instance in created:
-                await self.world.launched(self.pool, instance, launch.reason)
+                await self.world.launched(self.pool, self.config.type, instance, launch.reason)
         return False
 
     async def _launch_failed(self, offer: Offer, exc: ProviderError) -> bool:

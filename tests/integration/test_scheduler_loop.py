@@ -162,6 +162,9 @@ def test_running_work_fails_when_its_agent_does_not_return(db_url: str, tmp_path
         await scheduler.call(AgentReport(agent_id="a", link=link, message=report))
         await scheduler.call(AgentDisconnected(agent_id="a", link=link, reason="network"))
         await eventually(lambda: submitted.allocation_id not in scheduler.allocations)
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, submitted.allocation_id))
+        assert row.state == AllocationState.TERMINATED.value and row.exit_code is None
+        assert row.exit_reason.startswith("agent 'a' lost its connection to the master")
 
     run(db_url, tmp_path, body)
 

@@ -81,7 +81,9 @@ class FakeWorld:
     async def drain(self, agent_id: str, reason: str) -> None:
         self.events.append((agent_id, "drain", reason))
 
-    async def launched(self, pool: str, instance: LaunchedInstance, reason: str) -> None:
+    async def launched(
+        self, pool: str, provider: str, instance: LaunchedInstance, reason: str
+    ) -> None:
         self.events.append((instance.id, "launched", reason))
 
     async def terminated(self, pool: str, instance_id: str, reason: str) -> None:
