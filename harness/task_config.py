@@ -1,11 +1,15 @@
-"""Config of commands (and, later, shells, notebooks, TensorBoards): shared by CLI and master.
+"""Config of commands, shells, notebooks and TensorBoards: shared by CLI and master.
 
 Defaults live here once. Unknown fields are rejected, and errors name the field path.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.units import OptionalDuration
 
 DEFAULT_PRIORITY = 42
 PRIORITY_RANGE = (1, 99)
@@ -79,3 +83,31 @@ class CommandConfig(_Config):
         if len(shown) > DESCRIPTION_CHARS:
             shown = shown[: DESCRIPTION_CHARS - 1] + "…"
         return f"Command ({shown})"
+
+
+class ServiceConfig(_Config):
+    """A shell, notebook or TensorBoard: an interactive task reached through the master's proxy."""
+
+    description: str | None = Field(default=None, description="Shown in `det <kind> list`.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    idle_timeout: OptionalDuration = Field(
+        default=None,
+        description=(
+            "Kill the task after this long without activity (proxied traffic, an open SSH "
+            "session, a busy kernel), freeing its slots. Unset: the master's default for the "
+            "kind (`shell_idle_timeout`, `notebook_idle_timeout`, `tensorboard_timeout`); "
+            "`off`: never."
+        ),
+    )
+
+    def effective_idle_timeout(self, default: timedelta | None) -> timedelta | None:
+        """This task's idle timeout: its own if set (``off`` included), else ``default``."""
+        return self.idle_timeout if "idle_timeout" in self.model_fields_set else default
+
+
+class TensorboardConfig(ServiceConfig):
+    resources: ResourcesConfig = Field(
+        default_factory=lambda: ResourcesConfig(slots=0),
+        description="A TensorBoard needs no GPU: 0 slots unless asked.",
+    )
