@@ -196,6 +196,11 @@ class Runner:
         env["DET_AGENT_ID"] = self.agent_id
         env["DET_SLOT_IDS"] = ",".join(str(i) for i in msg.slot_ids)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(s.uuid or str(s.id) for s in cuda)
+        # Tasks find the agent's own interpreter and tools first (`python -m harness.shell`).
+        bin_dir = os.path.dirname(sys.executable)
+        path = env.get("PATH", os.defpath).split(os.pathsep)
+        if bin_dir not in path:
+            env["PATH"] = os.pathsep.join([bin_dir, *path])
         return env
 
     async def _run(self, alloc: _Allocation) -> None:

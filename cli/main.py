@@ -18,7 +18,19 @@ import traceback
 from collections.abc import Sequence
 from importlib import metadata
 
-from cli import agent, cluster, cmd, deploy_local, master, resource_pool, task, user
+from cli import (
+    agent,
+    cluster,
+    cmd,
+    deploy_local,
+    master,
+    notebook,
+    resource_pool,
+    shell,
+    task,
+    tensorboard,
+    user,
+)
 from cli.errors import CliError
 from cli.session import NOT_LOGGED_IN, default_master
 from harness.client import (
@@ -67,7 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     nouns = parser.add_subparsers(metavar="command")
     help_parser = nouns.add_parser("help", help="show help for this command")
     help_parser.set_defaults(func=lambda args: parser.print_help(), action="show help")
-    for module in (agent, cluster, cmd, deploy_local, master, resource_pool, task, user):
+    for module in (
+        agent,
+        cluster,
+        cmd,
+        deploy_local,
+        master,
+        notebook,
+        resource_pool,
+        shell,
+        task,
+        tensorboard,
+        user,
+    ):
         module.register(nouns)
     return parser
 

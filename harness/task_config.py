@@ -99,6 +99,7 @@ class ServiceConfig(_Config):
             "kind (`shell_idle_timeout`, `notebook_idle_timeout`, `tensorboard_timeout`); "
             "`off`: never."
         ),
+        json_schema_extra={"default_doc": "the master's default for the kind"},
     )
 
     def effective_idle_timeout(self, default: timedelta | None) -> timedelta | None:

@@ -11,15 +11,17 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from master import __version__, agent_link, cloudwatch_logs, models
+from master import __version__, agent_link, cloudwatch_logs, models, proxy
 from master.api import (
     agents,
+    allocations,
     auth,
     cluster,
     commands,
     cost,
     errors,
     resource_pools,
+    services,
     tasks,
     users,
     workspaces,
@@ -27,6 +29,7 @@ from master.api import (
 from master.api.body import JsonBodyMiddleware
 from master.config import MasterConfig
 from master.db import Database, migrate
+from master.idle import IdleWatcher
 from master.logs import LogStore
 from master.provisioning import Provisioning
 from master.scheduler.loop import Scheduler
@@ -68,7 +71,12 @@ def create_app(config: MasterConfig) -> FastAPI:
             join_token=config.join_token(),
         )
         app.state.master = state
+        hub = proxy.ProxyHub(clock=utc_now)
+        app.state.proxy = hub
+        scheduler.exit_hooks.append(hub.task_ended)
         await scheduler.start()
+        idle = IdleWatcher(state, hub)
+        idle.start()
         provisioning = Provisioning(config, scheduler, db, cluster_id)
         state.provisioning = provisioning
         provisioning.start()
@@ -76,9 +84,11 @@ def create_app(config: MasterConfig) -> FastAPI:
         try:
             yield
         finally:
+            await idle.stop()
             await provisioning.stop()
             await scheduler.stop()
             await cloudwatch_logs.stop(shipping, logs)
+            await hub.aclose()
             db.close()
 
     app = FastAPI(title="Flotilla master", version=__version__, lifespan=lifespan)
@@ -94,7 +104,11 @@ def create_app(config: MasterConfig) -> FastAPI:
         commands,
         workspaces,
         cost,
+        allocations,
         agent_link,
+        proxy,
     ):
         app.include_router(module.router)
+    for router in services.routers:
+        app.include_router(router)
     return app

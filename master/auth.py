@@ -20,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from harness.client import salted_password
 from master import models
@@ -103,7 +104,19 @@ def user_for_token(session: Session, token: str, now: datetime) -> models.User |
     return row[0]
 
 
-def request_token(request: Request) -> str | None:
+def allocation_of_token(session: Session, token: str, now: datetime) -> str | None:
+    """The allocation a task token belongs to (None for login tokens and unknown tokens)."""
+    row = session.execute(
+        select(models.UserSession.allocation_id, models.UserSession.expires_at).where(
+            models.UserSession.token_hash == token_digest(token)
+        )
+    ).first()
+    if row is None or row[1] <= now:
+        return None
+    return row[0]
+
+
+def request_token(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

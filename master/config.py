@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.cloudwatch.config import CloudWatchConfig
-from harness.units import Duration
+from harness.units import Duration, OptionalDuration
 from provisioner.config import ProviderConfig
 
 DEFAULT_PORT = 8080
@@ -109,6 +109,32 @@ class MasterConfig(_Section):
             "not yet back) wait for it to reconnect before they fail."
         ),
     )
+    shell_idle_timeout: OptionalDuration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "Kill a shell after this long with no open SSH session and no proxied traffic, "
+            "freeing its slots; `off` keeps idle shells. A shell's `idle_timeout` overrides it."
+        ),
+    )
+    notebook_idle_timeout: OptionalDuration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "Kill a notebook after this long with no proxied traffic and no busy kernel; `off` "
+            "keeps idle notebooks. A notebook's `idle_timeout` overrides it."
+        ),
+    )
+    tensorboard_timeout: OptionalDuration = Field(
+        default=timedelta(minutes=5),
+        description="Kill a TensorBoard after this long with no proxied traffic; `off`: never.",
+    )
+    tensorboard_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Shared directory where trials write TensorBoard event files, as "
+            "`experiment/<id>/trial/<id>/`, and TensorBoards read them. Master and agents must "
+            "see it at the same path. Unset: `<data_dir>/tensorboard`."
+        ),
+    )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
     logging: CloudWatchConfig | None = Field(
         default=None,
@@ -131,6 +157,11 @@ class MasterConfig(_Section):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
+
+    @property
+    def resolved_tensorboard_dir(self) -> Path:
+        path = self.tensorboard_dir or self.resolved_data_dir / "tensorboard"
+        return path.expanduser()
 
     @property
     def database_url(self) -> str:

@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from agent.config import AgentConfig
-from harness.task_config import CommandConfig
+from harness.task_config import CommandConfig, ServiceConfig, TensorboardConfig
 from master.config import MasterConfig
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "reference"
@@ -40,12 +40,27 @@ PAGES: dict[str, tuple[str, type[BaseModel], str]] = {
         CommandConfig,
         "The `config` of `POST /api/v1/commands`, and what `det cmd run --config key=value` sets.",
     ),
+    "service-config.md": (
+        "Shell and notebook configuration",
+        ServiceConfig,
+        "The `config` of `POST /api/v1/shells` and `POST /api/v1/notebooks`, and what "
+        "`det shell start --config key=value` / `det notebook start --config key=value` set.",
+    ),
+    "tensorboard-config.md": (
+        "TensorBoard configuration",
+        TensorboardConfig,
+        "The `config` of `POST /api/v1/tensorboards`, and what `det tensorboard start --config "
+        "key=value` sets. Like a shell's, except that a TensorBoard needs no slot by default.",
+    ),
 }
 
 
 def _default(field: FieldInfo, model: type[BaseModel], name: str) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "default_doc" in extra:
+        return str(extra["default_doc"])
     try:
         value = model.model_construct().model_dump(mode="json").get(name)
     except Exception:

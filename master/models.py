@@ -124,6 +124,8 @@ class Allocation(Base):
     state: Mapped[str] = mapped_column(String(32), index=True)
     agent_slots: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     is_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where an interactive task's service listens ("host:port"), as the task reported it.
+    proxy_address: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()

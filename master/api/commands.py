@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from master.state import MasterState
 from master.tasks import TaskSpec, submit_task
 
 router = APIRouter(prefix="/api/v1/commands")
+C = TypeVar("C", bound=BaseModel)
 TASK_TYPE = "COMMAND"
 
 
@@ -72,14 +73,15 @@ def _state(request: Request) -> MasterState:
     return state
 
 
-def parse_config(raw: dict[str, Any]) -> CommandConfig:
+def parse_config(raw: dict[str, Any], model: type[C], kind: str = "command") -> C:
+    """``raw`` as ``model``, or a 400 naming every bad field by its path."""
     try:
-        return CommandConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise bad_request(f"invalid command config: {problems}") from exc
+        raise bad_request(f"invalid {kind} config: {problems}") from exc
 
 
 def container_json(allocation: models.Allocation | None) -> dict[str, Any] | None:
@@ -115,8 +117,12 @@ def command_json(session: Session, task: models.Task) -> dict[str, Any]:
     }
 
 
-def _public_config(task: models.Task) -> dict[str, Any]:
-    return {k: v for k, v in task.config.items() if k != "launch"}
+# Parts of a task's stored config that only the master and the task itself may see.
+PRIVATE_CONFIG_KEYS = frozenset({"launch", "secrets"})
+
+
+def public_config(task: models.Task) -> dict[str, Any]:
+    return {k: v for k, v in task.config.items() if k not in PRIVATE_CONFIG_KEYS}
 
 
 @router.post("")
@@ -124,7 +130,7 @@ async def launch_command(
     body: LaunchCommandRequest, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     state = _state(request)
-    config = parse_config(body.config)
+    config = parse_config(body.config, CommandConfig)
     spec = TaskSpec(
         task_type=TASK_TYPE,
         owner_id=user.id,
@@ -143,7 +149,7 @@ async def launch_command(
 
     def read(session: Session) -> dict[str, Any]:
         task = load_task(session, submitted.task_id)
-        return {"command": command_json(session, task), "config": _public_config(task)}
+        return {"command": command_json(session, task), "config": public_config(task)}
 
     return await state.db.run(read)
 
@@ -167,7 +173,25 @@ def get_command(
         task = load_task(session, command_id)
         if task.task_type != TASK_TYPE:
             raise not_found(f"command {command_id}")
-        return {"command": command_json(session, task), "config": _public_config(task)}
+        return {"command": command_json(session, task), "config": public_config(task)}
+
+
+async def kill_task_of_type(
+    state: MasterState, task_id: str, task_type: str, user: models.User
+) -> None:
+    """Kill a task the caller owns (admins: any), after checking it is of ``task_type``."""
+    noun = task_type.lower()
+
+    def owner_of(session: Session) -> int:
+        task = load_task(session, task_id)
+        if task.task_type != task_type:
+            raise not_found(f"{noun} {task_id}")
+        return task.owner_id
+
+    owner_id = await state.db.run(owner_of)
+    if owner_id != user.id and not user.admin:
+        raise forbidden(f"user '{user.username}' may only kill their own {noun}s")
+    await state.scheduler.call(KillTask(task_id=task_id, reason=f"killed by {user.username}"))
 
 
 @router.post("/{command_id}/kill")
@@ -175,17 +199,7 @@ async def kill_command(
     command_id: str, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     state = _state(request)
-
-    def owner_of(session: Session) -> int:
-        task = load_task(session, command_id)
-        if task.task_type != TASK_TYPE:
-            raise not_found(f"command {command_id}")
-        return task.owner_id
-
-    owner_id = await state.db.run(owner_of)
-    if owner_id != user.id and not user.admin:
-        raise forbidden(f"user '{user.username}' may only kill their own commands")
-    await state.scheduler.call(KillTask(task_id=command_id, reason=f"killed by {user.username}"))
+    await kill_task_of_type(state, command_id, TASK_TYPE, user)
 
     def read(session: Session) -> dict[str, Any]:
         return {"command": command_json(session, load_task(session, command_id))}

@@ -201,6 +201,7 @@ class AgentEvents:
             return
         allocation.agent_slots = {}
         allocation.state = AllocationState.QUEUED
+        allocation.service_ready, allocation.proxy_address = False, None
         await self.db.run(partial(store.requeue, allocation=allocation))
         await self.logs.master_line(
             allocation.task_id,

@@ -34,6 +34,7 @@ from master.scheduler.state import (
     AgentDisconnected,
     AgentReport,
     Allocation,
+    AllocationReady,
     AllocationState,
     AllocationSubmitted,
     ConnectedAgent,
@@ -128,6 +129,8 @@ class Scheduler(AgentEvents):
                 return await self._submitted(event)
             case KillTask():
                 return await self._kill_task(event)
+            case AllocationReady():
+                return await self._ready(event)
             case AgentConnected():
                 return await self._agent_connected(event)
             case AgentDisconnected():
@@ -180,6 +183,22 @@ class Scheduler(AgentEvents):
         # Answer after a pass, with the rejection reason if it can never fit.
         await self._schedule()
         return allocation.kill_reason if allocation.id not in self.allocations else None
+
+    async def _ready(self, event: AllocationReady) -> None:
+        allocation = self.allocations.get(event.allocation_id)
+        if allocation is None:
+            raise SchedulerError(404, f"allocation {event.allocation_id} is not active")
+        if allocation.state not in (AllocationState.STARTING, AllocationState.RUNNING):
+            raise SchedulerError(
+                409, f"allocation {allocation.id} is {allocation.state.value}, not starting"
+            )
+        allocation.service_ready = True
+        allocation.proxy_address = event.proxy_address
+        await self.db.run(partial(store.save_state, allocation=allocation))
+        where = f" at {event.proxy_address}" if event.proxy_address else ""
+        await self.logs.master_line(
+            allocation.task_id, allocation.id, f"service ready{where}", self.clock()
+        )
 
     async def _kill_task(self, event: KillTask) -> bool:
         found = False

@@ -90,10 +90,16 @@ class Allocation:
     single_agent: bool = True
     preemptible: bool = False
     preempting: bool = False
+    # Interactive tasks (shells, notebooks, TensorBoards) are ready only once their service
+    # reported where it listens; everything else is ready as soon as it runs.
+    service: bool = False
+    service_ready: bool = False
+    proxy_address: str | None = None
 
     @property
     def is_ready(self) -> bool:
-        return self.state == AllocationState.RUNNING
+        running = self.state == AllocationState.RUNNING
+        return running and (self.service_ready or not self.service)
 
 
 class SchedulerError(Exception):
@@ -115,6 +121,14 @@ class Event:
 @dataclass
 class AllocationSubmitted(Event):
     allocation_id: str
+
+
+@dataclass
+class AllocationReady(Event):
+    """The task reported that its service answers at ``proxy_address`` ("host:port")."""
+
+    allocation_id: str
+    proxy_address: str | None
 
 
 @dataclass

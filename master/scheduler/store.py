@@ -16,6 +16,9 @@ from agent.protocol import Hello
 from master import auth, models
 from master.scheduler.state import ACTIVE_STATES, Allocation, AllocationState
 
+# Task types whose allocation is ready only when its service says so (see AllocationReady).
+SERVICE_TASK_TYPES = frozenset({"SHELL", "NOTEBOOK", "TENSORBOARD"})
+
 
 class AllocationNotFound(LookupError):
     pass
@@ -38,6 +41,9 @@ def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocat
         state=AllocationState(row.state),
         agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
         started_at=row.started_at,
+        service=task.task_type in SERVICE_TASK_TYPES,
+        service_ready=row.is_ready,
+        proxy_address=row.proxy_address,
     )
 
 
@@ -71,6 +77,7 @@ def save_state(session: Session, allocation: Allocation) -> None:
         "state": allocation.state.value,
         "is_ready": allocation.is_ready,
         "agent_slots": allocation.agent_slots,
+        "proxy_address": allocation.proxy_address,
     }
     if allocation.started_at is not None:
         values["started_at"] = allocation.started_at
@@ -97,6 +104,7 @@ def save_finished(
             exit_code=exit_code,
             exit_reason=reason,
             is_ready=False,
+            proxy_address=None,
         )
     )
     session.execute(

@@ -197,3 +197,19 @@ def test_cmd_run_detached_then_listed(
     command_id = det.ok("cmd", "run", "-d", "echo hi").strip()
     Api(master).wait_ended(command_id)
     assert command_id in det.ok("cmd", "list")
+
+
+def test_shell_start_runs_a_command_over_ssh_through_the_proxy(
+    det: DeterminedCli, cluster: tuple[Master, list[Agent]]
+) -> None:
+    """Determined's `det shell start -- echo hi`: POST /api/v1/shells, poll the task until
+    ready, then its own `ssh` with `python -m determined.cli.tunnel` as ProxyCommand, which
+    opens the proxy's WebSocket without credentials (the shell's key authenticates)."""
+    master, _ = cluster
+    det.login("admin", "")
+    result = det("shell", "start", "--", "echo", "hi")
+    assert result.returncode == 0, result.stderr
+    assert "hi" in [line.strip() for line in result.stdout.splitlines()], result.stdout
+    shells = Api(master).get("/api/v1/shells").json()["shells"]
+    assert len(shells) == 1 and shells[0]["state"] == "STATE_RUNNING"
+    assert "privateKey" not in shells[0]

@@ -1,0 +1,55 @@
+"""``/api/v1/allocations/{id}/…``: what a running task tells the master about itself."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
+
+from master import auth
+from master.api.errors import ApiError
+from master.api.wire import WireModel
+from master.scheduler.state import AllocationReady, SchedulerError
+from master.state import MasterState
+
+router = APIRouter(prefix="/api/v1/allocations")
+
+
+class ReadyRequest(WireModel):
+    proxy_address: str | None = None
+    proxy_port: int | None = None
+
+
+async def _task_token_for(request: Request, allocation_id: str) -> None:
+    """Only the allocation's own token may speak for it (not even its owner's login)."""
+    state: MasterState = request.app.state.master
+    token = auth.request_token(request)
+    if token is None:
+        raise ApiError(401, "authentication required: this call takes the task's own token")
+
+    def lookup(session: Session) -> str | None:
+        return auth.allocation_of_token(session, token, state.clock())
+
+    if await state.db.run(lookup) != allocation_id:
+        raise ApiError(403, f"only allocation {allocation_id}'s own token may report for it")
+
+
+@router.post("/{allocation_id}/ready")
+async def allocation_ready(
+    allocation_id: str, request: Request, body: ReadyRequest | None = None
+) -> dict[str, object]:
+    """The task's service answers at ``proxyAddress:proxyPort`` (the caller's address when the
+    host is omitted); the proxy may forward to it from now on."""
+    await _task_token_for(request, allocation_id)
+    body = body or ReadyRequest()
+    address = None
+    if body.proxy_port is not None:
+        if not 0 < body.proxy_port < 65536:
+            raise ApiError(400, f"proxyPort: {body.proxy_port} is not a port (1–65535)")
+        host = body.proxy_address or (request.client.host if request.client else "127.0.0.1")
+        address = f"[{host}]:{body.proxy_port}" if ":" in host else f"{host}:{body.proxy_port}"
+    state: MasterState = request.app.state.master
+    try:
+        await state.scheduler.call(AllocationReady(allocation_id, address))
+    except SchedulerError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    return {}
