@@ -391,6 +391,9 @@ async def proxy_websocket(websocket: WebSocket, task_id: str, path: str) -> None
     except ApiError as error:
         await _deny(websocket, error)
         return
+    if tunnel:
+        await _tunnel_tcp(websocket, hub, target)
+        return
     requested = websocket.headers.get("sec-websocket-protocol", "")
     subprotocols = [p.strip() for p in requested.split(",") if p.strip()]
     try:
@@ -417,8 +420,58 @@ async def proxy_websocket(websocket: WebSocket, task_id: str, path: str) -> None
             await websocket.close(code=CLOSE_GOING_AWAY, reason=reason)
         await upstream.close(code=CLOSE_GOING_AWAY, reason=reason)
 
-    with hub.connection(task_id, close, tunnel):
+    with hub.connection(task_id, close, tunnel=False):
         await _pump(websocket, upstream, lambda: hub.touch(task_id))
+
+
+async def _tunnel_tcp(websocket: WebSocket, hub: ProxyHub, target: Target) -> None:
+    """A shell: binary frames carry the raw bytes of a TCP connection to its SSH server."""
+    task_id = target.allocation.task_id
+    host, _, port = target.address.rpartition(":")
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), UPSTREAM_CONNECT_SECONDS
+        )
+    except (OSError, TimeoutError) as exc:
+        await _deny(websocket, ApiError(502, f"shell {task_id}'s SSH server did not answer: {exc}"))
+        return
+    await websocket.accept()
+
+    async def close(reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=CLOSE_GOING_AWAY, reason=reason)
+        writer.close()
+
+    async def from_client() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                data = (message.get("text") or "").encode()
+            writer.write(data)
+            await writer.drain()
+
+    async def from_server() -> None:
+        while chunk := await reader.read(65536):
+            await websocket.send_bytes(chunk)
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000)
+
+    with hub.connection(task_id, close, tunnel=True):
+        pumps = [asyncio.create_task(from_client()), asyncio.create_task(from_server())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for pump in pumps:
+                with contextlib.suppress(
+                    asyncio.CancelledError, OSError, WebSocketDisconnect, RuntimeError
+                ):
+                    await pump
+            writer.close()
 
 
 async def _pump(
