@@ -110,6 +110,25 @@ def test_a_shell_runs_commands_and_copies_files_through_the_tunnel(
         ssh_client(master, {**shell, "privateKey": other_key()}, token=None)
 
 
+def test_a_shell_survives_a_master_restart(cluster: tuple[Master, list[Agent]]) -> None:
+    """Readiness and the service's address are stored: after a restart the agent re-attaches
+    the shell and the proxy forwards to it again without the task reporting anew."""
+    master, _ = cluster
+    api = Api(master)
+    shell = launch(api, "shell")
+    master.stop()
+    master.start()
+    api = Api(master)
+    wait_for(
+        "the shell to be re-attached",
+        lambda: any("re-attached" in e["message"] for e in api.logs(shell["id"])),
+        30,
+    )
+    assert api.task(shell["id"])["allocations"][0]["isReady"]
+    with ssh_client(master, shell, token=None) as client:
+        assert run(client, "echo back") == (0, "back\n")
+
+
 def other_key() -> str:
     from harness.shell.keys import generate_keypair
 
