@@ -228,7 +228,6 @@ class Scheduler(AgentEvents):
 
     async def _finish(self, allocation: Allocation, exit_code: int | None, reason: str) -> None:
         """End ``allocation`` for good: record why, revoke its token, free its slots."""
-        self.allocations.pop(allocation.id, None)
         allocation.state = AllocationState.TERMINATED
         now = self.clock()
         # The reason goes into the log before the task is marked ended, so a log follower
@@ -244,6 +243,8 @@ class Scheduler(AgentEvents):
                 now=now,
             )
         )
+        # Forgotten only once stored: whoever no longer finds it in memory reads its end.
+        self.allocations.pop(allocation.id, None)
         self.logs.wake(allocation.task_id)
         self._update_idle(allocation.agent_slots, now)
         for hook in self.exit_hooks:
