@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from master import __version__, agent_link, cloudwatch_logs, models, proxy
+from master import __version__, agent_link, cloudwatch_logs, models, proxy, proxy_ws
 from master.api import (
     agents,
     allocations,
@@ -107,6 +107,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         allocations,
         agent_link,
         proxy,
+        proxy_ws,
     ):
         app.include_router(module.router)
     for router in services.routers:

@@ -13,7 +13,6 @@ for idle timeouts; an open shell tunnel (an SSH session) is activity while it is
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -25,16 +24,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
-from fastapi import APIRouter, Depends, Request, WebSocket
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocketDisconnect
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from master import auth, models
-from master.api.errors import ApiError, error_body, not_found
+from master.api.errors import ApiError, not_found
 from master.scheduler.state import Allocation, AllocationState
 from master.state import MasterState
 
@@ -61,18 +57,6 @@ HOP_BY_HOP = frozenset(
 )
 # Never forwarded to a task: the caller's master credentials.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
-WS_HANDSHAKE_HEADERS = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-        "origin",
-    }
-)
-CLOSE_GOING_AWAY = 1001
-_UNSENDABLE_CLOSE_CODES = {1005, 1006, 1015}
 
 Closer = Callable[[str], Awaitable[None]]
 
@@ -157,7 +141,7 @@ def hub_of(connection: HTTPConnection) -> ProxyHub:
     return hub
 
 
-def _state(connection: HTTPConnection) -> MasterState:
+def state_of(connection: HTTPConnection) -> MasterState:
     state: MasterState = connection.app.state.master
     return state
 
@@ -204,7 +188,7 @@ async def caller(connection: HTTPConnection) -> models.User | None:
     token = auth.request_token(connection)
     if token is None:
         return None
-    state = _state(connection)
+    state = state_of(connection)
 
     def lookup(session: Session) -> models.User | None:
         return auth.user_for_token(session, token, state.clock())
@@ -239,7 +223,7 @@ async def upstream_headers(state: MasterState, hub: ProxyHub, task_id: str) -> d
     return hub.upstream_headers[task_id]
 
 
-def _forwarded_headers(
+def forwarded_headers(
     connection: HTTPConnection, extra: dict[str, str], drop: frozenset[str] = frozenset()
 ) -> list[tuple[str, str]]:
     headers = [
@@ -264,7 +248,7 @@ def _forwarded_headers(
     return headers
 
 
-def _upstream_path(connection: HTTPConnection) -> str:
+def upstream_path(connection: HTTPConnection) -> str:
     raw = connection.scope.get("raw_path") or connection.url.path.encode()
     path = raw.decode("latin-1")
     query = connection.url.query
@@ -279,7 +263,7 @@ async def proxy_ticket(
     task_id: str, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     """A URL that logs a browser in to ``/proxy/{task_id}/`` once, within a minute."""
-    state = _state(request)
+    state = state_of(request)
     allocation = _live_allocation(state, task_id)
     if allocation is None:
         raise await state.db.run(lambda s: _ended_task_error(s, task_id))
@@ -300,7 +284,7 @@ async def proxy_root(task_id: str, request: Request) -> Response:
     include_in_schema=False,
 )
 async def proxy_http(task_id: str, path: str, request: Request) -> Response:
-    state, hub = _state(request), hub_of(request)
+    state, hub = state_of(request), hub_of(request)
     ticket = request.query_params.get(TICKET_PARAM)
     if ticket is not None:
         return await _redeem(state, hub, request, task_id, ticket)
@@ -311,8 +295,8 @@ async def proxy_http(task_id: str, path: str, request: Request) -> Response:
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     upstream_request = hub.http.build_request(
         request.method,
-        f"http://{target.address}{_upstream_path(request)}",
-        headers=_forwarded_headers(request, extra),
+        f"http://{target.address}{upstream_path(request)}",
+        headers=forwarded_headers(request, extra),
         content=request.stream() if has_body else None,
     )
     try:
@@ -363,157 +347,3 @@ async def _redeem(
         secure=request.url.scheme == "https",
     )
     return response
-
-
-# ---- WebSockets ------------------------------------------------------------------------------
-
-
-async def _deny(websocket: WebSocket, error: ApiError) -> None:
-    """Refuse the handshake with an HTTP status when the server can, else close (403)."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            JSONResponse(error_body(error.status, error.message), status_code=error.status)
-        )
-    else:
-        await websocket.close(code=1008, reason=error.message[:120])
-
-
-@router.websocket("/proxy/{task_id}/{path:path}")
-async def proxy_websocket(websocket: WebSocket, task_id: str, path: str) -> None:
-    state, hub = _state(websocket), hub_of(websocket)
-    try:
-        target = await resolve_target(state, task_id)
-        user = await caller(websocket)
-        tunnel = target.allocation.task_type == "SHELL"
-        if not (tunnel and user is None):
-            check_access(user, target.allocation)
-        extra = await upstream_headers(state, hub, task_id)
-    except ApiError as error:
-        await _deny(websocket, error)
-        return
-    if tunnel:
-        await _tunnel_tcp(websocket, hub, target)
-        return
-    requested = websocket.headers.get("sec-websocket-protocol", "")
-    subprotocols = [p.strip() for p in requested.split(",") if p.strip()]
-    try:
-        upstream = await connect(
-            f"ws://{target.address}{_upstream_path(websocket)}",
-            additional_headers=_forwarded_headers(websocket, extra, WS_HANDSHAKE_HEADERS),
-            subprotocols=subprotocols or None,  # type: ignore[arg-type]
-            open_timeout=UPSTREAM_CONNECT_SECONDS,
-            max_size=None,
-            compression=None,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        await _deny(websocket, ApiError(status, f"task {task_id}'s server refused: {status}"))
-        return
-    except (OSError, TimeoutError) as exc:
-        await _deny(websocket, ApiError(502, f"task {task_id}'s server did not answer: {exc}"))
-        return
-    await websocket.accept(subprotocol=upstream.subprotocol)
-    hub.touch(task_id)
-
-    async def close(reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await websocket.close(code=CLOSE_GOING_AWAY, reason=reason)
-        await upstream.close(code=CLOSE_GOING_AWAY, reason=reason)
-
-    with hub.connection(task_id, close, tunnel=False):
-        await _pump(websocket, upstream, lambda: hub.touch(task_id))
-
-
-async def _tunnel_tcp(websocket: WebSocket, hub: ProxyHub, target: Target) -> None:
-    """A shell: binary frames carry the raw bytes of a TCP connection to its SSH server."""
-    task_id = target.allocation.task_id
-    host, _, port = target.address.rpartition(":")
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), UPSTREAM_CONNECT_SECONDS
-        )
-    except (OSError, TimeoutError) as exc:
-        await _deny(websocket, ApiError(502, f"shell {task_id}'s SSH server did not answer: {exc}"))
-        return
-    await websocket.accept()
-
-    async def close(reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await websocket.close(code=CLOSE_GOING_AWAY, reason=reason)
-        writer.close()
-
-    async def from_client() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes")
-            if data is None:
-                data = (message.get("text") or "").encode()
-            writer.write(data)
-            await writer.drain()
-
-    async def from_server() -> None:
-        while chunk := await reader.read(65536):
-            await websocket.send_bytes(chunk)
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1000)
-
-    with hub.connection(task_id, close, tunnel=True):
-        pumps = [asyncio.create_task(from_client()), asyncio.create_task(from_server())]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for pump in pumps:
-                with contextlib.suppress(
-                    asyncio.CancelledError, OSError, WebSocketDisconnect, RuntimeError
-                ):
-                    await pump
-            writer.close()
-
-
-async def _pump(
-    websocket: WebSocket, upstream: ClientConnection, touch: Callable[[], None]
-) -> None:
-    async def from_client() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                code = message.get("code", 1000)
-                await upstream.close(code=1000 if code in _UNSENDABLE_CLOSE_CODES else code)
-                return
-            touch()
-            if message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-            elif message.get("text") is not None:
-                await upstream.send(message["text"])
-
-    async def from_upstream() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in upstream:
-                touch()
-                if isinstance(data, bytes):
-                    await websocket.send_bytes(data)
-                else:
-                    await websocket.send_text(data)
-        code = upstream.close_code or 1000
-        with contextlib.suppress(Exception):
-            await websocket.close(
-                code=1011 if code in _UNSENDABLE_CLOSE_CODES else code,
-                reason=upstream.close_reason or "",
-            )
-
-    pumps = [asyncio.create_task(from_client()), asyncio.create_task(from_upstream())]
-    try:
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pump in pumps:
-            pump.cancel()
-        for pump in pumps:
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError
-            ):
-                await pump
-        await upstream.close()
