@@ -22,6 +22,7 @@ import yaml
 
 from cli import render
 from cli import task as cli_task
+from cli.context import pack_context
 from cli.errors import CliError
 from cli.parser import add_group, add_output_args, add_verb
 from cli.session import Session, setup_session
@@ -150,8 +151,10 @@ def wait_for_exit(sess: Session, task_id: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     sess = setup_session(args)
-    config = build_config(args)
-    command = sess.client.post("/api/v1/commands", {"config": config})["command"]
+    body: dict[str, Any] = {"config": build_config(args)}
+    if args.context:
+        body["files"] = pack_context(args.context)
+    command = sess.client.post("/api/v1/commands", body)["command"]
     command_id = command["id"]
     if args.detach:
         print(command_id)
@@ -252,6 +255,12 @@ def register(nouns: SubParsers) -> None:
         "--config-file", type=argparse.FileType("r"), default=None, help="command config (.yaml)"
     )
     p.add_argument("--config", action="append", default=[], help=CONFIG_HELP)
+    p.add_argument(
+        "-c",
+        "--context",
+        default=None,
+        help="directory to upload into the command's working directory (honours .detignore)",
+    )
     p.add_argument(
         "-d", "--detach", action="store_true", help="run in the background and print the ID"
     )

@@ -149,6 +149,18 @@ def test_cmd_run_prints_the_output_and_exits_with_the_command_code(det: Cli) -> 
     assert "exited with code 7" in result.stderr
 
 
+def test_cmd_run_uploads_a_context_directory(det: Cli, tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    (context / "pkg").mkdir(parents=True)
+    (context / "pkg" / "data.txt").write_text("from the context\n")
+    (context / "big.ckpt").write_text("left out\n")
+    (context / ".detignore").write_text("*.ckpt\n")
+    result = det("cmd", "run", "-c", str(context), "cat pkg/data.txt; ls")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "from the context"
+    assert "big.ckpt" not in result.stdout and "pkg" in result.stdout
+
+
 def test_cmd_run_streams_lines_as_they_come(det: Cli, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run = det.start("cmd", "run", gated(gate), stderr=tmp_path / "run.err")
