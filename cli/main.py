@@ -20,15 +20,18 @@ from importlib import metadata
 
 from cli import (
     agent,
+    checkpoint,
     cluster,
     cmd,
     deploy_local,
+    experiment,
     master,
     notebook,
     resource_pool,
     shell,
     task,
     tensorboard,
+    trial,
     user,
 )
 from cli.errors import CliError
@@ -81,15 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     help_parser.set_defaults(func=lambda args: parser.print_help(), action="show help")
     for module in (
         agent,
+        checkpoint,
         cluster,
         cmd,
         deploy_local,
+        experiment,
         master,
         notebook,
         resource_pool,
         shell,
         task,
         tensorboard,
+        trial,
         user,
     ):
         module.register(nouns)
