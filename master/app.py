@@ -16,19 +16,24 @@ from master.api import (
     agents,
     allocations,
     auth,
+    checkpoints,
     cluster,
     commands,
     cost,
     errors,
+    experiments,
+    preemption,
     resource_pools,
     services,
     tasks,
+    trials,
     users,
     workspaces,
 )
 from master.api.body import JsonBodyMiddleware
 from master.config import MasterConfig
 from master.db import Database, migrate
+from master.experiments.engine import ExperimentEngine
 from master.idle import IdleWatcher
 from master.logs import LogStore
 from master.provisioning import Provisioning
@@ -74,7 +79,11 @@ def create_app(config: MasterConfig) -> FastAPI:
         hub = proxy.ProxyHub(clock=utc_now)
         app.state.proxy = hub
         scheduler.exit_hooks.append(hub.task_ended)
+        engine = ExperimentEngine(state)
+        engine.install()
+        app.state.experiments = engine
         await scheduler.start()
+        await engine.start()
         idle = IdleWatcher(state, hub)
         idle.start()
         provisioning = Provisioning(config, scheduler, db, cluster_id)
@@ -86,6 +95,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         finally:
             await idle.stop()
             await provisioning.stop()
+            await engine.stop()
             await scheduler.stop()
             await cloudwatch_logs.stop(shipping, logs)
             await hub.aclose()
@@ -105,6 +115,10 @@ def create_app(config: MasterConfig) -> FastAPI:
         workspaces,
         cost,
         allocations,
+        preemption,
+        experiments,
+        trials,
+        checkpoints,
         agent_link,
         proxy,
         proxy_ws,

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.cloudwatch.config import CloudWatchConfig
+from harness.experiment_config import CheckpointStorage, SharedFSStorage
 from harness.units import Duration, OptionalDuration
 from provisioner.config import ProviderConfig
 
@@ -135,6 +136,15 @@ class MasterConfig(_Section):
             "see it at the same path. Unset: `<data_dir>/tensorboard`."
         ),
     )
+    checkpoint_storage: CheckpointStorage | None = Field(
+        default=None,
+        description=(
+            "Where trials keep checkpoints unless their experiment config says otherwise: "
+            "`{type: shared_fs, host_path: …}`, `{type: s3, bucket: …}` or `{type: gcs, bucket: "
+            "…}`. The master reads it too (checkpoint downloads, garbage collection). Unset: "
+            "shared_fs at `<data_dir>/checkpoints`."
+        ),
+    )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
     logging: CloudWatchConfig | None = Field(
         default=None,
@@ -162,6 +172,13 @@ class MasterConfig(_Section):
     def resolved_tensorboard_dir(self) -> Path:
         path = self.tensorboard_dir or self.resolved_data_dir / "tensorboard"
         return path.expanduser()
+
+    @property
+    def resolved_checkpoint_storage(self) -> CheckpointStorage:
+        if self.checkpoint_storage is not None:
+            return self.checkpoint_storage
+        host_path = str((self.resolved_data_dir / "checkpoints").absolute())
+        return SharedFSStorage(type="shared_fs", host_path=host_path)
 
     @property
     def database_url(self) -> str:

@@ -184,3 +184,135 @@ class InstanceEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_instance_events_pool_at", "resource_pool", "at"),)
+
+
+# ---- experiments (docs/design/experiments.md) ----------------------------------------------------
+
+
+class Experiment(Base):
+    """A hyperparameter search: its config, its searcher's snapshot, and where it stands.
+
+    ``searcher_state`` is the engine's whole durable search state (the searcher's own snapshot
+    plus each trial's pending operations), rewritten in the same transaction as every change a
+    searcher event causes, so a restarted master continues the search exactly."""
+
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    original_config: Mapped[str] = mapped_column(Text)
+    checkpoint_storage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    searcher_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    resource_pool: Mapped[str] = mapped_column(String(255))
+    model_definition_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    start_time: Mapped[datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column()
+
+
+class ExperimentLabel(Base):
+    """One label of an experiment: a row each, so listing by label is an indexed lookup."""
+
+    __tablename__ = "experiment_labels"
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+
+
+class ExperimentModelDefinition(Base):
+    """The uploaded model definition (path → base64), kept apart from ``experiments`` so
+    listing experiments never loads it; read only to launch a trial run."""
+
+    __tablename__ = "experiment_model_definitions"
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Trial(Base):
+    """One set of hyperparameters the searcher asked for (``request_id``), across its runs."""
+
+    __tablename__ = "trials"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    hparams: Mapped[dict[str, Any]] = mapped_column(JSON)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[int] = mapped_column(Integer, default=0)
+    # What the running harness said before exiting on purpose (EXITED_REASON_…); cleared per run.
+    early_exit: Mapped[str | None] = mapped_column(String(64))
+    latest_checkpoint: Mapped[str | None] = mapped_column(String(64))
+    total_batches: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    start_time: Mapped[datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index("ux_trials_experiment_request", "experiment_id", "request_id", unique=True),
+    )
+
+
+class TrialRun(Base):
+    """One run of a trial: a TRIAL task. ``exit_handled`` marks its end as processed by the
+    experiment engine, so a restarted master replays exactly the ends it had not seen."""
+
+    __tablename__ = "trial_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[str] = mapped_column(String(128), index=True)
+    allocation_id: Mapped[str] = mapped_column(String(128))
+    exit_handled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrialMetrics(Base):
+    """One report of averaged metrics of a group (``training``, ``validation``, …)."""
+
+    __tablename__ = "trial_metrics"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    trial_run_id: Mapped[int] = mapped_column(Integer)
+    group: Mapped[str] = mapped_column(String(64))
+    steps_completed: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The searcher's metric when a validation report carries it (best-trial and GC queries).
+    searcher_metric: Mapped[float | None] = mapped_column(Float)
+    report_time: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_trial_metrics_trial_group_steps", "trial_id", "group", "steps_completed"),
+    )
+
+
+class Checkpoint(Base):
+    """A checkpoint a trial reported; its files live in the experiment's checkpoint storage."""
+
+    __tablename__ = "checkpoints"
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str | None] = mapped_column(String(128))
+    allocation_id: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    report_time: Mapped[datetime] = mapped_column()
+    steps_completed: Mapped[int] = mapped_column(BigInteger, default=0)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)

@@ -19,7 +19,7 @@ class ReadyRequest(WireModel):
     proxy_port: int | None = None
 
 
-async def _task_token_for(request: Request, allocation_id: str) -> None:
+async def require_task_token(request: Request, allocation_id: str) -> None:
     """Only the allocation's own token may speak for it (not even its owner's login)."""
     state: MasterState = request.app.state.master
     token = auth.request_token(request)
@@ -39,7 +39,7 @@ async def allocation_ready(
 ) -> dict[str, object]:
     """The task's service answers at ``proxyAddress:proxyPort`` (the caller's address when the
     host is omitted); the proxy may forward to it from now on."""
-    await _task_token_for(request, allocation_id)
+    await require_task_token(request, allocation_id)
     body = body or ReadyRequest()
     address = None
     if body.proxy_port is not None:

@@ -18,6 +18,7 @@ from master.scheduler.state import ACTIVE_STATES, Allocation, AllocationState
 
 # Task types whose allocation is ready only when its service says so (see AllocationReady).
 SERVICE_TASK_TYPES = frozenset({"SHELL", "NOTEBOOK", "TENSORBOARD"})
+PREEMPTIBLE_TASK_TYPES = frozenset({"TRIAL"})
 
 
 class AllocationNotFound(LookupError):
@@ -42,6 +43,8 @@ def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocat
         agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
         started_at=row.started_at,
         service=task.task_type in SERVICE_TASK_TYPES,
+        # Trials checkpoint and exit when asked, so the scheduler may preempt them.
+        preemptible=task.task_type in PREEMPTIBLE_TASK_TYPES,
         service_ready=row.is_ready,
         proxy_address=row.proxy_address,
     )

@@ -213,3 +213,27 @@ def test_shell_start_runs_a_command_over_ssh_through_the_proxy(
     shells = Api(master).get("/api/v1/shells").json()["shells"]
     assert len(shells) == 1 and shells[0]["state"] == "STATE_RUNNING"
     assert "privateKey" not in shells[0]
+
+
+def test_experiment_created_from_a_determined_config_and_listed(
+    det: DeterminedCli, cluster: tuple[Master, list[Agent]], tmp_path: Path
+) -> None:
+    """Determined's `det experiment create const.yaml .` and `det experiment list`."""
+    master, _ = cluster
+    det.login("admin", "")
+    context = tmp_path / "model"
+    context.mkdir()
+    (context / "train.py").write_text("print('trained')\n")
+    config = {
+        "name": "from-determined",
+        "entrypoint": "python3 train.py",
+        "searcher": {"name": "single", "metric": "loss", "max_length": {"batches": 1}},
+        "max_restarts": 0,
+    }
+    (context / "const.yaml").write_text(yaml.safe_dump(config))
+    created = det.ok("experiment", "create", str(context / "const.yaml"), str(context))
+    assert "Created experiment 1" in created
+    listed = det.ok("experiment", "list")
+    assert "from-determined" in listed
+    experiment = Api(master).get("/api/v1/experiments/1").json()["experiment"]
+    assert experiment["name"] == "from-determined"

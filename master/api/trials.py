@@ -1,0 +1,414 @@
+"""``/api/v1/trials/{id}``: what people ask of a trial (describe, logs, kill, checkpoints) and
+what a running trial reports (searcher operations, metrics, progress, early exit).
+
+A trial's reports take its run's own allocation token (``DET_SESSION_TOKEN``), checked to
+belong to a run of that very trial: a user's login token cannot report for a trial, nor can
+one trial report for another. Tokens die with their allocation, so only the current run can.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from master import auth, models
+from master.api.errors import ApiError, bad_request, not_found
+from master.api.experiments import (
+    check_owner,
+    checkpoint_page,
+    engine_call,
+    engine_of,
+    master_state,
+)
+from master.api.paging import page, sort_order_desc
+from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
+from master.api.wire import WireModel, timestamp
+from master.experiments import views
+from master.experiments.launch import TASK_TYPE
+from master.experiments.live import EarlyExit, KillTrial, ValidationCompleted
+from master.experiments.states import TRIAL_TERMINAL
+
+router = APIRouter(prefix="/api/v1/trials")
+
+
+def load_trial(session: Session, trial_id: int) -> models.Trial:
+    row = session.get(models.Trial, trial_id)
+    if row is None:
+        raise not_found(f"trial {trial_id}")
+    return row
+
+
+# ---- the trial's own token -----------------------------------------------------------------------
+
+
+def token_trial(session: Session, token: str, now: Any) -> tuple[str, int] | None:
+    """The allocation a task token belongs to and the trial it runs (None if not a trial's)."""
+    allocation_id = auth.allocation_of_token(session, token, now)
+    if allocation_id is None:
+        return None
+    allocation = session.get(models.Allocation, allocation_id)
+    if allocation is None or allocation.ended_at is not None:
+        return None
+    task = session.get(models.Task, allocation.task_id)
+    if task is None or task.task_type != TASK_TYPE or "trial_id" not in task.config:
+        return None
+    return allocation_id, int(task.config["trial_id"])
+
+
+async def trial_token_for(request: Request, trial_id: int | None) -> tuple[str, int]:
+    """``(allocation id, trial id)`` of the calling run; 401/403 unless it is a run's own token
+    (of trial ``trial_id`` when given)."""
+    state = master_state(request)
+    token = auth.request_token(request)
+    if token is None:
+        raise ApiError(401, "authentication required: this call takes the trial's own token")
+    found = await state.db.run(partial(token_trial, token=token, now=state.clock()))
+    if found is None:
+        raise ApiError(
+            403,
+            "only a running trial may report this, with its own token (DET_SESSION_TOKEN); "
+            "this token belongs to no running trial",
+        )
+    if trial_id is not None and found[1] != trial_id:
+        raise ApiError(
+            403, f"this token belongs to a run of trial {found[1]}, not of trial {trial_id}"
+        )
+    return found
+
+
+# ---- what people ask -----------------------------------------------------------------------------
+
+
+@router.get("/{trial_id}")
+def get_trial(
+    trial_id: int, request: Request, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state = master_state(request)
+    with state.db.session() as session:
+        return {
+            "trial": views.trials_json(session, [load_trial(session, trial_id)], state.clock())[0]
+        }
+
+
+@router.post("/{trial_id}/kill")
+async def kill_trial(
+    trial_id: int, request: Request, user: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
+    state = master_state(request)
+
+    def owner(session: Session) -> int:
+        trial = load_trial(session, trial_id)
+        return session.get_one(models.Experiment, trial.experiment_id).owner_id
+
+    check_owner(user, await state.db.run(owner), "trial")
+    await engine_call(engine_of(request), KillTrial(trial_id, by=user.username))
+    return {}
+
+
+@router.get("/{trial_id}/checkpoints")
+def trial_checkpoints(
+    trial_id: int,
+    request: Request,
+    offset: int = 0,
+    limit: int = 0,
+    states: list[str] = Query([]),
+    sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortByAttr"),
+    order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
+    _: models.User = Depends(auth.current_user),
+) -> dict[str, Any]:
+    with master_state(request).db.session() as session:
+        load_trial(session, trial_id)
+        where = [models.Checkpoint.trial_id == trial_id]
+        return checkpoint_page(session, where, offset, limit, states, sort_by, order_by)
+
+
+@router.get("/{trial_id}/metrics")
+def trial_metrics(
+    trial_id: int,
+    request: Request,
+    group: str | None = None,
+    _: models.User = Depends(auth.current_user),
+) -> dict[str, Any]:
+    """Every metrics report of the trial (optionally of one ``group``), oldest first."""
+    with master_state(request).db.session() as session:
+        load_trial(session, trial_id)
+        query = select(models.TrialMetrics).where(models.TrialMetrics.trial_id == trial_id)
+        if group:
+            query = query.where(models.TrialMetrics.group == group)
+        rows = session.scalars(query.order_by(models.TrialMetrics.id))
+        return {
+            "metrics": [
+                {
+                    "trialId": r.trial_id,
+                    "trialRunId": r.trial_run_id,
+                    "group": r.group,
+                    "stepsCompleted": r.steps_completed,
+                    "metrics": {"avgMetrics": r.metrics},
+                    "searcherMetric": r.searcher_metric,
+                    "reportTime": timestamp(r.report_time),
+                }
+                for r in rows
+            ]
+        }
+
+
+_WORKLOAD_FILTERS = {
+    "FILTER_OPTION_UNSPECIFIED": {"training", "validation", "checkpoint"},
+    "FILTER_OPTION_CHECKPOINT": {"checkpoint"},
+    "FILTER_OPTION_VALIDATION": {"validation"},
+    "FILTER_OPTION_CHECKPOINT_OR_VALIDATION": {"validation", "checkpoint"},
+}
+_WORKLOAD_ORDER = {"training": 0, "validation": 1, "checkpoint": 2}
+
+
+@router.get("/{trial_id}/workloads")
+def trial_workloads(
+    trial_id: int,
+    request: Request,
+    offset: int = 0,
+    limit: int = 0,
+    filter_option: str = Query("FILTER_OPTION_UNSPECIFIED", alias="filter"),
+    order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
+    remove_deleted: bool = Query(False, alias="removeDeletedCheckpoints"),
+    _: models.User = Depends(auth.current_user),
+) -> dict[str, Any]:
+    """Determined's workloads (what ``det trial describe`` shows): each training report,
+    validation and checkpoint, by batches trained; ``limit`` 0: all of them."""
+    kinds = _WORKLOAD_FILTERS.get(filter_option)
+    if kinds is None:
+        raise bad_request(f"filter: {filter_option!r} is not one of {sorted(_WORKLOAD_FILTERS)}")
+    with master_state(request).db.session() as session:
+        load_trial(session, trial_id)
+        found: list[tuple[int, int, dict[str, Any]]] = []
+        for row in session.scalars(
+            select(models.TrialMetrics)
+            .where(models.TrialMetrics.trial_id == trial_id)
+            .order_by(models.TrialMetrics.id)
+        ):
+            kind = "validation" if row.group == views.VALIDATION else "training"
+            if kind in kinds and row.group in ("training", views.VALIDATION):
+                workload = views.metrics_workload(row)
+                found.append((row.steps_completed, _WORKLOAD_ORDER[kind], {kind: workload}))
+        if "checkpoint" in kinds:
+            for checkpoint in session.scalars(
+                select(models.Checkpoint)
+                .where(models.Checkpoint.trial_id == trial_id)
+                .order_by(models.Checkpoint.report_time)
+            ):
+                if remove_deleted and checkpoint.state == "STATE_DELETED":
+                    continue
+                workload = views.checkpoint_workload(checkpoint)
+                found.append((checkpoint.steps_completed, 2, {"checkpoint": workload}))
+    found.sort(key=lambda item: item[:2], reverse=sort_order_desc(order_by))
+    window = page(offset, limit, len(found))
+    workloads = [item[2] for item in found[window.start : window.start + window.count]]
+    return {"workloads": workloads, "pagination": window.pagination}
+
+
+def _trial_logs(
+    session: Session, trial_id: int, after_id: int, limit: int
+) -> tuple[list[models.TaskLog], bool, str | None]:
+    """Log lines of all the trial's runs after ``after_id``, whether the trial has ended, and
+    its latest run's task (to wait on for more)."""
+    trial = load_trial(session, trial_id)
+    ended = trial.state in {s.value for s in TRIAL_TERMINAL}
+    task_ids = list(
+        session.scalars(
+            select(models.TrialRun.task_id)
+            .where(models.TrialRun.trial_id == trial_id)
+            .order_by(models.TrialRun.run_id)
+        )
+    )
+    if not task_ids:
+        return [], ended, None
+    rows = session.scalars(
+        select(models.TaskLog)
+        .where(models.TaskLog.task_id.in_(task_ids), models.TaskLog.id > after_id)
+        .order_by(models.TaskLog.id)
+        .limit(limit)
+    ).all()
+    return list(rows), ended, task_ids[-1]
+
+
+@router.get("/{trial_id}/logs")
+async def trial_logs(
+    trial_id: int,
+    request: Request,
+    follow: bool = False,
+    limit: int = Query(0, ge=0),
+    _: models.User = Depends(auth.current_user),
+) -> StreamingResponse:
+    """The logs of every run of the trial, as newline-delimited ``{"result": …}`` like task
+    logs (with ``trialId``); ``follow`` streams until the trial has ended."""
+    state = master_state(request)
+    await state.db.run(lambda s: load_trial(s, trial_id))
+
+    async def lines() -> AsyncIterator[bytes]:
+        last, sent = 0, 0
+        while True:
+            while True:
+                size = min(LOG_PAGE, limit - sent) if limit else LOG_PAGE
+                rows, ended, latest = await state.db.run(
+                    partial(_trial_logs, trial_id=trial_id, after_id=last, limit=size)
+                )
+                for row in rows:
+                    # Determined's CLI prints ``message`` as is: it ends with the newline.
+                    entry = {**log_json(row), "trialId": trial_id, "message": row.log + "\n"}
+                    yield (json.dumps({"result": entry}) + "\n").encode()
+                    last = row.id
+                sent += len(rows)
+                if limit and sent >= limit:
+                    return
+                if len(rows) < size:
+                    break
+            # ``ended`` was read with the last page: every line of an ended trial is stored
+            # before it ends, so nothing is left once it has.
+            if not follow or ended or await request.is_disconnected():
+                return
+            if latest is None:
+                await state.logs.wait(f"trial-{trial_id}", FOLLOW_POLL_SECONDS)
+            else:
+                await state.logs.wait(latest, FOLLOW_POLL_SECONDS)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# ---- what a running trial reports ----------------------------------------------------------------
+
+
+class LooseBody(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class TrialMetricsBody(LooseBody):
+    trial_id: int | None = Field(default=None, alias="trialId")
+    trial_run_id: int | None = Field(default=None, alias="trialRunId")
+    steps_completed: int = Field(alias="stepsCompleted", ge=0)
+    avg_metrics: dict[str, Any] | None = Field(default=None, alias="avgMetrics")
+    metrics: dict[str, Any] | None = None  # Determined's shape: {"avgMetrics": {...}}
+
+
+class ReportMetricsRequest(WireModel):
+    metrics: TrialMetricsBody
+    group: str = Field(min_length=1, max_length=64)
+
+
+def _searcher_metric(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def store_metrics(session: Session, trial_id: int, body: ReportMetricsRequest, now: Any) -> None:
+    metrics = body.metrics
+    values = metrics.avg_metrics
+    if values is None and metrics.metrics is not None:
+        values = metrics.metrics.get("avgMetrics")
+    if not isinstance(values, dict):
+        raise bad_request("metrics.avgMetrics: expected a mapping of metric names to values")
+    trial = load_trial(session, trial_id)
+    experiment = session.get_one(models.Experiment, trial.experiment_id)
+    metric_name = experiment.config.get("searcher", {}).get("metric")
+    searcher_metric = None
+    if body.group == views.VALIDATION and metric_name in values:
+        searcher_metric = _searcher_metric(values[metric_name])
+    session.add(
+        models.TrialMetrics(
+            trial_id=trial_id,
+            trial_run_id=metrics.trial_run_id or trial.run_id,
+            group=body.group,
+            steps_completed=metrics.steps_completed,
+            metrics=values,
+            searcher_metric=searcher_metric,
+            report_time=now,
+        )
+    )
+    if metrics.steps_completed > trial.total_batches:
+        trial.total_batches = metrics.steps_completed
+
+
+@router.post("/{trial_id}/metrics")
+async def report_metrics(
+    trial_id: int, body: ReportMetricsRequest, request: Request
+) -> dict[str, Any]:
+    await trial_token_for(request, trial_id)
+    if body.metrics.trial_id not in (None, trial_id):
+        raise bad_request(f"metrics.trialId: {body.metrics.trial_id} is not trial {trial_id}")
+    state = master_state(request)
+    await state.db.run(partial(store_metrics, trial_id=trial_id, body=body, now=state.clock()))
+    return {}
+
+
+class ProgressRequest(WireModel):
+    progress: float = Field(ge=0, le=1)
+    trial_id: int | None = None
+    is_raw: bool | None = None
+
+
+@router.post("/{trial_id}/progress")
+async def report_progress(trial_id: int, body: ProgressRequest, request: Request) -> dict[str, Any]:
+    await trial_token_for(request, trial_id)
+
+    def write(session: Session) -> None:
+        load_trial(session, trial_id).progress = body.progress
+
+    await master_state(request).db.run(write)
+    return {}
+
+
+class EarlyExitRequest(WireModel):
+    reason: str
+
+
+@router.post("/{trial_id}/early_exit")
+async def report_early_exit(
+    trial_id: int, body: EarlyExitRequest, request: Request
+) -> dict[str, Any]:
+    await trial_token_for(request, trial_id)
+    await engine_call(engine_of(request), EarlyExit(trial_id, body.reason))
+    return {}
+
+
+@router.get("/{trial_id}/searcher/operation")
+async def searcher_operation(trial_id: int, request: Request) -> dict[str, Any]:
+    """The operation the trial should run next: ``{"op": {"validateAfter": {"length": N}} |
+    null, "completed": bool}``; ``completed`` with no op means stop cleanly."""
+    await trial_token_for(request, trial_id)
+    length, completed = engine_of(request).searcher_operation(trial_id)
+    op = {"validateAfter": {"length": length}} if length is not None else None
+    return {"op": op, "completed": completed and op is None}
+
+
+class ValidateAfterBody(WireModel):
+    length: int = Field(ge=0)
+
+
+class CompletedOp(WireModel):
+    validate_after: ValidateAfterBody
+
+
+class CompletedOperationRequest(WireModel):
+    op: CompletedOp
+    searcher_metric: Any = None
+
+
+@router.post("/{trial_id}/searcher/completed_operation")
+async def completed_operation(
+    trial_id: int, body: CompletedOperationRequest, request: Request
+) -> dict[str, Any]:
+    await trial_token_for(request, trial_id)
+    metric = _searcher_metric(body.searcher_metric)
+    if metric is None:
+        raise bad_request(f"searcherMetric: expected a finite number, got {body.searcher_metric!r}")
+    event = ValidationCompleted(trial_id, body.op.validate_after.length, metric)
+    await engine_call(engine_of(request), event)
+    return {}

@@ -1,0 +1,9 @@
+"""Experiments: hyperparameter searches run as trials (docs/design/experiments.md).
+
+- ``states``: Determined's experiment and trial states and the pure rules between them;
+- ``search``: a search in progress, the searcher plus each trial's pending operations (pure);
+- ``engine``: the one asyncio owner of unfinished experiments, fed by the REST API and the
+  scheduler; ``live`` holds its memory and events, ``store`` its transactions;
+- ``launch``: what a trial run gets on its agent; ``signals``: preemption flags;
+- ``gc``: deleting checkpoints no ``save_*`` policy keeps; ``views``: Determined's JSON shapes.
+"""
