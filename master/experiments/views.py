@@ -221,8 +221,13 @@ def trials_json(
     ids = [t.id for t in rows]
     if not ids:
         return []
+    # With the storage the experiment really uses (the master's default when its config names
+    # none), as Determined fills it in: `det checkpoint download --mode direct` reads it.
     configs = {
-        e.id: e.config
+        e.id: {
+            **e.config,
+            "checkpoint_storage": e.config.get("checkpoint_storage") or e.checkpoint_storage,
+        }
         for e in session.scalars(
             select(models.Experiment).where(
                 models.Experiment.id.in_({t.experiment_id for t in rows})
@@ -335,8 +340,13 @@ def checkpoints_json(session: Session, rows: Sequence[models.Checkpoint]) -> lis
             select(models.Trial).where(models.Trial.id.in_({c.trial_id for c in rows}))
         )
     }
+    # With the storage the experiment really uses (the master's default when its config names
+    # none), as Determined fills it in: `det checkpoint download --mode direct` reads it.
     configs = {
-        e.id: e.config
+        e.id: {
+            **e.config,
+            "checkpoint_storage": e.config.get("checkpoint_storage") or e.checkpoint_storage,
+        }
         for e in session.scalars(
             select(models.Experiment).where(
                 models.Experiment.id.in_({c.experiment_id for c in rows})
