@@ -289,22 +289,36 @@ CheckpointStorage = Annotated[SharedFSStorage | S3Storage | GCSStorage, Field(di
 
 class ExperimentConfig(_Config):
     name: str | None = Field(default=None, description="Shown in `det experiment list`.")
-    description: str | None = None
-    labels: list[str] = Field(default_factory=list)
+    description: str | None = Field(default=None, description="Free text shown by describe.")
+    labels: list[str] = Field(default_factory=list, description="Tags; filter with `labels=`.")
     entrypoint: str = Field(
         description=(
             "`module:Class` of a trainer class (`model_def:DigitsTrial`), or a shell command for "
             "a script that uses the Core API (`python3 train.py`)."
         )
     )
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    searcher: SearcherConfig
-    resources: ExperimentResources = Field(default_factory=ExperimentResources)
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Name → a bare constant, or `{type: const, val}`, `{type: int|double, minval, maxval, "
+            "count?}`, `{type: log, minval, maxval, base: 10, count?}` (base ** x), `{type: "
+            "categorical, vals: [...]}`; a mapping without `type` is a nested group. `count` is "
+            "the number of grid points (grid searcher)."
+        ),
+    )
+    searcher: SearcherConfig = Field(description="How trials are chosen, by `name`.")
+    resources: ExperimentResources = Field(
+        default_factory=ExperimentResources, description="Slots, priority and pool of trials."
+    )
     max_restarts: int = Field(
         default=5, ge=0, description="Restarts of a crashed trial before it errors."
     )
-    min_validation_period: Length | None = None
-    min_checkpoint_period: Length | None = None
+    min_validation_period: Length | None = Field(
+        default=None, description="Validate at least this often (besides each searcher step)."
+    )
+    min_checkpoint_period: Length | None = Field(
+        default=None, description="Checkpoint at least this often (besides each searcher step)."
+    )
     records_per_epoch: int | None = Field(
         default=None, ge=1, description="Needed to count epochs in records."
     )
@@ -312,8 +326,12 @@ class ExperimentConfig(_Config):
     checkpoint_storage: CheckpointStorage | None = Field(
         default=None, description="Unset: the master's `checkpoint_storage`."
     )
-    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
-    perform_initial_validation: bool = False
+    environment: EnvironmentConfig = Field(
+        default_factory=EnvironmentConfig, description="Environment of the trial processes."
+    )
+    perform_initial_validation: bool = Field(
+        default=False, description="Validate once before the first training batch."
+    )
     preemption_timeout: OptionalDuration = Field(
         default=None, description="Unset or off: wait for the trial to checkpoint."
     )

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from agent.config import AgentConfig
+from harness.experiment_config import ExperimentConfig
 from harness.task_config import CommandConfig, ServiceConfig, TensorboardConfig
 from master.config import MasterConfig
 
@@ -39,6 +40,15 @@ PAGES: dict[str, tuple[str, type[BaseModel], str]] = {
         "Command configuration",
         CommandConfig,
         "The `config` of `POST /api/v1/commands`, and what `det cmd run --config key=value` sets.",
+    ),
+    "experiment-config.md": (
+        "Experiment configuration",
+        ExperimentConfig,
+        "The YAML file of `det experiment create CONFIG DIR` (`POST /api/v1/experiments`). "
+        "Determined's field names. Lengths (`max_length`, `min_validation_period`, "
+        "`min_checkpoint_period`) are one of `{records: N}`, `{batches: N}`, `{epochs: N}`; a "
+        "bare number means batches. Durations accept `30s`, `5m`, `off`. Hyperparameters are "
+        "described under `hyperparameters` below.",
     ),
     "service-config.md": (
         "Shell and notebook configuration",
@@ -87,11 +97,16 @@ def render_model(model: type[BaseModel], prefix: str = "") -> list[str]:
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        sub = _submodel(annotation)
+        subs = _submodels(annotation)
         path = f"{prefix}{name}"
         description = (field.description or "").replace("\n", " ")
-        if sub is not None:
-            nested.append((path, sub))
+        if len(subs) > 1:  # a discriminated union: one section per kind
+            kinds = ", ".join(f"`{_tag(sub)}`" for sub in subs)
+            default = _default(field, model, name)
+            rows.append(f"| `{path}` | one of {kinds} | {default} | {description} |")
+            nested += [(f"{path}` ({_tag(sub)}) `", sub) for sub in subs]
+        elif subs:
+            nested.append((path, subs[0]))
             kind = "list of objects" if _is_list(annotation) else "object"
             default = _default(field, model, name) if _is_list(annotation) else "see below"
             rows.append(f"| `{path}` | {kind} | {default} | {description} |")
@@ -102,20 +117,34 @@ def render_model(model: type[BaseModel], prefix: str = "") -> list[str]:
             )
     lines = ["| Field | Type | Default | Description |", "|---|---|---|---|", *rows, ""]
     for path, sub in nested:
-        lines += [f"### `{path}`", "", *render_model(sub, prefix=f"{path}.")]
+        field_prefix = path.split("` (")[0]
+        lines += [f"### `{path}`".replace(" ``", ""), "", *render_model(sub, f"{field_prefix}.")]
     return lines
+
+
+def _tag(model: type[BaseModel]) -> str:
+    """The value of a union member's discriminator (its ``Literal`` field: name or type)."""
+    for field in model.model_fields.values():
+        args = get_args(field.annotation)
+        if get_origin(field.annotation) is Literal and len(args) == 1:
+            return str(args[0])
+    return model.__name__
 
 
 def _is_list(annotation: Any) -> bool:
     return getattr(annotation, "__origin__", None) is list
 
 
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+def _submodels(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field holds: itself, a list's item, or every member of a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is Annotated:
+        return _submodels(get_args(annotation)[0])
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found += [m for m in _submodels(arg) if m not in found]
+    return found
 
 
 def render_page(title: str, model: type[BaseModel], intro: str) -> str:
