@@ -209,3 +209,30 @@ def test_our_det_experiment_create_and_describe(
     assert det("experiment", "wait", experiment_id).returncode == 0
     described = det.ok("experiment", "describe", experiment_id)
     assert "COMPLETED" in described
+
+
+def test_a_trial_preempted_by_higher_priority_work_resumes_and_completes(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    """The scheduler preempts a low-priority trial for a command that needs every slot: the
+    trial checkpoints and exits, the command runs, then the trial resumes (no restart spent)."""
+    master, _ = cluster
+    api = Api(master)
+    config = example_config(
+        "const.yaml", searcher__max_length={"epochs": 4}, resources__priority=80, scheduling_unit=5
+    )
+    experiment_id = create(api, config)
+
+    def training() -> bool:
+        found = trials(api, experiment_id)
+        return bool(found) and found[0]["totalBatchesProcessed"] > 0
+
+    wait_for("the trial to train", training, 120, logs=[master.log_path])
+    command_id = api.run("echo urgent", slots=2, priority=1)
+    assert api.wait_ended(command_id, timeout=120)["allocations"][-1]["exitCode"] == 0
+    ended = wait_ended(api, experiment_id)
+    assert ended["state"] == "STATE_COMPLETED", ended.get("stateReason")
+    (trial,) = trials(api, experiment_id)
+    assert trial["runId"] >= 2 and trial["restarts"] == 0
+    logs = api.get(f"/api/v1/trials/{trial['id']}/logs").text
+    assert "preempted" in logs
