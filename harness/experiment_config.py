@@ -165,10 +165,18 @@ class _SearcherBase(_Config):
         default=None, description="How long each trial trains: `{batches: N}`, `{epochs: N}`, …"
     )
     source_trial_id: int | None = Field(
-        default=None, description="Warm-start from this trial's latest checkpoint."
+        default=None,
+        description=(
+            "Warm start: every trial starts from the model weights of this trial's latest "
+            "completed checkpoint (fresh optimizer, from batch 0)."
+        ),
     )
     source_checkpoint_uuid: str | None = Field(
-        default=None, description="Warm-start from this checkpoint."
+        default=None,
+        description=(
+            "Warm start from this completed checkpoint instead of a trial's (not both). The "
+            "stored config also records here the checkpoint `source_trial_id` resolved to."
+        ),
     )
 
 

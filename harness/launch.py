@@ -7,12 +7,19 @@ It runs the experiment's ``entrypoint`` (from ``DET_EXPERIMENT_CONFIG``):
 - anything else (``python3 train.py --epochs 3``): a shell command (``sh -c``), typically a
   script using the Core API; its exit code is the trial's.
 
-With ``resources.slots_per_trial`` > 1 it starts one worker per slot, each running the entrypoint
-with ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
-``MASTER_PORT`` set the way ``torchrun`` sets them, prefixes their output with ``[rank=N]``,
-forwards SIGTERM and SIGINT to them, and if one fails stops the others (a worker whose peer died
-would otherwise wait in a collective for half an hour) and exits with the failed worker's code.
-All slots must be on this agent for now.
+With ``resources.slots_per_trial`` > 1 it starts one worker per slot of this agent, each running
+the entrypoint with ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT`` set the way ``torchrun`` sets them, prefixes their output with
+``[rank=N]`` (the global rank), forwards SIGTERM and SIGINT to them, and if one fails stops the
+others (a worker whose peer died would otherwise wait in a collective for half an hour) and exits
+with the failed worker's code.
+
+When the trial's slots span several agents (``DET_SLOT_IDS`` holds fewer than
+``slots_per_trial``), the master started this launcher on each of them. Before starting workers
+the launchers meet through the master (``harness.rendezvous``): each learns the total number of
+workers, the global rank of its first slot (agents ordered by id, so the first agent's local
+rank 0 is the chief) and the chief's address and port. The trial's run ends once every agent's
+launcher has exited; when one fails, the master stops the others.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from types import FrameType
 from typing import IO, Any
 
 from harness.core.env import slot_ids_from_environ
-from harness.service import free_port
+from harness.rendezvous import Layout, RendezvousError, join, single_agent_layout
 
 log = logging.getLogger("harness.launch")
 
@@ -124,17 +131,25 @@ def run_command(command: str, env: Mapping[str, str] | None = None) -> int:
 # ---- several workers -------------------------------------------------------------------------
 
 
+def worker_layout(slots: int, environ: Mapping[str, str]) -> Layout:
+    """All ``slots`` here, or this agent's share of them after meeting the other agents."""
+    slot_ids = slot_ids_from_environ(environ)
+    if not slot_ids or len(slot_ids) >= slots:
+        return single_agent_layout(slots)
+    return join(environ, len(slot_ids), slots)
+
+
 def worker_environ(
-    environ: Mapping[str, str], rank: int, size: int, port: int, threads: int | None
+    environ: Mapping[str, str], layout: Layout, local_rank: int, threads: int | None
 ) -> dict[str, str]:
     env = dict(environ)
     env.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(size),
-        LOCAL_WORLD_SIZE=str(size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
+        RANK=str(layout.rank(local_rank)),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(layout.world_size),
+        LOCAL_WORLD_SIZE=str(layout.local_size),
+        MASTER_ADDR=layout.master_addr,
+        MASTER_PORT=str(layout.master_port),
     )
     # Like torchrun: workers sharing the CPUs should not each start a thread per core.
     if threads is not None and "OMP_NUM_THREADS" not in environ:
@@ -143,46 +158,39 @@ def worker_environ(
 
 
 def run_workers(slots: int, environ: Mapping[str, str], worker_argv: Sequence[str]) -> int:
-    """Start ``slots`` workers of ``worker_argv`` and wait for them all (see module doc)."""
-    slot_ids = slot_ids_from_environ(environ)
-    if slot_ids and len(slot_ids) < slots:
-        raise LaunchError(
-            f"this trial's {slots} slots are spread over several agents (this agent has "
-            f"{len(slot_ids)} of them: {', '.join(map(str, slot_ids))}); distributed training "
-            "across agents is not supported yet: use a slots_per_trial that fits on one agent"
-        )
-    port = free_port("127.0.0.1")
-    threads = max(1, (os.cpu_count() or 1) // slots)
+    """Start this agent's workers of ``worker_argv`` and wait for them all (see module doc)."""
+    layout = worker_layout(slots, environ)
+    threads = max(1, (os.cpu_count() or 1) // layout.local_size)
     processes: list[subprocess.Popen[bytes]] = []
     pumps: list[threading.Thread] = []
-    for rank in range(slots):
+    for local_rank in range(layout.local_size):
         process = subprocess.Popen(
             list(worker_argv),
-            env=worker_environ(environ, rank, slots, port, threads),
+            env=worker_environ(environ, layout, local_rank, threads),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         processes.append(process)
         assert process.stdout is not None and process.stderr is not None
-        pumps.append(_pump(process.stdout, sys.stdout, rank))
-        pumps.append(_pump(process.stderr, sys.stderr, rank))
+        pumps.append(_pump(process.stdout, sys.stdout, layout.rank(local_rank)))
+        pumps.append(_pump(process.stderr, sys.stderr, layout.rank(local_rank)))
 
     def forward(sig: int) -> None:
         for process in processes:
             _send(process, sig)
 
     with _ForwardedSignals(forward):
-        code = _wait_all(processes)
+        code = _wait_all(processes, layout.rank_offset)
     for pump in pumps:
         pump.join(timeout=5)
     return code
 
 
-def _wait_all(processes: list[subprocess.Popen[bytes]]) -> int:
+def _wait_all(processes: list[subprocess.Popen[bytes]], first_rank: int = 0) -> int:
     """0 once all exited 0; the first failure's code after stopping the rest."""
     while True:
         codes = [process.poll() for process in processes]
-        failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+        failed = [(first_rank + i, code) for i, code in enumerate(codes) if code not in (None, 0)]
         if failed:
             rank, code = failed[0]
             assert code is not None
@@ -269,7 +277,7 @@ def main(
         if slots > 1 and "RANK" not in env:
             return run_workers(slots, env, worker_argv or [sys.executable, "-m", "harness.launch"])
         return run_worker(entrypoint)
-    except LaunchError as exc:
+    except (LaunchError, RendezvousError) as exc:
         print(f"harness.launch: {exc}", file=sys.stderr)
         return 2
 

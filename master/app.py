@@ -37,6 +37,7 @@ from master.experiments.engine import ExperimentEngine
 from master.idle import IdleWatcher
 from master.logs import LogStore
 from master.provisioning import Provisioning
+from master.rendezvous import Rendezvous
 from master.scheduler.loop import Scheduler
 from master.state import MasterState, utc_now
 
@@ -79,6 +80,9 @@ def create_app(config: MasterConfig) -> FastAPI:
         hub = proxy.ProxyHub(clock=utc_now)
         app.state.proxy = hub
         scheduler.exit_hooks.append(hub.task_ended)
+        rendezvous = Rendezvous(scheduler.agent_slot_counts)
+        app.state.rendezvous = rendezvous
+        scheduler.exit_hooks.append(rendezvous.allocation_ended)
         engine = ExperimentEngine(state)
         engine.install()
         app.state.experiments = engine

@@ -8,6 +8,9 @@ checks the allocation token, and records every call. A test scripts it:
   completed, the searcher is done (``completed: true``). ``hold`` answers "no operation yet".
 - preemption: :meth:`FakeTrialMaster.preempt` now, or ``preempt_when(call)`` — a predicate over
   each recorded call, e.g. "training metrics at step >= 20 arrived".
+- ``rendezvous_agents``: the agents (id → slots) of a trial spread over several agents, whose
+  launchers meet through ``POST /api/v1/allocations/{id}/rendezvous`` (the master's own
+  ``master.rendezvous.group_view`` computes the answer).
 
 Also here: :func:`trial_environ`, the variables the agent would give a trial running against
 this fake, with checkpoints in a shared_fs directory.
@@ -28,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from harness.experiment_config import parse_experiment_config
+from master.rendezvous import Arrival, group_view
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_ID = "trial-task-3"
@@ -59,6 +63,8 @@ class FakeTrialMaster:
         self.calls: list[Call] = []
         self.preempted = False
         self.closing = False
+        self.rendezvous_agents: dict[str, int] = {}
+        self.arrivals: dict[str, Arrival] = {}
         self.changed = threading.Condition()
 
     # ---- controls ---------------------------------------------------------------------------
@@ -137,6 +143,24 @@ class FakeTrialMaster:
                     return 400, {"code": 3, "message": f"no operation of length {length}"}
                 self.ops.pop(0)
                 return 200, {}
+            if route == ("POST", f"/api/v1/allocations/{self.allocation_id}/rendezvous"):
+                body = call.body
+                if body["agentId"] not in self.rendezvous_agents:
+                    message = f"agent '{body['agentId']}' holds no slots of this allocation"
+                    return 400, {"code": 3, "message": message, "details": []}
+                self.arrivals[body["agentId"]] = Arrival(
+                    body["agentId"], body["address"], body["slots"], body.get("port")
+                )
+                self.changed.notify_all()
+                deadline = time.monotonic() + float(call.query.get("timeoutSeconds", "0"))
+                view = group_view(self.rendezvous_agents, self.arrivals)
+                while not (view.ready or self.closing):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.changed.wait(remaining)
+                    view = group_view(self.rendezvous_agents, self.arrivals)
+                return 200, view.to_json()
             if route == ("GET", f"{allocation}/preemption"):
                 deadline = time.monotonic() + float(call.query.get("timeoutSeconds", "0"))
                 while not (self.preempted or self.closing):

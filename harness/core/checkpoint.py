@@ -45,19 +45,37 @@ def storage_from_config(config: Mapping[str, Any] | None) -> Storage:
 
 
 class CheckpointContext:
+    """``sources`` maps uuids of checkpoints kept in another storage than the trial's (the warm
+    start's) to that storage, so reading them works like reading the trial's own."""
+
     def __init__(
-        self, api: TrialAPI, dist: DistributedContext, storage: Callable[[], Storage]
+        self,
+        api: TrialAPI,
+        dist: DistributedContext,
+        storage: Callable[[], Storage],
+        sources: Mapping[str, Callable[[], Storage]] | None = None,
     ) -> None:
         self._api = api
         self._dist = dist
         self._storage_factory = storage
         self._storage: Storage | None = None
+        self._sources = dict(sources or {})
+        self._source_storages: dict[str, Storage] = {}
 
     @property
     def storage(self) -> Storage:
         if self._storage is None:
             self._storage = self._storage_factory()
         return self._storage
+
+    def _storage_of(self, uuid: str) -> Storage:
+        """The storage holding checkpoint ``uuid``: its source's, else the trial's."""
+        factory = self._sources.get(uuid)
+        if factory is None:
+            return self.storage
+        if uuid not in self._source_storages:
+            self._source_storages[uuid] = factory()
+        return self._source_storages[uuid]
 
     @contextmanager
     def store_path(self, metadata: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
@@ -93,14 +111,14 @@ class CheckpointContext:
     @contextmanager
     def restore_path(self, uuid: str) -> Iterator[Path]:
         """The files of checkpoint ``uuid`` as a local directory, for reading (any worker)."""
-        with self.storage.restore_path(uuid) as path:
+        with self._storage_of(uuid).restore_path(uuid) as path:
             yield Path(path)
 
     def download(self, uuid: str, dst: str | os.PathLike[str]) -> None:
         """Copy checkpoint ``uuid`` into the directory ``dst`` (created if missing)."""
         target = Path(dst)
         target.mkdir(parents=True, exist_ok=True)
-        self.storage.download(uuid, target)
+        self._storage_of(uuid).download(uuid, target)
 
     def get_metadata(self, uuid: str) -> dict[str, Any]:
         """The metadata stored with checkpoint ``uuid`` (``{}`` for one without any)."""

@@ -38,6 +38,11 @@ class TrialInfo:
     task_id: str
     allocation_id: str
     tensorboard_dir: str | None  # where the master wants TensorBoard files, if anywhere
+    # Warm start (searcher.source_trial_id / source_checkpoint_uuid): the checkpoint whose model
+    # weights a trial with no checkpoint of its own starts from; None when latest_checkpoint is
+    # set. core.checkpoint reads it from warm_start_storage, where it lives.
+    warm_start_checkpoint: str | None = None
+    warm_start_storage: dict[str, Any] | None = None  # a checkpoint_storage config, as JSON
 
 
 class Context:
@@ -62,6 +67,8 @@ class Context:
             task_id=env.task_id,
             allocation_id=env.allocation_id,
             tensorboard_dir=env.tensorboard_dir,
+            warm_start_checkpoint=env.warm_start_checkpoint,
+            warm_start_storage=env.warm_start_storage,
         )
         self.hparams = env.hparams
         self.distributed = distributed
@@ -74,7 +81,9 @@ class Context:
             allocation_id=env.allocation_id,
         )
         self.train = TrainContext(self._api, distributed)
-        self.checkpoint = CheckpointContext(self._api, distributed, storage)
+        self.checkpoint = CheckpointContext(
+            self._api, distributed, storage, sources=_warm_start_source(env)
+        )
         self.preempt = PreemptContext(self._api, distributed, client_factory)
         self.searcher = SearcherContext(
             self._api, distributed, self.train, self.preempt, env.config
@@ -108,6 +117,15 @@ class Context:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _warm_start_source(env: TrialEnv) -> dict[str, Callable[[], Storage]]:
+    """Where ``core.checkpoint`` reads the warm-start checkpoint: its own storage, which may be
+    another experiment's (else the trial's, e.g. when a test sets no storage)."""
+    uuid, config = env.warm_start_checkpoint, env.warm_start_storage
+    if uuid is None or not config:
+        return {}
+    return {uuid: lambda: storage_from_config(config)}
 
 
 def init(

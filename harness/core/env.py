@@ -45,6 +45,10 @@ class TrialEnv(TaskEnv):
     checkpoint_storage: dict[str, Any] | None
     slot_ids: tuple[int, ...] = ()
     tensorboard_dir: str | None = None
+    # Warm start (searcher.source_*): model weights to start from, only while the trial has no
+    # checkpoint of its own, and the storage they are in (another experiment's, maybe).
+    warm_start_checkpoint: str | None = None
+    warm_start_storage: dict[str, Any] | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> TrialEnv:
@@ -56,6 +60,7 @@ class TrialEnv(TaskEnv):
                 "them when it starts a trial of an experiment; see docs/core-api.md)"
             )
         storage = env.get("DET_CHECKPOINT_STORAGE", "").strip()
+        warm_storage = env.get("DET_WARM_START_STORAGE", "").strip()
         return cls(
             master_url=env["DET_MASTER"],
             task_id=env["DET_TASK_ID"],
@@ -70,6 +75,10 @@ class TrialEnv(TaskEnv):
             checkpoint_storage=_json_object(env, "DET_CHECKPOINT_STORAGE") if storage else None,
             slot_ids=_slot_ids(env.get("DET_SLOT_IDS", "")),
             tensorboard_dir=env.get("DET_TENSORBOARD_DIR", "").strip() or None,
+            warm_start_checkpoint=env.get("DET_WARM_START_CHECKPOINT", "").strip() or None,
+            warm_start_storage=(
+                _json_object(env, "DET_WARM_START_STORAGE") if warm_storage else None
+            ),
         )
 
 

@@ -6,7 +6,9 @@ reports averaged training metrics every ``scheduling_unit`` batches, validates e
 ``min_validation_period`` and checkpoints every ``min_checkpoint_period``. Asked to stop
 (preemption) it checkpoints, acknowledges and returns, and the next run resumes from that
 checkpoint exactly: weights, optimizer and scheduler states, every random generator, and the
-position in the epoch, so the resumed run computes what an uninterrupted one would have.
+position in the epoch, so the resumed run computes what an uninterrupted one would have. A
+warm-started trial (``searcher.source_trial_id``) takes only the models' weights from another
+trial's checkpoint and otherwise starts fresh.
 
 With several workers every worker runs this loop in lockstep: the decisions (how far to train,
 whether to stop) come from the chief, and every report or checkpoint point is a collective.
@@ -144,6 +146,8 @@ class Trainer:
         self.max_batches = self.math.length(self.config.searcher.max_length)
         if self.core.info.latest_checkpoint:
             self._restore(self.core.info.latest_checkpoint)
+        elif self.core.info.warm_start_checkpoint:
+            self._warm_start(self.core.info.warm_start_checkpoint)
         for model in self.context.models:
             model.wrapped.train()
         if (
@@ -303,16 +307,42 @@ class Trainer:
             log.info("checkpoint %s after %d batches", uuid, self.batches_trained)
         self.last_checkpoint_step = self.batches_trained
 
-    def _restore(self, uuid: str) -> None:
+    def _load(self, uuid: str, purpose: str) -> dict[str, Any]:
+        """The trainer's payload in checkpoint ``uuid`` (``purpose``: "resume", "warm-start")."""
         with self.core.checkpoint.restore_path(uuid) as path:
             file = path / CHECKPOINT_FILE
             if not file.is_file():
                 raise RuntimeError(
                     f"checkpoint {uuid} has no {CHECKPOINT_FILE}: it was not written by the "
-                    "harness.pytorch trainer, which cannot resume from it"
+                    f"harness.pytorch trainer, which cannot {purpose} from it"
                 )
             # Our own file: it holds numpy and Python RNG states besides tensors.
-            payload = torch.load(file, map_location="cpu", weights_only=False)
+            payload: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=False)
+        return payload
+
+    def _warm_start(self, uuid: str) -> None:
+        """Determined's warm start: the models' weights from ``uuid`` (another trial's
+        checkpoint), nothing else. Optimizers, LR schedulers, random generators and the data
+        order start as in a fresh trial, and training counts from batch 0."""
+        payload = self._load(uuid, "warm-start")
+        models = self.context.models
+        if len(payload["models"]) != len(models):
+            raise RuntimeError(
+                f"cannot warm-start: checkpoint {uuid} holds {len(payload['models'])} models "
+                f"(context.wrap_model), the trial wraps {len(models)}"
+            )
+        for model, state in zip(models, payload["models"], strict=True):
+            model.model.load_state_dict(state)
+        trained = payload.get("trainer", {}).get("batches_trained")
+        log.info(
+            "warm start: model weights from checkpoint %s (%s batches trained); optimizer and "
+            "counters start fresh, training from batch 0",
+            uuid,
+            trained,
+        )
+
+    def _restore(self, uuid: str) -> None:
+        payload = self._load(uuid, "resume")
         ctx = self.context
         _check_count("models (context.wrap_model)", payload["models"], ctx.models)
         _check_count("optimizers (context.wrap_optimizer)", payload["optimizers"], ctx.optimizers)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from master import auth
 from master.api.errors import ApiError
 from master.api.wire import WireModel
+from master.rendezvous import Arrival, Rendezvous, RendezvousError
 from master.scheduler.state import AllocationReady, SchedulerError
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1/allocations")
+
+# Longest a single rendezvous post is held open waiting for the other agents; the launcher
+# posts again.
+MAX_RENDEZVOUS_WAIT_SECONDS = 60
 
 
 class ReadyRequest(WireModel):
@@ -53,3 +61,32 @@ async def allocation_ready(
     except SchedulerError as exc:
         raise ApiError(exc.status, str(exc)) from exc
     return {}
+
+
+class RendezvousRequest(WireModel):
+    agent_id: str = Field(min_length=1)
+    address: str = Field(min_length=1)
+    slots: int = Field(ge=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+@router.post("/{allocation_id}/rendezvous")
+async def allocation_rendezvous(
+    allocation_id: str,
+    body: RendezvousRequest,
+    request: Request,
+    timeout_seconds: int = Query(0, alias="timeoutSeconds", ge=0),
+) -> dict[str, Any]:
+    """One agent of a multi-agent allocation is here (see ``master.rendezvous``); the answer
+    waits up to ``timeoutSeconds`` (at most 60) for the others."""
+    await require_task_token(request, allocation_id)
+    rendezvous: Rendezvous = request.app.state.rendezvous
+    arrival = Arrival(body.agent_id, body.address, body.slots, body.port)
+    try:
+        view = rendezvous.arrive(allocation_id, arrival)
+        if not view.ready:
+            wait = min(timeout_seconds, MAX_RENDEZVOUS_WAIT_SECONDS)
+            view = await rendezvous.wait(allocation_id, wait)
+    except RendezvousError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    return view.to_json()

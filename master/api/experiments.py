@@ -12,6 +12,7 @@ import binascii
 import io
 import tarfile
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import yaml
@@ -25,7 +26,7 @@ from master.api.commands import ContextFile, context_files
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.paging import page, sort_order
 from master.api.wire import WireModel
-from master.experiments import views
+from master.experiments import views, warm_start
 from master.experiments.engine import ExperimentEngine
 from master.experiments.live import CreateExperiment, EngineError, ExperimentAction
 from master.experiments.states import EXPERIMENT_TERMINAL
@@ -159,6 +160,10 @@ async def create_experiment(
         engine.validate(config)
     except EngineError as exc:
         raise ApiError(exc.status, str(exc)) from exc
+    try:
+        config = await state.db.run(partial(warm_start.resolve, config=config))
+    except warm_start.WarmStartError as exc:
+        raise bad_request(str(exc)) from exc
     files = context_files(body.model_definition)
     size = _decoded_size(files)
     if body.validate_only:

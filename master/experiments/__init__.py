@@ -5,5 +5,6 @@
 - ``engine``: the one asyncio owner of unfinished experiments, fed by the REST API and the
   scheduler; ``live`` holds its memory and events, ``store`` its transactions;
 - ``launch``: what a trial run gets on its agent; ``signals``: preemption flags;
-- ``gc``: deleting checkpoints no ``save_*`` policy keeps; ``views``: Determined's JSON shapes.
+- ``gc``: deleting checkpoints no ``save_*`` policy keeps; ``views``: Determined's JSON shapes;
+- ``warm_start``: checking and resolving ``searcher.source_*``, the checkpoint trials start from.
 """

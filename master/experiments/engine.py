@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.experiment_config import ExperimentConfig, SharedFSStorage
 from master.api.errors import ApiError
-from master.experiments import store
+from master.experiments import store, warm_start
 from master.experiments.gc import CheckpointCollector
 from master.experiments.launch import TASK_TYPE, RunRequest, trial_spec
 from master.experiments.live import (
@@ -440,11 +440,18 @@ class ExperimentEngine:
 
     async def _launch(self, experiment: LiveExperiment, trial: LiveTrial) -> None:
         run_id = trial.run_id + 1
-        inputs = await self.db.run(partial(store.start_run, trial_id=trial.id, run_id=run_id))
+        inputs = await self.db.run(
+            partial(
+                store.start_run,
+                trial_id=trial.id,
+                run_id=run_id,
+                warm_start_checkpoint=experiment.config.searcher.source_checkpoint_uuid,
+            )
+        )
         trial.run_id = run_id
         trial.early_exit = None
         trial.killed = False
-        latest = inputs.latest_checkpoint
+        latest, warm = inputs.latest_checkpoint, inputs.warm_start
         request = RunRequest(
             experiment_id=experiment.id,
             trial_id=trial.id,
@@ -454,6 +461,8 @@ class ExperimentEngine:
             latest_checkpoint=latest,
             checkpoint_storage=experiment.checkpoint_storage,
             files=inputs.files,
+            warm_start_checkpoint=warm.checkpoint if warm else None,
+            warm_start_storage=warm.storage if warm else None,
         )
         spec = trial_spec(experiment.config, request, self.state.config.resolved_tensorboard_dir)
         try:
@@ -474,7 +483,16 @@ class ExperimentEngine:
             )
         )
         resumed = f" from checkpoint {latest}" if latest else ""
+        if warm is not None:
+            resumed = f", warm-starting from the model weights of checkpoint {warm.checkpoint}"
         await self._note(trial, f"trial {trial.id} run {run_id} submitted{resumed}", "INFO")
+        if warm is not None and warm.state != warm_start.COMPLETED:
+            await self._note(
+                trial,
+                f"the warm-start checkpoint {warm.checkpoint} is {warm.state} (its experiment's "
+                "checkpoint policy removed it): this run cannot load it",
+                "WARNING",
+            )
 
     async def _note(self, trial: LiveTrial, text: str, level: str) -> None:
         """A line in the trial's logs (its current run's task, or the last one)."""

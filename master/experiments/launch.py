@@ -24,6 +24,10 @@ class RunRequest:
     latest_checkpoint: str | None
     checkpoint_storage: dict[str, Any]
     files: dict[str, str]
+    # Model weights to start from (searcher.source_*) and the storage holding them; only for a
+    # trial without a checkpoint of its own.
+    warm_start_checkpoint: str | None = None
+    warm_start_storage: dict[str, Any] | None = None
 
 
 def trial_spec(config: ExperimentConfig, run: RunRequest, tensorboard_dir: Path) -> TaskSpec:
@@ -40,6 +44,10 @@ def trial_spec(config: ExperimentConfig, run: RunRequest, tensorboard_dir: Path)
         "DET_EXPERIMENT_CONFIG": json.dumps(config.model_dump(mode="json")),
         "DET_LATEST_CHECKPOINT": run.latest_checkpoint or "",
         "DET_CHECKPOINT_STORAGE": json.dumps(run.checkpoint_storage),
+        "DET_WARM_START_CHECKPOINT": run.warm_start_checkpoint or "",
+        "DET_WARM_START_STORAGE": (
+            json.dumps(run.warm_start_storage) if run.warm_start_storage is not None else ""
+        ),
         "DET_TENSORBOARD_DIR": str(tensorboard_dir),
     }
     return TaskSpec(

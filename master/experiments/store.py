@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from master import models
+from master.experiments import warm_start
 from master.experiments.states import EXPERIMENT_TERMINAL, TRIAL_TERMINAL
 
 
@@ -130,11 +131,16 @@ class RunInputs:
     files: dict[str, str]
     latest_checkpoint: str | None
     hparams: dict[str, Any]
+    warm_start: warm_start.WarmStart | None = None
 
 
-def start_run(session: Session, trial_id: int, run_id: int) -> RunInputs:
+def start_run(
+    session: Session, trial_id: int, run_id: int, warm_start_checkpoint: str | None = None
+) -> RunInputs:
     """Count the run on the trial and read what it needs: model files, hyperparameters and
-    the checkpoint to resume from."""
+    the checkpoint to resume from. A trial with no checkpoint of its own yet (a first run, or
+    a restart after crashing before its first checkpoint) starts from the experiment's
+    ``warm_start_checkpoint`` if it has one; once it has its own, it resumes from that."""
     session.execute(
         update(models.Trial)
         .where(models.Trial.id == trial_id)
@@ -143,7 +149,10 @@ def start_run(session: Session, trial_id: int, run_id: int) -> RunInputs:
     trial = session.get_one(models.Trial, trial_id)
     definition = session.get(models.ExperimentModelDefinition, trial.experiment_id)
     files = dict(definition.files) if definition is not None else {}
-    return RunInputs(files, trial.latest_checkpoint, dict(trial.hparams))
+    warm = None
+    if trial.latest_checkpoint is None and warm_start_checkpoint is not None:
+        warm = warm_start.for_run(session, warm_start_checkpoint)
+    return RunInputs(files, trial.latest_checkpoint, dict(trial.hparams), warm)
 
 
 def last_task(session: Session, trial_id: int) -> tuple[str, str] | None:

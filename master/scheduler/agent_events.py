@@ -230,9 +230,14 @@ class AgentEvents:
                 self.clock(),
             )
             return
-        await self._exited(allocation, message)
+        await self._exited(allocation, event.agent_id, message)
 
-    async def _exited(self, allocation: Allocation, message: AllocationExited) -> None:
+    async def _exited(
+        self, allocation: Allocation, agent_id: str, message: AllocationExited
+    ) -> None:
+        """One agent's part ended. The allocation ends once every part has: a part that exits
+        early with success waits for the others (they may still be reporting); one that fails
+        gets the others killed, since their peer is gone."""
         code = message.exit_code
         if allocation.kill_reason is not None:
             reason = f"{allocation.kill_reason} (exit code {code})"
@@ -244,7 +249,21 @@ class AgentEvents:
             reason = f"killed by signal {-code}"
         else:
             reason = f"exited with code {code}"
-        await self._finish(allocation, code, reason)
+        allocation.exited[agent_id] = code
+        if allocation.outcome is None or (code != 0 and allocation.outcome[0] == 0):
+            allocation.outcome = (code, reason)
+        remaining = sorted(a for a in allocation.agent_slots if a not in allocation.exited)
+        if not remaining:
+            await self._finish(allocation, *allocation.outcome)
+            return
+        await self.logs.master_line(
+            allocation.task_id,
+            allocation.id,
+            f"its part on agent '{agent_id}' {reason}; waiting for agent(s) {', '.join(remaining)}",
+            self.clock(),
+        )
+        if code != 0 and allocation.kill_reason is None:
+            await self._kill(allocation, f"killed: its part on agent '{agent_id}' failed")
 
     async def _set_agent_state(self, event: SetAgentState) -> ConnectedAgent:
         agent = self.agents.get(event.agent_id)

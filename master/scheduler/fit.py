@@ -13,7 +13,8 @@ Rules:
 * A request that does not fit now does not block smaller ones behind it (backfill); instead, if
   preemptible allocations of worse priority hold enough slots, they are named for preemption.
 * Single-agent requests (commands, shells, notebooks) take slots on one agent, best fit first to
-  keep whole agents free; multi-agent requests (distributed trials) may span agents.
+  keep whole agents free. Multi-agent requests (trials) do the same when one agent has room now,
+  and only otherwise span agents, those with the most free slots first (the fewest agents).
 * Zero-slot requests run on the least busy schedulable agent of their pool.
 * A request is unschedulable — rejected, not left queued forever — when its pool's capacity says
   it can never fit; a pool with no capacity information yet (no agents) keeps it waiting.

@@ -219,7 +219,7 @@ class Scheduler(AgentEvents):
         await self.logs.master_line(allocation.task_id, allocation.id, reason, self.clock())
         for agent_id in allocation.agent_slots:
             agent = self.agents.get(agent_id)
-            if agent is not None:
+            if agent is not None and agent_id not in allocation.exited:
                 await _send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
 
     async def _set_state(self, allocation: Allocation, state: AllocationState) -> None:
@@ -245,6 +245,12 @@ class Scheduler(AgentEvents):
         )
         # Forgotten only once stored: whoever no longer finds it in memory reads its end.
         self.allocations.pop(allocation.id, None)
+        if len(allocation.agent_slots) > 1:
+            # Ended without every part's exit (an agent was lost): stop the parts still running.
+            for agent_id in allocation.agent_slots:
+                agent = self.agents.get(agent_id)
+                if agent is not None and agent_id not in allocation.exited:
+                    await _send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
         self.logs.wake(allocation.task_id)
         self._update_idle(allocation.agent_slots, now)
         for hook in self.exit_hooks:
@@ -265,6 +271,14 @@ class Scheduler(AgentEvents):
                 agent.idle_since = now
 
     # ---- the pass ------------------------------------------------------------------------
+
+    def agent_slot_counts(self, allocation_id: str) -> dict[str, int] | None:
+        """How many slots each agent holds of an active allocation (empty while it is queued),
+        None for one that is not active; for ``master.rendezvous``."""
+        allocation = self.allocations.get(allocation_id)
+        if allocation is None:
+            return None
+        return {agent: len(slots) for agent, slots in allocation.agent_slots.items()}
 
     def free_slots(self, agent: ConnectedAgent) -> list[int]:
         return snapshot.free_slots(agent, self.allocations.values())

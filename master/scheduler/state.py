@@ -88,6 +88,11 @@ class Allocation:
     kill_reason: str | None = None
     waiting_reason: str | None = None
     single_agent: bool = True
+    # Agents whose part of the allocation has exited, with its exit code; an allocation spread
+    # over several agents ends once every part has, with ``outcome`` (the first failure's exit
+    # code and reason, else the last part's).
+    exited: dict[str, int | None] = field(default_factory=dict)
+    outcome: tuple[int | None, str] | None = None
     preemptible: bool = False
     preempting: bool = False
     # Interactive tasks (shells, notebooks, TensorBoards) are ready only once their service

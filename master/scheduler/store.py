@@ -19,6 +19,9 @@ from master.scheduler.state import ACTIVE_STATES, Allocation, AllocationState
 # Task types whose allocation is ready only when its service says so (see AllocationReady).
 SERVICE_TASK_TYPES = frozenset({"SHELL", "NOTEBOOK", "TENSORBOARD"})
 PREEMPTIBLE_TASK_TYPES = frozenset({"TRIAL"})
+# Task types that may span agents when no single agent has their slots (distributed trials:
+# their launchers meet through master.rendezvous); fit still prefers one agent.
+MULTI_AGENT_TASK_TYPES = frozenset({"TRIAL"})
 
 
 class AllocationNotFound(LookupError):
@@ -42,6 +45,7 @@ def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocat
         state=AllocationState(row.state),
         agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
         started_at=row.started_at,
+        single_agent=task.task_type not in MULTI_AGENT_TASK_TYPES,
         service=task.task_type in SERVICE_TASK_TYPES,
         # Trials checkpoint and exit when asked, so the scheduler may preempt them.
         preemptible=task.task_type in PREEMPTIBLE_TASK_TYPES,

@@ -482,3 +482,98 @@ def test_unplaceable_trials_killed_trials_and_preemption_timeouts(
     assert "preemption_timeout" in exit_reason
     assert api.post(f"/api/v1/experiments/{stubborn}/kill").status_code == 200
     wait_experiment(api, master, stubborn, "STATE_CANCELED")
+
+
+def test_warm_start_from_another_experiments_checkpoint(
+    cluster: tuple[Master, list[Agent]], tmp_path: Path
+) -> None:
+    """``searcher.source_trial_id``: checked at creation, resolved to that trial's latest
+    checkpoint, which the new trial's first run reads from the source experiment's storage; a
+    restart resumes from the trial's own checkpoint instead."""
+    master, _ = cluster
+    api = Api(master)
+    storage = tmp_path / "source-storage"
+    storage.mkdir()
+    source_id = create(
+        api, config(checkpoint_storage={"type": "shared_fs", "host_path": str(storage)})
+    )
+    wait_experiment(api, master, source_id, "STATE_COMPLETED")
+    (source,) = trials(api, source_id)
+    (source_checkpoint,) = checkpoints(api, source_id)
+    uuid = source_checkpoint["uuid"]
+    assert (storage / uuid / "state.json").exists()
+
+    warm = config(
+        searcher={"max_length": {"batches": 50}, "source_trial_id": source["id"]},
+        env={"FAKE_CRASH_AT": "2"},
+        max_restarts=1,
+    )
+    warm_id = create(api, warm)
+    stored = experiment(api, warm_id)["config"]["searcher"]
+    assert (stored["source_trial_id"], stored["source_checkpoint_uuid"]) == (source["id"], uuid)
+    wait_experiment(api, master, warm_id, "STATE_ERROR")
+    (trial,) = trials(api, warm_id)
+    assert trial["restarts"] == 2
+
+    lines = [e["message"] for e in trial_logs(api, trial["id"])]
+    assert any(f"warm-starting from the model weights of checkpoint {uuid}" in x for x in lines)
+    # Run 1 found the source's checkpoint (in the source's storage) and trained from 0; run 2
+    # resumed from the trial's own checkpoint, without a warm start.
+    warm_lines = [x for x in lines if x.startswith("warm start from ")]
+    assert warm_lines == [f"warm start from {uuid}: trial {source['id']} at 3"]
+    assert any(x.startswith("run 1 latest=- steps=0") for x in lines)
+    own = [x.split()[1] for x in lines if x.startswith("checkpoint ")]
+    assert any(x.startswith(f"run 2 latest={own[0]} steps=2") for x in lines)
+
+    # From a checkpoint by uuid, through the stored config as is.
+    by_uuid = config(searcher={"source_checkpoint_uuid": uuid})
+    by_uuid_id = create(api, by_uuid)
+    wait_experiment(api, master, by_uuid_id, "STATE_COMPLETED")
+    (trial,) = trials(api, by_uuid_id)
+    lines = [e["message"] for e in trial_logs(api, trial["id"])]
+    assert f"warm start from {uuid}: trial {source['id']} at 3" in lines
+
+
+def test_bad_warm_start_references_are_refused(cluster: tuple[Master, list[Agent]]) -> None:
+    master, _ = cluster
+    api = Api(master)
+
+    def refused(searcher: dict[str, Any], **body: Any) -> str:
+        response = api.post(
+            "/api/v1/experiments",
+            json={"config": yaml.safe_dump(config(searcher=searcher)), **body},
+        )
+        assert response.status_code == 400, response.text
+        message: str = response.json()["message"]
+        return message
+
+    both = refused({"source_trial_id": 1, "source_checkpoint_uuid": "x"})
+    assert "searcher.source_trial_id" in both and "searcher.source_checkpoint_uuid" in both
+    assert refused({"source_trial_id": 999}) == "searcher.source_trial_id: trial 999 not found"
+    missing = refused({"source_checkpoint_uuid": "nope"}, validateOnly=True)
+    assert missing == "searcher.source_checkpoint_uuid: checkpoint nope not found"
+
+    # A trial that has not checkpointed yet (its experiment is paused from the start).
+    paused = create(api, config(), activate=False)
+    (trial,) = trials(api, paused)
+    message = refused({"source_trial_id": trial["id"]})
+    assert message == f"searcher.source_trial_id: trial {trial['id']} has no checkpoint"
+
+    # A checkpoint the source experiment's policy deleted (save_trial_latest: 1).
+    crashing = config(
+        searcher={"max_length": {"batches": 50}}, env={"FAKE_CRASH_AT": "2"}, max_restarts=1
+    )
+    crashed = create(api, crashing)
+    wait_experiment(api, master, crashed, "STATE_ERROR")
+
+    def deleted() -> str | None:
+        states = {c["uuid"]: c["state"] for c in checkpoints(api, crashed)}
+        return next((u for u, s in states.items() if s == "STATE_DELETED"), None)
+
+    gone = wait_for("checkpoint GC", deleted, 30, logs=[master.log_path])
+    message = refused({"source_checkpoint_uuid": gone})
+    assert message == (
+        f"searcher.source_checkpoint_uuid: checkpoint {gone} is STATE_DELETED; only a "
+        "STATE_COMPLETED checkpoint can be warm-started from"
+    )
+    assert len(api.get("/api/v1/experiments").json()["experiments"]) == 2

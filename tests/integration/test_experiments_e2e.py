@@ -1,8 +1,10 @@
 """Experiments with the real trainer on a real local cluster: the digits example end to end.
 
 What the quickstart promises: `det experiment create const.yaml .` trains to the stated accuracy,
-`adaptive.yaml` searches 16 trials and stops most early, `distributed.yaml` trains on two slots,
-pause/activate resume exactly, and checkpoints download through the master and directly.
+`adaptive.yaml` searches 16 trials and stops most early, `distributed.yaml` trains on two slots
+(of one agent, and of two agents meeting through the master's rendezvous), pause/activate resume
+exactly, checkpoints download through the master and directly, and a warm-started experiment
+begins with its source trial's weights.
 const.yaml runs as shipped; the others run shorter than their YAML, to keep the suite fast.
 """
 
@@ -29,6 +31,11 @@ def cluster(tmp_path: Path, db_url: str) -> Iterator[tuple[Master, list[Agent]]]
     yield from running_cluster(
         tmp_path, db_url, agents=1, slots=2, tensorboard_dir=str(tmp_path / "tb")
     )
+
+
+@pytest.fixture
+def two_agents(tmp_path: Path, db_url: str) -> Iterator[tuple[Master, list[Agent]]]:
+    yield from running_cluster(tmp_path, db_url, agents=2, slots=1)
 
 
 def example_config(name: str, **changes: Any) -> dict[str, Any]:
@@ -149,6 +156,45 @@ def test_distributed_trains_on_two_slots_like_one(
     assert "[rank=1]" in logs, "no output from a second worker"
 
 
+def test_distributed_trains_across_two_agents_like_one(
+    two_agents: tuple[Master, list[Agent]],
+) -> None:
+    master, agents = two_agents
+    api = Api(master)
+    short = {"epochs": 4}  # fewer leave both runs early on a steep curve, where runs differ more
+    single = create(api, example_config("const.yaml", searcher__max_length=short))
+    assert wait_ended(api, single)["state"] == "STATE_COMPLETED"
+    distributed = create(api, example_config("distributed.yaml", searcher__max_length=short))
+    ended = wait_ended(api, distributed)
+    assert ended["state"] == "STATE_COMPLETED", ended.get("stateReason")
+    (one,) = trials(api, single)
+    (two,) = trials(api, distributed)
+    assert abs(final_accuracy(one) - final_accuracy(two)) <= 0.06
+
+    # One slot of each agent; each agent ran its own rank.
+    (allocation,) = api.task(two["taskId"])["allocations"]
+    assert allocation["agents"] == sorted(agent.id for agent in agents)
+    ranks_on = {
+        rank: {e["agentId"] for e in api.logs(two["taskId"]) if e["message"].startswith(rank)}
+        for rank in ("[rank=0]", "[rank=1]")
+    }
+    assert ranks_on == {"[rank=0]": {"agent-0"}, "[rank=1]": {"agent-1"}}, ranks_on
+
+    # Only the chief reported and checkpointed: each step once, as often as the single run.
+    def training_steps(trial_id: int) -> list[int]:
+        path = f"/api/v1/trials/{trial_id}/metrics"
+        found = api.get(path, params={"group": "training"}).json()["metrics"]
+        return [m["stepsCompleted"] for m in found]
+
+    assert training_steps(two["id"]) == training_steps(one["id"])
+    assert two["checkpointCount"] == one["checkpointCount"]
+
+    # The rendezvous takes only the allocation's own token, not even its owner's.
+    body = {"agentId": "agent-0", "address": "127.0.0.1", "slots": 1}
+    path = f"/api/v1/allocations/{allocation['allocationId']}/rendezvous"
+    assert api.post(path, json=body).status_code == 403
+
+
 def test_pause_and_activate_resume_from_the_checkpoint(
     cluster: tuple[Master, list[Agent]],
 ) -> None:
@@ -236,3 +282,54 @@ def test_a_trial_preempted_by_higher_priority_work_resumes_and_completes(
     assert trial["runId"] >= 2 and trial["restarts"] == 0
     logs = api.get(f"/api/v1/trials/{trial['id']}/logs").text
     assert "preempted" in logs
+
+
+def validation_losses(api: Api, trial_id: int) -> dict[int, float]:
+    """Batches trained -> validation loss, for each validation of the trial."""
+    found = api.get(f"/api/v1/trials/{trial_id}/metrics", params={"group": "validation"}).json()
+    return {
+        m["stepsCompleted"]: float(m["metrics"]["avgMetrics"]["validation_loss"])
+        for m in found["metrics"]
+    }
+
+
+def test_warm_start_begins_with_the_source_trials_weights(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    """Determined's warm start: ``source_trial_id`` gives every trial of a new experiment the
+    source trial's latest weights; the trainer starts counting from batch 0. The initial
+    validation shows it: the new trial begins where the source ended, not where an untrained
+    model begins."""
+    master, _ = cluster
+    api = Api(master)
+    source_id = create(
+        api,
+        example_config(
+            "const.yaml", searcher__max_length={"batches": 40}, perform_initial_validation=True
+        ),
+    )
+    assert wait_ended(api, source_id)["state"] == "STATE_COMPLETED"
+    (source,) = trials(api, source_id)
+    source_losses = validation_losses(api, source["id"])
+    untrained, trained = source_losses[0], source_losses[40]
+    # 40 batches (under 2 epochs) take the loss from about ln 10 = 2.3 to about 0.8.
+    assert trained < 0.6 * untrained, source_losses
+
+    warm_id = create(
+        api,
+        example_config(
+            "const.yaml",
+            searcher__max_length={"batches": 1},
+            searcher__source_trial_id=source["id"],
+            perform_initial_validation=True,
+        ),
+    )
+    ended = wait_ended(api, warm_id)
+    assert ended["state"] == "STATE_COMPLETED", ended.get("stateReason")
+    (trial,) = trials(api, warm_id)
+    losses = validation_losses(api, trial["id"])
+    assert sorted(losses) == [0, 1]  # counted from batch 0, one batch trained
+    assert losses[0] == pytest.approx(trained, rel=1e-4)  # the source's final weights
+    assert trial["totalBatchesProcessed"] == 1
+    logs = api.get(f"/api/v1/trials/{trial['id']}/logs").text
+    assert f"warm start: model weights from checkpoint {source['latestCheckpoint']}" in logs

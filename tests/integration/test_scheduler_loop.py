@@ -13,6 +13,7 @@ from agent.protocol import (
     AllocationStarted,
     DeviceType,
     Hello,
+    KillAllocation,
     MasterMessage,
     Reject,
     RunningAllocation,
@@ -93,9 +94,14 @@ def run(db_url: str, tmp_path: Path, body: Callable[[MasterState], Awaitable[Non
     asyncio.run(main())
 
 
-async def submit(state: MasterState, slots: int) -> Any:
-    spec = TaskSpec("COMMAND", 1, "test", None, slots, 42, ["true"])
+async def submit(state: MasterState, slots: int, task_type: str = "COMMAND") -> Any:
+    spec = TaskSpec(task_type, 1, "test", None, slots, 42, ["true"])
     return await submit_task(state, spec)
+
+
+async def exit_on(state: MasterState, link: FakeLink, agent_id: str, alloc: str, code: int) -> None:
+    exited = AllocationExited(allocation_id=alloc, exit_code=code, ended_at=utc_now())
+    await state.scheduler.call(AgentReport(agent_id=agent_id, link=link, message=exited))
 
 
 async def connect(state: MasterState, message: Hello) -> tuple[FakeLink, Any]:
@@ -243,3 +249,51 @@ def test_after_a_restart_known_pools_wait_for_their_agents(db_url: str, tmp_path
 
     run(db_url, tmp_path, first_run)
     run(db_url, tmp_path, second_run)
+
+
+def test_a_trial_spans_agents_only_when_no_single_agent_has_its_slots(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        small, _ = await connect(state, hello("a", 1))
+        big, _ = await connect(state, hello("b", 2))
+        whole = await submit(state, 2, "TRIAL")
+        assert big.started() == [whole.allocation_id] and small.started() == []
+        assert scheduler.agent_slot_counts(whole.allocation_id) == {"b": 2}
+        await exit_on(state, big, "b", whole.allocation_id, 0)
+
+        spread = await submit(state, 3, "TRIAL")
+        assert small.started() == big.started()[1:] == [spread.allocation_id]
+        assert scheduler.agent_slot_counts(spread.allocation_id) == {"a": 1, "b": 2}
+        command = await submit(state, 3)  # commands stay on one agent
+        assert command.rejection and "on one agent" in command.rejection
+
+    run(db_url, tmp_path, body)
+
+
+def test_a_spread_allocation_ends_once_every_part_has(db_url: str, tmp_path: Path) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        a, _ = await connect(state, hello("a", 1))
+        b, _ = await connect(state, hello("b", 1))
+        done = await submit(state, 2, "TRIAL")
+        await exit_on(state, b, "b", done.allocation_id, 0)
+        assert done.allocation_id in scheduler.allocations  # "a" may still be reporting
+        await exit_on(state, a, "a", done.allocation_id, 0)
+        assert done.allocation_id not in scheduler.allocations
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, done.allocation_id))
+        assert (row.exit_code, row.exit_reason) == (0, "exited successfully (exit code 0)")
+
+        # One part fails: the other is killed, and the failure is the allocation's outcome.
+        failed = await submit(state, 2, "TRIAL")
+        await exit_on(state, b, "b", failed.allocation_id, 3)
+        kills = [m for m in a.sent if isinstance(m, KillAllocation)]
+        assert [k.allocation_id for k in kills] == [failed.allocation_id]
+        assert "part on agent 'b' failed" in kills[0].reason
+        assert not any(isinstance(m, KillAllocation) for m in b.sent)
+        await exit_on(state, a, "a", failed.allocation_id, 143)
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, failed.allocation_id))
+        assert (row.exit_code, row.exit_reason) == (3, "exited with code 3")
+
+    run(db_url, tmp_path, body)

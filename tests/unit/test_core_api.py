@@ -183,6 +183,38 @@ def test_upload_and_failed_store_path(
             pass
 
 
+def test_warm_start_checkpoint_is_read_from_its_own_storage(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The warm-start checkpoint lives in another experiment's storage: core.checkpoint reads
+    it there, and the trial's own checkpoints still go to the trial's storage."""
+    source = tmp_path / "other-experiment"
+    uuid = "2f6c3a53-8d1e-4a52-9d35-6b0f3e7d1c11"
+    (source / uuid).mkdir(parents=True)
+    (source / uuid / "weights.bin").write_bytes(b"w")
+    (source / uuid / "metadata.json").write_text('{"steps_completed": 20}')
+    warm = {
+        **env,
+        "DET_WARM_START_CHECKPOINT": uuid,
+        "DET_WARM_START_STORAGE": json.dumps({"type": "shared_fs", "host_path": str(source)}),
+    }
+    with harness.core.init(environ=warm) as core:
+        assert core.info.latest_checkpoint is None
+        assert core.info.warm_start_checkpoint == uuid
+        assert core.info.warm_start_storage == {"type": "shared_fs", "host_path": str(source)}
+        with core.checkpoint.restore_path(uuid) as path:
+            assert (path / "weights.bin").read_bytes() == b"w"
+        assert core.checkpoint.get_metadata(uuid) == {"steps_completed": 20}
+        core.checkpoint.download(uuid, tmp_path / "copy")
+        mine = core.checkpoint.upload(tmp_path / "copy", {"steps_completed": 0})
+        assert (tmp_path / "checkpoints" / mine / "weights.bin").exists()
+
+    with harness.core.init(environ=env) as core:
+        assert core.info.warm_start_checkpoint is None and core.info.warm_start_storage is None
+    with pytest.raises(NotInTrialError, match="DET_WARM_START_STORAGE is not valid JSON"):
+        TrialEnv.from_environ({**warm, "DET_WARM_START_STORAGE": "{nope"})
+
+
 def test_only_the_chief_checkpoints(env: dict[str, str]) -> None:
     worker = DistributedContext(rank=1, size=2)
     with (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from master.scheduler.fit import (
     AgentCapacity,
     PoolCapacity,
@@ -107,6 +109,33 @@ def test_multi_agent_request_spans_agents() -> None:
     result = fit([req("r", slots=3, single_agent=False)], [agent("a", 2), agent("b", 2)], [])
     placement = result.assignments["r"]
     assert sum(len(s) for s in placement.values()) == 3
+
+
+@pytest.mark.parametrize(
+    ("agents", "slots", "expected"),
+    [
+        # One agent has room: it alone is used (best fit), even though spanning is allowed.
+        ([agent("a", 1), agent("b", 2)], 2, {"b": 2}),
+        ([agent("a", 4), agent("b", 2)], 2, {"b": 2}),
+        ([agent("a", 4, free=2), agent("b", 4)], 2, {"a": 2}),
+        # None has room: span, most free slots first, so as few agents as possible.
+        ([agent("a", 1), agent("b", 1)], 2, {"a": 1, "b": 1}),
+        ([agent("a", 1), agent("b", 3), agent("c", 2)], 4, {"b": 3, "c": 1}),
+        ([agent("a", 2), agent("b", 2), agent("c", 1)], 4, {"a": 2, "b": 2}),
+    ],
+)
+def test_multi_agent_request_prefers_one_agent(
+    agents: list[AgentCapacity], slots: int, expected: dict[str, int]
+) -> None:
+    result = fit([req("r", slots=slots, single_agent=False)], agents, [])
+    assert {a: len(s) for a, s in result.assignments["r"].items()} == expected
+
+
+def test_multi_agent_request_too_large_for_the_pool_is_rejected() -> None:
+    result = fit([req("r", slots=5, single_agent=False)], [agent("a", 2), agent("b", 2)], [])
+    assert result.unschedulable == {
+        "r": "requests 5 slots, but resource pool 'default' has 4 in total"
+    }
 
 
 def test_too_large_for_the_pool_is_rejected_with_a_reason() -> None:

@@ -7,6 +7,7 @@ checkpoint computes exactly what an uninterrupted run computes.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -110,16 +111,19 @@ def run(
     latest: str | None = None,
     preempt: Callable[[Call], bool] | None = None,
     run_id: int = 1,
+    trial_class: type[harness.pytorch.Trial] | None = None,
+    env: dict[str, str] | None = None,
     **config: Any,
 ) -> tuple[Outcome, FakeTrialMaster]:
-    """One trial run of ``TinyTrial`` in this process; checkpoints in ``tmp_path/checkpoints``."""
+    """One trial run of ``TinyTrial`` (or ``trial_class``) in this process, with ``env`` added
+    to its variables; checkpoints in ``tmp_path/checkpoints``."""
     config.setdefault("scheduling_unit", 4)
     config.setdefault(
         "searcher", {"name": "single", "metric": "validation_loss", "max_length": {"batches": 24}}
     )
     with running_fake_trial_master(ops) as master:
         master.preempt_when = preempt
-        env = trial_environ(
+        environ = trial_environ(
             master,
             config=experiment_config(entrypoint="tests.unit.test_trainer:TinyTrial", **config),
             hparams=hparams or HPARAMS,
@@ -128,8 +132,9 @@ def run(
             trial_run_id=run_id,
             DET_TENSORBOARD_DIR=str(tmp_path / "tensorboard"),
         )
-        with harness.core.init(environ=env) as core:
-            outcome = Trainer(TinyTrial, core).run()
+        environ.update(env or {})
+        with harness.core.init(environ=environ) as core:
+            outcome = Trainer(trial_class or TinyTrial, core).run()
     return outcome, master
 
 
@@ -278,6 +283,93 @@ def test_preempted_before_training_still_checkpoints(tmp_path: Path) -> None:
             assert Trainer(TinyTrial, core).run() is Outcome.PREEMPTED
     assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [0]
     assert master.acks() == 1
+
+
+# ---- warm start -----------------------------------------------------------------------------
+
+
+class FirstStepSpy(TinyTrial):
+    """TinyTrial noting its state when the first training step begins, i.e. after the trainer
+    loaded whatever it loads and before any step changed it."""
+
+    seen: dict[str, Any] = {}
+
+    def train_batch(self, batch: Any, epoch_idx: int, batch_idx: int) -> dict[str, Any]:
+        if not FirstStepSpy.seen:
+            FirstStepSpy.seen.update(
+                batch_idx=batch_idx,
+                weights={k: v.clone() for k, v in self.model.state_dict().items()},
+                optimizer=self.optimizer.state_dict(),
+            )
+        return super().train_batch(batch, epoch_idx, batch_idx)
+
+
+def warm_start_env(storage: Path, uuid: str) -> dict[str, str]:
+    return {
+        "DET_WARM_START_CHECKPOINT": uuid,
+        "DET_WARM_START_STORAGE": json.dumps({"type": "shared_fs", "host_path": str(storage)}),
+    }
+
+
+def test_warm_start_loads_only_the_model_weights(tmp_path: Path) -> None:
+    _, source = run(tmp_path / "source", [16])
+    uuid = source.latest_checkpoint()
+    assert uuid is not None
+    source_state = saved_state(tmp_path / "source", uuid)
+    (source_validation,) = source.metrics("validation")
+
+    # Another experiment's trial, with its own (empty) storage: the weights come from the
+    # source's storage.
+    FirstStepSpy.seen.clear()
+    _, warm = run(
+        tmp_path / "warm",
+        [8],
+        trial_class=FirstStepSpy,
+        env=warm_start_env(tmp_path / "source" / "checkpoints", uuid),
+        perform_initial_validation=True,
+    )
+    seen = FirstStepSpy.seen
+    assert seen["batch_idx"] == 0
+    for name, tensor in source_state["models"][0].items():
+        assert torch.equal(seen["weights"][name], tensor), f"weights {name} not loaded"
+    assert seen["optimizer"]["state"] == {}, "the optimizer's momentum was carried over"
+    assert seen["optimizer"]["param_groups"][0]["lr"] == HPARAMS["learning_rate"]  # fresh LR
+
+    # It validates the loaded model first, then counts its own batches from 0.
+    initial, final = warm.metrics("validation")
+    assert final["stepsCompleted"] == 8
+    assert initial["stepsCompleted"] == 0
+    assert initial["avgMetrics"]["validation_loss"] == pytest.approx(
+        source_validation["avgMetrics"]["validation_loss"], rel=1e-6
+    )
+    assert [m["stepsCompleted"] for m in warm.metrics("training")] == [4, 8]
+    (checkpoint,) = warm.checkpoints()
+    assert checkpoint["metadata"]["steps_completed"] == 8
+    assert saved_state(tmp_path / "warm", checkpoint["uuid"])["trainer"]["batches_trained"] == 8
+
+
+def test_own_checkpoint_wins_over_the_warm_start(tmp_path: Path) -> None:
+    _, source = run(tmp_path / "source", [4])
+    _, first = run(tmp_path / "warm", [8])
+    own = first.latest_checkpoint()
+    source_uuid = source.latest_checkpoint()
+    assert own is not None and source_uuid is not None
+    _, resumed = run(
+        tmp_path / "warm",
+        [16],
+        latest=own,
+        run_id=2,
+        env=warm_start_env(tmp_path / "source" / "checkpoints", source_uuid),
+    )
+    assert resumed.metrics("training")[0]["stepsCompleted"] == 12  # continued from batch 8
+
+
+def test_warm_start_from_a_foreign_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    uuid = "0e9b7c7a-5a0c-4bb4-9a57-1f9d2a7a4a10"
+    (tmp_path / "source" / uuid).mkdir(parents=True)
+    (tmp_path / "source" / uuid / "model.bin").write_bytes(b"not ours")
+    with pytest.raises(RuntimeError, match=r"no state\.pt: .* cannot warm-start from it"):
+        run(tmp_path / "warm", [4], env=warm_start_env(tmp_path / "source", uuid))
 
 
 # ---- units ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``python -m harness.launch`` as the agent runs it, against the fake trial master: trainer and
-shell entrypoints, two distributed workers on CPU (gloo), worker failures and signals, and the
-Core API example including preemption and resuming."""
+shell entrypoints, two distributed workers on CPU (gloo) on one agent and on two agents meeting
+through the master's rendezvous (and the rank arithmetic behind it), worker failures and signals,
+and the Core API example including preemption and resuming."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def launch(
     latest: str | None = None,
     slot_ids: str = "0",
     name: str = "run",
+    **extra: str,
 ) -> Launch:
     env = trial_environ(
         master,
@@ -79,6 +81,7 @@ def launch(
         latest_checkpoint=latest,
         DET_SLOT_IDS=slot_ids,
     )
+    env.update(extra)
     return Launch(env, cwd or tmp_path, tmp_path / name)
 
 
@@ -118,13 +121,142 @@ def test_two_workers_train_report_once_and_resume_exactly(tmp_path: Path) -> Non
     assert second.completed_ops() == straight.completed_ops()
 
 
-def test_slots_on_several_agents_are_refused(tmp_path: Path) -> None:
+def test_two_agents_meet_through_the_master_and_train_as_one(tmp_path: Path) -> None:
+    config = experiment_config(entrypoint=TINY, scheduling_unit=3, resources={"slots_per_trial": 2})
+    with running_fake_trial_master([10]) as master:
+        master.rendezvous_agents = {"agent-b": 1, "agent-a": 1}
+        runs = {
+            agent: launch(master, tmp_path, config=config, name=agent, DET_AGENT_ID=agent)
+            for agent in ("agent-b", "agent-a")  # the later id first: ranks follow ids
+        }
+        for run in runs.values():
+            assert run.wait(timeout=80) == 0, run.output
+    a, b = runs["agent-a"].output, runs["agent-b"].output
+    assert "[rank=0]" in a and "[rank=1]" not in a
+    assert "[rank=1]" in b and "[rank=0]" not in b
+    training = master.metrics("training")
+    assert [m["stepsCompleted"] for m in training] == [3, 6, 9, 10]  # once each: the chief
+    assert all(m["avgMetrics"]["rank"] == 0.5 for m in training)
+    assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [10]
+    assert {body["agentId"] for body in master.posts("/rendezvous")} == {"agent-a", "agent-b"}
+
+
+def test_rendezvous_refused_by_the_master_fails_the_launch(tmp_path: Path) -> None:
     config = experiment_config(entrypoint=TINY, resources={"slots_per_trial": 4})
     with running_fake_trial_master([6]) as master:
-        run = launch(master, tmp_path, config=config, slot_ids="0,1")
+        run = launch(master, tmp_path, config=config, slot_ids="0,1", DET_AGENT_ID="a")
         assert run.wait() == 2
-    assert "spread over several agents" in run.output
-    assert master.calls == []
+    assert "refused this agent's rendezvous" in run.output
+    assert [c.path for c in master.calls] == [
+        f"/api/v1/allocations/{master.allocation_id}/rendezvous"
+    ]
+
+
+# ---- rank arithmetic and the rendezvous loop -------------------------------------------------
+
+
+def ready_answer(*members: tuple[str, int], port: int = 29500) -> dict[str, Any]:
+    listed: list[dict[str, Any]] = []
+    offset = 0
+    for agent_id, slots in members:
+        listed.append(
+            {
+                "agentId": agent_id,
+                "address": f"10.0.0.{len(listed) + 1}",
+                "slots": slots,
+                "rankOffset": offset,
+            }
+        )
+        offset += slots
+    return {
+        "ready": True,
+        "members": listed,
+        "missing": [],
+        "masterAddr": "10.0.0.1",
+        "masterPort": port,
+    }
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "expected_ranks"),
+    [("a", [0, 1]), ("b", [2]), ("c", [3, 4, 5])],
+)
+def test_ranks_follow_the_members_rank_offsets(agent_id: str, expected_ranks: list[int]) -> None:
+    from harness.launch import worker_environ
+    from harness.rendezvous import layout_from_answer
+
+    layout = layout_from_answer(ready_answer(("a", 2), ("b", 1), ("c", 3)), agent_id, 6)
+    envs = [worker_environ({}, layout, i, None) for i in range(layout.local_size)]
+    assert [int(e["RANK"]) for e in envs] == expected_ranks
+    assert [int(e["LOCAL_RANK"]) for e in envs] == list(range(len(expected_ranks)))
+    for env in envs:
+        assert env["WORLD_SIZE"] == "6"
+        assert env["LOCAL_WORLD_SIZE"] == str(len(expected_ranks))
+        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == ("10.0.0.1", "29500")
+
+
+def test_single_agent_layout_is_all_local() -> None:
+    from harness.launch import worker_environ
+    from harness.rendezvous import single_agent_layout
+
+    layout = single_agent_layout(3)
+    envs = [worker_environ({}, layout, i, 2) for i in range(3)]
+    assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"]) for e in envs] == [
+        ("0", "0", "3"),
+        ("1", "1", "3"),
+        ("2", "2", "3"),
+    ]
+    assert {e["MASTER_ADDR"] for e in envs} == {"127.0.0.1"}
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"2"}
+
+
+def test_an_answer_that_does_not_add_up_is_refused() -> None:
+    from harness.rendezvous import RendezvousError, layout_from_answer
+
+    with pytest.raises(RendezvousError, match="gathered 3 slots, but the trial has 4"):
+        layout_from_answer(ready_answer(("a", 2), ("b", 1)), "a", 4)
+    with pytest.raises(RendezvousError, match="does not list this agent 'z'"):
+        layout_from_answer(ready_answer(("a", 2), ("b", 1)), "z", 3)
+
+
+def test_rendezvous_repeats_until_ready_and_names_the_missing_agents() -> None:
+    from harness.client import APIError, MasterUnreachableError
+    from harness.rendezvous import RendezvousError, wait_until_ready
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def waiting(_: int) -> dict[str, Any]:
+        now[0] += 30
+        return {"ready": False, "members": [], "missing": ["agent-7", "agent-9"]}
+
+    with pytest.raises(RendezvousError, match=r"waiting for agent\(s\) agent-7, agent-9"):
+        wait_until_ready(waiting, 100, clock=lambda: now[0], sleep=sleep)
+
+    answers: list[Any] = [
+        MasterUnreachableError("m", "connection refused"),
+        {"ready": False, "missing": ["b"]},
+        ready_answer(("a", 1), ("b", 1)),
+    ]
+    asked: list[int] = []
+
+    def eventually(timeout_seconds: int) -> dict[str, Any]:
+        asked.append(timeout_seconds)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+
+    assert wait_until_ready(eventually, 100, clock=lambda: now[0], sleep=sleep)["ready"]
+    assert asked == [30, 30, 30]
+
+    def refused(_: int) -> dict[str, Any]:
+        raise APIError(403, "only allocation x's own token may report for it")
+
+    with pytest.raises(RendezvousError, match="refused this agent's rendezvous: only"):
+        wait_until_ready(refused, 100, clock=lambda: now[0], sleep=sleep)
 
 
 def test_shell_entrypoint_gets_the_environment_and_its_exit_code_counts(tmp_path: Path) -> None:

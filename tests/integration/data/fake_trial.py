@@ -11,6 +11,9 @@ Environment (from the experiment config's ``environment_variables``):
 - ``FAKE_STEP_SECONDS``: sleep per batch (default 0);
 - ``FAKE_CRASH_AT``: checkpoint and exit 3 once this many batches are trained in this run;
 - ``FAKE_IGNORE_PREEMPTION``: never look at the preemption signal.
+
+With ``DET_WARM_START_CHECKPOINT`` it reads that checkpoint from ``DET_WARM_START_STORAGE`` and
+prints what it found, but trains from step 0.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ ALLOCATION = os.environ["DET_ALLOCATION_ID"]
 TASK = os.environ["DET_TASK_ID"]
 HPARAMS = json.loads(os.environ["DET_HPARAMS"])
 LATEST = os.environ.get("DET_LATEST_CHECKPOINT", "")
+WARM_START = os.environ.get("DET_WARM_START_CHECKPOINT", "")
 STORAGE = build_storage(json.loads(os.environ["DET_CHECKPOINT_STORAGE"]))
 STEP_SECONDS = float(os.environ.get("FAKE_STEP_SECONDS", "0"))
 CRASH_AT = int(os.environ.get("FAKE_CRASH_AT", "0"))
@@ -111,6 +115,14 @@ def main() -> int:
     print(
         f"run {RUN} latest={LATEST or '-'} steps={steps} hparams={json.dumps(HPARAMS)}", flush=True
     )
+    if WARM_START:  # read it where the master says it is, but start counting from 0
+        warm_storage = build_storage(json.loads(os.environ["DET_WARM_START_STORAGE"]))
+        with warm_storage.restore_path(WARM_START) as path:
+            source = json.loads((path / "state.json").read_text())
+        print(
+            f"warm start from {WARM_START}: trial {source['trial']} at {source['steps']}",
+            flush=True,
+        )
     trained_here = 0
     while True:
         answer = call("GET", f"/api/v1/trials/{TRIAL}/searcher/operation")
