@@ -45,6 +45,14 @@ from torch.utils.data import DataLoader
 import harness.core
 from harness.launch import load_trial_class
 from harness.pytorch import Outcome, Trainer
+from tests.fake_trial_master import (
+    ALLOCATION_ID,
+    FakeTrialMaster,
+    _handler_for,
+    experiment_config,
+    running_fake_trial_master,
+    trial_environ,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digits_pytorch"
@@ -192,7 +200,7 @@ class _TimedTrainer(Trainer):
 
 
 @contextmanager
-def fake_master(ops: list[int], *, stock: bool = False) -> Iterator[Any]:
+def fake_master(ops: list[int], *, stock: bool = False) -> Iterator[FakeTrialMaster]:
     """The test suite's fake trial master on a free loopback port, for the ``with`` block.
 
     Its handler writes an answer's headers and body in two ``send`` calls; with Nagle's
@@ -200,13 +208,6 @@ def fake_master(ops: list[int], *, stock: bool = False) -> Iterator[Any]:
     real master (uvicorn on asyncio) sets ``TCP_NODELAY`` on every connection, so here the fake
     does too; ``stock`` serves it as ``tests/fake_trial_master.py`` does, to show the difference.
     """
-    from tests.fake_trial_master import (
-        ALLOCATION_ID,
-        FakeTrialMaster,
-        _handler_for,
-        running_fake_trial_master,
-    )
-
     if stock:
         with running_fake_trial_master(ops) as stock_master:
             yield stock_master
@@ -245,8 +246,6 @@ def run_harness(
     stock_fake: bool = False,
 ) -> tuple[Timing, dict[str, torch.Tensor]]:
     """``DigitsTrial`` through ``harness.pytorch`` against the loopback fake master."""
-    from tests.fake_trial_master import experiment_config, trial_environ
-
     example = example_config()
     config = experiment_config(
         entrypoint=example["entrypoint"],
@@ -304,8 +303,6 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # tests.fake_trial_master
     hparams: dict[str, Any] = example["hyperparameters"]
     module, _, class_name = example["entrypoint"].partition(":")
     trial_class = load_trial_class(module, class_name, str(EXAMPLE))
