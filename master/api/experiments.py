@@ -3,32 +3,33 @@ experiment's trials and checkpoints (docs/design/experiments.md, "REST used by p
 
 State changes go through the experiment engine (``request.app.state.experiments``); reads come
 straight from the database, shaped by ``master.experiments.views``.
+
+This module holds every route of the prefix and the helpers the trial, checkpoint and preemption
+routes share (:func:`master_state`, :func:`engine_of`, :func:`engine_call`,
+:func:`checkpoint_page`). What a new experiment must pass before the engine sees it (request
+fields, config, warm start, model definition) is the bulk of creating, and lives in
+``master.api.experiment_create``; the create route here only posts its event and reads back.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import tarfile
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
-import yaml
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import Select, and_, delete, exists, false, func, select
 from sqlalchemy.orm import Session
 
-from harness.experiment_config import ConfigError, ExperimentConfig, parse_experiment_config
 from master import auth, models
-from master.api.commands import ContextFile, context_files
 from master.api.errors import ApiError, bad_request, forbidden, not_found
+from master.api.experiment_create import CreateExperimentRequest, new_experiment
 from master.api.paging import page, sort_order
-from master.api.wire import WireModel
-from master.experiments import views, warm_start
+from master.experiments import views
 from master.experiments.engine import ExperimentEngine
-from master.experiments.live import CreateExperiment, EngineError, ExperimentAction
+from master.experiments.live import EngineError, ExperimentAction
 from master.experiments.states import EXPERIMENT_TERMINAL
 from master.scheduler.state import AllocationState
 from master.state import MasterState
@@ -99,91 +100,22 @@ async def engine_call(engine: ExperimentEngine, event: Any) -> Any:
 # ---- create --------------------------------------------------------------------------------------
 
 
-class CreateExperimentRequest(WireModel):
-    config: str | dict[str, Any] | None = None
-    model_definition: list[ContextFile] = []
-    activate: bool | None = True
-    validate_only: bool | None = False
-    project_id: int | None = None
-    parent_id: int | None = None
-    template: str | None = None
-    unmanaged: bool | None = None
-
-
-def _config_text(raw: str | dict[str, Any] | None) -> str:
-    if raw is None:
-        raise bad_request("config: the experiment config (YAML text) is required")
-    return raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False)
-
-
-def _decoded_size(files: dict[str, str]) -> int:
-    """Bytes of the model definition once decoded; 400 for content that is not base64."""
-    total = 0
-    for path, content in files.items():
-        try:
-            total += len(base64.b64decode(content, validate=True))
-        except binascii.Error as exc:
-            raise bad_request(f"modelDefinition: {path}: content is not base64 ({exc})") from exc
-    return total
-
-
-def _check_request(body: CreateExperimentRequest, state: MasterState) -> ExperimentConfig:
-    if body.template:
-        raise bad_request("template: config templates are not supported; send the full config")
-    if body.unmanaged:
-        raise bad_request("unmanaged: unmanaged experiments are not supported")
-    if body.parent_id:
-        raise bad_request("parentId: forking an experiment is not supported")
-    if body.project_id not in (None, 0, views.DEFAULT_PROJECT_ID):
-        raise not_found(f"project {body.project_id} (only project 1, Uncategorized, exists)")
-    try:
-        config = parse_experiment_config(_config_text(body.config))
-    except ConfigError as exc:
-        raise bad_request(f"invalid experiment config: {exc}") from exc
-    pools = [p.pool_name for p in state.config.resource_pools]
-    pool = config.resources.resource_pool
-    if pool is not None and pool not in pools:
-        raise bad_request(f"resources.resource_pool: unknown pool '{pool}'; available: {pools}")
-    return config
-
-
 @router.post("")
 async def create_experiment(
     body: CreateExperimentRequest,
     request: Request,
     user: models.User = Depends(auth.current_user),
 ) -> dict[str, Any]:
+    # Checked by ``experiment_create``; ``validateOnly`` answers a placeholder experiment.
     state = master_state(request)
     engine = engine_of(request)
-    config = _check_request(body, state)
-    try:
-        engine.validate(config)
-    except EngineError as exc:
-        raise ApiError(exc.status, str(exc)) from exc
-    try:
-        config = await state.db.run(partial(warm_start.resolve, config=config))
-    except warm_start.WarmStartError as exc:
-        raise bad_request(str(exc)) from exc
-    files = context_files(body.model_definition)
-    size = _decoded_size(files)
+    event = await new_experiment(body, state, engine, owner_id=user.id)
     if body.validate_only:
         return {
             "experiment": views.placeholder_experiment(),
-            "config": views.public_config(config.model_dump(mode="json")),
+            "config": views.public_config(event.config.model_dump(mode="json")),
         }
-    storage = config.checkpoint_storage or state.config.resolved_checkpoint_storage
-    experiment_id = await engine_call(
-        engine,
-        CreateExperiment(
-            owner_id=user.id,
-            config=config,
-            original_config=_config_text(body.config),
-            checkpoint_storage=storage.model_dump(mode="json"),
-            files=files,
-            model_definition_size=size,
-            activate=body.activate is not False,
-        ),
-    )
+    experiment_id = await engine_call(engine, event)
 
     def read(session: Session) -> dict[str, Any]:
         row = load_experiment(session, experiment_id)

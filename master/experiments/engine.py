@@ -7,6 +7,12 @@ then the database in one transaction (:class:`store.Change`: the searcher's snap
 trial rows it implies), then acts: submits trial runs as TRIAL tasks, kills or preempts them,
 collects checkpoints. The decisions themselves are pure (``plan``, ``states``, ``search``).
 
+This module holds that loop: dispatching events to their handlers, turning each into a
+:class:`Plan`, carrying the plan out in order (:meth:`ExperimentEngine._execute`), and
+rebuilding after a restart. The hands it acts with live apart, each behind a small contract:
+starting, signalling and killing a trial's runs in ``runs`` (:class:`TrialRuns`), deleting
+checkpoints in ``gc`` (:class:`CheckpointCollector`).
+
 On start it rebuilds from the database: each unfinished experiment's searcher is restored from
 its snapshot, runs still alive in the scheduler are re-attached, runs that ended while nobody
 was looking are handled as the exits they were, and trials that should run but have no run are
@@ -24,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment_config import ExperimentConfig, SharedFSStorage
-from master.api.errors import ApiError
-from master.experiments import store, warm_start
+from master.experiments import store
 from master.experiments.gc import CheckpointCollector
-from master.experiments.launch import TASK_TYPE, RunRequest, trial_spec
+from master.experiments.launch import TASK_TYPE
 from master.experiments.live import (
     CreateExperiment,
     EarlyExit,
@@ -45,6 +50,7 @@ from master.experiments.live import (
 )
 from master.experiments.plan import Plan
 from master.experiments.restore import restore
+from master.experiments.runs import TrialRuns
 from master.experiments.search import (
     DefaultSearcherFactory,
     SearcherFactory,
@@ -61,7 +67,6 @@ from master.experiments.states import (
 from master.experiments.store import NewTrialRow
 from master.scheduler.state import Allocation, AllocationState, KillTask
 from master.state import MasterState
-from master.tasks import submit_task
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class ExperimentEngine:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.runs = TrialRuns(state, self.signals, self.post, self._spawn)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -377,30 +383,7 @@ class ExperimentEngine:
         found = self._trial_of_allocation(event.allocation_id)
         if found is None or not self.signals.is_raised(event.allocation_id):
             return
-        experiment, trial = found
-        timeout = experiment.config.preemption_timeout
-        trial.killed = True
-        assert trial.task_id is not None
-        await self.state.scheduler.call(
-            KillTask(
-                task_id=trial.task_id,
-                reason=f"killed: did not exit within preemption_timeout ({timeout}) of being "
-                "asked to checkpoint",
-            )
-        )
-
-    def _signal(self, experiment: LiveExperiment, allocation_id: str) -> None:
-        if self.signals.is_raised(allocation_id):
-            return
-        self.signals.signal(allocation_id)
-        timeout = experiment.config.preemption_timeout
-        if timeout is not None:
-
-            async def deadline() -> None:
-                await asyncio.sleep(timeout.total_seconds())
-                self.post(PreemptionDeadline(allocation_id=allocation_id))
-
-            self._spawn(deadline())
+        await self.runs.kill_after_deadline(*found)
 
     # ---- acting --------------------------------------------------------------------------------
 
@@ -412,7 +395,7 @@ class ExperimentEngine:
         experiment = plan.experiment
         # Log lines first: a trial's logs are complete once it is seen to have ended.
         for trial, text, level in plan.notes:
-            await self._note(trial, text, level)
+            await self.runs.note(trial, text, level)
         created = await self.db.run(
             partial(store.apply_change, change=plan.change, now=self.state.clock())
         )
@@ -424,85 +407,19 @@ class ExperimentEngine:
         for task_id, reason in plan.kills:
             await self.state.scheduler.call(KillTask(task_id=task_id, reason=reason))
         for allocation_id in plan.preempts:
-            self._signal(experiment, allocation_id)
+            self.runs.ask_to_stop(experiment, allocation_id)
         launched: set[int] = set()
         for trial in plan.launches:
             if trial.id in launched or trial.allocation_id is not None:
                 continue
             if trial.state == TrialState.ACTIVE and experiment.state == ExperimentState.ACTIVE:
                 launched.add(trial.id)
-                await self._launch(experiment, trial)
+                await self.runs.launch(experiment, trial)
         if plan.collect:
             final = experiment.state in EXPERIMENT_TERMINAL
             self._spawn(self.collector.collect(experiment.id, experiment.checkpoint_storage, final))
         if experiment.state in EXPERIMENT_TERMINAL:
             self.experiments.pop(experiment.id, None)
-
-    async def _launch(self, experiment: LiveExperiment, trial: LiveTrial) -> None:
-        run_id = trial.run_id + 1
-        inputs = await self.db.run(
-            partial(
-                store.start_run,
-                trial_id=trial.id,
-                run_id=run_id,
-                warm_start_checkpoint=experiment.config.searcher.source_checkpoint_uuid,
-            )
-        )
-        trial.run_id = run_id
-        trial.early_exit = None
-        trial.killed = False
-        latest, warm = inputs.latest_checkpoint, inputs.warm_start
-        request = RunRequest(
-            experiment_id=experiment.id,
-            trial_id=trial.id,
-            run_id=run_id,
-            owner_id=experiment.owner_id,
-            hparams=inputs.hparams,
-            latest_checkpoint=latest,
-            checkpoint_storage=experiment.checkpoint_storage,
-            files=inputs.files,
-            warm_start_checkpoint=warm.checkpoint if warm else None,
-            warm_start_storage=warm.storage if warm else None,
-        )
-        spec = trial_spec(experiment.config, request, self.state.config.resolved_tensorboard_dir)
-        try:
-            submitted = await submit_task(self.state, spec)
-        except ApiError as exc:
-            self.post(LaunchFailed(trial_id=trial.id, reason=exc.message))
-            return
-        trial.task_id = submitted.task_id
-        trial.allocation_id = submitted.allocation_id
-        await self.db.run(
-            partial(
-                store.record_run,
-                trial_id=trial.id,
-                run_id=run_id,
-                task_id=submitted.task_id,
-                allocation_id=submitted.allocation_id,
-                now=self.state.clock(),
-            )
-        )
-        resumed = f" from checkpoint {latest}" if latest else ""
-        if warm is not None:
-            resumed = f", warm-starting from the model weights of checkpoint {warm.checkpoint}"
-        await self._note(trial, f"trial {trial.id} run {run_id} submitted{resumed}", "INFO")
-        if warm is not None and warm.state != warm_start.COMPLETED:
-            await self._note(
-                trial,
-                f"the warm-start checkpoint {warm.checkpoint} is {warm.state} (its experiment's "
-                "checkpoint policy removed it): this run cannot load it",
-                "WARNING",
-            )
-
-    async def _note(self, trial: LiveTrial, text: str, level: str) -> None:
-        """A line in the trial's logs (its current run's task, or the last one)."""
-        task_id, allocation_id = trial.task_id, trial.allocation_id
-        if task_id is None:
-            last = await self.db.run(partial(store.last_task, trial_id=trial.id))
-            if last is None:
-                return
-            task_id, allocation_id = last
-        await self.state.logs.master_line(task_id, allocation_id, text, self.state.clock(), level)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine)

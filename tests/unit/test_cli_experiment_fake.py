@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 import yaml
 
-from cli import experiment
+from cli import experiment_create
 from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
     FakeMaster,
     Result,
@@ -317,8 +317,8 @@ def exp_fake_fixture(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     server.daemon_threads = True
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("DET_MASTER", fake.url)
-    monkeypatch.setattr(experiment, "POLL_SECONDS", 0.0)
-    monkeypatch.setattr(experiment, "FOLLOW_END_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(experiment_create, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(experiment_create, "FOLLOW_END_WAIT_SECONDS", 2.0)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
