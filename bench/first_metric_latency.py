@@ -51,9 +51,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bench.harness_overhead import fake_master
 from cli.context import pack_context
-from tests.fake_trial_master import Call, experiment_config, trial_environ
+from tests.fake_trial_master import (
+    Call,
+    experiment_config,
+    running_fake_trial_master,
+    trial_environ,
+)
 from tests.integration.cluster import Agent, Api, Master, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,7 +276,7 @@ def trial_process(workdir: Path) -> list[float]:
     config = example_config()
     cwd = workdir / "context"
     shutil.copytree(EXAMPLE, cwd)
-    with fake_master([BATCHES]) as master:
+    with running_fake_trial_master([BATCHES]) as master:
         stamps: list[tuple[float, Call]] = []
         handle = master.handle
 

@@ -15,7 +15,9 @@ Two ways of training the same ``--batches`` batches, in this process, seeded ali
 
 Two numbers each: *training only* (the batches: the plain loop; the trainer's ``_train_until``,
 i.e. with its per-batch bookkeeping and, every ``scheduling_unit`` batches, a training metrics
-report, TensorBoard scalars and a progress report) and *whole run* (also building the trial,
+report, TensorBoard scalars and at most once a second a progress report; the reports are queued
+and sent by ``harness.core``'s background thread, whose work counts in so far as it slows the
+training thread) and *whole run* (also building the trial,
 validating and checkpointing; for the harness also ``init`` and ``close``). Runs alternate plain,
 harness, plain, harness…; the first pair is a discarded warm-up; medians count. Both runs end
 with bit-identical weights (checked), so they did the same work. Target: the harness adds at
@@ -28,12 +30,9 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,6 @@ import harness.core
 from harness.launch import load_trial_class
 from harness.pytorch import Outcome, Trainer
 from tests.fake_trial_master import (
-    ALLOCATION_ID,
-    FakeTrialMaster,
-    _handler_for,
     experiment_config,
     running_fake_trial_master,
     trial_environ,
@@ -61,10 +57,10 @@ SEED = 1234
 
 # The parts of the harness's training time measured separately (seconds, summed over the run).
 REPORTS = "reports"  # Trainer._flush_training + _report_progress inside _train_until
-METRICS_POST = "metrics POST"  # core.train.report_training_metrics
-PROGRESS_POST = "progress POST"  # core.train.report_progress
-TENSORBOARD = "TensorBoard"  # MetricWriter.write (add_scalar + flush)
-PARTS = (REPORTS, METRICS_POST, PROGRESS_POST, TENSORBOARD)
+METRICS_REPORT = "metrics report"  # core.train.report_training_metrics (queues the POST)
+PROGRESS_REPORT = "progress report"  # core.train.report_progress (queues the POST)
+TENSORBOARD = "TensorBoard"  # MetricWriter.write (add_scalar)
+PARTS = (REPORTS, METRICS_REPORT, PROGRESS_REPORT, TENSORBOARD)
 
 
 @dataclass(frozen=True)
@@ -159,8 +155,8 @@ class _TimedTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parts = dict.fromkeys(PARTS, 0.0)
-        self._time_method(self.core.train, "report_training_metrics", METRICS_POST)
-        self._time_method(self.core.train, "report_progress", PROGRESS_POST)
+        self._time_method(self.core.train, "report_training_metrics", METRICS_REPORT)
+        self._time_method(self.core.train, "report_progress", PROGRESS_REPORT)
         self._time_method(self.writer, "write", TENSORBOARD)
 
     def _time_method(self, owner: object, name: str, part: str) -> None:
@@ -192,48 +188,11 @@ class _TimedTrainer(Trainer):
         if self._training:
             self.parts[REPORTS] += time.perf_counter() - start
 
-    def _report_progress(self, target: int) -> None:
+    def _report_progress(self, target: int, *, now: bool = False) -> None:
         start = time.perf_counter()
-        super()._report_progress(target)
+        super()._report_progress(target, now=now)
         if self._training:
             self.parts[REPORTS] += time.perf_counter() - start
-
-
-@contextmanager
-def fake_master(ops: list[int], *, stock: bool = False) -> Iterator[FakeTrialMaster]:
-    """The test suite's fake trial master on a free loopback port, for the ``with`` block.
-
-    Its handler writes an answer's headers and body in two ``send`` calls; with Nagle's
-    algorithm on, the body then waits for the client's delayed ACK (up to 40 ms on Linux). The
-    real master (uvicorn on asyncio) sets ``TCP_NODELAY`` on every connection, so here the fake
-    does too; ``stock`` serves it as ``tests/fake_trial_master.py`` does, to show the difference.
-    """
-    if stock:
-        with running_fake_trial_master(ops) as stock_master:
-            yield stock_master
-        return
-    master = FakeTrialMaster(ops, 1, ALLOCATION_ID)
-
-    class Handler(_handler_for(master)):  # type: ignore[misc]
-        disable_nagle_algorithm = True
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.block_on_close = False
-    master.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield master
-    finally:
-        with master.changed:
-            master.closing = True  # long polls answer now
-            master.changed.notify_all()
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def run_harness(
@@ -243,7 +202,6 @@ def run_harness(
     workdir: Path,
     *,
     scheduling_unit: int,
-    stock_fake: bool = False,
 ) -> tuple[Timing, dict[str, torch.Tensor]]:
     """``DigitsTrial`` through ``harness.pytorch`` against the loopback fake master."""
     example = example_config()
@@ -257,7 +215,7 @@ def run_harness(
         },
         scheduling_unit=scheduling_unit,
     )
-    with fake_master([batches], stock=stock_fake) as master:
+    with running_fake_trial_master([batches]) as master:
         env = trial_environ(
             master,
             config=config,
@@ -295,11 +253,6 @@ def main() -> None:
         default=int(example["scheduling_unit"]),
         help="batches between training metric reports (default: const.yaml's)",
     )
-    parser.add_argument(
-        "--stock-fake",
-        action="store_true",
-        help="serve the fake master as tests/fake_trial_master.py does (Nagle on)",
-    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -319,7 +272,6 @@ def main() -> None:
                 args.batches,
                 Path(tmp),
                 scheduling_unit=args.scheduling_unit,
-                stock_fake=args.stock_fake,
             )
         if not all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a):
             raise RuntimeError("plain and harness runs ended with different weights")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -211,6 +212,20 @@ def _transport_reason(e: httpx.TransportError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def tls_verify(master: str) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` for a client of ``master`` (a canonical URL).
+
+    ``https://``: ``True``, httpx's verification against certifi's CA bundle (or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``). ``http://``: no TLS is ever spoken (requests go to
+    ``master``; redirects are not followed), yet httpx would load that bundle at every client's
+    creation (20-40 ms). So such a client gets a context that trusts no certificate authority but
+    still verifies: were it ever used, every certificate would be refused, none accepted blindly.
+    """
+    if not master.startswith("http://"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+
+
 @dataclass(frozen=True)
 class LoginResult:
     """A fresh session token and the user it belongs to (the master's User object)."""
@@ -220,7 +235,8 @@ class LoginResult:
 
 
 class MasterClient:
-    """Sync client for one master; thread-compatible but not shared across threads.
+    """Sync client for one master. Threads may share it (its ``httpx.Client`` may be shared
+    between threads) as long as none of them changes ``token`` meanwhile.
 
     ``token`` may be set or replaced at any time; it is sent as ``Authorization: Bearer``.
     Every method raises :class:`MasterUnreachableError` or an :class:`APIError` subclass, never a
@@ -242,6 +258,7 @@ class MasterClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
             transport=transport,
             headers={"User-Agent": USER_AGENT},
+            verify=tls_verify(self.master),
         )
 
     def close(self) -> None:

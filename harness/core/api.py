@@ -4,6 +4,11 @@ the harness"). Everything else in ``harness.core`` speaks through :class:`TrialA
 A master restart or a brief network cut should not crash a trial that has trained for hours,
 so calls that never reached the master are retried a few times; errors the master answered
 (4xx, 5xx) are not, since repeating them would not help.
+
+Reports that need no answer (metrics, progress) do not make training wait: they are queued and
+sent in order by one background thread (:mod:`harness.core.reporter`), and every other call
+first waits for that queue, so the master always sees the calls in the order they were made. A
+report that failed in the background is raised by the next call or :meth:`TrialAPI.flush`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from harness.client import MasterClient, MasterUnreachableError
+from harness.core.reporter import QUEUE_SIZE, Reporter
 
 log = logging.getLogger("harness.core")
 
@@ -32,7 +38,11 @@ T = TypeVar("T")
 
 
 class TrialAPI:
-    """The REST calls of one trial run, authenticated with the allocation's token."""
+    """The REST calls of one trial run, authenticated with the allocation's token.
+
+    ``client`` is used by the caller's thread and by the reporter's (``httpx.Client`` may be
+    shared between threads); ``queue_size`` bounds the reports waiting to be sent.
+    """
 
     def __init__(
         self,
@@ -43,6 +53,7 @@ class TrialAPI:
         task_id: str,
         allocation_id: str,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.client = client
         self.trial_id = trial_id
@@ -50,6 +61,17 @@ class TrialAPI:
         self.task_id = task_id
         self.allocation_id = allocation_id
         self.retry_delays = retry_delays
+        self._reporter = Reporter(maxsize=queue_size)
+
+    def flush(self) -> None:
+        """Wait until the master has answered every queued report; raises the error of one
+        that failed (see :mod:`harness.core.reporter`)."""
+        self._reporter.flush()
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Send the queued reports and stop the reporter's thread (does not close ``client``).
+        With ``raise_error=False`` a failed report is logged instead of raised."""
+        self._reporter.close(raise_error=raise_error)
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         for delay in self.retry_delays:
@@ -61,12 +83,22 @@ class TrialAPI:
         return call()
 
     def _post(self, path: str, body: Any = None) -> Any:
+        """POST after every queued report, and wait for the answer."""
+        self.flush()
+        return self._send(path, body)
+
+    def _send(self, path: str, body: Any) -> Any:
         return self._retrying(f"POST {path}", lambda: self.client.post(path, body))
+
+    def _queue_post(self, path: str, body: Any) -> None:
+        """POST in the background, after every earlier report (no answer to wait for)."""
+        self._reporter.submit(f"POST {path}", lambda: self._send(path, body))
 
     # ---- trials ------------------------------------------------------------------------------
 
     def report_metrics(self, group: str, steps_completed: int, metrics: dict[str, Any]) -> None:
-        self._post(
+        """Queued (:meth:`_queue_post`)."""
+        self._queue_post(
             f"/api/v1/trials/{self.trial_id}/metrics",
             {
                 "metrics": {
@@ -80,7 +112,8 @@ class TrialAPI:
         )
 
     def report_progress(self, progress: float) -> None:
-        self._post(f"/api/v1/trials/{self.trial_id}/progress", {"progress": progress})
+        """Queued (:meth:`_queue_post`)."""
+        self._queue_post(f"/api/v1/trials/{self.trial_id}/progress", {"progress": progress})
 
     def report_early_exit(self, reason: str) -> None:
         self._post(f"/api/v1/trials/{self.trial_id}/early_exit", {"reason": reason})
@@ -88,6 +121,7 @@ class TrialAPI:
     def searcher_operation(self) -> tuple[int | None, bool]:
         """``(length of the current ValidateAfter or None, whether the searcher is done)``."""
         path = f"/api/v1/trials/{self.trial_id}/searcher/operation"
+        self.flush()
         answer = self._retrying(f"GET {path}", lambda: self.client.get(path))
         op = answer.get("op") or None
         length = None

@@ -95,6 +95,11 @@ class Context:
         return self
 
     def close(self) -> None:
+        """Send the reports still queued (raising the error of one that failed), stop watching
+        for preemption and leave the process group."""
+        self._close(raise_report_error=True)
+
+    def _close(self, *, raise_report_error: bool) -> None:
         if self._closed:
             return
         self._closed = True
@@ -103,9 +108,12 @@ class Context:
                 "the master asked this trial to stop but core.preempt.acknowledge() was not "
                 "called: if the process exits 0 now, the master takes the trial as finished"
             )
-        self.preempt.close()
-        self._client.close()
-        self.distributed.close()
+        try:
+            self._api.close(raise_error=raise_report_error)
+        finally:
+            self.preempt.close()
+            self._client.close()
+            self.distributed.close()
 
     def __enter__(self) -> Context:
         return self
@@ -116,7 +124,8 @@ class Context:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # Leaving with an exception: that one matters; a failed report is only logged.
+        self._close(raise_report_error=exc is None)
 
 
 def _warm_start_source(env: TrialEnv) -> dict[str, Callable[[], Storage]]:

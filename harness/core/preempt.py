@@ -35,7 +35,7 @@ class _Watcher(threading.Thread):
     """Long-polls until the master says "preempt" or :meth:`stop` is called.
 
     A daemon: a long poll cannot be interrupted, and the process must not wait for it to exit.
-    It has its own HTTP client because clients are not shared across threads.
+    It has its own HTTP client, whose read timeout outlasts a long poll.
     """
 
     def __init__(

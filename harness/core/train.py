@@ -1,5 +1,9 @@
 """Reporting training progress: metrics, progress and early exits (``core.train``).
 
+Metrics and progress reports return at once: a background thread sends them to the master in
+order (:mod:`harness.core.reporter`). A report that failed there is raised by the next report,
+by :meth:`TrainContext.flush` or when the ``with harness.core.init()`` block ends.
+
 Only the chief talks to the master. Other workers may call the same methods (so a script need
 not branch on its rank); their metrics are checked, which catches a NaN on any worker, and
 then dropped: averaging across workers is the caller's business (``core.distributed``).
@@ -56,6 +60,14 @@ class TrainContext:
             raise ValueError(f"progress must be a finite number between 0 and 1, got {fraction}")
         if self._dist.is_chief:
             self._api.report_progress(min(1.0, max(0.0, value)))
+
+    def flush(self) -> None:
+        """Wait until the master has every report made so far. Reports are sent in the
+        background, in order; this raises the error of one that failed. Calls that wait for the
+        master anyway (checkpoints, searcher operations) and leaving ``harness.core.init()``'s
+        ``with`` block flush first, so a script rarely needs this."""
+        if self._dist.is_chief:
+            self._api.flush()
 
     def report_early_exit(self, reason: EarlyExitReason | str) -> None:
         """Tell the master this trial stops for good before the searcher is done with it; exit 0

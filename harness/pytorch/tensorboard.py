@@ -35,11 +35,16 @@ class MetricWriter:
         self._writer = SummaryWriter(log_dir=str(log_dir))
 
     def write(self, group: str, steps_completed: int, metrics: dict[str, float]) -> None:
+        """Add the scalars; they reach the file at :meth:`flush`, :meth:`close`, or when
+        ``SummaryWriter`` flushes by itself (every 2 minutes)."""
         if self._writer is None:
             return
         for name, value in metrics.items():
             self._writer.add_scalar(f"{group}/{name}", value, steps_completed)
-        self._writer.flush()
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:

@@ -17,6 +17,8 @@ whether to stop) come from the chief, and every report or checkpoint point is a 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -47,6 +49,8 @@ log = logging.getLogger("harness.pytorch")
 # The trainer's file in each checkpoint it writes.
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_FORMAT = 1
+# Progress only moves a bar in the UI: while training, report it at most this often (seconds).
+PROGRESS_INTERVAL_SECONDS = 1.0
 
 
 class Outcome(StrEnum):
@@ -116,6 +120,7 @@ class Trainer:
         self.last_checkpoint_step: int | None = None
         self.last_checkpoint_uuid: str | None = None
         self.training = _Averager()
+        self.last_progress_time = -math.inf
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -162,11 +167,12 @@ class Trainer:
             target = self._op_batches(op.length)
             preempted = self._train_until(target)
             if preempted:
+                self._report_progress(target, now=True)
                 break
             metrics = self._validation_now()
             self._checkpoint_if_new()
             op.report_completed(self._searcher_metric(metrics))
-            self._report_progress(target)
+            self._report_progress(target, now=True)
         if preempted or self.core.preempt.should_preempt():
             self._flush_training()
             self._checkpoint_if_new()
@@ -228,10 +234,15 @@ class Trainer:
         self.core.train.report_training_metrics(self.batches_trained, metrics)
         self.writer.write("training", self.batches_trained, metrics)
 
-    def _report_progress(self, target: int) -> None:
+    def _report_progress(self, target: int, *, now: bool = False) -> None:
+        """Report progress ``now``, else unless it was reported in the last
+        :data:`PROGRESS_INTERVAL_SECONDS`."""
         total = self.max_batches or target
-        if total:
-            self.core.train.report_progress(self.batches_trained / total)
+        clock = time.monotonic()
+        if not total or (not now and clock - self.last_progress_time < PROGRESS_INTERVAL_SECONDS):
+            return
+        self.last_progress_time = clock
+        self.core.train.report_progress(self.batches_trained / total)
 
     def _validate(self) -> dict[str, float]:
         self._flush_training()
@@ -253,6 +264,7 @@ class Trainer:
         averaged = averager.averaged(self.dist)
         self.core.train.report_validation_metrics(self.batches_trained, averaged)
         self.writer.write("validation", self.batches_trained, averaged)
+        self.writer.flush()
         self.last_validation = (self.batches_trained, averaged)
         log.info("validation after %d batches: %s", self.batches_trained, _brief(averaged))
         return averaged
@@ -303,6 +315,7 @@ class Trainer:
             }
             with self.core.checkpoint.store_path(metadata) as (path, uuid):
                 torch.save(payload, path / CHECKPOINT_FILE)
+            self.writer.flush()
             self.last_checkpoint_uuid = uuid
             log.info("checkpoint %s after %d batches", uuid, self.batches_trained)
         self.last_checkpoint_step = self.batches_trained

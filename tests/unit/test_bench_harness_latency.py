@@ -55,4 +55,4 @@ def test_plain_loop_and_trainer_end_with_the_same_weights(tmp_path: Path) -> Non
     timed, weights = overhead.run_harness(trial_class, hparams, 7, tmp_path, scheduling_unit=3)
     assert all(torch.equal(plain_weights[k], weights[k]) for k in plain_weights)
     assert 0 < plain.training <= plain.whole and 0 < timed.training <= timed.whole
-    assert 0 < timed.parts["metrics POST"] <= timed.parts["reports"] <= timed.training
+    assert 0 < timed.parts["metrics report"] <= timed.parts["reports"] <= timed.training

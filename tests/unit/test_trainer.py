@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ import harness.pytorch
 from harness.core import InvalidMetricError
 from harness.experiment_config import Unit
 from harness.pytorch import Outcome, Trainer
+from harness.pytorch import trainer as trainer_module
 from harness.pytorch.lengths import BatchMath
+from harness.pytorch.tensorboard import MetricWriter
 from tests.fake_trial_master import (
     Call,
     FakeTrialMaster,
@@ -84,6 +87,12 @@ class TinyTrial(harness.pytorch.Trial):
         return DataLoader(self.val_data, batch_size=10)
 
     def train_batch(self, batch: Any, epoch_idx: int, batch_idx: int) -> dict[str, Any]:
+        if self.context.hparams.get("await_preemption_at") == batch_idx:
+            # Reports reach the master in the background while training goes on: wait here
+            # for the preemption a report triggers rather than race it to the operation's end.
+            deadline = time.monotonic() + 10
+            while not self.context.core.preempt.peek() and time.monotonic() < deadline:
+                time.sleep(0.005)
         x, y = batch
         scale = 1.0 + 0.1 * float(np.random.rand()) + 0.1 * random.random()
         loss = nn.functional.mse_loss(self.model(x).squeeze(1), y) * scale
@@ -201,6 +210,26 @@ def test_reports_metrics_validations_checkpoints_and_tensorboard(tmp_path: Path)
     assert events, "no TensorBoard event file"
 
 
+def test_progress_is_rate_limited_and_tensorboard_flushed_at_validations_and_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trainer_module, "PROGRESS_INTERVAL_SECONDS", 3600.0)
+    flushes: list[int] = []
+    flush = MetricWriter.flush
+
+    def counted(writer: MetricWriter) -> None:
+        flushes.append(1)
+        flush(writer)
+
+    monkeypatch.setattr(MetricWriter, "flush", counted)
+    _, master = run(tmp_path, [8, 16], scheduling_unit=1, min_validation_period={"batches": 6})
+    assert len(master.metrics("training")) == 16
+    # The first report while training, then at the end of each operation: never a second later.
+    assert master.progress() == pytest.approx([1 / 24, 8 / 24, 16 / 24])
+    # Validations after 6, 8, 14 and 16 batches, checkpoints after 8 and 16; not every report.
+    assert len(flushes) == 6
+
+
 def test_validation_loss_is_weighted_by_records(tmp_path: Path) -> None:
     """32 validation records in batches of 10, 10, 10, 2: the mean over records."""
     _, master = run(tmp_path, [2])
@@ -250,7 +279,8 @@ def test_resume_equals_uninterrupted(tmp_path: Path, first: int) -> None:
 def test_preempted_mid_operation_checkpoints_acks_and_resumes_exactly(tmp_path: Path) -> None:
     _, straight = run(tmp_path / "a", [24])
 
-    outcome, first = run(tmp_path / "b", [24], preempt=training_steps_at(8))
+    hparams = {**HPARAMS, "await_preemption_at": 8}
+    outcome, first = run(tmp_path / "b", [24], hparams=hparams, preempt=training_steps_at(8))
     assert outcome is Outcome.PREEMPTED
     assert first.acks() == 1
     assert first.completed_ops() == []

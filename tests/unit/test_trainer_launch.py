@@ -298,8 +298,8 @@ def test_sigterm_reaches_every_worker(tmp_path: Path) -> None:
 CORE_HPARAMS = {"learning_rate": 0.1, "batch_size": 32, "hidden_size": 64}
 
 
-def core_config() -> dict[str, Any]:
-    searcher = {"name": "single", "metric": "validation_loss", "max_length": {"batches": 100}}
+def core_config(batches: int = 100) -> dict[str, Any]:
+    searcher = {"name": "single", "metric": "validation_loss", "max_length": {"batches": batches}}
     return experiment_config(entrypoint="python3 train.py", searcher=searcher, scheduling_unit=50)
 
 
@@ -316,12 +316,14 @@ def test_core_api_example_trains(tmp_path: Path) -> None:
 
 
 def test_core_api_example_is_preempted_and_resumes(tmp_path: Path) -> None:
-    with running_fake_trial_master([100]) as master:
+    # The report of batch 50, which makes the fake preempt, is sent in the background while
+    # training goes on: 1000 batches leave the signal plenty of time to arrive mid-operation.
+    with running_fake_trial_master([1000]) as master:
         master.preempt_when = training_steps_at(50)
         first = launch(
             master,
             tmp_path,
-            config=core_config(),
+            config=core_config(1000),
             hparams=CORE_HPARAMS,
             cwd=CORE_EXAMPLE,
             name="first",
@@ -330,13 +332,13 @@ def test_core_api_example_is_preempted_and_resumes(tmp_path: Path) -> None:
     assert master.acks() == 1 and master.completed_ops() == []
     (checkpoint,) = master.checkpoints()
     stopped_at = checkpoint["metadata"]["steps_completed"]
-    assert 50 <= stopped_at < 100
+    assert 50 <= stopped_at < 1000
 
-    with running_fake_trial_master([100]) as again:
+    with running_fake_trial_master([1000]) as again:
         second = launch(
             again,
             tmp_path,
-            config=core_config(),
+            config=core_config(1000),
             hparams=CORE_HPARAMS,
             cwd=CORE_EXAMPLE,
             latest=checkpoint["uuid"],
@@ -344,8 +346,9 @@ def test_core_api_example_is_preempted_and_resumes(tmp_path: Path) -> None:
         )
         assert second.wait() == 0, second.output
     assert f"resumed from checkpoint {checkpoint['uuid']} at step {stopped_at}" in second.output
-    assert [m["stepsCompleted"] for m in again.metrics("training")] == [100]
-    assert [op for op, _ in again.completed_ops()] == [100]
+    steps = [m["stepsCompleted"] for m in again.metrics("training")]
+    assert steps == list(range((stopped_at // 50 + 1) * 50, 1001, 50))
+    assert [op for op, _ in again.completed_ops()] == [1000]
 
 
 @pytest.mark.parametrize("entrypoint", ["model_def:DigitsTrial", "pkg.sub:Name"])
