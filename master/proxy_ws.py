@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -142,17 +143,9 @@ async def _tunnel_tcp(websocket: WebSocket, hub: ProxyHub, target: Target) -> No
             await websocket.close(code=1000)
 
     with hub.connection(task_id, close, tunnel=True):
-        pumps = [asyncio.create_task(from_client()), asyncio.create_task(from_server())]
         try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            await _until_one_ends(from_client(), from_server())
         finally:
-            for pump in pumps:
-                pump.cancel()
-            for pump in pumps:
-                with contextlib.suppress(
-                    asyncio.CancelledError, OSError, WebSocketDisconnect, RuntimeError
-                ):
-                    await pump
             writer.close()
 
 
@@ -187,15 +180,27 @@ async def _pump(
                 reason=upstream.close_reason or "",
             )
 
-    pumps = [asyncio.create_task(from_client()), asyncio.create_task(from_upstream())]
     try:
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        await _until_one_ends(from_client(), from_upstream())
     finally:
-        for pump in pumps:
-            pump.cancel()
-        for pump in pumps:
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError
-            ):
-                await pump
         await upstream.close()
+
+
+async def _until_one_ends(*pumps: Coroutine[Any, Any, None]) -> None:
+    """Run the two directions of a connection until either ends, then stop the other. What a
+    pump raises once its peer has gone (closed sockets, cancellation) is the expected end."""
+    tasks = [asyncio.create_task(pump) for pump in pumps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(
+                asyncio.CancelledError,
+                ConnectionClosed,
+                OSError,
+                WebSocketDisconnect,
+                RuntimeError,
+            ):
+                await task
