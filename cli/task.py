@@ -98,12 +98,22 @@ def task_logs(
     tail: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Log entries of one task, oldest first; ``tail`` keeps the last N (read client-side)."""
+    return stream_logs(sess, f"/api/v1/tasks/{task_id}/logs", follow=follow, head=head, tail=tail)
+
+
+def stream_logs(
+    sess: Session,
+    path: str,
+    *,
+    follow: bool = False,
+    head: int | None = None,
+    tail: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Entries of an ndjson log endpoint (a task's, a trial's), oldest first."""
     params: dict[str, Any] = {"follow": follow}
     if head is not None:
         params["limit"] = head
-    entries: Iterable[dict[str, Any]] = sess.client.stream_lines(
-        f"/api/v1/tasks/{task_id}/logs", params
-    )
+    entries: Iterable[dict[str, Any]] = sess.client.stream_lines(path, params)
     if tail is not None:
         entries = collections.deque(entries, maxlen=tail)
     yield from entries

@@ -15,7 +15,6 @@ answers 404, and then the rows are built from what the contract has: the trial's
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -202,15 +201,8 @@ def trial_logs(
     tail: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Log entries of one trial (every run), oldest first; ``tail`` keeps the last N."""
-    params: dict[str, Any] = {"follow": follow}
-    if head is not None:
-        params["limit"] = head
-    entries: Iterable[dict[str, Any]] = sess.client.stream_lines(
-        f"/api/v1/trials/{trial_id}/logs", params
-    )
-    if tail is not None:
-        entries = collections.deque(entries, maxlen=tail)
-    yield from entries
+    path = f"/api/v1/trials/{trial_id}/logs"
+    return cli_task.stream_logs(sess, path, follow=follow, head=head, tail=tail)
 
 
 def stream_ended_notice(trial_id: int) -> None:
