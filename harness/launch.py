@@ -282,5 +282,19 @@ def main(
         return 2
 
 
+def exit_now(code: int) -> None:
+    """End a distributed worker without the interpreter's teardown. Everything the worker owes
+    the master was sent when the trial returned; tearing down torch.distributed's (gloo)
+    threads at interpreter exit sometimes aborts ("terminate called without an active
+    exception"), which would turn a finished trial into a failed one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_code = main(sys.argv[1:])
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_now(exit_code)
+    sys.exit(exit_code)
