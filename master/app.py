@@ -24,6 +24,7 @@ from master.api import (
     experiments,
     preemption,
     resource_pools,
+    schemas,
     services,
     tasks,
     trials,
@@ -127,7 +128,9 @@ def create_app(config: MasterConfig) -> FastAPI:
         proxy,
         proxy_ws,
     ):
-        app.include_router(module.router)
+        errors_listed = schemas.PUBLIC_ERRORS if module is cluster else schemas.API_ERRORS
+        app.include_router(module.router, responses=errors_listed)
     for router in services.routers:
-        app.include_router(router)
+        app.include_router(router, responses=schemas.API_ERRORS)
+    schemas.without_validation_errors(app)
     return app

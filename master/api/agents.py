@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import ApiError
+from master.api.schemas import AgentList, AgentReply, documented
 from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
 from master.scheduler.loop import SchedulerError
 from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState
@@ -106,7 +107,7 @@ def _state(request: Request) -> MasterState:
     return state
 
 
-@router.get("/agents")
+@router.get("/agents", **documented(AgentList))
 async def list_agents(
     request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -119,7 +120,7 @@ async def list_agents(
     return {"agents": agents, "pagination": pagination(0, 0, len(agents))}
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id}", **documented(AgentReply, 404))
 async def get_agent(
     agent_id: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -146,14 +147,14 @@ async def _set(request: Request, event: SetAgentState) -> dict[str, Any]:
     return {"agent": agent_json(agent, list(scheduler.allocations.values()))}
 
 
-@router.post("/agents/{agent_id}/enable")
+@router.post("/agents/{agent_id}/enable", **documented(AgentReply, 404))
 async def enable_agent(
     agent_id: str, request: Request, _: models.User = Depends(auth.admin_user)
 ) -> dict[str, Any]:
     return await _set(request, SetAgentState(agent_id=agent_id, enabled=True))
 
 
-@router.post("/agents/{agent_id}/disable")
+@router.post("/agents/{agent_id}/disable", **documented(AgentReply, 404))
 async def disable_agent(
     agent_id: str,
     request: Request,

@@ -28,6 +28,7 @@ from harness.storage import CheckpointNotFound, build_storage, validate_uuid
 from master import auth, models
 from master.api.errors import ApiError, bad_request, not_found
 from master.api.experiments import master_state
+from master.api.schemas import BINARY, TAR, CheckpointReply, Empty, documented, streamed
 from master.api.trials import LooseBody, load_trial, trial_token_for
 from master.api.wire import WireModel
 from master.experiments import views
@@ -108,7 +109,7 @@ def store_checkpoint(
     trial.latest_checkpoint = body.uuid
 
 
-@router.post("")
+@router.post("", **documented(Empty, 404, 409))
 async def report_checkpoint(body: ReportCheckpointRequest, request: Request) -> dict[str, Any]:
     """A running trial stored a checkpoint; the next run of the trial resumes from it."""
     allocation_id, trial_id = await trial_token_for(request, None)
@@ -143,7 +144,7 @@ async def report_checkpoint(body: ReportCheckpointRequest, request: Request) -> 
 # ---- reading -------------------------------------------------------------------------------------
 
 
-@router.get("/{uuid}")
+@router.get("/{uuid}", **documented(CheckpointReply, 404))
 def get_checkpoint(
     uuid: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -203,7 +204,7 @@ def _write_tar(storage: dict[str, Any], uuid: str, writer: _QueueWriter) -> None
             writer.put(exc)
 
 
-@router.get("/{uuid}/content")
+@router.get("/{uuid}/content", **streamed(TAR, BINARY, 404, 409))
 async def checkpoint_content(
     uuid: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> StreamingResponse:

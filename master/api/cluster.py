@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from master import __version__, auth, models
+from master.api.schemas import Info, MasterInfo, documented
 from master.api.wire import timestamp
 from master.state import MasterState
 
@@ -38,17 +39,17 @@ def _info(state: MasterState) -> dict[str, Any]:
     }
 
 
-@router.get("/info")
+@router.get("/info", **documented(Info))
 def info(request: Request) -> dict[str, Any]:
     return _info(request.app.state.master)
 
 
-@router.get("/api/v1/info")
+@router.get("/api/v1/info", **documented(Info))
 def info_v1(request: Request) -> dict[str, Any]:
     return _info(request.app.state.master)
 
 
-@router.get("/api/v1/master")
+@router.get("/api/v1/master", **documented(MasterInfo, 401, 403))
 def master(request: Request, _: models.User = Depends(auth.current_user)) -> dict[str, Any]:
     state: MasterState = request.app.state.master
     return {

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from harness.task_config import CommandConfig
 from master import auth, models
 from master.api.errors import bad_request, forbidden, not_found
+from master.api.schemas import CommandKilled, CommandList, CommandReply, documented
 from master.api.tasks import load_task
 from master.api.wire import CONTAINER_STATES, WireModel, timestamp
 from master.api.workspaces import DEFAULT_WORKSPACE_ID
@@ -125,7 +126,7 @@ def public_config(task: models.Task) -> dict[str, Any]:
     return {k: v for k, v in task.config.items() if k not in PRIVATE_CONFIG_KEYS}
 
 
-@router.post("")
+@router.post("", **documented(CommandReply))
 async def launch_command(
     body: LaunchCommandRequest, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -154,7 +155,7 @@ async def launch_command(
     return await state.db.run(read)
 
 
-@router.get("")
+@router.get("", **documented(CommandList))
 def list_commands(request: Request, _: models.User = Depends(auth.current_user)) -> dict[str, Any]:
     with _state(request).db.session() as session:
         tasks = session.scalars(
@@ -165,7 +166,7 @@ def list_commands(request: Request, _: models.User = Depends(auth.current_user))
         return {"commands": [command_json(session, t) for t in tasks]}
 
 
-@router.get("/{command_id}")
+@router.get("/{command_id}", **documented(CommandReply, 404))
 def get_command(
     command_id: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -194,7 +195,7 @@ async def kill_task_of_type(
     await state.scheduler.call(KillTask(task_id=task_id, reason=f"killed by {user.username}"))
 
 
-@router.post("/{command_id}/kill")
+@router.post("/{command_id}/kill", **documented(CommandKilled, 404))
 async def kill_command(
     command_id: str, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:

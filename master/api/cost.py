@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import bad_request
+from master.api.schemas import CostReport, documented
 from master.api.wire import timestamp
 from master.cost import AllocationSpan, CostLine, InstanceSpan, cost_report
 from master.state import MasterState
@@ -76,7 +77,7 @@ def _lines(lines: dict[str, CostLine]) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/cost")
+@router.get("/cost", **documented(CostReport))
 async def get_cost(
     request: Request,
     since: datetime | None = None,

@@ -27,6 +27,17 @@ from master import auth, models
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
 from master.api.paging import page, sort_order
+from master.api.schemas import (
+    CheckpointList,
+    Empty,
+    ExperimentCreated,
+    ExperimentList,
+    ExperimentReply,
+    Labels,
+    ModelDefinition,
+    TrialList,
+    documented,
+)
 from master.experiments import views
 from master.experiments.engine import ExperimentEngine
 from master.experiments.live import EngineError, ExperimentAction
@@ -100,7 +111,7 @@ async def engine_call(engine: ExperimentEngine, event: Any) -> Any:
 # ---- create --------------------------------------------------------------------------------------
 
 
-@router.post("")
+@router.post("", **documented(ExperimentCreated, 404, 409))
 async def create_experiment(
     body: CreateExperimentRequest,
     request: Request,
@@ -170,7 +181,7 @@ class ExperimentFilters:
         return query
 
 
-@router.get("")
+@router.get("", **documented(ExperimentList))
 def list_experiments(
     request: Request,
     offset: int = 0,
@@ -223,7 +234,7 @@ def _job_summary(engine: ExperimentEngine, state: MasterState, experiment_id: in
     return {"state": "STATE_SCHEDULED" if scheduled else "STATE_QUEUED", "jobsAhead": 0}
 
 
-@router.get("/{experiment_id}")
+@router.get("/{experiment_id}", **documented(ExperimentReply, 404))
 async def get_experiment(
     experiment_id: int, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -242,7 +253,7 @@ async def get_experiment(
     return body
 
 
-@router.get("/{experiment_id}/model_def")
+@router.get("/{experiment_id}/model_def", **documented(ModelDefinition, 404))
 def get_model_def(
     experiment_id: int, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -286,28 +297,28 @@ async def _act(
     return {}
 
 
-@router.post("/{experiment_id}/pause")
+@router.post("/{experiment_id}/pause", **documented(Empty, 404, 409))
 async def pause_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "pause")
 
 
-@router.post("/{experiment_id}/activate")
+@router.post("/{experiment_id}/activate", **documented(Empty, 404, 409))
 async def activate_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "activate")
 
 
-@router.post("/{experiment_id}/kill")
+@router.post("/{experiment_id}/kill", **documented(Empty, 404, 409))
 async def kill_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "kill")
 
 
-@router.post("/{experiment_id}/cancel")
+@router.post("/{experiment_id}/cancel", **documented(Empty, 404, 409))
 async def cancel_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -328,7 +339,7 @@ def _set_archived(request: Request, experiment_id: int, user: models.User, value
         row.archived = value
 
 
-@router.post("/{experiment_id}/archive")
+@router.post("/{experiment_id}/archive", **documented(Empty, 404, 409))
 def archive_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -336,7 +347,7 @@ def archive_experiment(
     return {}
 
 
-@router.post("/{experiment_id}/unarchive")
+@router.post("/{experiment_id}/unarchive", **documented(Empty, 404, 409))
 def unarchive_experiment(
     experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -354,7 +365,7 @@ def _labels(session: Session, experiment_id: int) -> list[str]:
     )
 
 
-@router.put("/{experiment_id}/labels/{label}")
+@router.put("/{experiment_id}/labels/{label}", **documented(Labels, 404))
 def put_label(
     experiment_id: int,
     label: str,
@@ -372,7 +383,7 @@ def put_label(
         return {"labels": _labels(session, experiment_id)}
 
 
-@router.delete("/{experiment_id}/labels/{label}")
+@router.delete("/{experiment_id}/labels/{label}", **documented(Labels, 404))
 def delete_label(
     experiment_id: int,
     label: str,
@@ -394,7 +405,7 @@ def delete_label(
 # ---- trials and checkpoints of an experiment -----------------------------------------------------
 
 
-@router.get("/{experiment_id}/trials")
+@router.get("/{experiment_id}/trials", **documented(TrialList, 404))
 def experiment_trials(
     experiment_id: int,
     request: Request,
@@ -457,7 +468,7 @@ def checkpoint_page(
     return {"checkpoints": views.checkpoints_json(session, rows), "pagination": window.pagination}
 
 
-@router.get("/{experiment_id}/checkpoints")
+@router.get("/{experiment_id}/checkpoints", **documented(CheckpointList, 404))
 def experiment_checkpoints(
     experiment_id: int,
     request: Request,

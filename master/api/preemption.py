@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 
 from master.api.allocations import require_task_token
 from master.api.experiments import engine_of
+from master.api.schemas import Empty, Preemption, documented
 
 router = APIRouter(prefix="/api/v1/allocations")
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/api/v1/allocations")
 MAX_WAIT_SECONDS = 60
 
 
-@router.get("/{allocation_id}/signals/preemption")
+@router.get("/{allocation_id}/signals/preemption", **documented(Preemption, 404))
 async def preemption_signal(
     allocation_id: str,
     request: Request,
@@ -32,7 +33,7 @@ async def preemption_signal(
     return {"preempt": await signals.wait(allocation_id, wait)}
 
 
-@router.post("/{allocation_id}/signals/ack_preemption")
+@router.post("/{allocation_id}/signals/ack_preemption", **documented(Empty, 404))
 async def ack_preemption(allocation_id: str, request: Request) -> dict[str, Any]:
     """The task heard the signal and is checkpointing on its way out."""
     await require_task_token(request, allocation_id)

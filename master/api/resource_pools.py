@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from master import auth, models
 from master.api.agents import device_type
 from master.api.errors import not_found
+from master.api.schemas import PoolEvents, ResourcePoolList, documented
 from master.api.wire import pagination, timestamp
 from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState
@@ -76,7 +77,7 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
     }
 
 
-@router.get("/resource-pools")
+@router.get("/resource-pools", **documented(ResourcePoolList))
 async def list_resource_pools(
     request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -118,7 +119,7 @@ async def list_resource_pools(
     return {"resourcePools": pools, "pagination": pagination(0, 0, len(pools))}
 
 
-@router.get("/resource-pools/{pool}/events")
+@router.get("/resource-pools/{pool}/events", **documented(PoolEvents, 404))
 async def pool_events(
     pool: str,
     request: Request,

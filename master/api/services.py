@@ -32,6 +32,7 @@ from master.api.commands import (
     public_config,
 )
 from master.api.errors import bad_request, describe_validation_error, not_found
+from master.api.schemas import SERVICE_SHAPES, documented, inline_schema
 from master.api.tasks import load_task
 from master.api.wire import WireModel
 from master.config import MasterConfig
@@ -270,10 +271,15 @@ def make_router(
 
         return await state.db.run(read)
 
-    router.add_api_route("", launch, methods=["POST"])
-    router.add_api_route("", listing, methods=["GET"])
-    router.add_api_route("/{task_id}", describe, methods=["GET"])
-    router.add_api_route("/{task_id}/kill", kill, methods=["POST"])
+    reply, killed, listed = SERVICE_SHAPES[kind.plural]
+    # The launch route reads its body itself (Determined's client may send none).
+    body = {"content": {"application/json": {"schema": inline_schema(body_model, "validation")}}}
+    router.add_api_route(
+        "", launch, methods=["POST"], openapi_extra={"requestBody": body}, **documented(reply, 404)
+    )
+    router.add_api_route("", listing, methods=["GET"], **documented(listed))
+    router.add_api_route("/{task_id}", describe, methods=["GET"], **documented(reply, 404))
+    router.add_api_route("/{task_id}/kill", kill, methods=["POST"], **documented(killed, 404))
     return router
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import not_found
+from master.api.schemas import LOG_LINE, NDJSON, TaskList, TaskReply, documented, streamed
 from master.api.wire import timestamp
 from master.logs import read_logs
 from master.scheduler.state import AllocationState
@@ -76,7 +77,7 @@ def load_task(session: Session, task_id: str) -> models.Task:
     return task
 
 
-@router.get("")
+@router.get("", **documented(TaskList))
 async def list_tasks(
     request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -111,7 +112,7 @@ async def list_tasks(
     return {"allocationIdToSummary": summaries}
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id}", **documented(TaskReply, 404))
 def get_task(
     task_id: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def log_json(row: models.TaskLog) -> dict[str, Any]:
     }
 
 
-@router.get("/{task_id}/logs")
+@router.get("/{task_id}/logs", **streamed(NDJSON, LOG_LINE, 404))
 async def task_logs(
     task_id: str,
     request: Request,

@@ -30,6 +30,18 @@ from master.api.experiments import (
     master_state,
 )
 from master.api.paging import page, sort_order_desc
+from master.api.schemas import (
+    NDJSON,
+    TRIAL_LOG_LINE,
+    CheckpointList,
+    Empty,
+    MetricsList,
+    SearcherOperation,
+    TrialReply,
+    WorkloadList,
+    documented,
+    streamed,
+)
 from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
 from master.api.wire import WireModel, timestamp
 from master.experiments import views
@@ -88,7 +100,7 @@ async def trial_token_for(request: Request, trial_id: int | None) -> tuple[str, 
 # ---- what people ask -----------------------------------------------------------------------------
 
 
-@router.get("/{trial_id}")
+@router.get("/{trial_id}", **documented(TrialReply, 404))
 def get_trial(
     trial_id: int, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -99,7 +111,7 @@ def get_trial(
         }
 
 
-@router.post("/{trial_id}/kill")
+@router.post("/{trial_id}/kill", **documented(Empty, 404, 409))
 async def kill_trial(
     trial_id: int, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -114,7 +126,7 @@ async def kill_trial(
     return {}
 
 
-@router.get("/{trial_id}/checkpoints")
+@router.get("/{trial_id}/checkpoints", **documented(CheckpointList, 404))
 def trial_checkpoints(
     trial_id: int,
     request: Request,
@@ -131,7 +143,7 @@ def trial_checkpoints(
         return checkpoint_page(session, where, offset, limit, states, sort_by, order_by)
 
 
-@router.get("/{trial_id}/metrics")
+@router.get("/{trial_id}/metrics", **documented(MetricsList, 404))
 def trial_metrics(
     trial_id: int,
     request: Request,
@@ -170,7 +182,7 @@ _WORKLOAD_FILTERS = {
 _WORKLOAD_ORDER = {"training": 0, "validation": 1, "checkpoint": 2}
 
 
-@router.get("/{trial_id}/workloads")
+@router.get("/{trial_id}/workloads", **documented(WorkloadList, 404))
 def trial_workloads(
     trial_id: int,
     request: Request,
@@ -239,7 +251,7 @@ def _trial_logs(
     return list(rows), ended, task_ids[-1]
 
 
-@router.get("/{trial_id}/logs")
+@router.get("/{trial_id}/logs", **streamed(NDJSON, TRIAL_LOG_LINE, 404))
 async def trial_logs(
     trial_id: int,
     request: Request,
@@ -336,7 +348,7 @@ def store_metrics(session: Session, trial_id: int, body: ReportMetricsRequest, n
         trial.total_batches = metrics.steps_completed
 
 
-@router.post("/{trial_id}/metrics")
+@router.post("/{trial_id}/metrics", **documented(Empty, 404, 409))
 async def report_metrics(
     trial_id: int, body: ReportMetricsRequest, request: Request
 ) -> dict[str, Any]:
@@ -354,7 +366,7 @@ class ProgressRequest(WireModel):
     is_raw: bool | None = None
 
 
-@router.post("/{trial_id}/progress")
+@router.post("/{trial_id}/progress", **documented(Empty, 404, 409))
 async def report_progress(trial_id: int, body: ProgressRequest, request: Request) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
 
@@ -369,7 +381,7 @@ class EarlyExitRequest(WireModel):
     reason: str
 
 
-@router.post("/{trial_id}/early_exit")
+@router.post("/{trial_id}/early_exit", **documented(Empty, 404, 409))
 async def report_early_exit(
     trial_id: int, body: EarlyExitRequest, request: Request
 ) -> dict[str, Any]:
@@ -378,7 +390,7 @@ async def report_early_exit(
     return {}
 
 
-@router.get("/{trial_id}/searcher/operation")
+@router.get("/{trial_id}/searcher/operation", **documented(SearcherOperation, 404, 409))
 async def searcher_operation(trial_id: int, request: Request) -> dict[str, Any]:
     """The operation the trial should run next: ``{"op": {"validateAfter": {"length": N}} |
     null, "completed": bool}``; ``completed`` with no op means stop cleanly."""
@@ -401,7 +413,7 @@ class CompletedOperationRequest(WireModel):
     searcher_metric: Any = None
 
 
-@router.post("/{trial_id}/searcher/completed_operation")
+@router.post("/{trial_id}/searcher/completed_operation", **documented(Empty, 404, 409))
 async def completed_operation(
     trial_id: int, body: CompletedOperationRequest, request: Request
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends
 
 from master import auth, models
 from master.api.errors import not_found
+from master.api.schemas import WorkspaceList, WorkspaceReply, documented
 from master.api.wire import pagination
 
 router = APIRouter(prefix="/api/v1/workspaces")
@@ -36,12 +37,12 @@ def _default_workspace() -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", **documented(WorkspaceList))
 def list_workspaces(_: models.User = Depends(auth.current_user)) -> dict[str, Any]:
     return {"workspaces": [_default_workspace()], "pagination": pagination(0, 0, 1)}
 
 
-@router.get("/{workspace_id}")
+@router.get("/{workspace_id}", **documented(WorkspaceReply, 404))
 def get_workspace(workspace_id: int, _: models.User = Depends(auth.current_user)) -> dict[str, Any]:
     if workspace_id != DEFAULT_WORKSPACE_ID:
         raise not_found(f"workspace {workspace_id}")
