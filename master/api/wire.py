@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from master import models
+
+# Determined's protobuf int64: every integer on the wire fits it (the database's BIGINT too).
+# Request bodies and integer path/query parameters are already bounded app-wide
+# (master.api.body); annotate fields with Int64 so the OpenAPI schema says so.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class WireModel(BaseModel):
