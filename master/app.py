@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -31,11 +31,12 @@ from master.api import (
     users,
     workspaces,
 )
-from master.api.body import JsonBodyMiddleware
+from master.api.body import BodyLimitMiddleware, JsonBodyMiddleware, check_int_params
 from master.config import MasterConfig
 from master.db import Database, migrate
 from master.experiments.engine import ExperimentEngine
 from master.idle import IdleWatcher
+from master.login_guard import LoginGuard
 from master.logs import LogStore
 from master.provisioning import Provisioning
 from master.rendezvous import Rendezvous
@@ -105,10 +106,24 @@ def create_app(config: MasterConfig) -> FastAPI:
             await cloudwatch_logs.stop(shipping, logs)
             await hub.aclose()
             db.close()
+            app.state.login_guard.close()
 
-    app = FastAPI(title="Flotilla master", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Flotilla master",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(check_int_params)],
+    )
+    app.state.login_guard = LoginGuard(config.login)
     errors.install(app)
+    # Outermost last: errors are caught around everything, bodies bounded before they are used.
     app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=config.request_limits.max_body,
+        context_limit=config.request_limits.max_context_body,
+    )
+    app.add_middleware(errors.UnexpectedErrorMiddleware)
     for module in (
         cluster,
         auth,

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.cloudwatch.config import CloudWatchConfig
 from harness.experiment_config import CheckpointStorage, SharedFSStorage
@@ -59,6 +67,75 @@ class ResourcePoolConfig(_Section):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+class RequestLimitsConfig(_Section):
+    max_body: ByteSize = Field(
+        default=ByteSize(2**20),
+        gt=0,
+        description=(
+            "Largest `/api/` request body, e.g. `1MiB`: a larger declared body is refused with 413 "
+            "before it is read, a streamed one as soon as it passes the limit. Also the most an "
+            "unauthenticated caller may send to any route."
+        ),
+    )
+    max_context_body: ByteSize = Field(
+        default=ByteSize(128 * 2**20),
+        gt=0,
+        description=(
+            "Largest body of a request that uploads a context directory (creating a command, "
+            "notebook, shell, TensorBoard or experiment), read only from an authenticated caller. "
+            "The context's files themselves are limited to 96 MiB encoded, as in Determined."
+        ),
+    )
+
+
+class LoginConfig(_Section):
+    attempts_per_user: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Failed logins a username may have in a row before `/api/v1/auth/login` answers 429 "
+            "with `Retry-After`; one attempt comes back every `window / attempts_per_user`. A "
+            "successful login does not count."
+        ),
+    )
+    attempts_per_client: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "The same for all failed logins from one client address, whatever the usernames."
+        ),
+    )
+    window: Duration = Field(
+        default=timedelta(minutes=5),
+        description="Time in which a username's or a client's attempts fully come back.",
+    )
+    tracked_keys: int = Field(
+        default=10_000,
+        ge=100,
+        description=(
+            "Usernames and client addresses remembered, each; beyond it the least recently "
+            "seen is forgotten (its attempts come back), so the limiter's memory is bounded."
+        ),
+    )
+    password_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description=(
+            "Threads that check passwords (argon2, CPU-heavy), apart from the threads serving "
+            "other requests, so a flood of logins never delays them."
+        ),
+    )
+    password_queue: int = Field(
+        default=16,
+        ge=0,
+        description=(
+            "Logins that may wait for a password thread; beyond it a login is answered 503 "
+            "with `Retry-After` at once."
+        ),
+    )
 
 
 class MasterConfig(_Section):
@@ -144,6 +221,13 @@ class MasterConfig(_Section):
             "…}`. The master reads it too (checkpoint downloads, garbage collection). Unset: "
             "shared_fs at `<data_dir>/checkpoints`."
         ),
+    )
+    request_limits: RequestLimitsConfig = Field(
+        default_factory=RequestLimitsConfig, description="Limits on request bodies."
+    )
+    login: LoginConfig = Field(
+        default_factory=LoginConfig,
+        description="Login rate limits and the password-checking threads.",
     )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
     logging: CloudWatchConfig | None = Field(

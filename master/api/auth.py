@@ -1,16 +1,24 @@
-"""``/api/v1/auth/login``, ``/api/v1/auth/logout``, ``/api/v1/me``."""
+"""``/api/v1/auth/login``, ``/api/v1/auth/logout``, ``/api/v1/me``.
+
+Login runs on the event loop and hands its two slow parts elsewhere: the database to the usual
+worker threads, the password check to :class:`master.login_guard.LoginGuard`'s own pool, behind
+its rate limits (see that module).
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import ApiError
 from master.api.wire import WireModel, user_json
+from master.login_guard import LoginGuard
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
@@ -22,26 +30,39 @@ class LoginRequest(WireModel):
     is_hashed: bool = False
 
 
-@router.post("/auth/login")
-def login(body: LoginRequest, request: Request) -> JSONResponse:
-    state: MasterState = request.app.state.master
+def _find_user(session: Session, username: str) -> models.User | None:
+    return session.scalars(
+        select(models.User).where(models.User.username == username)
+    ).one_or_none()
+
+
+def _open_session(session: Session, user_id: int, state: MasterState) -> dict[str, Any]:
     now = state.clock()
-    with state.db.session() as session:
-        user = session.scalars(
-            select(models.User).where(models.User.username == body.username)
-        ).one_or_none()
-        if user is None or not auth.check_password(user, body.password, is_hashed=body.is_hashed):
+    user = session.get_one(models.User, user_id)
+    user.last_auth_at = now
+    token = auth.issue_token(session, user.id, state.config.token_lifetime, now)
+    return {"token": token, "user": user_json(user)}
+
+
+@router.post("/auth/login")
+async def login(body: LoginRequest, request: Request) -> JSONResponse:
+    state: MasterState = request.app.state.master
+    guard: LoginGuard = request.app.state.login_guard
+    username = body.username
+    client = request.client.host if request.client else "unknown"
+    with guard.attempt(username, client) as attempt:
+        user = await state.db.run(partial(_find_user, username=username))
+        if not await guard.check(user, body.password, is_hashed=body.is_hashed) or user is None:
             # Determined answers PermissionDenied with exactly this message; its CLI keys on it.
             raise ApiError(403, "invalid credentials")
-        if not user.active:
-            raise ApiError(403, f"user '{user.username}' is deactivated")
-        user.last_auth_at = now
-        token = auth.issue_token(session, user.id, state.config.token_lifetime, now)
-        payload = {"token": token, "user": user_json(user)}
+        attempt.succeeded = True
+    if not user.active:
+        raise ApiError(403, f"user '{user.username}' is deactivated")
+    payload = await state.db.run(partial(_open_session, user_id=user.id, state=state))
     response = JSONResponse(payload)
     response.set_cookie(
         auth.SESSION_COOKIE,
-        token,
+        payload["token"],
         httponly=True,
         samesite="lax",
         max_age=int(state.config.token_lifetime.total_seconds()),
