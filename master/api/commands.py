@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agent.context_files import ContextError, validate_context
 from harness.task_config import CommandConfig
 from master import auth, models
 from master.api.errors import bad_request, forbidden, not_found
@@ -50,7 +51,8 @@ class LaunchCommandRequest(WireModel):
 
 
 def context_files(files: list[ContextFile]) -> dict[str, str]:
-    """Regular files of an uploaded context as path → base64 content, for the agent to write."""
+    """Regular files of an uploaded context as path → base64 content, for the agent to write;
+    a 400 naming the file for any that :func:`agent.context_files.validate_context` refuses."""
     total = sum(len(f.content) for f in files)
     if total > MAX_CONTEXT_BYTES:
         raise bad_request(
@@ -58,14 +60,18 @@ def context_files(files: list[ContextFile]) -> dict[str, str]:
             f"{MAX_CONTEXT_BYTES / 2**20:.0f} MiB"
         )
     kept = {}
+    indexes = {}
     for index, item in enumerate(files):
         if item.type in _DIRECTORY:
             continue
         if item.type not in _REGULAR_FILE:
             raise bad_request(f"files.{index}.type: {item.type!r} is not a regular file or dir")
-        if item.path.startswith("/") or ".." in item.path.split("/"):
-            raise bad_request(f"files.{index}.path: {item.path!r} must be relative, without '..'")
         kept[item.path] = item.content
+        indexes.setdefault(item.path, index)
+    try:
+        validate_context(kept)
+    except ContextError as exc:
+        raise bad_request(f"files.{indexes[exc.path]}.path: {exc}") from exc
     return kept
 
 
