@@ -9,10 +9,11 @@ from, and what is allowed.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -26,17 +27,22 @@ from pydantic import (
 )
 
 from agent.cloudwatch.config import CloudWatchConfig
+from agent.isolation import parse_uid_range
 from agent.protocol import AGENT_WS_PATH
 from harness.units import Seconds
 
 ENV_PREFIX = "DET_AGENT_"
+# Root's default work dirs: task uids must reach them, so not under /var/lib/flotilla, the
+# master's usual data_dir (0700).
+ROOT_WORK_BASE = Path("/var/lib/flotilla-agent")
 
 
 class AgentConfig(BaseModel):
     """Everything ``det-agent`` needs to join a master and run allocations.
 
-    ``agent_id`` and ``work_dir`` are filled in by validation when left empty (hostname,
-    ``~/.flotilla/agent/<agent_id>``); use :attr:`work_path` to read the latter.
+    ``agent_id`` and ``work_dir`` are filled in by validation when left empty (hostname;
+    ``/var/lib/flotilla-agent/<agent_id>`` for root, else ``~/.flotilla/agent/<agent_id>``);
+    use :attr:`work_path` to read the latter and :attr:`uid_range` for ``task_uid_range``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -72,7 +78,23 @@ class AgentConfig(BaseModel):
     work_dir: Path | None = Field(
         default=None,
         description="Directory holding one working directory per allocation; defaults to "
-        "~/.flotilla/agent/<agent_id>.",
+        "/var/lib/flotilla-agent/<agent_id> when the agent runs as root (task uids must reach "
+        "it), else ~/.flotilla/agent/<agent_id>.",
+    )
+    isolation: Literal["auto", "uid", "none"] = Field(
+        default="auto",
+        description="How tasks are kept apart. uid: each task runs as its own unprivileged uid "
+        "from task_uid_range in a 0700 work dir (needs root, and the agent's Python and work_dir "
+        "reachable by other uids); the agent refuses to start if that cannot work. none: tasks "
+        "run as the agent's user and can read each other's environment and files (fine for a "
+        "one-person local cluster only). auto: uid when possible, otherwise none with a warning "
+        "saying why.",
+    )
+    task_uid_range: str = Field(
+        default="20000-29999",
+        description="Uids handed to tasks under isolation uid, '<first>-<last>' inclusive; one "
+        "per running allocation (gid = uid). They need no passwd entry and must not be used by "
+        "anything else on the machine, the agent's own uid included.",
     )
     reconnect_initial_backoff: Seconds = Field(
         default=0.5, gt=0, description="First delay before reconnecting to the master."
@@ -118,12 +140,23 @@ class AgentConfig(BaseModel):
             raise ValueError(f"expected an http:// or https:// URL with a host; got {value!r}")
         return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
+    @field_validator("task_uid_range")
+    @classmethod
+    def _check_uid_range(cls, value: str) -> str:
+        first, last = parse_uid_range(value)
+        if first <= os.getuid() <= last:
+            raise ValueError(
+                f"{value!r} holds the agent's own uid {os.getuid()}; pick uids no one uses"
+            )
+        return f"{first}-{last}"
+
     @model_validator(mode="after")
     def _fill_defaults_and_check_backoff(self) -> AgentConfig:
         if not self.agent_id:
             self.agent_id = socket.gethostname()
         if self.work_dir is None:
-            self.work_dir = Path.home() / ".flotilla" / "agent" / self.agent_id
+            base = ROOT_WORK_BASE if os.geteuid() == 0 else Path.home() / ".flotilla" / "agent"
+            self.work_dir = base / self.agent_id
         self.work_dir = self.work_dir.expanduser()
         if self.reconnect_max_backoff < self.reconnect_initial_backoff:
             raise ValueError(
@@ -136,6 +169,10 @@ class AgentConfig(BaseModel):
     def work_path(self) -> Path:
         assert self.work_dir is not None  # filled in by validation
         return self.work_dir
+
+    @property
+    def uid_range(self) -> tuple[int, int]:
+        return parse_uid_range(self.task_uid_range)
 
     @property
     def ws_url(self) -> str:

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from agent.config import AgentConfig
+from agent.isolation import Isolation
 from agent.outbox import Outbox
 from agent.protocol import (
     Hello,
@@ -129,7 +130,10 @@ class Daemon:
     the allocations, deliver their exits if connected, and return 0.
     """
 
-    def __init__(self, config: AgentConfig, slots: Sequence[SlotInfo]) -> None:
+    def __init__(
+        self, config: AgentConfig, slots: Sequence[SlotInfo], isolation: Isolation = "none"
+    ) -> None:
+        """``isolation`` is what :func:`agent.isolation.resolve` decided for ``config``."""
         self.config = config
         self.slots = list(slots)
         self.outbox = Outbox()
@@ -140,6 +144,8 @@ class Daemon:
             emit=self.outbox.put,
             log_batch_interval=config.log_batch_interval,
             kill_grace_period=config.kill_grace_period,
+            isolation=isolation,
+            uid_range=config.uid_range,
         )
         self.sessions = 0  # welcomes received so far
         self._stopping = asyncio.Event()
@@ -248,6 +254,7 @@ class Daemon:
             slots=self.slots,
             addresses=await asyncio.to_thread(local_addresses, self.config.master_host),
             running=self.runner.running(),
+            isolation=self.runner.isolation,
         )
         await ws.send(hello.model_dump_json())
         try:

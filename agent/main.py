@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import cloudwatch_logs
+from agent import cloudwatch_logs, isolation
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.daemon import Daemon, agent_version
 from agent.devices import detect_slots
+from agent.isolation import Isolation, IsolationError
 from agent.protocol import SlotInfo
 
 EXIT_BAD_CONFIG = 2
@@ -44,17 +45,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-gpu", action="store_true", default=None, help="offer CPU slots even if GPUs exist"
     )
     parser.add_argument("--work-dir", help="directory for allocation working directories")
+    parser.add_argument(
+        "--isolation",
+        choices=["auto", "uid", "none"],
+        help="run each task as its own uid (uid), never (none), or when possible (auto)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {agent_version()}")
     return parser.parse_args(argv)
 
 
 def _flags(args: argparse.Namespace) -> dict[str, object]:
-    names = ("master_url", "join_token", "agent_id", "resource_pool", "slots", "no_gpu", "work_dir")
+    names = (
+        "master_url",
+        "join_token",
+        "agent_id",
+        "resource_pool",
+        "slots",
+        "no_gpu",
+        "work_dir",
+        "isolation",
+    )
     return {name: getattr(args, name) for name in names}
 
 
-async def _run(config: AgentConfig, slots: list[SlotInfo]) -> int:
-    daemon = Daemon(config, slots)
+async def _run(config: AgentConfig, slots: list[SlotInfo], mode: Isolation) -> int:
+    daemon = Daemon(config, slots, mode)
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -66,6 +81,19 @@ async def _run(config: AgentConfig, slots: list[SlotInfo]) -> int:
     return await daemon.run()
 
 
+def _prepare_work_dir(config: AgentConfig) -> Isolation:
+    """Create the work dir and decide the isolation (:func:`agent.isolation.resolve`); under
+    ``uid`` the work dir is made passable (0711) for task uids. Logs the one warning of an
+    ``auto`` that fell back to ``none``."""
+    config.work_path.mkdir(parents=True, exist_ok=True)
+    mode, why_not = isolation.resolve(config.isolation, config.work_path)
+    if why_not:
+        log.warning("%s", why_not)
+    if mode == "uid":
+        config.work_path.chmod(isolation.WORK_ROOT_MODE)
+    return mode
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
@@ -75,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         config = load_config(args.config, _flags(args), os.environ)
-        config.work_path.mkdir(parents=True, exist_ok=True)
+        mode = _prepare_work_dir(config)
         shipping = cloudwatch_logs.start(config)
-    except ConfigError as e:
+    except (ConfigError, IsolationError) as e:
         print(f"det-agent: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
     except OSError as e:
@@ -85,13 +113,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_BAD_CONFIG)
     slots = detect_slots(no_gpu=config.no_gpu, cpu_slot_count=config.slots)
     log.info(
-        "agent %s (version %s) starting, work_dir %s",
+        "agent %s (version %s) starting, work_dir %s, isolation %s",
         config.agent_id,
         agent_version(),
         config.work_path,
+        mode,
     )
     try:
-        code = asyncio.run(_run(config, slots))
+        code = asyncio.run(_run(config, slots, mode))
     finally:
         cloudwatch_logs.stop(shipping)
     sys.exit(code)

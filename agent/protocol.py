@@ -75,6 +75,11 @@ class Hello(_Message):
     slots: list[SlotInfo]
     addresses: list[str] = Field(default_factory=list)
     running: list[RunningAllocation] = Field(default_factory=list)
+    isolation: Literal["uid", "none"] = Field(
+        default="none",
+        description="uid: each task runs as its own unprivileged uid; none: tasks run as the "
+        "agent's user and can read each other's environment and files.",
+    )
 
 
 class AllocationStarted(_Message):

@@ -15,6 +15,10 @@ How processes behave here, and what the runner does about it:
   fires when the *thread* that forked exits, which is why processes are only spawned from the
   event loop's thread. It covers the main process only; the rest of the group is killed by the
   :class:`~agent.guard.GroupGuard` watchdog.
+- With ``isolation="uid"`` (see :mod:`agent.isolation`) each allocation runs as its own uid
+  from a :class:`~agent.isolation.UidPool`, in a work dir it owns (0700) with ``HOME`` and
+  ``TMPDIR`` inside it; when it ends, every process left with that uid is killed and the work
+  dir's top goes back to root before the uid is handed out again.
 - Output is read in chunks and split on ``\\n``; a line longer than :data:`MAX_LINE_BYTES` is
   cut there and the rest of it discarded. Bytes are decoded as UTF-8 with replacement.
 
@@ -38,7 +42,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from agent import isolation
 from agent.guard import GroupGuard
+from agent.isolation import Isolation, UidPool, UidsExhausted
 from agent.protocol import (
     AllocationExited,
     AllocationStarted,
@@ -102,6 +108,8 @@ class _Allocation:
     pending: list[LogEntry] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     terminator: asyncio.Task[None] | None = None
+    uid: int | None = None  # its own uid under isolation "uid"
+    directory: Path | None = None
 
 
 class Runner:
@@ -119,7 +127,11 @@ class Runner:
         emit: Emit,
         log_batch_interval: float,
         kill_grace_period: float,
+        isolation: Isolation = "none",
+        uid_range: tuple[int, int] = (20000, 29999),
     ) -> None:
+        """``isolation="uid"`` runs each allocation as its own uid from ``uid_range`` (the agent
+        must be root and have checked reachability, see :func:`agent.isolation.resolve`)."""
         self.work_dir = work_dir
         self.agent_id = agent_id
         self.slots = {slot.id: slot for slot in slots}
@@ -129,6 +141,8 @@ class Runner:
         self._allocations: dict[str, _Allocation] = {}
         self._preexec = _die_with_parent()
         self._guard = GroupGuard()
+        self.isolation: Isolation = isolation
+        self.uids = UidPool(*uid_range, reserved=(os.getuid(),))
 
     def start(self, msg: StartAllocation) -> bool:
         """Start ``msg`` in the background; ``False`` if that allocation is already here."""
@@ -185,7 +199,12 @@ class Runner:
 
     # ---- one allocation ---------------------------------------------------------------------
 
-    def _environment(self, msg: StartAllocation) -> dict[str, str]:
+    def _environment(
+        self, msg: StartAllocation, uid: int | None = None, home: Path | None = None
+    ) -> dict[str, str]:
+        """The task's environment: the agent's own minus every ``DET_AGENT_*`` setting (its
+        join token above all), then the master's ``msg.env``, then the slots. For a task with
+        its own ``uid``, ``HOME`` is ``home`` and ``TMPDIR`` ``home/tmp``."""
         unknown = [i for i in msg.slot_ids if i not in self.slots]
         if unknown:
             raise StartError(f"unknown slot id(s) {unknown}; this agent has {sorted(self.slots)}")
@@ -201,6 +220,11 @@ class Runner:
         path = env.get("PATH", os.defpath).split(os.pathsep)
         if bin_dir not in path:
             env["PATH"] = os.pathsep.join([bin_dir, *path])
+        if uid is not None and home is not None:
+            env["HOME"] = str(home)
+            env["TMPDIR"] = str(home / "tmp")
+            env["USER"] = env["LOGNAME"] = f"task-{uid}"  # no passwd entry: a name for tools
+            env.pop("MAIL", None)
         return env
 
     async def _run(self, alloc: _Allocation) -> None:
@@ -234,6 +258,8 @@ class Runner:
             alloc.exited = True
             _signal_group(process.pid, signal.SIGKILL)  # leftovers of the group
             self._guard.forget(process.pid)
+            if alloc.uid is not None:  # leftovers outside the group, too
+                await asyncio.to_thread(self._clean_up, alloc)
             _, stuck = await asyncio.wait(readers, timeout=PIPE_DRAIN_TIMEOUT)
             if stuck:
                 log.warning(
@@ -262,6 +288,7 @@ class Runner:
             raise
         finally:
             del self._allocations[allocation_id]
+            self.uids.release(allocation_id)
 
     async def _spawn(
         self, alloc: _Allocation
@@ -277,10 +304,17 @@ class Runner:
         try:
             if not msg.argv:
                 raise StartError("argv is empty")
-            env = self._environment(msg)
             cwd = await asyncio.to_thread(
                 prepare_directory, self.work_dir, msg.allocation_id, msg.files
             )
+            alloc.directory = cwd
+            if self.isolation == "uid":
+                try:
+                    alloc.uid = self.uids.acquire(msg.allocation_id)
+                except UidsExhausted as e:
+                    raise StartError(str(e)) from None
+                await asyncio.to_thread(self._hand_over, cwd, alloc.uid, msg.env)
+            env = self._environment(msg, alloc.uid, cwd)
             if alloc.kill_reason is not None:
                 reason = alloc.kill_reason
             else:
@@ -296,6 +330,7 @@ class Runner:
                         stderr=stderr_write,
                         start_new_session=True,
                         preexec_fn=self._preexec,
+                        **self._credentials(alloc.uid),
                     )
                 except BaseException:
                     os.close(stdout_read)
@@ -308,6 +343,8 @@ class Runner:
                 return alloc.process, stdout_read, stderr_read
         except (StartError, OSError, ValueError, subprocess.SubprocessError) as e:
             reason = f"failed to start: {e}"
+        if alloc.uid is not None:
+            await asyncio.to_thread(self._clean_up, alloc)
         log.warning("allocation %s did not start: %s", msg.allocation_id, reason)
         self.emit(
             AllocationExited(
@@ -315,6 +352,37 @@ class Runner:
             )
         )
         return None
+
+    @staticmethod
+    def _hand_over(directory: Path, uid: int, env: dict[str, str]) -> None:
+        """Give the task's work dir (and a ``tmp/`` in it) to ``uid`` and make the shared
+        directories it will write (checkpoints, TensorBoard) writable by task uids."""
+        (directory / "tmp").mkdir(exist_ok=True)
+        isolation.give_to(directory, uid)
+        for shared, anchor in isolation.shared_directories(env):
+            try:
+                isolation.prepare_shared(shared, anchor)
+            except OSError as e:
+                log.warning("cannot prepare %s for task uids: %s", shared, e)
+
+    def _clean_up(self, alloc: _Allocation) -> None:
+        """Kill whatever still runs as the allocation's uid, close its work dir, free the uid."""
+        assert alloc.uid is not None
+        isolation.kill_uid(alloc.uid)
+        if alloc.directory is not None:
+            isolation.take_back(alloc.directory)
+        self.uids.release(alloc.msg.allocation_id)
+        alloc.uid = None
+
+    @staticmethod
+    def _credentials(uid: int | None) -> dict[str, object]:
+        """``subprocess`` arguments that switch the child to ``uid`` (gid = uid, no
+        supplementary groups, umask 022). Python applies them before ``preexec_fn``, so the
+        parent-death signal survives the switch (the kernel clears it on a change of
+        credentials)."""
+        if uid is None:
+            return {}
+        return {"user": uid, "group": uid, "extra_groups": [], "umask": isolation.TASK_UMASK}
 
     async def _terminate(self, alloc: _Allocation) -> None:
         process = alloc.process

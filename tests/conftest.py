@@ -1,8 +1,19 @@
-"""Shared fixtures: a database of each kind (every database test runs on SQLite and PostgreSQL)."""
+"""Shared fixtures: a database of each kind (every database test runs on SQLite and PostgreSQL),
+and temporary directories that per-task uids can pass through.
+
+Run as root, the integration clusters start agents with ``isolation: uid``: their tasks run as
+other uids, which must traverse the directories above an agent's work dir under ``tmp_path``.
+So the base temp dir lives in ``<tmp>/flotilla-pytest/`` (not pytest's ``pytest-of-root``,
+which pytest resets to 0700 whenever a session starts) and every directory of the chain,
+``tmp_path`` included, is 0711: other uids may pass through, not list.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +24,36 @@ import pytest
 PG_ADMIN_URL = os.environ.get(
     "FLOTILLA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+TRAVERSABLE = 0o711
+BASETEMP_ROOT = Path(tempfile.gettempdir()) / "flotilla-pytest"
+BASETEMP_MAX_AGE = 24 * 3600.0  # seconds; older sessions' temp dirs are removed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, without ``--basetemp``: a fresh base temp dir of this session under
+    :data:`BASETEMP_ROOT` (0711); day-old ones of earlier sessions are removed."""
+    if os.geteuid() != 0 or config.option.basetemp or hasattr(config, "workerinput"):
+        return
+    BASETEMP_ROOT.mkdir(mode=TRAVERSABLE, exist_ok=True)
+    if BASETEMP_ROOT.is_symlink() or BASETEMP_ROOT.stat().st_uid != 0:
+        return  # not ours: keep pytest's default
+    BASETEMP_ROOT.chmod(TRAVERSABLE)
+    for old in BASETEMP_ROOT.iterdir():
+        if time.time() - old.lstat().st_mtime > BASETEMP_MAX_AGE:
+            shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = tempfile.mkdtemp(dir=BASETEMP_ROOT, prefix="session-")
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's ``tmp_path``, with it and the base temp dir 0711 when running as root."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for directory in (base, *(p for p in tmp_path.parents if base in p.parents), tmp_path):
+            directory.chmod(TRAVERSABLE)
+    return tmp_path
 
 
 def _pg_admin() -> psycopg2.extensions.connection:

@@ -4,6 +4,11 @@
 (``.<uuid>.partial-…``) and rename it into place, and deleters rename it away before removing
 it, so a reader (the master streaming a download, a trial restoring) sees a whole checkpoint
 or none: a trial killed mid-save leaves only a dot-directory behind, never a torn checkpoint.
+
+Under per-task uids (agent ``isolation: uid``) the agent makes the storage directory writable by
+every task uid with the sticky bit, like ``/tmp`` (see :func:`agent.isolation.prepare_shared`);
+a checkpoint directory is 0755 and owned by the uid that wrote it, so a restarted trial (a new
+uid) and the master (root) read it, and only its writer and root may remove or replace it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from harness.storage.base import (
     require_directory,
     validate_uuid,
 )
+
+CHECKPOINT_DIR_MODE = 0o755  # readable by a restarted trial's new uid and by the master
 
 
 def storage_root(host_path: str, storage_path: str | None) -> Path:
@@ -84,6 +91,7 @@ class SharedFSStorageManager:
         self._ensure_root()
         partial = self._sibling(uuid, "partial")
         partial.mkdir()  # not mkdtemp: its 0700 mode would hide the checkpoint from other users
+        partial.chmod(CHECKPOINT_DIR_MODE)  # whatever the task's umask
         try:
             yield partial
         except BaseException:

@@ -22,6 +22,7 @@ import yaml
 
 BIN = Path(sys.executable).parent
 JOIN_TOKEN = "test-join-token"
+ISOLATION = "uid" if os.geteuid() == 0 else "auto"
 
 
 def free_port() -> int:
@@ -139,16 +140,19 @@ def kill_provisioned_agents(workdir: Path) -> None:
 
 
 class Agent(Process):
+    """A ``det-agent``. Every task runs as its own uid (``--isolation uid``), so the whole
+    integration suite runs isolated; that needs root, as the tests do in CI (otherwise the
+    agent runs tasks unisolated). ``flags`` add or override command-line flags."""
+
     def __init__(
         self, workdir: Path, master: Master, agent_id: str, slots: int = 1, **flags: str
     ) -> None:
         self.id = agent_id
+        flags = {"isolation": ISOLATION, **flags}
         argv = [
             str(BIN / "det-agent"),
             "--master-url",
             master.url,
-            "--join-token",
-            JOIN_TOKEN,
             "--agent-id",
             agent_id,
             "--slots",
@@ -159,7 +163,11 @@ class Agent(Process):
         ]
         for flag, value in flags.items():
             argv += [f"--{flag.replace('_', '-')}", value]
-        super().__init__(argv, workdir / f"agent-{agent_id}.log")
+        self.work_dir = workdir / f"agent-{agent_id}"
+        # The join token goes in the environment, as in production: argv is world-readable.
+        super().__init__(
+            argv, workdir / f"agent-{agent_id}.log", env={"DET_AGENT_JOIN_TOKEN": JOIN_TOKEN}
+        )
 
 
 class Api:

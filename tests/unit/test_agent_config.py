@@ -1,5 +1,6 @@
 """AgentConfig: defaults, precedence of file < env < flags, and one-line errors."""
 
+import os
 import socket
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def test_defaults_and_derived_values():
     config = AgentConfig(join_token="t", agent_id="gpu-7")
     assert config.master_url == "http://127.0.0.1:8080"
     assert config.ws_url == "ws://127.0.0.1:8080/agents/ws"
-    assert config.work_path == Path.home() / ".flotilla" / "agent" / "gpu-7"
+    assert config.work_path == Path.home() / ".flotilla" / "agent" / "gpu-7" or (
+        os.geteuid() == 0 and config.work_path == Path("/var/lib/flotilla-agent/gpu-7")
+    )
+    assert (config.isolation, config.uid_range) == ("auto", (20000, 29999))
     assert (config.resource_pool, config.slots, config.no_gpu) == ("default", 1, False)
     assert config.reconnect_give_up_after == 600
     assert config.kill_grace_period == 10

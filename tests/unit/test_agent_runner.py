@@ -315,3 +315,138 @@ def test_a_task_and_its_children_die_with_a_crashed_agent(tmp_path):
             os.killpg(leader, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.kill(grandchild, signal.SIGKILL)
+
+
+# ---- isolation "uid": each allocation its own uid (needs root) ------------------------------
+
+needs_root = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="switching tasks to their own uid needs root on Linux",
+)
+UIDS = (42000, 42001)
+
+
+def isolated_runner(tmp_path: Path, recorder: Recorder, uids: tuple[int, int] = UIDS) -> Runner:
+    work = tmp_path / "work"
+    work.mkdir(mode=0o711)
+    return make_runner(work, recorder, isolation="uid", uid_range=uids)
+
+
+async def _wait_for_line(recorder: Recorder, allocation_id: str, count: int = 1) -> list[str]:
+    deadline = time.monotonic() + 10
+    while len(lines := recorder.lines(allocation_id)) < count:
+        assert time.monotonic() < deadline, recorder.of(allocation_id)
+        await asyncio.sleep(0.01)
+    return lines
+
+
+@needs_root
+def test_an_isolated_task_runs_as_its_own_uid_in_its_own_0700_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DET_AGENT_JOIN_TOKEN", "must-not-leak")
+    script = (
+        "id -u; id -g; id -G; echo $HOME; echo $TMPDIR; "
+        'echo "join=[$DET_AGENT_JOIN_TOKEN]"; env | grep -c "^DET_AGENT_[A-Z_]*=" | grep -v 1 '
+        "|| echo only-agent-id; stat -c '%u %a' . pkg pkg/model.py tmp; "
+        "cat /proc/self/environ | tr '\\0' '\\n' | grep '^SECRET='; "
+        "cat /proc/$PPID/environ >/dev/null 2>&1 && echo read-agent || echo agent-hidden"
+    )
+    files = {"pkg/model.py": base64.b64encode(b"x = 1\n").decode()}
+
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = isolated_runner(tmp_path, recorder)
+        runner.start(start(["sh", "-c", script], env={"SECRET": "mine"}, files=files))
+        assert (await recorder.exit_of("alloc-1")).exit_code == 0, recorder.of("alloc-1")
+        return recorder
+
+    lines = asyncio.run(scenario()).lines("alloc-1")
+    uid = int(lines[0])
+    home = tmp_path / "work" / "alloc-1"
+    assert UIDS[0] <= uid <= UIDS[1]
+    assert lines[1:5] == [str(uid), str(uid), str(home), str(home / "tmp")]
+    assert lines[5:7] == ["join=[]", "only-agent-id"]  # DET_AGENT_ID alone, set by the agent
+    assert lines[7:11] == [f"{uid} 700", f"{uid} 755", f"{uid} 644", f"{uid} 755"]
+    assert lines[11:] == ["SECRET=mine", "agent-hidden"]
+    # After the exit the directory's top is root's again: the uid's next holder cannot enter.
+    assert (home.stat().st_uid, home.stat().st_mode & 0o777) == (0, 0o700)
+
+
+@needs_root
+def test_isolated_tasks_cannot_read_each_others_environment(tmp_path):
+    async def scenario() -> tuple[list[str], int]:
+        recorder = Recorder()
+        runner = isolated_runner(tmp_path, recorder)
+        runner.start(start(["sh", "-c", "echo $$; sleep 100"], "victim", env={"TOKEN": "v-1"}))
+        (victim_pid,) = await _wait_for_line(recorder, "victim")
+        thief = (
+            f"cat /proc/{victim_pid}/environ 2>&1 | tr '\\0' '\\n' | grep -c TOKEN=v-1; "
+            f"ls {tmp_path / 'work' / 'victim'} 2>&1 | grep -c 'Permission denied'; "
+            "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c TOKEN=v-1"
+        )
+        runner.start(start(["sh", "-c", thief], "thief"))
+        await recorder.exit_of("thief")
+        victim_uid = runner.uids.in_use["victim"]
+        runner.kill("victim", "test over")
+        await recorder.exit_of("victim")
+        return recorder.lines("thief"), victim_uid
+
+    thief_lines, victim_uid = asyncio.run(scenario())
+    assert thief_lines == ["0", "1", "0"]
+    assert victim_uid in range(UIDS[0], UIDS[1] + 1)
+
+
+@needs_root
+def test_processes_left_with_the_uid_die_and_the_uid_is_reused(tmp_path):
+    """A ``setsid``'d child leaves the group but not the uid: it is killed at the task's end,
+    and only then is the uid handed out again."""
+
+    async def scenario() -> tuple[list[str], list[str], AllocationExited]:
+        recorder = Recorder()
+        runner = isolated_runner(tmp_path, recorder, uids=(UIDS[0], UIDS[0]))
+        escape = "setsid sleep 100 </dev/null >/dev/null 2>&1 & id -u"
+        runner.start(start(["sh", "-c", escape], "first"))
+        await recorder.exit_of("first")
+        runner.start(start(["sh", "-c", "id -u; sleep 100"], "second"))
+        await _wait_for_line(recorder, "second")
+        runner.start(start(["true"], "third"))  # the only uid is held by "second"
+        exhausted = await recorder.exit_of("third")
+        runner.kill("second", "test over")
+        await recorder.exit_of("second")
+        return recorder.lines("first"), recorder.lines("second"), exhausted
+
+    first, second, exhausted = asyncio.run(scenario())
+    assert first == second == [str(UIDS[0])]
+    assert exhausted.exit_code is None
+    assert f"no free task uid in {UIDS[0]}-{UIDS[0]}" in exhausted.reason
+    from agent.isolation import processes_of
+
+    assert processes_of(UIDS[0]) == []
+
+
+@needs_root
+def test_an_isolated_task_and_its_children_die_with_a_crashed_agent(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir(mode=0o711)
+    script = ORPHAN_SCRIPT.replace(
+        "kill_grace_period=1)", "kill_grace_period=1, isolation='uid', uid_range=(42002, 42002))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(work)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    leader, grandchild = (int(pid) for pid in result.stdout.split())
+    try:
+        deadline = time.monotonic() + 3
+        while not (_is_gone(leader) and _is_gone(grandchild)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _is_gone(leader), f"task pid {leader} outlived its agent"
+        assert _is_gone(grandchild), f"the task's child {grandchild} outlived the agent"
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(leader, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(grandchild, signal.SIGKILL)

@@ -32,6 +32,7 @@ def _agent(agent_id: str, *, busy: bool = False) -> dict[str, Any]:
         "draining": False,
         "resourcePools": ["default"],
         "addresses": ["10.0.0.5"],
+        "isolation": "uid",
         "slots": {
             f"/agents/{agent_id}/slots/0": {
                 "id": "0",
@@ -135,15 +136,15 @@ def test_agent_list_table(fake_master: FakeMaster, det: Det) -> None:
     assert lines[0].split("|")[0] == " Agent ID      "
     assert [c.strip() for c in lines[0].split("|")] == [
         "Agent ID", "Version", "Registered Time", "Slots", "Containers", "Resource Pool",
-        "Enabled", "Draining", "Addresses", "Instance Type", "Market", "$/h", "State",
-        "Idle For",
+        "Enabled", "Draining", "Addresses", "Isolation", "Instance Type", "Market", "$/h",
+        "State", "Idle For",
     ]  # fmt: skip
     rows = [[c.strip() for c in line.split("|")] for line in lines[2:]]
-    assert [r[:9] for r in rows] == [
+    assert [r[:10] for r in rows] == [
         ["local-agent-0", "0.1.0", "2024-05-01 12:00:00+0000", "1", "1", "default", "True",
-         "False", "10.0.0.5"],
+         "False", "10.0.0.5", "uid"],
         ["local-agent-1", "0.1.0", "2024-05-01 12:00:00+0000", "1", "0", "default", "True",
-         "False", "10.0.0.5"],
+         "False", "10.0.0.5", "uid"],
     ]  # fmt: skip
     records = json.loads(det("agent", "list", "--json").out)
     assert [r["id"] for r in records] == ["local-agent-0", "local-agent-1"]
