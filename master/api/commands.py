@@ -59,8 +59,8 @@ def context_files(files: list[ContextFile]) -> dict[str, str]:
             f"files: the context is {total / 2**20:.1f} MiB encoded; the limit is "
             f"{MAX_CONTEXT_BYTES / 2**20:.0f} MiB"
         )
-    kept = {}
-    indexes = {}
+    kept: dict[str, str] = {}
+    indexes: dict[str, int] = {}
     for index, item in enumerate(files):
         if item.type in _DIRECTORY:
             continue

@@ -38,6 +38,7 @@ from master.api.schemas import (
     TrialList,
     documented,
 )
+from master.api.wire import Int64
 from master.experiments import views
 from master.experiments.engine import ExperimentEngine
 from master.experiments.live import EngineError, ExperimentAction
@@ -184,18 +185,18 @@ class ExperimentFilters:
 @router.get("", **documented(ExperimentList))
 def list_experiments(
     request: Request,
-    offset: int = 0,
-    limit: int = 0,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
     archived: bool | None = None,
     users: list[str] = Query([]),
-    user_ids: list[int] = Query([], alias="userIds"),
+    user_ids: list[Int64] = Query([], alias="userIds"),
     states: list[str] = Query([]),
     labels: list[str] = Query([]),
     name: str | None = None,
     description: str | None = None,
     sort_by: str = Query("SORT_BY_ID", alias="sortBy"),
     order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
-    project_id: int | None = Query(None, alias="projectId"),
+    project_id: Int64 | None = Query(None, alias="projectId"),
     _: models.User = Depends(auth.current_user),
 ) -> dict[str, Any]:
     """Determined's paging: ``limit`` 0 means 100, -1 everything, -2 only the count; a negative
@@ -236,7 +237,7 @@ def _job_summary(engine: ExperimentEngine, state: MasterState, experiment_id: in
 
 @router.get("/{experiment_id}", **documented(ExperimentReply, 404))
 async def get_experiment(
-    experiment_id: int, request: Request, _: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     """Async, so the job summary reads the engine's memory on the event loop it lives on."""
     state = master_state(request)
@@ -255,7 +256,7 @@ async def get_experiment(
 
 @router.get("/{experiment_id}/model_def", **documented(ModelDefinition, 404))
 def get_model_def(
-    experiment_id: int, request: Request, _: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     """The model definition as Determined's ``b64Tgz`` (a base64 gzipped tar)."""
     state = master_state(request)
@@ -299,28 +300,28 @@ async def _act(
 
 @router.post("/{experiment_id}/pause", **documented(Empty, 404, 409))
 async def pause_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "pause")
 
 
 @router.post("/{experiment_id}/activate", **documented(Empty, 404, 409))
 async def activate_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "activate")
 
 
 @router.post("/{experiment_id}/kill", **documented(Empty, 404, 409))
 async def kill_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     return await _act(request, experiment_id, user, "kill")
 
 
 @router.post("/{experiment_id}/cancel", **documented(Empty, 404, 409))
 async def cancel_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     """Determined's ``det experiment cancel``: like kill here (trials stop at once)."""
     return await _act(request, experiment_id, user, "kill")
@@ -341,7 +342,7 @@ def _set_archived(request: Request, experiment_id: int, user: models.User, value
 
 @router.post("/{experiment_id}/archive", **documented(Empty, 404, 409))
 def archive_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     _set_archived(request, experiment_id, user, True)
     return {}
@@ -349,7 +350,7 @@ def archive_experiment(
 
 @router.post("/{experiment_id}/unarchive", **documented(Empty, 404, 409))
 def unarchive_experiment(
-    experiment_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    experiment_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     _set_archived(request, experiment_id, user, False)
     return {}
@@ -367,7 +368,7 @@ def _labels(session: Session, experiment_id: int) -> list[str]:
 
 @router.put("/{experiment_id}/labels/{label}", **documented(Labels, 404))
 def put_label(
-    experiment_id: int,
+    experiment_id: Int64,
     label: str,
     request: Request,
     user: models.User = Depends(auth.current_user),
@@ -385,7 +386,7 @@ def put_label(
 
 @router.delete("/{experiment_id}/labels/{label}", **documented(Labels, 404))
 def delete_label(
-    experiment_id: int,
+    experiment_id: Int64,
     label: str,
     request: Request,
     user: models.User = Depends(auth.current_user),
@@ -407,10 +408,10 @@ def delete_label(
 
 @router.get("/{experiment_id}/trials", **documented(TrialList, 404))
 def experiment_trials(
-    experiment_id: int,
+    experiment_id: Int64,
     request: Request,
-    offset: int = 0,
-    limit: int = 0,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
     states: list[str] = Query([]),
     sort_by: str = Query("SORT_BY_ID", alias="sortBy"),
     order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
@@ -470,10 +471,10 @@ def checkpoint_page(
 
 @router.get("/{experiment_id}/checkpoints", **documented(CheckpointList, 404))
 def experiment_checkpoints(
-    experiment_id: int,
+    experiment_id: Int64,
     request: Request,
-    offset: int = 0,
-    limit: int = 0,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
     states: list[str] = Query([]),
     sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortByAttr"),
     order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 NDJSON = "application/x-ndjson"
@@ -243,6 +243,9 @@ class Agent(Shape):
     draining: bool
     resource_pools: list[str]
     addresses: list[str]
+    isolation: str = Field(
+        description="How the agent separates tasks: 'uid' (each task its own uid) or 'none'"
+    )
     version: str | None
     slot_stats: SlotStats
     idle_since: str | None

@@ -34,7 +34,7 @@ from master.api.commands import (
 from master.api.errors import bad_request, describe_validation_error, not_found
 from master.api.schemas import SERVICE_SHAPES, documented, inline_schema
 from master.api.tasks import load_task
-from master.api.wire import WireModel
+from master.api.wire import Int64, WireModel
 from master.config import MasterConfig
 from master.state import MasterState
 from master.tasks import TaskSpec, submit_task
@@ -71,8 +71,8 @@ class LaunchRequest(WireModel):
 
 
 class LaunchTensorboardRequest(LaunchRequest):
-    experiment_ids: list[int] = []
-    trial_ids: list[int] = []
+    experiment_ids: list[Int64] = []
+    trial_ids: list[Int64] = []
 
 
 @dataclass

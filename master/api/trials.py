@@ -43,7 +43,7 @@ from master.api.schemas import (
     streamed,
 )
 from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
-from master.api.wire import WireModel, timestamp
+from master.api.wire import Int64, WireModel, timestamp
 from master.experiments import views
 from master.experiments.launch import TASK_TYPE
 from master.experiments.live import EarlyExit, KillTrial, ValidationCompleted
@@ -102,7 +102,7 @@ async def trial_token_for(request: Request, trial_id: int | None) -> tuple[str, 
 
 @router.get("/{trial_id}", **documented(TrialReply, 404))
 def get_trial(
-    trial_id: int, request: Request, _: models.User = Depends(auth.current_user)
+    trial_id: Int64, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     state = master_state(request)
     with state.db.session() as session:
@@ -113,7 +113,7 @@ def get_trial(
 
 @router.post("/{trial_id}/kill", **documented(Empty, 404, 409))
 async def kill_trial(
-    trial_id: int, request: Request, user: models.User = Depends(auth.current_user)
+    trial_id: Int64, request: Request, user: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     state = master_state(request)
 
@@ -128,10 +128,10 @@ async def kill_trial(
 
 @router.get("/{trial_id}/checkpoints", **documented(CheckpointList, 404))
 def trial_checkpoints(
-    trial_id: int,
+    trial_id: Int64,
     request: Request,
-    offset: int = 0,
-    limit: int = 0,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
     states: list[str] = Query([]),
     sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortByAttr"),
     order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
@@ -145,7 +145,7 @@ def trial_checkpoints(
 
 @router.get("/{trial_id}/metrics", **documented(MetricsList, 404))
 def trial_metrics(
-    trial_id: int,
+    trial_id: Int64,
     request: Request,
     group: str | None = None,
     _: models.User = Depends(auth.current_user),
@@ -184,10 +184,10 @@ _WORKLOAD_ORDER = {"training": 0, "validation": 1, "checkpoint": 2}
 
 @router.get("/{trial_id}/workloads", **documented(WorkloadList, 404))
 def trial_workloads(
-    trial_id: int,
+    trial_id: Int64,
     request: Request,
-    offset: int = 0,
-    limit: int = 0,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
     filter_option: str = Query("FILTER_OPTION_UNSPECIFIED", alias="filter"),
     order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
     remove_deleted: bool = Query(False, alias="removeDeletedCheckpoints"),
@@ -253,7 +253,7 @@ def _trial_logs(
 
 @router.get("/{trial_id}/logs", **streamed(NDJSON, TRIAL_LOG_LINE, 404))
 async def trial_logs(
-    trial_id: int,
+    trial_id: Int64,
     request: Request,
     follow: bool = False,
     limit: int = Query(0, ge=0),
@@ -350,7 +350,7 @@ def store_metrics(session: Session, trial_id: int, body: ReportMetricsRequest, n
 
 @router.post("/{trial_id}/metrics", **documented(Empty, 404, 409))
 async def report_metrics(
-    trial_id: int, body: ReportMetricsRequest, request: Request
+    trial_id: Int64, body: ReportMetricsRequest, request: Request
 ) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
     if body.metrics.trial_id not in (None, trial_id):
@@ -367,7 +367,9 @@ class ProgressRequest(WireModel):
 
 
 @router.post("/{trial_id}/progress", **documented(Empty, 404, 409))
-async def report_progress(trial_id: int, body: ProgressRequest, request: Request) -> dict[str, Any]:
+async def report_progress(
+    trial_id: Int64, body: ProgressRequest, request: Request
+) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
 
     def write(session: Session) -> None:
@@ -383,7 +385,7 @@ class EarlyExitRequest(WireModel):
 
 @router.post("/{trial_id}/early_exit", **documented(Empty, 404, 409))
 async def report_early_exit(
-    trial_id: int, body: EarlyExitRequest, request: Request
+    trial_id: Int64, body: EarlyExitRequest, request: Request
 ) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
     await engine_call(engine_of(request), EarlyExit(trial_id, body.reason))
@@ -391,7 +393,7 @@ async def report_early_exit(
 
 
 @router.get("/{trial_id}/searcher/operation", **documented(SearcherOperation, 404, 409))
-async def searcher_operation(trial_id: int, request: Request) -> dict[str, Any]:
+async def searcher_operation(trial_id: Int64, request: Request) -> dict[str, Any]:
     """The operation the trial should run next: ``{"op": {"validateAfter": {"length": N}} |
     null, "completed": bool}``; ``completed`` with no op means stop cleanly."""
     await trial_token_for(request, trial_id)
@@ -415,7 +417,7 @@ class CompletedOperationRequest(WireModel):
 
 @router.post("/{trial_id}/searcher/completed_operation", **documented(Empty, 404, 409))
 async def completed_operation(
-    trial_id: int, body: CompletedOperationRequest, request: Request
+    trial_id: Int64, body: CompletedOperationRequest, request: Request
 ) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
     metric = _searcher_metric(body.searcher_metric)

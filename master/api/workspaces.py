@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends
 from master import auth, models
 from master.api.errors import not_found
 from master.api.schemas import WorkspaceList, WorkspaceReply, documented
-from master.api.wire import pagination
+from master.api.wire import Int64, pagination
 
 router = APIRouter(prefix="/api/v1/workspaces")
 DEFAULT_WORKSPACE_ID = 1
@@ -43,7 +43,9 @@ def list_workspaces(_: models.User = Depends(auth.current_user)) -> dict[str, An
 
 
 @router.get("/{workspace_id}", **documented(WorkspaceReply, 404))
-def get_workspace(workspace_id: int, _: models.User = Depends(auth.current_user)) -> dict[str, Any]:
+def get_workspace(
+    workspace_id: Int64, _: models.User = Depends(auth.current_user)
+) -> dict[str, Any]:
     if workspace_id != DEFAULT_WORKSPACE_ID:
         raise not_found(f"workspace {workspace_id}")
     return {"workspace": _default_workspace()}
