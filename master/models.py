@@ -74,13 +74,21 @@ class User(Base):
 
 
 class UserSession(Base):
-    """A bearer token. Only its SHA-256 is stored; the token itself is shown once, at login."""
+    """A bearer token. Only its SHA-256 is stored; the token itself is shown once, at login.
+
+    ``scope`` says what it is (see ``master.auth``): ``login`` (a user session), ``task`` (bound
+    to ``allocation_id``; ``acts_as_owner`` when it may also act as its owner for ordinary
+    work) or ``proxy`` (a browser cookie for ``/proxy/<task_id>/`` only).
+    """
 
     __tablename__ = "user_sessions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16), default="login")
     allocation_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(128))
+    acts_as_owner: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
 

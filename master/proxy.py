@@ -6,8 +6,13 @@ subprotocols and close codes through. Only the task's owner and admins pass (bea
 ``auth`` cookie); a shell's WebSocket may be opened without credentials because SSH key
 authentication guards what travels through it — Determined's CLI opens it that way.
 
+Every request authenticates first: without credentials the answer is 401 before anything about
+the task (its existence, its scheduling state) is said; the shell tunnel alone opens without
+credentials, and only to a shell that is ready.
+
 Browsers get in with a one-use ticket (``POST /api/v1/tasks/{id}/proxy-ticket``) that the proxy
-exchanges for a cookie scoped to the task's prefix. Every request and frame counts as activity
+exchanges for a ``proxy``-scope cookie: valid only under ``/proxy/<that task>/`` (checked here, not
+only by the cookie's path) and refused on ``/api/v1``. Every request and frame counts as activity
 for idle timeouts; an open shell tunnel (an SSH session) is activity while it is open.
 """
 
@@ -169,40 +174,69 @@ def _ended_task_error(session: Session, task_id: str) -> ApiError:
     return ApiError(404, f"task {task_id} has ended ({task.state}); start a new one")
 
 
-async def resolve_target(state: MasterState, task_id: str) -> Target:
-    """The running, ready allocation of ``task_id`` and where its service listens."""
+async def resolve_target(state: MasterState, task_id: str, caller: auth.Caller | None) -> Target:
+    """Authenticate, then authorize, then find where ``task_id``'s service listens: nothing
+    about the task is said to a caller without credentials (401 before anything else)."""
+    if caller is None:
+        raise ApiError(401, "authentication required: log in with `det user login`")
     allocation = _live_allocation(state, task_id)
     if allocation is None:
         raise await state.db.run(lambda s: _ended_task_error(s, task_id))
+    check_access(caller, allocation)
+    return ready_target(allocation)
+
+
+def ready_target(allocation: Allocation) -> Target:
+    """Where a live allocation's service listens, or 503 saying what it is doing."""
     if not allocation.is_ready or not allocation.proxy_address:
         doing = allocation.waiting_reason or {
             AllocationState.QUEUED: "waiting to be scheduled",
             AllocationState.STARTING: "starting on its agent",
             AllocationState.RUNNING: "starting its server",
         }.get(allocation.state, allocation.state.value)
-        raise ApiError(503, f"task {task_id} is not ready: {doing}")
+        raise ApiError(503, f"task {allocation.task_id} is not ready: {doing}")
     return Target(allocation, allocation.proxy_address)
 
 
-async def caller(connection: HTTPConnection) -> models.User | None:
+def ready_shell(state: MasterState, task_id: str) -> Target | None:
+    """The target of ``task_id`` if it is a ready shell (whose tunnel opens without
+    credentials: SSH keys guard it), else None."""
+    allocation = _live_allocation(state, task_id)
+    if (
+        allocation is None
+        or allocation.task_type != "SHELL"
+        or not allocation.is_ready
+        or not allocation.proxy_address
+    ):
+        return None
+    return Target(allocation, allocation.proxy_address)
+
+
+async def caller(connection: HTTPConnection) -> auth.Caller | None:
+    """Who calls the proxy: None without credentials, 401 for a bad token."""
     token = auth.request_token(connection)
     if token is None:
         return None
     state = state_of(connection)
 
-    def lookup(session: Session) -> models.User | None:
-        return auth.user_for_token(session, token, state.clock())
+    def lookup(session: Session) -> auth.Caller | None:
+        return auth.caller_for_token(session, token, state.clock())
 
-    user = await state.db.run(lookup)
-    if user is None:
+    found = await state.db.run(lookup)
+    if found is None:
         raise ApiError(401, "invalid or expired token: log in again with `det user login`")
-    return user
+    return found
 
 
-def check_access(user: models.User | None, allocation: Allocation) -> None:
-    if user is None:
-        raise ApiError(401, "authentication required: log in with `det user login`")
-    if user.username != allocation.owner and not user.admin:
+def check_access(caller: auth.Caller, allocation: Allocation) -> None:
+    """The task's owner (a session, a task token acting as the owner, or a proxy cookie issued
+    for this very task) and admins with a session pass; everyone else gets 401/403."""
+    if caller.scope == auth.PROXY and caller.task_id != allocation.task_id:
+        raise ApiError(401, "this login link's cookie opens another task: ask for a new link")
+    if caller.report_only:
+        raise ApiError(403, auth.REPORT_ONLY_REFUSAL)
+    user = caller.user
+    if user.username != allocation.owner and not (user.admin and caller.is_session):
         raise ApiError(
             403,
             f"user '{user.username}' may not use task {allocation.task_id}: it belongs to "
@@ -260,15 +294,15 @@ def upstream_path(connection: HTTPConnection) -> str:
 
 @router.post("/api/v1/tasks/{task_id}/proxy-ticket")
 async def proxy_ticket(
-    task_id: str, request: Request, user: models.User = Depends(auth.current_user)
+    task_id: str, request: Request, caller: auth.Caller = Depends(auth.current_caller)
 ) -> dict[str, Any]:
     """A URL that logs a browser in to ``/proxy/{task_id}/`` once, within a minute."""
     state = state_of(request)
     allocation = _live_allocation(state, task_id)
     if allocation is None:
         raise await state.db.run(lambda s: _ended_task_error(s, task_id))
-    check_access(user, allocation)
-    ticket = hub_of(request).issue_ticket(user.id, task_id)
+    check_access(caller, allocation)
+    ticket = hub_of(request).issue_ticket(caller.user.id, task_id)
     return {"ticket": ticket, "url": f"/proxy/{task_id}/?{urlencode({TICKET_PARAM: ticket})}"}
 
 
@@ -288,8 +322,7 @@ async def proxy_http(task_id: str, path: str, request: Request) -> Response:
     ticket = request.query_params.get(TICKET_PARAM)
     if ticket is not None:
         return await _redeem(state, hub, request, task_id, ticket)
-    target = await resolve_target(state, task_id)
-    check_access(await caller(request), target.allocation)
+    target = await resolve_target(state, task_id, await caller(request))
     extra = await upstream_headers(state, hub, task_id)
     hub.touch(task_id)
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
@@ -331,7 +364,7 @@ async def _redeem(
     lifetime = state.config.token_lifetime
 
     def issue(session: Session) -> str:
-        return auth.issue_token(session, user_id, lifetime, state.clock())
+        return auth.issue_token(session, user_id, lifetime, state.clock(), proxy_task_id=task_id)
 
     token = await state.db.run(issue)
     rest = [(k, v) for k, v in parse_qsl(request.url.query) if k != TICKET_PARAM]

@@ -26,9 +26,9 @@ from master.proxy import (
     ProxyHub,
     Target,
     caller,
-    check_access,
     forwarded_headers,
     hub_of,
+    ready_shell,
     resolve_target,
     state_of,
     upstream_headers,
@@ -65,11 +65,12 @@ async def _deny(websocket: WebSocket, error: ApiError) -> None:
 async def proxy_websocket(websocket: WebSocket, task_id: str, path: str) -> None:
     state, hub = state_of(websocket), hub_of(websocket)
     try:
-        target = await resolve_target(state, task_id)
-        user = await caller(websocket)
+        who = await caller(websocket)
+        # Without credentials only a ready shell's tunnel opens (SSH keys guard it); anything
+        # else, an unknown id included, gets the same 401.
+        shell = ready_shell(state, task_id) if who is None else None
+        target = shell or await resolve_target(state, task_id, who)
         tunnel = target.allocation.task_type == "SHELL"
-        if not (tunnel and user is None):
-            check_access(user, target.allocation)
         extra = await upstream_headers(state, hub, task_id)
     except ApiError as error:
         await _deny(websocket, error)

@@ -23,6 +23,8 @@ MAX_RENDEZVOUS_WAIT_SECONDS = 60
 
 
 class ReadyRequest(WireModel):
+    # Ignored: the master proxies to the agent's own address (as its connection shows), never
+    # to one a task names. Accepted so that older harnesses keep working.
     proxy_address: str | None = None
     proxy_port: int | None = None
 
@@ -45,19 +47,16 @@ async def require_task_token(request: Request, allocation_id: str) -> None:
 async def allocation_ready(
     allocation_id: str, request: Request, body: ReadyRequest | None = None
 ) -> dict[str, object]:
-    """The task's service answers at ``proxyAddress:proxyPort`` (the caller's address when the
-    host is omitted); the proxy may forward to it from now on."""
+    """The task's service answers on ``proxyPort`` of its agent; the proxy may forward to it
+    from now on. Once per allocation (409 after); ``proxyAddress`` is ignored: the host is the
+    agent's own address, known from its connection."""
     await require_task_token(request, allocation_id)
     body = body or ReadyRequest()
-    address = None
-    if body.proxy_port is not None:
-        if not 0 < body.proxy_port < 65536:
-            raise ApiError(400, f"proxyPort: {body.proxy_port} is not a port (1–65535)")
-        host = body.proxy_address or (request.client.host if request.client else "127.0.0.1")
-        address = f"[{host}]:{body.proxy_port}" if ":" in host else f"{host}:{body.proxy_port}"
+    if body.proxy_port is not None and not 0 < body.proxy_port < 65536:
+        raise ApiError(400, f"proxyPort: {body.proxy_port} is not a port (1–65535)")
     state: MasterState = request.app.state.master
     try:
-        await state.scheduler.call(AllocationReady(allocation_id, address))
+        await state.scheduler.call(AllocationReady(allocation_id, body.proxy_port))
     except SchedulerError as exc:
         raise ApiError(exc.status, str(exc)) from exc
     return {}

@@ -1,4 +1,10 @@
-"""``/api/v1/users``: list, get, create, patch, set password. Only admins manage other users."""
+"""``/api/v1/users``: list, get, create, patch, set password. Only admins manage other users.
+
+Changing a user or a password needs a user session (``auth.session_user``): no task token may.
+Names follow ``master.identity``; a password change revokes the user's other sessions and
+proxy cookies and downgrades their task tokens to report-only (``auth.revoke_user_credentials``).
+The last active admin can be neither demoted nor deactivated.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from master import auth, models
+from master import auth, identity, models
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.wire import WireModel, pagination, user_json
 from master.state import MasterState
@@ -86,13 +92,48 @@ def _get(session: Session, user_id: int) -> models.User:
     return user
 
 
-def _check_username(username: str) -> str:
-    username = username.strip()
-    if not username:
-        raise bad_request("user.username: must not be empty")
-    if len(username) > 255 or any(c.isspace() for c in username):
-        raise bad_request("user.username: at most 255 characters and no whitespace")
-    return username
+def _checked(check: Any, *args: Any) -> Any:
+    """Run an identity check, turning its refusal into a 400 naming the rule."""
+    try:
+        return check(*args)
+    except identity.IdentityError as exc:
+        raise bad_request(str(exc)) from exc
+
+
+def _set_password(user: models.User, password: str, *, is_hashed: bool, field: str) -> None:
+    """Store a new password; a plain one must meet the policy (a hashed one cannot be checked)."""
+    if not is_hashed:
+        _checked(identity.check_password, password, field)
+    user.password_hash = auth.hash_password(password, is_hashed=is_hashed)
+
+
+def _name_taken(session: Session, username: str, user_id: int | None = None) -> bool:
+    """Whether another user has this name, compared case-insensitively (rows from before the
+    canonical form was enforced may differ in case)."""
+    query = select(models.User.id).where(func.lower(models.User.username) == username)
+    if user_id is not None:
+        query = query.where(models.User.id != user_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def _check_last_admin(session: Session, user: models.User, body: PatchUserRequest) -> None:
+    """Refuse (409) to demote or deactivate the last active admin."""
+    demoting = body.admin is False and user.admin
+    deactivating = body.active is False and user.active
+    if not (user.admin and user.active and (demoting or deactivating)):
+        return
+    others = session.scalar(
+        select(func.count())
+        .select_from(models.User)
+        .where(models.User.admin.is_(True), models.User.active.is_(True), models.User.id != user.id)
+    )
+    if not others:
+        what = "demoted" if demoting else "deactivated"
+        raise ApiError(
+            409,
+            f"user '{user.username}' is the last active admin and cannot be {what}: "
+            "make another user an admin first",
+        )
 
 
 @router.get("")
@@ -111,11 +152,11 @@ def list_users(
 ) -> dict[str, Any]:
     query = select(models.User)
     if name:
-        pattern = f"%{name.lower()}%"
+        pattern = identity.like_pattern(name.lower())
         query = query.where(
             or_(
-                func.lower(models.User.username).like(pattern),
-                func.lower(models.User.display_name).like(pattern),
+                func.lower(models.User.username).like(pattern, escape="\\"),
+                func.lower(models.User.display_name).like(pattern, escape="\\"),
             )
         )
     if active is not None:
@@ -140,7 +181,7 @@ def get_user_by_username(
 ) -> dict[str, Any]:
     with _state(request).db.session() as session:
         user = session.scalars(
-            select(models.User).where(models.User.username == username)
+            select(models.User).where(models.User.username == identity.normalize_username(username))
         ).one_or_none()
         if user is None:
             raise not_found("user")
@@ -159,22 +200,28 @@ def get_user(
 def create_user(
     body: PostUserRequest, request: Request, _: models.User = Depends(auth.admin_user)
 ) -> dict[str, Any]:
+    """A new user; a plain password must meet ``identity.check_password`` (a missing one means
+    a blank password, as Determined allows)."""
     state = _state(request)
-    username = _check_username(body.user.username)
+    username = _checked(identity.check_username, body.user.username, "user.username")
+    display_name = _checked(identity.check_display_name, body.user.display_name, "user.displayName")
     now = state.clock()
-    password_hash = auth.hash_password(body.password or "", is_hashed=body.is_hashed)
     try:
         with state.db.session() as session:
+            if _name_taken(session, username):
+                raise ApiError(409, f"user '{username}' already exists")
             user = models.User(
                 username=username,
                 admin=body.user.admin,
                 active=body.user.active,
-                display_name=body.user.display_name,
+                display_name=display_name,
                 remote=body.user.remote,
-                password_hash=password_hash,
+                password_hash=None,
                 created_at=now,
                 modified_at=now,
             )
+            if body.password:
+                _set_password(user, body.password, is_hashed=body.is_hashed, field="password")
             session.add(user)
             session.flush()
             return {"user": user_json(user)}
@@ -187,23 +234,32 @@ def patch_user(
     user_id: int,
     body: PatchUserRequest,
     request: Request,
-    caller: models.User = Depends(auth.current_user),
+    caller: auth.Caller = Depends(auth.session_user),
 ) -> dict[str, Any]:
     state = _state(request)
     own_fields = {"display_name", "password", "is_hashed"}
     changing = body.model_fields_set - {"is_hashed"}
-    if not caller.admin and (caller.id != user_id or not changing <= own_fields):
+    if not caller.user.admin and (caller.user.id != user_id or not changing <= own_fields):
         raise forbidden(
-            f"user '{caller.username}' is not an admin: non-admins may only change their own "
-            "displayName and password"
+            f"user '{caller.user.username}' is not an admin: non-admins may only change their "
+            "own displayName and password"
         )
+    username = (
+        None
+        if body.username is None
+        else _checked(identity.check_username, body.username, "username")
+    )
+    display_name = _checked(identity.check_display_name, body.display_name)
     try:
         with state.db.session() as session:
             user = _get(session, user_id)
-            if body.username is not None:
-                user.username = _check_username(body.username)
+            _check_last_admin(session, user, body)
+            if username is not None:
+                if _name_taken(session, username, user.id):
+                    raise ApiError(409, f"user '{username}' already exists")
+                user.username = username
             if "display_name" in body.model_fields_set:
-                user.display_name = body.display_name
+                user.display_name = display_name
             if body.admin is not None:
                 user.admin = body.admin
             if body.active is not None:
@@ -211,13 +267,22 @@ def patch_user(
             if body.remote is not None:
                 user.remote = body.remote
             if body.password is not None:
-                user.password_hash = auth.hash_password(body.password, is_hashed=body.is_hashed)
-                auth.revoke_login_tokens(session, user.id)
+                _set_password(user, body.password, is_hashed=body.is_hashed, field="password")
+                _revoke_after_password_change(session, request, caller, user)
             user.modified_at = state.clock()
             session.flush()
             return {"user": user_json(user)}
     except IntegrityError as exc:
-        raise ApiError(409, f"user '{body.username}' already exists") from exc
+        raise ApiError(409, f"user '{username}' already exists") from exc
+
+
+def _revoke_after_password_change(
+    session: Session, request: Request, caller: auth.Caller, user: models.User
+) -> None:
+    """Revoke the user's other sessions and task credentials; a user changing their own
+    password keeps the session they did it with."""
+    own = auth.request_token(request) if caller.user.id == user.id else None
+    auth.revoke_user_credentials(session, user.id, keep_token=own)
 
 
 @router.post("/{user_id}/password")
@@ -225,13 +290,14 @@ def set_password(
     user_id: int,
     request: Request,
     body: str | PasswordRequest = Body(...),
-    caller: models.User = Depends(auth.current_user),
+    caller: auth.Caller = Depends(auth.session_user),
 ) -> dict[str, Any]:
     """Body: a bare JSON string (Determined's wire form, always plain text) or ``{password,
     isHashed}``."""
-    if not caller.admin and caller.id != user_id:
+    if not caller.user.admin and caller.user.id != user_id:
         raise forbidden(
-            f"user '{caller.username}' is not an admin: only admins change other users' passwords"
+            f"user '{caller.user.username}' is not an admin: only admins change other users' "
+            "passwords"
         )
     password, is_hashed = (
         (body, False) if isinstance(body, str) else (body.password, body.is_hashed)
@@ -239,8 +305,8 @@ def set_password(
     state = _state(request)
     with state.db.session() as session:
         user = _get(session, user_id)
-        user.password_hash = auth.hash_password(password, is_hashed=is_hashed)
-        auth.revoke_login_tokens(session, user.id)
+        _set_password(user, password, is_hashed=is_hashed, field="password")
+        _revoke_after_password_change(session, request, caller, user)
         user.modified_at = state.clock()
         session.flush()
         return {"user": user_json(user)}

@@ -32,6 +32,7 @@ from master.scheduler.state import (
     ReconnectDeadline,
     SchedulerError,
     SetAgentState,
+    link_peer_host,
 )
 
 if TYPE_CHECKING:
@@ -105,11 +106,13 @@ class AgentEvents:
             link=event.link,
             version=hello.version,
             addresses=list(hello.addresses),
+            isolation=hello.isolation,
             registered_at=row.registered_at,
             connected_at=now,
             enabled=row.enabled,
             draining=row.draining,
             idle_since=now,
+            peer_host=link_peer_host(event.link),
         )
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}

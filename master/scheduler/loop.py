@@ -192,13 +192,35 @@ class Scheduler(AgentEvents):
             raise SchedulerError(
                 409, f"allocation {allocation.id} is {allocation.state.value}, not starting"
             )
+        if allocation.service_ready:
+            raise SchedulerError(
+                409, f"allocation {allocation.id} already reported ready; it may do so only once"
+            )
+        address = None
+        if event.proxy_port is not None:
+            host = self._agent_host(allocation)
+            if host is None:
+                raise SchedulerError(
+                    409, f"allocation {allocation.id}: its agent's address is unknown to the master"
+                )
+            address = (
+                f"[{host}]:{event.proxy_port}" if ":" in host else f"{host}:{event.proxy_port}"
+            )
         allocation.service_ready = True
-        allocation.proxy_address = event.proxy_address
+        allocation.proxy_address = address
         await self.db.run(partial(store.save_state, allocation=allocation))
-        where = f" at {event.proxy_address}" if event.proxy_address else ""
+        where = f" at {address}" if address else ""
         await self.logs.master_line(
             allocation.task_id, allocation.id, f"service ready{where}", self.clock()
         )
+
+    def _agent_host(self, allocation: Allocation) -> str | None:
+        """The address of the (first) agent running ``allocation``, as its connection shows."""
+        for agent_id in allocation.agent_slots:
+            agent = self.agents.get(agent_id)
+            if agent is not None and agent.peer_host:
+                return agent.peer_host
+        return None
 
     async def _kill_task(self, event: KillTask) -> bool:
         found = False

@@ -45,6 +45,14 @@ class AgentLink(Protocol):
     async def close(self, reason: str) -> None: ...
 
 
+def link_peer_host(link: AgentLink) -> str | None:
+    """The remote address of the agent's WebSocket (``master.agent_link.WebSocketLink`` keeps
+    its Starlette socket as ``websocket``); None for links without one (test doubles)."""
+    client = getattr(getattr(link, "websocket", None), "client", None)
+    host = getattr(client, "host", None)
+    return host if isinstance(host, str) and host else None
+
+
 @dataclass
 class ConnectedAgent:
     id: str
@@ -58,6 +66,10 @@ class ConnectedAgent:
     enabled: bool = True
     draining: bool = False
     idle_since: datetime | None = None  # None while it runs an allocation
+    isolation: str = "none"  # "uid": each task runs as its own uid (agent/isolation.py)
+    # The agent's address as its WebSocket connection shows it (None when the link has none):
+    # where the proxy reaches its tasks' services, never an address a task reported.
+    peer_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,10 +142,11 @@ class AllocationSubmitted(Event):
 
 @dataclass
 class AllocationReady(Event):
-    """The task reported that its service answers at ``proxy_address`` ("host:port")."""
+    """The task reported that its service answers on ``proxy_port`` of its agent (None: it
+    serves nothing to proxy). Accepted once per allocation; the host is the agent's own."""
 
     allocation_id: str
-    proxy_address: str | None
+    proxy_port: int | None
 
 
 @dataclass

@@ -16,6 +16,8 @@ from agent.protocol import Hello
 from master import auth, models
 from master.scheduler.state import ACTIVE_STATES, Allocation, AllocationState
 
+# Task types whose token is report-only (master.auth): it never acts as its owner.
+TRIAL_TASK_TYPE = "TRIAL"
 # Task types whose allocation is ready only when its service says so (see AllocationReady).
 SERVICE_TASK_TYPES = frozenset({"SHELL", "NOTEBOOK", "TENSORBOARD"})
 PREEMPTIBLE_TASK_TYPES = frozenset({"TRIAL"})
@@ -131,11 +133,19 @@ def requeue(session: Session, allocation: Allocation) -> None:
 def issue_allocation_token(
     session: Session, allocation: Allocation, lifetime: timedelta, now: datetime
 ) -> str:
-    """A session token of the task's owner that lives as long as the allocation."""
+    """A task token of the task's owner that lives as long as the allocation: a trial's is
+    report-only; a command's, notebook's, shell's or TensorBoard's also acts as its owner."""
     owner = session.scalars(
         select(models.User.id).where(models.User.username == allocation.owner)
     ).one()
-    return auth.issue_token(session, owner, lifetime, now, allocation_id=allocation.id)
+    return auth.issue_token(
+        session,
+        owner,
+        lifetime,
+        now,
+        allocation_id=allocation.id,
+        acts_as_owner=allocation.task_type != TRIAL_TASK_TYPE,
+    )
 
 
 def agent_joined(session: Session, hello: Hello, now: datetime) -> models.Agent:
