@@ -12,6 +12,11 @@ that state directory (default ``~/.flotilla/local``)::
     agents/<i>/        each agent's work dir
     logs/master.log, logs/agent-<i>.log
 
+What holds secrets or other users' data is private: ``master.yaml`` (the join token),
+``cluster.json`` and the logs are 0600, ``logs/`` is 0700; the state directory and ``agents/``
+are 0711, so tasks running as their own uids can reach their work directories but list nothing.
+The master makes ``data/`` and the database private itself.
+
 ``cluster.json`` records each process's kernel start time next to its pid, and ``cluster-down``
 signals a process group only while that pair still matches (see :mod:`cli.processes`). The join
 token reaches agents through ``DET_AGENT_JOIN_TOKEN``, not argv, so ``ps`` does not show it.
@@ -49,6 +54,16 @@ STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 20
 ADMIN_USER = "admin"
+PRIVATE_FILE = 0o600
+# (subdirectory of the state directory, mode); "" is the state directory itself.
+_STATE_DIRS = (("", 0o711), ("logs", 0o700), ("data", 0o700), ("agents", 0o711))
+
+
+def private_log(path: Path) -> Path:
+    """``path``, created (or made) readable by its owner only, for a process to append to."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
+    path.chmod(PRIVATE_FILE)
+    return path
 
 
 def state_dir() -> Path:
@@ -95,7 +110,10 @@ class ClusterState:
             return None
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2) + "\n")
+        path.chmod(PRIVATE_FILE)
 
     def processes(self) -> list[ProcessRecord]:
         return [*self.agents, self.master]
@@ -250,8 +268,10 @@ def cluster_up(args: argparse.Namespace) -> int:
     if port_in_use(args.port):
         raise CliError(f"port {args.port} on {MASTER_HOST} is already in use; choose --port")
     master_bin, agent_bin = find_executable("det-master"), find_executable("det-agent")
-    for sub in ("logs", "data", "agents"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
+    for directory, mode in _STATE_DIRS:
+        path = state / directory if directory else state
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        path.chmod(mode)
     config_path = state / "master.yaml"
     join_token = _existing_join_token(config_path) or secrets.token_urlsafe(32)
     config = master_config(
@@ -262,9 +282,10 @@ def cluster_up(args: argparse.Namespace) -> int:
         join_token=join_token,
         pool=elastic_pool(args) if elastic else None,
     )
-    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
+    config_path.chmod(PRIVATE_FILE)
 
     url = f"http://{MASTER_HOST}:{args.port}"
     cluster = ClusterState(
@@ -312,7 +333,9 @@ def _start_cluster(
     state_file = state / "cluster.json"
     master_bin, agent_bin = programs
     master = start_process(
-        "master", [master_bin, "--config", str(config_path)], state / "logs" / "master.log"
+        "master",
+        [master_bin, "--config", str(config_path)],
+        private_log(state / "logs" / "master.log"),
     )
     cluster.master = master[0]
     cluster.save(state_file)
@@ -336,7 +359,7 @@ def _start_cluster(
         ]
         if args.no_gpu:
             argv.append("--no-gpu")
-        log_path = state / "logs" / f"agent-{i}.log"
+        log_path = private_log(state / "logs" / f"agent-{i}.log")
         agents.append(start_process(agent_id, argv, log_path, env=agent_env))
         cluster.agents.append(agents[-1][0])
         cluster.save(state_file)

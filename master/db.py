@@ -3,11 +3,16 @@
 SQLite (the embedded default) and PostgreSQL behave the same to callers. SQLite runs in WAL mode
 with a busy timeout so the API's thread pool and the scheduler's writes do not trip over each
 other. Migrations are applied at start (``migrate``); nothing else creates tables.
+
+The SQLite file holds password and token hashes and every task's logs, so it is created 0600
+(SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the database file's mode) and an
+existing one, with its companions, is brought back to 0600 at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +25,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def secure_sqlite_file(path: Path) -> None:
+    """Create ``path`` (an SQLite database) readable by its owner only, or make it so.
+
+    A missing parent directory is created 0700; an existing one keeps its mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDONLY, PRIVATE_FILE_MODE))
+    for candidate in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)):
+        if candidate.exists():
+            candidate.chmod(PRIVATE_FILE_MODE)
 
 
 def normalize_url(url: str) -> str:
@@ -33,9 +53,9 @@ def normalize_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[-1].split("?", 1)[0]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            secure_sqlite_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
