@@ -7,7 +7,8 @@ route the cheapest way to load the master. Three defences:
   address's bucket; a success gives both back, so only failures count. An empty bucket answers
   429 with ``Retry-After``. Buckets refill continuously (a full bucket per ``window``), and at
   most ``tracked_keys`` of each kind are remembered, least recently used forgotten first, so the
-  limiter's memory is bounded whatever the attacker sends.
+  limiter's memory is bounded whatever the attacker sends (keys are hashes, so a long username
+  costs no more than a short one). Usernames are counted in their canonical form.
 - **A bounded pool.** Password checks run on their own few threads, never on the thread pool
   that serves the synchronous routes, with a bounded number of waiting checks; beyond it a login
   is refused with 503 at once instead of queueing.
@@ -19,6 +20,7 @@ route the cheapest way to load the master. Three defences:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import secrets
 import threading
@@ -87,6 +89,11 @@ class RateLimiter:
         bucket.tokens = min(self.capacity, bucket.tokens + 1)
 
 
+def _key(text: str) -> str:
+    """A fixed-size key for ``text`` (a username may be up to a request body long)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class Attempt:
     """One login attempt holding a token of its username and of its client."""
 
@@ -140,7 +147,7 @@ class LoginGuard:
     def attempt(self, username: str, client: str) -> Iterator[Attempt]:
         """Take a token from ``username``'s and ``client``'s buckets, or raise 429 with
         ``Retry-After``; both come back if the attempt is marked ``succeeded``."""
-        user_key, client_key = f"user:{username}", f"client:{client}"
+        user_key, client_key = _key(username), _key(client)
         wait = max(self.users.wait(user_key), self.clients.wait(client_key))
         if wait > 0:
             seconds = max(1, math.ceil(wait))

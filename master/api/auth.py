@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from master import auth, models
+from master import auth, identity, models
 from master.api.errors import ApiError
 from master.api.wire import WireModel, user_json
 from master.login_guard import LoginGuard
@@ -48,7 +48,7 @@ def _open_session(session: Session, user_id: int, state: MasterState) -> dict[st
 async def login(body: LoginRequest, request: Request) -> JSONResponse:
     state: MasterState = request.app.state.master
     guard: LoginGuard = request.app.state.login_guard
-    username = body.username
+    username = identity.normalize_username(body.username)
     client = request.client.host if request.client else "unknown"
     with guard.attempt(username, client) as attempt:
         user = await state.db.run(partial(_find_user, username=username))

@@ -104,7 +104,7 @@ def test_failed_logins_are_rate_limited_per_user_and_per_client(master: Master) 
         return http.post("/api/v1/auth/login", json={"username": username, "password": password})
 
     assert [login("alice").status_code for _ in range(3)] == [403, 403, 403]
-    limited = login("alice")
+    limited = login("ALICE")  # the same user, canonically
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
     # Successful logins count against neither the user nor the client.
