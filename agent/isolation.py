@@ -204,14 +204,14 @@ class UidPool:
         self.in_use.pop(allocation_id, None)
 
 
-def give_to(directory: Path, uid: int) -> None:
+def give_to(directory: Path, uid: int, mode: int = TASK_DIR_MODE) -> None:
     """Make ``directory`` and everything under it owned by ``uid``:``uid`` (links themselves,
-    never their targets); ``directory`` becomes 0700."""
+    never their targets); ``directory`` gets ``mode``."""
     os.lchown(directory, uid, uid)
     for root, dirs, files in os.walk(directory):
         for name in [*dirs, *files]:
             os.lchown(os.path.join(root, name), uid, uid)
-    os.chmod(directory, TASK_DIR_MODE)
+    os.chmod(directory, mode)
 
 
 def take_back(directory: Path) -> None:
@@ -224,20 +224,39 @@ def take_back(directory: Path) -> None:
 
 def shared_directories(env: Mapping[str, str]) -> list[tuple[Path, Path]]:
     """Directories on shared storage that a task writes and other tasks' uids write too, as
-    ``(directory, anchor)``: the shared_fs checkpoint storage root (anchor: its ``host_path``,
-    which must already exist: it is the mount) and the TensorBoard directory (anchor: ``/``)
-    named in the task's environment."""
+    ``(directory, anchor)``: the shared_fs checkpoint storage root named in the task's
+    environment, anchored at its ``host_path`` (which must already exist: it is the mount)."""
     from harness.storage.shared_fs import storage_root
 
     found: list[tuple[Path, Path]] = []
-    with contextlib.suppress(ValueError, TypeError, KeyError):
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
         storage = json.loads(env.get("DET_CHECKPOINT_STORAGE") or "null")
         if isinstance(storage, dict) and storage.get("type") == "shared_fs":
             root = storage_root(storage["host_path"], storage.get("storage_path"))
             found.append((root, Path(os.path.normpath(storage["host_path"]))))
-    if env.get("DET_TENSORBOARD_DIR"):
-        found.append((Path(env["DET_TENSORBOARD_DIR"]), Path("/")))
     return found
+
+
+def tensorboard_directory(env: Mapping[str, str]) -> Path | None:
+    """The directory a trial writes its TensorBoard events to (``harness.pytorch.tensorboard``'s
+    layout under ``DET_TENSORBOARD_DIR``), or None for a task that is no trial."""
+    from harness.pytorch.tensorboard import trial_log_dir
+
+    root = env.get("DET_TENSORBOARD_DIR", "").strip()
+    experiment, trial = env.get("DET_EXPERIMENT_ID", ""), env.get("DET_TRIAL_ID", "")
+    if not (root and experiment.isdigit() and trial.isdigit()):
+        return None
+    return trial_log_dir(root, int(experiment), int(trial))
+
+
+def prepare_owned(directory: Path, uid: int) -> None:
+    """Create ``directory`` and its missing parents (root's, 0755) and give it and its content
+    to ``uid`` with mode 0755: the trial's own TensorBoard directory, written by its current
+    run, read by TensorBoard tasks and the master."""
+    missing = [p for p in [directory, *directory.parents] if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=0o755)
+    give_to(directory, uid, mode=0o755)
 
 
 def prepare_shared(directory: Path, anchor: Path) -> None:

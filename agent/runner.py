@@ -355,8 +355,10 @@ class Runner:
 
     @staticmethod
     def _hand_over(directory: Path, uid: int, env: dict[str, str]) -> None:
-        """Give the task's work dir (and a ``tmp/`` in it) to ``uid`` and make the shared
-        directories it will write (checkpoints, TensorBoard) writable by task uids."""
+        """Give the task's work dir (and a ``tmp/`` in it) to ``uid``, make the shared_fs
+        checkpoint directory writable by task uids, and give a trial its TensorBoard directory.
+        A shared directory that cannot be prepared is logged; the task then reports its own
+        permission error."""
         (directory / "tmp").mkdir(exist_ok=True)
         isolation.give_to(directory, uid)
         for shared, anchor in isolation.shared_directories(env):
@@ -364,6 +366,12 @@ class Runner:
                 isolation.prepare_shared(shared, anchor)
             except OSError as e:
                 log.warning("cannot prepare %s for task uids: %s", shared, e)
+        tensorboard = isolation.tensorboard_directory(env)
+        if tensorboard is not None:
+            try:
+                isolation.prepare_owned(tensorboard, uid)
+            except OSError as e:
+                log.warning("cannot prepare %s for uid %d: %s", tensorboard, uid, e)
 
     def _clean_up(self, alloc: _Allocation) -> None:
         """Kill whatever still runs as the allocation's uid, close its work dir, free the uid."""

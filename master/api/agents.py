@@ -92,6 +92,7 @@ def agent_json(
         "draining": agent.draining,
         "resourcePools": [agent.pool],
         "addresses": agent.addresses,
+        "isolation": agent.isolation,
         "version": agent.version,
         "slotStats": {
             "typeStats": {k: dict(v) for k, v in type_stats.items()},

@@ -87,14 +87,16 @@ def test_shared_checkpoint_and_tensorboard_directories_come_from_the_task_env(tm
         "DET_CHECKPOINT_STORAGE": json.dumps(
             {"type": "shared_fs", "host_path": str(tmp_path), "storage_path": "ckpt"}
         ),
-        "DET_TENSORBOARD_DIR": str(tmp_path / "tb" / "experiment" / "3"),
+        "DET_TENSORBOARD_DIR": str(tmp_path / "tb"),
+        "DET_EXPERIMENT_ID": "3",
+        "DET_TRIAL_ID": "7",
     }
-    assert isolation.shared_directories(env) == [
-        (tmp_path / "ckpt", tmp_path),
-        (tmp_path / "tb" / "experiment" / "3", Path("/")),
-    ]
+    assert isolation.shared_directories(env) == [(tmp_path / "ckpt", tmp_path)]
+    expected = tmp_path / "tb" / "experiment" / "3" / "trial" / "7"
+    assert isolation.tensorboard_directory(env) == expected
     s3 = {"DET_CHECKPOINT_STORAGE": json.dumps({"type": "s3", "bucket": "b"})}
     assert isolation.shared_directories(s3) == []
+    assert isolation.tensorboard_directory({"DET_TENSORBOARD_DIR": "/tb"}) is None  # no trial
 
 
 def test_shared_directories_become_sticky_and_writable_by_all(tmp_path):
@@ -124,3 +126,14 @@ def test_work_dir_is_given_to_the_uid_and_taken_back(tmp_path):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     isolation.take_back(directory)
     assert (directory.stat().st_uid, stat.S_IMODE(directory.stat().st_mode)) == (0, 0o700)
+
+
+@as_root
+def test_a_trials_tensorboard_directory_belongs_to_its_current_run(tmp_path):
+    trial_dir = tmp_path / "tb" / "experiment" / "1" / "trial" / "2"
+    isolation.prepare_owned(trial_dir, 43006)
+    (trial_dir / "events").write_text("x")
+    isolation.prepare_owned(trial_dir, 43007)  # a restarted run: a new uid takes it over
+    assert {p.lstat().st_uid for p in [trial_dir, trial_dir / "events"]} == {43007}
+    assert stat.S_IMODE(trial_dir.stat().st_mode) == 0o755
+    assert (tmp_path / "tb" / "experiment").stat().st_uid == 0
