@@ -200,9 +200,14 @@ def get_user(
 def create_user(
     body: PostUserRequest, request: Request, _: models.User = Depends(auth.admin_user)
 ) -> dict[str, Any]:
-    """A new user; a plain password must meet ``identity.check_password`` (a missing one means
-    a blank password, as Determined allows)."""
+    """A new user, who must get a password: a plain one must meet ``identity.check_password``;
+    one sent salted and hashed (``isHashed``, what Determined's CLI sends) cannot be checked."""
     state = _state(request)
+    if not body.password:
+        raise bad_request(
+            f"password: a new user needs a password ({identity.PASSWORD_RULE}); "
+            "only the built-in admin and determined users start blank"
+        )
     username = _checked(identity.check_username, body.user.username, "user.username")
     display_name = _checked(identity.check_display_name, body.user.display_name, "user.displayName")
     now = state.clock()
@@ -220,8 +225,7 @@ def create_user(
                 created_at=now,
                 modified_at=now,
             )
-            if body.password:
-                _set_password(user, body.password, is_hashed=body.is_hashed, field="password")
+            _set_password(user, body.password, is_hashed=body.is_hashed, field="password")
             session.add(user)
             session.flush()
             return {"user": user_json(user)}

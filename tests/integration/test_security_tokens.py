@@ -238,13 +238,16 @@ def test_anonymous_proxy_requests_learn_nothing_about_a_task(
 
 def test_identity_rules_over_the_api(master: Master) -> None:
     admin = Api(master)
+    no_password = admin.post("/api/v1/users", json={"user": {"username": "zed"}})
+    assert no_password.status_code == 400 and "needs a password" in error(no_password)
     for clash in ("Admin", "ADMIN", "ａｄｍｉｎ"):
-        answer = admin.post("/api/v1/users", json={"user": {"username": clash}})
+        body = {"user": {"username": clash}, "password": PASSWORD}
+        answer = admin.post("/api/v1/users", json=body)
         assert answer.status_code == 409 and "'admin' already exists" in error(answer)
     for bad in ("a\u200bb", "a\u202eb", "../x", "a\x1b[31m", "a\x00b"):
-        answer = admin.post("/api/v1/users", json={"user": {"username": bad}})
+        answer = admin.post("/api/v1/users", json={"user": {"username": bad}, "password": PASSWORD})
         assert answer.status_code == 400 and "user.username: " in error(answer), bad
-    long_name = {"user": {"username": "zed", "displayName": "z" * 300}}
+    long_name = {"user": {"username": "zed", "displayName": "z" * 300}, "password": PASSWORD}
     answer = admin.post("/api/v1/users", json=long_name)
     assert answer.status_code == 400 and "displayName" in error(answer)
     weak = admin.post("/api/v1/users", json={"user": {"username": "zed"}, "password": "weak"})

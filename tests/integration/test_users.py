@@ -94,7 +94,8 @@ def test_json_without_content_type_is_parsed(master: Master) -> None:
 def test_users_are_paginated(master: Master) -> None:
     admin = Api(master)
     for name in ("u1", "u2", "u3"):
-        assert admin.post("/api/v1/users", json={"user": {"username": name}}).status_code == 200
+        body = {"user": {"username": name}, "password": "Pw12345678"}
+        assert admin.post("/api/v1/users", json=body).status_code == 200
     page = admin.get("/api/v1/users", params={"offset": 1, "limit": 2}).json()
     assert page["pagination"] == {
         "offset": 1,
@@ -178,6 +179,7 @@ def test_missing_or_bad_token_is_401(master: Master) -> None:
 
 def test_duplicate_user_is_a_conflict(master: Master) -> None:
     admin = Api(master)
-    assert admin.post("/api/v1/users", json={"user": {"username": "erin"}}).status_code == 200
-    again = admin.post("/api/v1/users", json={"user": {"username": "erin"}})
+    body = {"user": {"username": "erin"}, "password": "Pw12345678"}
+    assert admin.post("/api/v1/users", json=body).status_code == 200
+    again = admin.post("/api/v1/users", json=body)
     assert again.status_code == 409 and "already exists" in again.json()["error"]["error"]
