@@ -9,9 +9,9 @@ route the cheapest way to load the master. Three defences:
   most ``tracked_keys`` of each kind are remembered, least recently used forgotten first, so the
   limiter's memory is bounded whatever the attacker sends (keys are hashes, so a long username
   costs no more than a short one). Usernames are counted in their canonical form.
-- **A bounded pool.** Password checks run on their own few threads, never on the thread pool
-  that serves the synchronous routes, with a bounded number of waiting checks; beyond it a login
-  is refused with 503 at once instead of queueing.
+- **A bounded pool.** Password checks run on their own few threads, at a lower CPU priority,
+  never on the thread pool that serves the synchronous routes, with a bounded number of waiting
+  checks; beyond it a login is refused with 503 at once instead of queueing.
 - **Equal work.** An unknown user, or one without a password, costs one argon2 verification
   against a dummy hash made at start, like a known user with a wrong password, so response
   times do not tell which usernames exist.
@@ -20,8 +20,10 @@ route the cheapest way to load the master. Three defences:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
+import os
 import secrets
 import threading
 import time
@@ -101,11 +103,24 @@ class Attempt:
         self.succeeded = False
 
 
+# Password threads run at this niceness (Linux: per thread), so the event loop and the threads
+# serving other requests win the CPU when logins pile up.
+PASSWORD_THREAD_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # Not Linux, or not permitted: the default priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PASSWORD_THREAD_NICENESS)
+
+
 class PasswordPool:
     """Runs password checks on ``workers`` dedicated threads, at most ``queue`` more waiting."""
 
     def __init__(self, workers: int, queue: int) -> None:
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="password-check")
+        self._executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="password-check", initializer=_lower_priority
+        )
         self._slots = threading.BoundedSemaphore(workers + queue)
 
     async def run(self, check: Callable[[], bool]) -> bool:
