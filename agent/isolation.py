@@ -239,14 +239,13 @@ def shared_directories(env: Mapping[str, str]) -> list[tuple[Path, Path]]:
 
 def tensorboard_directory(env: Mapping[str, str]) -> Path | None:
     """The directory a trial writes its TensorBoard events to (``harness.pytorch.tensorboard``'s
-    layout under ``DET_TENSORBOARD_DIR``), or None for a task that is no trial."""
-    from harness.pytorch.tensorboard import trial_log_dir
-
+    layout under ``DET_TENSORBOARD_DIR``, spelled out here: importing it would import torch),
+    or None for a task that is no trial."""
     root = env.get("DET_TENSORBOARD_DIR", "").strip()
     experiment, trial = env.get("DET_EXPERIMENT_ID", ""), env.get("DET_TRIAL_ID", "")
     if not (root and experiment.isdigit() and trial.isdigit()):
         return None
-    return trial_log_dir(root, int(experiment), int(trial))
+    return Path(root) / "experiment" / str(int(experiment)) / "trial" / str(int(trial))
 
 
 def prepare_owned(directory: Path, uid: int) -> None:

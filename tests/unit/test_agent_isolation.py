@@ -11,6 +11,7 @@ import pytest
 from agent import isolation
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.isolation import IsolationError, UidPool, UidsExhausted, parse_uid_range
+from harness.pytorch.tensorboard import trial_log_dir
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -92,7 +93,7 @@ def test_shared_checkpoint_and_tensorboard_directories_come_from_the_task_env(tm
         "DET_TRIAL_ID": "7",
     }
     assert isolation.shared_directories(env) == [(tmp_path / "ckpt", tmp_path)]
-    expected = tmp_path / "tb" / "experiment" / "3" / "trial" / "7"
+    expected = trial_log_dir(tmp_path / "tb", 3, 7)  # where the trainer writes
     assert isolation.tensorboard_directory(env) == expected
     s3 = {"DET_CHECKPOINT_STORAGE": json.dumps({"type": "s3", "bucket": "b"})}
     assert isolation.shared_directories(s3) == []
