@@ -330,7 +330,13 @@ class Runner:
                         stderr=stderr_write,
                         start_new_session=True,
                         preexec_fn=self._preexec,
-                        **self._credentials(alloc.uid),
+                        # Its own uid (gid = uid, no supplementary groups), if it has one.
+                        # Python switches before preexec_fn runs, so the parent-death signal
+                        # survives (the kernel clears it on a change of credentials).
+                        user=alloc.uid,
+                        group=alloc.uid,
+                        extra_groups=None if alloc.uid is None else [],
+                        umask=-1 if alloc.uid is None else isolation.TASK_UMASK,
                     )
                 except BaseException:
                     os.close(stdout_read)
@@ -381,16 +387,6 @@ class Runner:
             isolation.take_back(alloc.directory)
         self.uids.release(alloc.msg.allocation_id)
         alloc.uid = None
-
-    @staticmethod
-    def _credentials(uid: int | None) -> dict[str, object]:
-        """``subprocess`` arguments that switch the child to ``uid`` (gid = uid, no
-        supplementary groups, umask 022). Python applies them before ``preexec_fn``, so the
-        parent-death signal survives the switch (the kernel clears it on a change of
-        credentials)."""
-        if uid is None:
-            return {}
-        return {"user": uid, "group": uid, "extra_groups": [], "umask": isolation.TASK_UMASK}
 
     async def _terminate(self, alloc: _Allocation) -> None:
         process = alloc.process
