@@ -120,12 +120,14 @@ class LoginConfig(_Section):
         ),
     )
     password_workers: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=16,
         description=(
-            "Threads that check passwords (argon2, CPU-heavy), apart from the threads serving "
-            "other requests, so a flood of logins never delays them."
+            "Threads that check passwords (argon2: about 0.1 s of CPU and 64 MiB each), at a lower "
+            "CPU priority and apart from the threads serving other requests, so a flood of logins "
+            "never delays them. One serves about ten logins a second; raise it on a master with "
+            "many cores and many users logging in at once."
         ),
     )
     password_queue: int = Field(
