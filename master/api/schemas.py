@@ -62,15 +62,23 @@ _ERROR_DESCRIPTIONS = {
     413: "The request body is larger than the master accepts.",
     429: "Too many attempts; retry after the seconds in Retry-After.",
     500: "An unexpected error; the message carries an error id the master logged.",
+    503: "The task's service is not ready yet; the message says what it is doing.",
+}
+
+_RETRY_AFTER = {
+    "description": "Seconds until the next attempt may succeed.",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for ``statuses``, each with the error body's schema."""
-    return {
-        status: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        responses[status] = {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
+        if status == 429:
+            responses[status]["headers"] = {"Retry-After": _RETRY_AFTER}
+    return responses
 
 
 # Every API router: bad parameters or bodies, missing or insufficient credentials, oversized
@@ -192,6 +200,66 @@ class MasterInfo(Info):
     external_url: str
     resource_pools: list[str]
     default_resource_pool: str
+
+
+# ---- users and sessions --------------------------------------------------------------------------
+
+
+class User(Shape):
+    """Determined's ``v1User`` (``master.api.wire.user_json``)."""
+
+    id: int
+    username: str
+    admin: bool
+    active: bool
+    agent_user_group: dict[str, Any] | None
+    display_name: str
+    modified_at: str | None
+    remote: bool
+    last_auth_at: str | None
+
+
+class UserReply(Shape):
+    user: User
+
+
+class UserList(Shape):
+    users: list[User]
+    pagination: Pagination
+
+
+class LoginReply(Shape):
+    """A session token (also set as the session cookie) and who it belongs to."""
+
+    token: str
+    user: User
+
+
+# ---- allocations and the proxy -------------------------------------------------------------------
+
+
+class RendezvousMember(Shape):
+    agent_id: str
+    address: str
+    slots: int
+    rank_offset: int
+
+
+class RendezvousView(Shape):
+    """Who of a multi-agent allocation has arrived; ``ready`` once all have."""
+
+    ready: bool
+    members: list[RendezvousMember]
+    missing: list[str]
+    master_addr: str | None
+    master_port: int | None
+
+
+class ProxyTicket(Shape):
+    """A one-use ticket and the URL that redeems it for a cookie valid under the task's proxy."""
+
+    ticket: str
+    url: str
 
 
 # ---- agents --------------------------------------------------------------------------------------
