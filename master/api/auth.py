@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from master import auth, identity, models
 from master.api.errors import ApiError
+from master.api.schemas import Empty, LoginReply, UserReply, documented
 from master.api.wire import WireModel, user_json
 from master.login_guard import LoginGuard
 from master.state import MasterState
@@ -44,7 +45,7 @@ def _open_session(session: Session, user_id: int, state: MasterState) -> dict[st
     return {"token": token, "user": user_json(user)}
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", **documented(LoginReply, 429))
 async def login(body: LoginRequest, request: Request) -> JSONResponse:
     state: MasterState = request.app.state.master
     guard: LoginGuard = request.app.state.login_guard
@@ -70,7 +71,7 @@ async def login(body: LoginRequest, request: Request) -> JSONResponse:
     return response
 
 
-@router.post("/auth/logout")
+@router.post("/auth/logout", **documented(Empty))
 def logout(request: Request, _: models.User = Depends(auth.current_user)) -> JSONResponse:
     state: MasterState = request.app.state.master
     token = auth.request_token(request)
@@ -82,6 +83,6 @@ def logout(request: Request, _: models.User = Depends(auth.current_user)) -> JSO
     return response
 
 
-@router.get("/me")
+@router.get("/me", **documented(UserReply))
 def me(user: models.User = Depends(auth.current_user)) -> dict[str, Any]:
     return {"user": user_json(user)}
