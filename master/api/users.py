@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, identity, models
 from master.api.errors import ApiError, bad_request, forbidden, not_found
-from master.api.wire import WireModel, pagination, user_json
+from master.api.schemas import UserList, UserReply, documented
+from master.api.wire import Int64, WireModel, pagination, user_json
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1/users")
@@ -136,11 +137,11 @@ def _check_last_admin(session: Session, user: models.User, body: PatchUserReques
         )
 
 
-@router.get("")
+@router.get("", **documented(UserList))
 def list_users(
     request: Request,
-    offset: int = Query(0, ge=0),
-    limit: int = Query(0, ge=0),
+    offset: Int64 = Query(0, ge=0),
+    limit: Int64 = Query(0, ge=0),
     sort_by: SortBy = Query("SORT_BY_UNSPECIFIED", alias="sortBy"),
     order_by: Literal["ORDER_BY_UNSPECIFIED", "ORDER_BY_ASC", "ORDER_BY_DESC"] = Query(
         "ORDER_BY_UNSPECIFIED", alias="orderBy"
@@ -175,7 +176,7 @@ def list_users(
     return {"users": users, "pagination": page}
 
 
-@router.get("/{username}/by-username")
+@router.get("/{username}/by-username", **documented(UserReply, 404))
 def get_user_by_username(
     username: str, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
@@ -188,15 +189,15 @@ def get_user_by_username(
         return {"user": user_json(user)}
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", **documented(UserReply, 404))
 def get_user(
-    user_id: int, request: Request, _: models.User = Depends(auth.current_user)
+    user_id: Int64, request: Request, _: models.User = Depends(auth.current_user)
 ) -> dict[str, Any]:
     with _state(request).db.session() as session:
         return {"user": user_json(_get(session, user_id))}
 
 
-@router.post("")
+@router.post("", **documented(UserReply, 409))
 def create_user(
     body: PostUserRequest, request: Request, _: models.User = Depends(auth.admin_user)
 ) -> dict[str, Any]:
@@ -233,9 +234,9 @@ def create_user(
         raise ApiError(409, f"user '{username}' already exists") from exc
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", **documented(UserReply, 404, 409))
 def patch_user(
-    user_id: int,
+    user_id: Int64,
     body: PatchUserRequest,
     request: Request,
     caller: auth.Caller = Depends(auth.session_user),
@@ -289,9 +290,9 @@ def _revoke_after_password_change(
     auth.revoke_user_credentials(session, user.id, keep_token=own)
 
 
-@router.post("/{user_id}/password")
+@router.post("/{user_id}/password", **documented(UserReply, 404))
 def set_password(
-    user_id: int,
+    user_id: Int64,
     request: Request,
     body: str | PasswordRequest = Body(...),
     caller: auth.Caller = Depends(auth.session_user),
