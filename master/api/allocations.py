@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from master import auth
 from master.api.errors import ApiError
+from master.api.schemas import Empty, RendezvousView, documented
 from master.api.wire import WireModel
 from master.rendezvous import Arrival, Rendezvous, RendezvousError
 from master.scheduler.state import AllocationReady, SchedulerError
@@ -43,7 +44,7 @@ async def require_task_token(request: Request, allocation_id: str) -> None:
         raise ApiError(403, f"only allocation {allocation_id}'s own token may report for it")
 
 
-@router.post("/{allocation_id}/ready")
+@router.post("/{allocation_id}/ready", **documented(Empty, 404, 409))
 async def allocation_ready(
     allocation_id: str, request: Request, body: ReadyRequest | None = None
 ) -> dict[str, object]:
@@ -69,7 +70,7 @@ class RendezvousRequest(WireModel):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
-@router.post("/{allocation_id}/rendezvous")
+@router.post("/{allocation_id}/rendezvous", **documented(RendezvousView, 404))
 async def allocation_rendezvous(
     allocation_id: str,
     body: RendezvousRequest,
