@@ -36,6 +36,7 @@ from starlette.requests import HTTPConnection
 
 from master import auth, models
 from master.api.errors import ApiError, not_found
+from master.api.schemas import ProxyTicket, documented
 from master.scheduler.state import Allocation, AllocationState
 from master.state import MasterState
 
@@ -292,7 +293,7 @@ def upstream_path(connection: HTTPConnection) -> str:
 # ---- HTTP ------------------------------------------------------------------------------------
 
 
-@router.post("/api/v1/tasks/{task_id}/proxy-ticket")
+@router.post("/api/v1/tasks/{task_id}/proxy-ticket", **documented(ProxyTicket, 404, 503))
 async def proxy_ticket(
     task_id: str, request: Request, caller: auth.Caller = Depends(auth.current_caller)
 ) -> dict[str, Any]:
