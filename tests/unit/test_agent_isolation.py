@@ -138,3 +138,17 @@ def test_a_trials_tensorboard_directory_belongs_to_its_current_run(tmp_path):
     assert {p.lstat().st_uid for p in [trial_dir, trial_dir / "events"]} == {43007}
     assert stat.S_IMODE(trial_dir.stat().st_mode) == 0o755
     assert (tmp_path / "tb" / "experiment").stat().st_uid == 0
+
+
+@as_root
+def test_an_agent_required_to_isolate_refuses_to_start_when_it_cannot(tmp_path, capsys):
+    from agent.main import main
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--join-token", "t", "--isolation", "uid", "--work-dir", str(closed / "work")])
+    assert exit_info.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("det-agent: isolation: uid is required but task uids cannot reach")
+    assert f"chmod o+x {closed}" in err
