@@ -59,6 +59,15 @@ PRIVATE_FILE = 0o600
 _STATE_DIRS = (("", 0o711), ("logs", 0o700), ("data", 0o700), ("agents", 0o711))
 
 
+def prepare_state_dir(state: Path) -> None:
+    """Create the state directory and its subdirectories with their modes (see the module
+    docstring), or bring existing ones to them."""
+    for directory, mode in _STATE_DIRS:
+        path = state / directory if directory else state
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        path.chmod(mode)
+
+
 def private_log(path: Path) -> Path:
     """``path``, created (or made) readable by its owner only, for a process to append to."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
@@ -268,10 +277,7 @@ def cluster_up(args: argparse.Namespace) -> int:
     if port_in_use(args.port):
         raise CliError(f"port {args.port} on {MASTER_HOST} is already in use; choose --port")
     master_bin, agent_bin = find_executable("det-master"), find_executable("det-agent")
-    for directory, mode in _STATE_DIRS:
-        path = state / directory if directory else state
-        path.mkdir(mode=mode, parents=True, exist_ok=True)
-        path.chmod(mode)
+    prepare_state_dir(state)
     config_path = state / "master.yaml"
     join_token = _existing_join_token(config_path) or secrets.token_urlsafe(32)
     config = master_config(

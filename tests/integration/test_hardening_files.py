@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.deploy_local import ClusterState, ProcessRecord, private_log
+from cli.deploy_local import ClusterState, ProcessRecord, prepare_state_dir, private_log
 from tests.integration.cluster import Api, Master, running_cluster
 
 
@@ -54,6 +54,15 @@ def test_data_dir_holding_shared_storage_is_only_traversable(tmp_path: Path) -> 
 
 
 def test_deploy_local_state_files_are_private(tmp_path: Path) -> None:
+    state = tmp_path / "local"
+    (state / "logs").mkdir(parents=True, mode=0o755)
+    prepare_state_dir(state)
+    assert {p: mode(state / p) for p in ("", "logs", "data", "agents")} == {
+        "": 0o711,
+        "logs": 0o700,
+        "data": 0o700,
+        "agents": 0o711,
+    }
     log = tmp_path / "master.log"
     log.write_text("old\n")
     log.chmod(0o644)
