@@ -59,12 +59,27 @@ def bootstrap(session: Session) -> str:
     return cluster.cluster_id
 
 
+def users_without_password(session: Session) -> list[str]:
+    """Active users anyone may log in as (blank password), as Determined leaves ``admin`` and
+    ``determined`` until an operator sets theirs."""
+    query = select(models.User.username).where(
+        models.User.active.is_(True), models.User.password_hash.is_(None)
+    )
+    return sorted(session.scalars(query))
+
+
 def create_app(config: MasterConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(config.database_url)
         migrate(db.engine)
         cluster_id = await db.run(bootstrap)
+        if blank := await db.run(users_without_password):
+            log.warning(
+                "users %s have no password: anyone who reaches this master may log in as them; "
+                "set one with `det user change-password`",
+                ", ".join(repr(name) for name in blank),
+            )
         logs = LogStore(db)
         shipping = cloudwatch_logs.start(config, cluster_id, logs)
         scheduler = Scheduler(config, db, logs, utc_now)

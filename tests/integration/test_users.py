@@ -35,6 +35,8 @@ def test_fresh_cluster_has_admin_and_determined_with_blank_passwords(master: Mas
     determined = Api(master, "determined")
     me = determined.get("/api/v1/me").json()["user"]
     assert me["username"] == "determined" and me["admin"] is False
+    # ... and the master says so at start, as long as they stay blank.
+    assert "users 'admin', 'determined' have no password" in master.log_path.read_text()
 
 
 def test_curl_recipe_creates_a_user_and_sets_its_password(master: Master) -> None:
