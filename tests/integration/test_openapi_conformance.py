@@ -43,6 +43,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from master import models
+from master.app import create_app
+from master.config import MasterConfig
 from master.db import Database
 from tests.integration.cluster import Api, Master
 
@@ -57,6 +59,7 @@ EXAMPLES = 5
 ORDINARY_USER = "conformance-user"
 ORDINARY_PASSWORD = "Conformance-pass-1"
 
+ERROR_REF = "#/components/schemas/ErrorBody"
 # What a GET of existing objects answers where that is not 200, and why.
 KNOWN_STATUS = {
     # The seeded checkpoint has no files in its storage.
@@ -353,3 +356,29 @@ def test_every_operation_conforms_to_the_schema(master: Master, db_url: str) -> 
     assert not failures, (
         "\n".join(failures[:40]) + f"\n{len(failures)} failures, by operation: {dict(summary)}"
     )
+
+
+def test_every_operation_declares_a_typed_body_and_its_errors() -> None:
+    """Without a server: a route added without ``documented(...)`` fails here at once."""
+    schema = create_app(MasterConfig()).openapi()
+    untyped, wrong_errors = [], []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            content = responses["200"].get("content", {})
+            schemas = [media.get("schema", {}) for media in content.values()]
+            if not schemas or any(
+                s in ({}, {"type": "object", "additionalProperties": True}) for s in schemas
+            ):
+                untyped.append(label)
+            errors = {status for status in responses if status != "200"}
+            refs = {
+                responses[status]["content"]["application/json"]["schema"].get("$ref")
+                for status in errors
+            }
+            if "422" in errors or not {"400", "500"} <= errors or refs != {ERROR_REF}:
+                wrong_errors.append(f"{label}: {sorted(errors)}")
+    assert not untyped, f"200 without a typed body: {untyped}"
+    assert not wrong_errors, f"error responses not in Determined's shape: {wrong_errors}"
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
