@@ -21,6 +21,7 @@ start.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ Isolation = Literal["uid", "none"]
 WORK_ROOT_MODE = 0o711  # task uids may pass through the agent's work dir, not list it
 TASK_DIR_MODE = 0o700
 TASK_UMASK = 0o022  # checkpoints and TensorBoard events stay readable by the master and others
+UID_LOCK_DIR = Path("/run/flotilla-agent/task-uids")  # one lock file per uid held, machine-wide
 KILL_WAIT = 5.0  # seconds to wait for a task uid's processes to die after SIGKILL
 
 
@@ -180,28 +182,50 @@ def kill_uid(uid: int, wait: float = KILL_WAIT) -> None:
 
 @dataclass
 class UidPool:
-    """Uids of ``[first, last]`` handed out one per live allocation."""
+    """Uids of ``[first, last]`` handed out one per live allocation, exclusive on this machine.
+
+    Several agents may run on one machine with the same range (``det deploy local``, tests), so
+    a uid is held with an ``flock`` on ``<lock_dir>/<uid>`` for as long as its allocation runs
+    (the kernel drops the lock when the agent dies, however it dies), and a uid that still owns
+    a live process is skipped."""
 
     first: int
     last: int
     reserved: Collection[int] = ()
+    lock_dir: Path = UID_LOCK_DIR
     in_use: dict[str, int] = field(default_factory=dict)
+    _locks: dict[str, int] = field(default_factory=dict)
 
     def acquire(self, allocation_id: str) -> int:
-        """A uid no live allocation holds and no process owns; :class:`UidsExhausted` if none."""
+        """A uid no live allocation on this machine holds and no process owns;
+        :class:`UidsExhausted` if none."""
+        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         taken = set(self.in_use.values()) | set(self.reserved)
         busy = live_processes(range(self.first, self.last + 1))
         for uid in range(self.first, self.last + 1):
-            if uid not in taken and uid not in busy:
-                self.in_use[allocation_id] = uid
-                return uid
+            if uid in taken or uid in busy:
+                continue
+            fd = os.open(self.lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # another agent's allocation holds it
+                continue
+            self.in_use[allocation_id] = uid
+            self._locks[allocation_id] = fd
+            return uid
         raise UidsExhausted(
             f"no free task uid in {self.first}-{self.last}: {len(self.in_use)} allocation(s) "
-            "hold one and the rest still own processes; widen task_uid_range"
+            "here hold one and the rest are held by other agents or still own processes; "
+            "widen task_uid_range"
         )
 
     def release(self, allocation_id: str) -> None:
+        """Give the uid back; call once nothing runs as it any more."""
         self.in_use.pop(allocation_id, None)
+        fd = self._locks.pop(allocation_id, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def give_to(directory: Path, uid: int, mode: int = TASK_DIR_MODE) -> None:

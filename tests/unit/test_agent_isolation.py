@@ -39,13 +39,24 @@ def test_config_validates_isolation_and_the_uid_range():
             AgentConfig(join_token="t", task_uid_range=f"{own}-{own + 1}")
 
 
-def test_pool_hands_out_free_uids_and_reports_exhaustion():
-    pool = UidPool(43000, 43001, reserved=(43000,))
+def test_pool_hands_out_free_uids_and_reports_exhaustion(tmp_path):
+    pool = UidPool(43000, 43001, reserved=(43000,), lock_dir=tmp_path)
     assert pool.acquire("a") == 43001
     with pytest.raises(UidsExhausted, match="no free task uid in 43000-43001"):
         pool.acquire("b")
     pool.release("a")
     assert pool.acquire("b") == 43001
+
+
+def test_agents_on_one_machine_never_share_a_uid(tmp_path):
+    """Two agents with the same range (det deploy local, tests): the second gets the next uid,
+    and the first one's uid once it is released."""
+    one, two = (UidPool(43010, 43011, lock_dir=tmp_path) for _ in range(2))
+    assert (one.acquire("a"), two.acquire("b")) == (43010, 43011)
+    with pytest.raises(UidsExhausted):
+        two.acquire("c")
+    one.release("a")
+    assert two.acquire("c") == 43010
 
 
 def test_isolation_none_is_none_everywhere(tmp_path):
