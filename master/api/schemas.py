@@ -62,7 +62,8 @@ _ERROR_DESCRIPTIONS = {
     413: "The request body is larger than the master accepts.",
     429: "Too many attempts; retry after the seconds in Retry-After.",
     500: "An unexpected error; the message carries an error id the master logged.",
-    503: "The task's service is not ready yet; the message says what it is doing.",
+    503: "Not available right now: the password checker is saturated (login, with "
+    "Retry-After), or the task's service is not ready yet (the message says what it is doing).",
 }
 
 _RETRY_AFTER = {
@@ -76,7 +77,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         responses[status] = {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
-        if status == 429:
+        if status in (429, 503):
             responses[status]["headers"] = {"Retry-After": _RETRY_AFTER}
     return responses
 
