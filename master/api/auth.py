@@ -45,7 +45,7 @@ def _open_session(session: Session, user_id: int, state: MasterState) -> dict[st
     return {"token": token, "user": user_json(user)}
 
 
-@router.post("/auth/login", **documented(LoginReply, 429))
+@router.post("/auth/login", **documented(LoginReply, 429, 503))
 async def login(body: LoginRequest, request: Request) -> JSONResponse:
     state: MasterState = request.app.state.master
     guard: LoginGuard = request.app.state.login_guard
