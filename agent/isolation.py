@@ -272,16 +272,6 @@ def tensorboard_directory(env: Mapping[str, str]) -> Path | None:
     return Path(root) / "experiment" / str(int(experiment)) / "trial" / str(int(trial))
 
 
-def prepare_owned(directory: Path, uid: int) -> None:
-    """Create ``directory`` and its missing parents (root's, 0755) and give it and its content
-    to ``uid`` with mode 0755: the trial's own TensorBoard directory, written by its current
-    run, read by TensorBoard tasks and the master."""
-    missing = [p for p in [directory, *directory.parents] if not p.exists()]
-    for path in reversed(missing):
-        path.mkdir(mode=0o755)
-    give_to(directory, uid, mode=0o755)
-
-
 def prepare_shared(directory: Path, anchor: Path) -> None:
     """Make ``directory`` writable by every task uid, like ``/tmp`` (mode bits ``o+wx`` and
     sticky): any task may add a checkpoint, only its owner (and root: the master's GC) may

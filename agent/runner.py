@@ -361,10 +361,11 @@ class Runner:
 
     @staticmethod
     def _hand_over(directory: Path, uid: int, env: dict[str, str]) -> None:
-        """Give the task's work dir (and a ``tmp/`` in it) to ``uid``, make the shared_fs
-        checkpoint directory writable by task uids, and give a trial its TensorBoard directory.
-        A shared directory that cannot be prepared is logged; the task then reports its own
-        permission error."""
+        """Give the task's work dir (and a ``tmp/`` in it) to ``uid`` and make the shared_fs
+        checkpoint directory and a trial's TensorBoard directory writable by task uids (every
+        part of a distributed trial, on every agent, and each restart has its own uid). A
+        directory that cannot be prepared is logged; the task then reports its own permission
+        error."""
         (directory / "tmp").mkdir(exist_ok=True)
         isolation.give_to(directory, uid)
         for shared, anchor in isolation.shared_directories(env):
@@ -375,9 +376,9 @@ class Runner:
         tensorboard = isolation.tensorboard_directory(env)
         if tensorboard is not None:
             try:
-                isolation.prepare_owned(tensorboard, uid)
+                isolation.prepare_shared(tensorboard, Path("/"))
             except OSError as e:
-                log.warning("cannot prepare %s for uid %d: %s", tensorboard, uid, e)
+                log.warning("cannot prepare %s for task uids: %s", tensorboard, e)
 
     def _clean_up(self, alloc: _Allocation) -> None:
         """Kill whatever still runs as the allocation's uid, close its work dir, free the uid."""

@@ -140,15 +140,11 @@ def test_work_dir_is_given_to_the_uid_and_taken_back(tmp_path):
     assert (directory.stat().st_uid, stat.S_IMODE(directory.stat().st_mode)) == (0, 0o700)
 
 
-@as_root
-def test_a_trials_tensorboard_directory_belongs_to_its_current_run(tmp_path):
+def test_a_trials_tensorboard_directory_is_created_by_root_and_writable_by_task_uids(tmp_path):
     trial_dir = tmp_path / "tb" / "experiment" / "1" / "trial" / "2"
-    isolation.prepare_owned(trial_dir, 43006)
-    (trial_dir / "events").write_text("x")
-    isolation.prepare_owned(trial_dir, 43007)  # a restarted run: a new uid takes it over
-    assert {p.lstat().st_uid for p in [trial_dir, trial_dir / "events"]} == {43007}
-    assert stat.S_IMODE(trial_dir.stat().st_mode) == 0o755
-    assert (tmp_path / "tb" / "experiment").stat().st_uid == 0
+    isolation.prepare_shared(trial_dir, Path("/"))
+    assert stat.S_IMODE(trial_dir.stat().st_mode) == 0o1757
+    assert stat.S_IMODE((tmp_path / "tb" / "experiment").stat().st_mode) == 0o755
 
 
 @as_root
