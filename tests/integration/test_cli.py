@@ -305,8 +305,12 @@ def test_deploy_local_cluster_up_and_down(tmp_path: Path) -> None:
         ran = cli("cmd", "run", "echo via-local", env=admin)
         assert (ran.returncode, ran.stdout) == (0, "via-local\n"), ran.stderr
 
-        # Work running on an agent goes down with the cluster too.
-        pid_file = tmp_path / "task.pid"
+        # Work running on an agent goes down with the cluster too. As root the task runs as
+        # its own uid: it writes its pid where any uid may.
+        drop = tmp_path / "drop"
+        drop.mkdir(mode=0o1777)
+        drop.chmod(0o1777)
+        pid_file = drop / "task.pid"
         cli.ok(
             "cmd",
             "run",
