@@ -62,6 +62,31 @@ def _decoded_size(files: dict[str, str]) -> int:
     return total
 
 
+def _unstorable_text(value: Any, path: str) -> str | None:
+    """Where ``value`` (a parsed config) holds text the database cannot store, and why: a NUL
+    (PostgreSQL's text has no U+0000) or a lone UTF-16 surrogate. YAML escapes (``"\\0"``,
+    ``"\\ud800"``) make both from a body that is itself clean."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            return f"{path}: holds a NUL character, which cannot be stored"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path}: holds a lone UTF-16 surrogate (not valid Unicode text)"
+        return None
+    else:
+        return None
+    for key, item in items:
+        problem = _unstorable_text(key, path) or _unstorable_text(item, f"{path}.{key!s}")
+        if problem:
+            return problem
+    return None
+
+
 def _check_request(body: CreateExperimentRequest, state: MasterState) -> ExperimentConfig:
     if body.template:
         raise bad_request("template: config templates are not supported; send the full config")
@@ -75,6 +100,9 @@ def _check_request(body: CreateExperimentRequest, state: MasterState) -> Experim
         config = parse_experiment_config(_config_text(body.config))
     except ConfigError as exc:
         raise bad_request(f"invalid experiment config: {exc}") from exc
+    problem = _unstorable_text(config.model_dump(mode="json"), "config")
+    if problem:
+        raise bad_request(f"invalid experiment config: {problem}")
     pools = [p.pool_name for p in state.config.resource_pools]
     pool = config.resources.resource_pool
     if pool is not None and pool not in pools:

@@ -382,3 +382,18 @@ def test_every_operation_declares_a_typed_body_and_its_errors() -> None:
     assert not untyped, f"200 without a typed body: {untyped}"
     assert not wrong_errors, f"error responses not in Determined's shape: {wrong_errors}"
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_experiment_config_text_the_database_cannot_store_is_a_400(master: Master) -> None:
+    """Found by Schemathesis on PostgreSQL: YAML escapes turn a clean body into a config with a
+    NUL (or a lone surrogate) that the database refuses; the master answers 400 naming where."""
+    admin = Api(master)
+    for escaped, problem in (('"a\\0b"', "NUL"), ('"a\\ud800b"', "surrogate")):
+        text = (
+            f"name: {escaped}\nentrypoint: python train.py\n"
+            "searcher: {name: single, metric: loss, max_length: {batches: 1}}\n"
+        )
+        response = admin.post("/api/v1/experiments", json={"config": text, "modelDefinition": []})
+        assert response.status_code == 400, response.text
+        assert "config.name" in response.json()["message"]
+        assert problem in response.json()["message"]
