@@ -254,6 +254,7 @@ class Daemon:
             slots=self.slots,
             addresses=await asyncio.to_thread(local_addresses, self.config.master_host),
             running=self.runner.running(),
+            exited=self.outbox.exited_allocations(),
             isolation=self.runner.isolation,
         )
         await ws.send(hello.model_dump_json())

@@ -55,6 +55,10 @@ class Outbox:
         """A snapshot of what is queued, oldest first (for status and tests)."""
         return list(self._items)
 
+    def exited_allocations(self) -> list[str]:
+        """Allocations whose exit is queued here and not yet delivered, oldest first."""
+        return [m.allocation_id for m in self._items if isinstance(m, AllocationExited)]
+
     def put(self, message: Outgoing) -> None:
         self._items.append(message)
         if isinstance(message, LogBatch):

@@ -75,6 +75,12 @@ class Hello(_Message):
     slots: list[SlotInfo]
     addresses: list[str] = Field(default_factory=list)
     running: list[RunningAllocation] = Field(default_factory=list)
+    exited: list[str] = Field(
+        default_factory=list,
+        description="Allocations that ended while the master was unreachable and whose "
+        "allocation_exited still waits in the outbox: the master keeps them for that message "
+        "instead of failing them as lost.",
+    )
     isolation: Literal["uid", "none"] = Field(
         default="none",
         description="uid: each task runs as its own unprivileged uid; none: tasks run as the "

@@ -116,6 +116,7 @@ class AgentEvents:
         )
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
+        exit_queued = set(hello.exited)
         reattach = []
         for allocation in list(self.allocations.values()):
             if hello.agent_id not in allocation.agent_slots:
@@ -126,6 +127,15 @@ class AgentEvents:
                     allocation.task_id,
                     allocation.id,
                     f"re-attached to agent '{hello.agent_id}'",
+                    now,
+                )
+            elif allocation.id in exit_queued:
+                # It ended while we were away; its logs and exit follow from the agent's outbox.
+                await self.logs.master_line(
+                    allocation.task_id,
+                    allocation.id,
+                    f"re-attached to agent '{hello.agent_id}', where it ended while the master "
+                    "was unreachable",
                     now,
                 )
             elif allocation.state != AllocationState.QUEUED:

@@ -196,6 +196,32 @@ def test_reconnecting_agent_reattaches_what_it_still_runs(db_url: str, tmp_path:
     run(db_url, tmp_path, body)
 
 
+def test_work_that_ended_while_the_master_was_away_keeps_its_exit_code(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The agent lists an allocation whose exit still waits in its outbox: the master keeps it
+    for that message instead of failing it as lost."""
+
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        link, _ = await connect(state, hello("a", 1))
+        submitted = await submit(state, 1)
+        allocation_id = submitted.allocation_id
+        report = AllocationStarted(allocation_id=allocation_id, pid=7, started_at=utc_now())
+        await scheduler.call(AgentReport(agent_id="a", link=link, message=report))
+        await scheduler.call(AgentDisconnected(agent_id="a", link=link, reason="master away"))
+        again, welcome = await connect(
+            state, hello("a", 1).model_copy(update={"exited": [allocation_id]})
+        )
+        assert isinstance(welcome, Welcome) and welcome.reattach == []
+        assert allocation_id in scheduler.allocations
+        await exit_on(state, again, "a", allocation_id, 0)
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, allocation_id))
+        assert row.state == AllocationState.TERMINATED.value and row.exit_code == 0
+
+    run(db_url, tmp_path, body)
+
+
 def test_welcome_goes_out_before_queued_work(db_url: str, tmp_path: Path) -> None:
     async def body(state: MasterState) -> None:
         queued = await submit(state, 1)

@@ -61,3 +61,13 @@ def test_notice_precedes_the_exit_when_all_remaining_lines_were_dropped():
     messages = drain(outbox)
     assert "2 log line(s) dropped" in messages[0].entries[0].line
     assert messages[1:] == [exited, batch("b", "x", "y")]
+
+
+def test_exits_still_queued_are_named_for_the_next_hello():
+    outbox = Outbox()
+    outbox.put(AllocationStarted(allocation_id="a", pid=1, started_at=NOW))
+    outbox.put(AllocationExited(allocation_id="a", exit_code=0, ended_at=NOW))
+    outbox.put(batch("b", "still running"))
+    assert outbox.exited_allocations() == ["a"]
+    drain(outbox)
+    assert outbox.exited_allocations() == []
