@@ -52,7 +52,7 @@ def cluster(
     agent_yaml = tmp_path / "agent.yaml"
     agent_yaml.write_text(yaml.safe_dump({"logging": settings(endpoint)}))
     agent = Agent(tmp_path, master, "agent-0", config=str(agent_yaml))
-    agent.env = agent_env
+    agent.env = {**(agent.env or {}), **(agent_env or {})}  # keep the join token
     try:
         master.start()
         agent.start()
@@ -159,7 +159,7 @@ def test_a_killed_agent_ships_what_it_had_spooled_after_a_restart(
         )
         assert messages(endpoint, group, "agent/agent-0") == []
         agent.kill()  # SIGKILL: no chance to flush
-        agent.env = None
+        agent.env = {k: v for k, v in (agent.env or {}).items() if k == "DET_AGENT_JOIN_TOKEN"}
         agent.start()
 
         def shipped() -> list[str]:
