@@ -11,10 +11,11 @@ script in the context is not executable (run it as ``sh run.sh``, not ``./run.sh
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from agent.context_files import ContextError, validate_context
 
 ALLOCATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
@@ -23,29 +24,20 @@ class StartError(Exception):
     """The allocation cannot be started; the message says why, for the user."""
 
 
-def safe_relative_path(name: str) -> PurePosixPath:
-    """A context file name that stays inside the working directory, or :class:`StartError`."""
-    path = PurePosixPath(name)
-    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts:
-        raise StartError(f"unsafe file path {name!r} in the context (absolute or with '..')")
-    return path
-
-
 def prepare_directory(work_dir: Path, allocation_id: str, files: Mapping[str, str]) -> Path:
     """Create ``<work_dir>/<allocation_id>`` and write the base64-encoded ``files`` into it.
 
-    Every path is checked before anything is written, so a bad context writes nothing.
+    Every path is checked first, by the same rules the master applied when the context arrived
+    (:mod:`agent.context_files`), so a bad context writes nothing.
     """
     if not ALLOCATION_ID.match(allocation_id):
         raise StartError(f"unsafe allocation id {allocation_id!r}")
     directory = work_dir / allocation_id
-    decoded: list[tuple[Path, bytes]] = []
-    for name, encoded in files.items():
-        target = directory / safe_relative_path(name)
-        try:
-            decoded.append((target, base64.b64decode(encoded, validate=True)))
-        except (binascii.Error, ValueError) as e:
-            raise StartError(f"context file {name!r} is not valid base64: {e}") from None
+    try:
+        checked = validate_context(files)
+    except ContextError as e:
+        raise StartError(str(e)) from None
+    decoded = [(directory / path, base64.b64decode(content)) for path, content in checked.items()]
     directory.mkdir(parents=True, exist_ok=True)
     root = directory.resolve()
     for target, data in decoded:

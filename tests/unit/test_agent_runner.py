@@ -164,10 +164,14 @@ def test_cuda_slots_set_cuda_visible_devices(tmp_path):
         ({"argv": []}, "failed to start: argv is empty"),
         (
             {"argv": ["true"], "files": {"../escape.py": "eA=="}},
-            "failed to start: unsafe file path",
+            "failed to start: context file '../escape.py': contains '..'",
         ),
-        ({"argv": ["true"], "files": {"/etc/x": "eA=="}}, "failed to start: unsafe file path"),
-        ({"argv": ["true"], "files": {"a.py": "not base64!"}}, "is not valid base64"),
+        ({"argv": ["true"], "files": {"/etc/x": "eA=="}}, "context file '/etc/x': is absolute"),
+        (
+            {"argv": ["true"], "files": {"f": "", "f/child": ""}},
+            "context file 'f': is a file, but 'f/child'",
+        ),
+        ({"argv": ["true"], "files": {"a.py": "not base64!"}}, "content is not valid base64"),
         ({"argv": ["true"], "slot_ids": [7]}, "failed to start: unknown slot id(s) [7]"),
     ],
 )
