@@ -15,8 +15,9 @@ Three ASGI-level guards and one app-wide dependency, so that no route can forget
   than the JSON limit is read only from a caller whose token the master knows, so an anonymous
   client can make the master hold at most the JSON limit per request. A complete body is then
   checked: it must be UTF-8, and, once parsed as JSON, hold no lone surrogate (``"\\ud800"``,
-  which no database can store) and no integer outside int64 (which no database column holds);
-  each is a 400 naming the JSON path. The path and the query string must be UTF-8 too.
+  which no database can store), no NUL character (PostgreSQL's text cannot hold one) and no
+  integer outside int64 (which no database column holds); each is a 400 naming the JSON path.
+  The path and the query string must be UTF-8 without NUL too.
 - :func:`check_int_params`, an app-wide dependency, bounds every integer path and query
   parameter of the matched route to int64, before the route's own dependencies (authentication
   included) run, with a 400 naming the parameter.
@@ -63,6 +64,8 @@ CONTEXT_UPLOADS = frozenset(
 # a UTF-16 surrogate, or a run of digits long enough to leave int64 (19 digits can already).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LONG_DIGITS = re.compile(rb"\d{19,}")
+# PostgreSQL's text cannot hold U+0000; JSON can only carry it escaped.
+_NUL_ESCAPE = re.compile(rb"\\u0000")
 
 Authenticate = Callable[[HTTPConnection], Awaitable[bool]]
 
@@ -221,6 +224,8 @@ def check_url_utf8(scope: Scope) -> None:
     raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
     for where, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
         decoded = unquote_to_bytes(raw.replace(b"+", b" "))
+        if b"\x00" in decoded:
+            raise _Refused(400, f"{where}: holds a NUL character (%00), which cannot be stored")
         if not decoded.isascii():
             try:
                 decoded.decode("utf-8")
@@ -238,7 +243,9 @@ def check_json_body(body: bytes) -> None:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body: not valid UTF-8 at byte {exc.start}") from None
-    if not (_SURROGATE_ESCAPE.search(body) or _LONG_DIGITS.search(body)):
+    if not (
+        _SURROGATE_ESCAPE.search(body) or _LONG_DIGITS.search(body) or _NUL_ESCAPE.search(body)
+    ):
         return
     try:
         document = json.loads(body)
@@ -253,6 +260,8 @@ def _bad_values(value: Any, path: str) -> Iterator[tuple[str, str]]:
         for key, item in value.items():
             if not _encodable(key):
                 yield path, "a key holds a lone UTF-16 surrogate (not valid Unicode text)"
+            if "\x00" in key:
+                yield path, "a key holds a NUL character (\\u0000), which cannot be stored"
             yield from _bad_values(item, f"{path}.{_printable(key)}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -260,6 +269,8 @@ def _bad_values(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, str):
         if not _encodable(value):
             yield path, "holds a lone UTF-16 surrogate (not valid Unicode text)"
+        if "\x00" in value:
+            yield path, "holds a NUL character (\\u0000), which cannot be stored"
     elif isinstance(value, int) and not isinstance(value, bool) and not _in_int64(value):
         yield path, f"{value} is outside the 64-bit integer range [{INT64_MIN}, {INT64_MAX}]"
 

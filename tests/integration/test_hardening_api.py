@@ -97,6 +97,21 @@ def test_lone_surrogates_and_invalid_utf8_are_400_naming_where(master: Master) -
     assert ok.status_code == 403
 
 
+def test_nul_characters_are_400_naming_where(master: Master) -> None:
+    """PostgreSQL text cannot hold U+0000: refused before any route (found by Schemathesis)."""
+    anonymous = httpx.Client(base_url=master.url)
+    login = anonymous.post(
+        "/api/v1/auth/login", content=b'{"username": "a\\u0000", "password": ""}'
+    )
+    assert login.status_code == 400 and "body.username" in login.json()["message"]
+    admin = Api(master)
+    command = admin.post("/api/v1/commands", json={"config": {"description": "a\0b"}})
+    assert command.status_code == 400 and "body.config.description" in command.json()["message"]
+    for url in ("/api/v1/users/a%00/by-username", "/api/v1/tasks/a%00", "/api/v1/users?name=a%00"):
+        answer = admin.get(url)
+        assert answer.status_code == 400 and "NUL" in answer.json()["message"], url
+
+
 def test_failed_logins_are_rate_limited_per_user_and_per_client(master: Master) -> None:
     http = httpx.Client(base_url=master.url)
 
