@@ -54,7 +54,8 @@ class LogStore:
                 "stdtype": line.stdtype,
                 "level": line.level,
                 "source": line.source,
-                "log": line.log,
+                # PostgreSQL's text cannot hold NUL; a task may print one.
+                "log": line.log.replace("\x00", "\ufffd"),
             }
             for line in lines
         ]

@@ -20,12 +20,14 @@ def cluster(tmp_path: Path, db_url: str) -> Iterator[tuple[Master, list[Agent]]]
 def test_command_output_and_exit_code(cluster: tuple[Master, list[Agent]]) -> None:
     master, _ = cluster
     api = Api(master)
-    task_id = api.run("echo hello; echo oops >&2; exit 3")
+    # A NUL byte in output is stored as U+FFFD: PostgreSQL's text cannot hold NUL.
+    task_id = api.run("printf 'a\\000b\\n'; echo hello; echo oops >&2; exit 3")
     allocation = api.wait_ended(task_id)["allocations"][-1]
     assert allocation["exitCode"] == 3
     assert allocation["exitReason"] == "exited with code 3"
     entries = [e for e in api.logs(task_id) if e["source"] == "task"]
     assert [(e["stdtype"], e["message"]) for e in entries] == [
+        ("stdout", "a\ufffdb"),
         ("stdout", "hello"),
         ("stderr", "oops"),
     ]
