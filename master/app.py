@@ -22,9 +22,9 @@ from master.api import (
     cost,
     errors,
     experiments,
+    openapi,
     preemption,
     resource_pools,
-    schemas,
     services,
     tasks,
     trials,
@@ -158,9 +158,9 @@ def create_app(config: MasterConfig) -> FastAPI:
         proxy,
         proxy_ws,
     ):
-        errors_listed = schemas.PUBLIC_ERRORS if module is cluster else schemas.API_ERRORS
+        errors_listed = openapi.PUBLIC_ERRORS if module is cluster else openapi.API_ERRORS
         app.include_router(module.router, responses=errors_listed)
     for router in services.routers:
-        app.include_router(router, responses=schemas.API_ERRORS)
-    schemas.without_validation_errors(app)
+        app.include_router(router, responses=openapi.API_ERRORS)
+    openapi.without_validation_errors(app)
     return app

@@ -36,7 +36,8 @@ from starlette.requests import HTTPConnection
 
 from master import auth, models
 from master.api.errors import ApiError, not_found
-from master.api.schemas import ProxyTicket, documented
+from master.api.openapi import documented
+from master.api.schemas import ProxyTicket
 from master.scheduler.state import Allocation, AllocationState
 from master.state import MasterState
 

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import ApiError
-from master.api.schemas import AgentList, AgentReply, documented
+from master.api.openapi import documented
+from master.api.schemas import AgentList, AgentReply
 from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
 from master.scheduler.loop import SchedulerError
 from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from master import auth
 from master.api.errors import ApiError
-from master.api.schemas import Empty, RendezvousView, documented
+from master.api.openapi import documented
+from master.api.schemas import Empty, RendezvousView
 from master.api.wire import WireModel
 from master.rendezvous import Arrival, Rendezvous, RendezvousError
 from master.scheduler.state import AllocationReady, SchedulerError

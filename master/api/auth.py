@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, identity, models
 from master.api.errors import ApiError
-from master.api.schemas import Empty, LoginReply, UserReply, documented
+from master.api.openapi import documented
+from master.api.schemas import Empty, LoginReply, UserReply
 from master.api.wire import WireModel, user_json
 from master.login_guard import LoginGuard
 from master.state import MasterState

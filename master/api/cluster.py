@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from master import __version__, auth, models
-from master.api.schemas import Info, MasterInfo, documented
+from master.api.openapi import documented
+from master.api.schemas import Info, MasterInfo
 from master.api.wire import timestamp
 from master.state import MasterState
 

@@ -13,7 +13,8 @@ from agent.context_files import ContextError, validate_context
 from harness.task_config import CommandConfig
 from master import auth, models
 from master.api.errors import bad_request, forbidden, not_found
-from master.api.schemas import CommandKilled, CommandList, CommandReply, documented
+from master.api.openapi import documented
+from master.api.schemas import CommandKilled, CommandList, CommandReply
 from master.api.tasks import load_task
 from master.api.wire import CONTAINER_STATES, WireModel, timestamp
 from master.api.workspaces import DEFAULT_WORKSPACE_ID

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import bad_request
-from master.api.schemas import CostReport, documented
+from master.api.openapi import documented
+from master.api.schemas import CostReport
 from master.api.wire import timestamp
 from master.cost import AllocationSpan, CostLine, InstanceSpan, cost_report
 from master.state import MasterState

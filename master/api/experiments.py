@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from master import auth, models
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
+from master.api.openapi import documented
 from master.api.paging import page, sort_order
 from master.api.schemas import (
     CheckpointList,
@@ -36,7 +37,6 @@ from master.api.schemas import (
     Labels,
     ModelDefinition,
     TrialList,
-    documented,
 )
 from master.api.wire import Int64
 from master.experiments import views

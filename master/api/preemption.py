@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Request
 
 from master.api.allocations import require_task_token
 from master.api.experiments import engine_of
-from master.api.schemas import Empty, Preemption, documented
+from master.api.openapi import documented
+from master.api.schemas import Empty, Preemption
 
 router = APIRouter(prefix="/api/v1/allocations")
 

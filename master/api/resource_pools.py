@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from master import auth, models
 from master.api.agents import device_type
 from master.api.errors import not_found
-from master.api.schemas import PoolEvents, ResourcePoolList, documented
+from master.api.openapi import documented
+from master.api.schemas import PoolEvents, ResourcePoolList
 from master.api.wire import pagination, timestamp
 from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState

@@ -32,7 +32,8 @@ from master.api.commands import (
     public_config,
 )
 from master.api.errors import bad_request, describe_validation_error, not_found
-from master.api.schemas import SERVICE_SHAPES, documented, inline_schema
+from master.api.openapi import documented, inline_schema
+from master.api.schemas import SERVICE_SHAPES
 from master.api.tasks import load_task
 from master.api.wire import Int64, WireModel
 from master.config import MasterConfig

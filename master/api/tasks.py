@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import not_found
-from master.api.schemas import LOG_LINE, NDJSON, TaskList, TaskReply, documented, streamed
+from master.api.openapi import NDJSON, documented, streamed
+from master.api.schemas import LOG_LINE, TaskList, TaskReply
 from master.api.wire import timestamp
 from master.logs import read_logs
 from master.scheduler.state import AllocationState

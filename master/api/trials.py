@@ -29,9 +29,9 @@ from master.api.experiments import (
     engine_of,
     master_state,
 )
+from master.api.openapi import NDJSON, documented, streamed
 from master.api.paging import page, sort_order_desc
 from master.api.schemas import (
-    NDJSON,
     TRIAL_LOG_LINE,
     CheckpointList,
     Empty,
@@ -39,8 +39,6 @@ from master.api.schemas import (
     SearcherOperation,
     TrialReply,
     WorkloadList,
-    documented,
-    streamed,
 )
 from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
 from master.api.wire import Int64, WireModel, timestamp

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from master import auth, identity, models
 from master.api.errors import ApiError, bad_request, forbidden, not_found
-from master.api.schemas import UserList, UserReply, documented
+from master.api.openapi import documented
+from master.api.schemas import UserList, UserReply
 from master.api.wire import Int64, WireModel, pagination, user_json
 from master.state import MasterState
 

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends
 
 from master import auth, models
 from master.api.errors import not_found
-from master.api.schemas import WorkspaceList, WorkspaceReply, documented
+from master.api.openapi import documented
+from master.api.schemas import WorkspaceList, WorkspaceReply
 from master.api.wire import Int64, pagination
 
 router = APIRouter(prefix="/api/v1/workspaces")
