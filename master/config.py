@@ -231,6 +231,14 @@ class MasterConfig(_Section):
         default_factory=LoginConfig,
         description="Login rate limits and the password-checking threads.",
     )
+    console_dir: Path | None = Field(
+        default=None,
+        description=(
+            "The built web console the master serves at `/` (index.html and assets/). Unset: "
+            "`console/dist` inside the master package, built by `npm ci && npm run build` in "
+            "master/console."
+        ),
+    )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
     logging: CloudWatchConfig | None = Field(
         default=None,
