@@ -19,9 +19,11 @@ from master.api import (
     checkpoints,
     cluster,
     commands,
+    console,
     cost,
     errors,
     experiments,
+    metric_series,
     openapi,
     preemption,
     resource_pools,
@@ -154,6 +156,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         experiments,
         trials,
         checkpoints,
+        metric_series,
         agent_link,
         proxy,
         proxy_ws,
@@ -162,5 +165,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         app.include_router(module.router, responses=errors_listed)
     for router in services.routers:
         app.include_router(router, responses=openapi.API_ERRORS)
+    # Last, so no console route can shadow an API one.
+    app.include_router(console.router)
     openapi.without_validation_errors(app)
     return app
