@@ -1,0 +1,285 @@
+"""``GET /api/v1/experiments/{id}/metrics/series`` and ``GET /api/v1/trials/{id}/metrics/series``:
+learning curves for a chart, downsampled on the server (``master.downsample``).
+
+Every metrics report is a row of ``trial_metrics`` whose values are a JSON object. Decoding a
+million of those rows on every poll of an open chart would take seconds, so the master keeps a
+:class:`SeriesCache` of parsed series per (trial, group): the first request reads the rows (only
+the columns it needs, the JSON as text), later ones read only the rows whose id is above the
+last one seen. The cursor a reply carries is that row id; a client polling with ``after=cursor``
+gets only the points reported since, and appends them.
+
+Assumes a trial's reports are committed in id order, as one running trial reports them one
+after the other (its harness waits for each POST). The cache is the master's own memory: it is
+bounded (least recently used series dropped first) and rebuilt from the database after a
+restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session
+
+from master import auth, models
+from master.api.console_schemas import MetricSeriesReply
+from master.api.errors import not_found
+from master.api.openapi import documented
+from master.api.wire import Int64
+from master.downsample import downsample
+from master.state import MasterState
+
+router = APIRouter(prefix="/api/v1")
+
+GROUPS = ("training", "validation")
+Group = Literal["training", "validation"]
+DEFAULT_MAX_POINTS = 1000
+MAX_POINTS = 10_000
+# Points the cache holds at most (about 40 bytes each) before it drops least recently used series.
+CACHE_POINTS = 5_000_000
+
+
+@dataclass
+class Series:
+    """One metric of one (trial, group): points in the order they were reported."""
+
+    ids: list[int] = field(default_factory=list)  # the metrics row of each point, ascending
+    xs: list[int] = field(default_factory=list)  # batches
+    ys: list[float] = field(default_factory=list)
+    in_x_order: bool = True  # False once a report went back in batches (a restarted run)
+
+    def append(self, row_id: int, x: int, y: float) -> None:
+        if self.xs and x < self.xs[-1]:
+            self.in_x_order = False
+        self.ids.append(row_id)
+        self.xs.append(x)
+        self.ys.append(y)
+
+    def since(self, after: int) -> tuple[list[int], list[float]]:
+        """The points of rows after ``after``, sorted by batches (stable: reported order)."""
+        start = bisect_right(self.ids, after)
+        xs, ys = self.xs[start:], self.ys[start:]
+        if self.in_x_order or len(xs) < 2:
+            return xs, ys
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        return [xs[i] for i in order], [ys[i] for i in order]
+
+
+@dataclass
+class TrialGroup:
+    """Every series of one (trial, group), read up to metrics row ``last_id``."""
+
+    last_id: int = 0
+    series: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def points(self) -> int:
+        return sum(len(s.ids) for s in self.series.values())
+
+
+def _number(value: Any) -> float | None:
+    """A chartable value: a finite int or float (booleans, strings, NaN and infinities are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class SeriesCache:
+    """Parsed series per (trial, group), filled incrementally from ``trial_metrics``.
+
+    Thread-safe: requests read it from the database worker threads, one at a time."""
+
+    def __init__(self, max_points: int = CACHE_POINTS) -> None:
+        self.max_points = max_points
+        self._entries: OrderedDict[tuple[int, str], TrialGroup] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(
+        self, session: Session, trial_ids: list[int]
+    ) -> tuple[dict[tuple[int, str], TrialGroup], int]:
+        """Bring the series of ``trial_ids`` (both groups) up to date; returns them and the
+        newest metrics row id they include (0 if none)."""
+        with self._lock:
+            entries = {
+                (trial_id, group): self._entries.setdefault((trial_id, group), TrialGroup())
+                for trial_id in trial_ids
+                for group in GROUPS
+            }
+            if trial_ids:
+                self._load(session, trial_ids, entries)
+            for key in entries:
+                self._entries.move_to_end(key)
+            self._evict(keep=set(entries))
+            cursor = max((e.last_id for e in entries.values()), default=0)
+            return entries, cursor
+
+    def _load(
+        self, session: Session, trial_ids: list[int], entries: dict[tuple[int, str], TrialGroup]
+    ) -> None:
+        table = models.TrialMetrics
+        oldest = min(e.last_id for e in entries.values())
+        values = cast(table.metrics, Text)  # decoded here, not by the driver
+        rows = session.execute(
+            select(table.id, table.trial_id, table.group, table.steps_completed, values)
+            .where(table.id > oldest, table.trial_id.in_(trial_ids), table.group.in_(GROUPS))
+            .order_by(table.id)
+        )
+        for row_id, trial_id, group, batches, text in rows:
+            entry = entries[(trial_id, group)]
+            if row_id <= entry.last_id:
+                continue
+            entry.last_id = row_id
+            try:
+                values = json.loads(text) if text else {}
+            except ValueError:
+                continue
+            if not isinstance(values, dict):
+                continue
+            for name, value in values.items():
+                number = _number(value)
+                if number is not None:
+                    entry.series.setdefault(name, Series()).append(row_id, batches, number)
+
+    def _evict(self, keep: set[tuple[int, str]]) -> None:
+        total = sum(e.points for e in self._entries.values())
+        for key in list(self._entries):
+            if total <= self.max_points:
+                return
+            if key in keep:
+                continue
+            total -= self._entries.pop(key).points
+
+
+def _cache(request: Request) -> SeriesCache:
+    """The app's cache, made on first use (on the event loop, so made once)."""
+    cache: SeriesCache | None = getattr(request.app.state, "metric_series", None)
+    if cache is None:
+        cache = request.app.state.metric_series = SeriesCache()
+    return cache
+
+
+def series_reply(
+    entries: dict[tuple[int, str], TrialGroup],
+    cursor: int,
+    groups: list[str],
+    names: list[str],
+    max_points: int,
+    after: int | None,
+) -> dict[str, Any]:
+    """The reply: every requested (trial, group, name) series, downsampled to ``max_points``;
+    with ``after``, only points of rows after it (series with none are left out)."""
+    all_names: dict[str, set[str]] = {group: set() for group in GROUPS}
+    for (_, group), entry in entries.items():
+        all_names[group].update(entry.series)
+    series = []
+    for (trial_id, group), entry in sorted(entries.items()):
+        if group not in groups:
+            continue
+        for name in sorted(entry.series):
+            if names and name not in names:
+                continue
+            xs, ys = entry.series[name].since(after or 0)
+            if after is not None and not xs:
+                continue
+            kept = downsample(xs, ys, max_points)
+            series.append(
+                {
+                    "trialId": trial_id,
+                    "group": group,
+                    "name": name,
+                    "points": [[xs[i], ys[i]] for i in kept],
+                    "total": len(xs),
+                    "downsampled": len(kept) < len(xs),
+                }
+            )
+    return {
+        "cursor": max(cursor, after or 0),
+        "names": {group: sorted(found) for group, found in all_names.items()},
+        "series": series,
+    }
+
+
+async def _answer(
+    request: Request,
+    trial_ids_of: Any,
+    group: Group | None,
+    names: list[str],
+    max_points: int,
+    after: int | None,
+) -> Response:
+    state: MasterState = request.app.state.master
+    cache = _cache(request)
+
+    def read(session: Session) -> dict[str, Any]:
+        entries, cursor = cache.read(session, trial_ids_of(session))
+        groups: list[str] = [group] if group else list(GROUPS)
+        return series_reply(entries, cursor, groups, names, max_points, after)
+
+    body = await state.db.run(read)
+    # Encoded here: FastAPI's encoder walks every number of a reply of 100,000 points.
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _experiment_trials(session: Session, experiment_id: int) -> list[int]:
+    if session.get(models.Experiment, experiment_id) is None:
+        raise not_found(f"experiment {experiment_id}")
+    query = select(models.Trial.id).where(models.Trial.experiment_id == experiment_id)
+    return list(session.scalars(query.order_by(models.Trial.id)))
+
+
+def _one_trial(session: Session, trial_id: int) -> list[int]:
+    if session.get(models.Trial, trial_id) is None:
+        raise not_found(f"trial {trial_id}")
+    return [trial_id]
+
+
+_GROUP = Query(None, description="training or validation; both when left out")
+_NAME = Query([], description="metric names (repeatable); every name of the group when left out")
+_MAX_POINTS = Query(
+    DEFAULT_MAX_POINTS,
+    alias="maxPoints",
+    ge=2,
+    le=MAX_POINTS,
+    description="the most points per series; longer series are downsampled keeping extremes",
+)
+_AFTER = Query(None, ge=0, description="a previous reply's cursor: only points reported after it")
+
+
+@router.get("/experiments/{experiment_id}/metrics/series", **documented(MetricSeriesReply, 404))
+async def experiment_metric_series(
+    experiment_id: Int64,
+    request: Request,
+    group: Group | None = _GROUP,
+    name: list[str] = _NAME,
+    max_points: int = _MAX_POINTS,
+    after: Int64 | None = _AFTER,
+    _: models.User = Depends(auth.current_user),
+) -> Response:
+    """Learning curves of every trial of the experiment: x = batches, points sorted by x."""
+    trials = partial(_experiment_trials, experiment_id=experiment_id)
+    return await _answer(request, trials, group, name, max_points, after)
+
+
+@router.get("/trials/{trial_id}/metrics/series", **documented(MetricSeriesReply, 404))
+async def trial_metric_series(
+    trial_id: Int64,
+    request: Request,
+    group: Group | None = _GROUP,
+    name: list[str] = _NAME,
+    max_points: int = _MAX_POINTS,
+    after: Int64 | None = _AFTER,
+    _: models.User = Depends(auth.current_user),
+) -> Response:
+    """Learning curves of one trial (the experiment's route's shape)."""
+    trials = partial(_one_trial, trial_id=trial_id)
+    return await _answer(request, trials, group, name, max_points, after)

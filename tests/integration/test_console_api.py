@@ -1,0 +1,219 @@
+"""The console's REST API against a live master, on SQLite and PostgreSQL: metric series, the
+fleet's instances, the queue, scale events, cost with its idle row and time series, and the
+browser session's CSRF rules.
+
+Most objects are written straight to the database (no agent runs anything), as
+tests/integration/test_openapi_conformance.py does: the master only reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from master import auth, models
+from master.db import Database
+from tests.integration.cluster import Api, Master
+
+USER = "console-user"
+PASSWORD = "Console-pass-1"
+
+
+@pytest.fixture
+def master(tmp_path: Path, db_url: str) -> Iterator[Master]:
+    server = Master(tmp_path, db_url)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def ordinary(master: Master) -> Api:
+    """The ordinary user (created on first use) with a session."""
+    admin = Api(master)
+    created = admin.post(
+        "/api/v1/users",
+        json={"user": {"username": USER, "active": True}, "password": PASSWORD},
+    )
+    assert created.status_code in (200, 409), created.text
+    return Api(master, USER, PASSWORD)
+
+
+def user_id(database: Database, username: str) -> int:
+    with database.session() as session:
+        found = session.scalar(
+            models.select(models.User.id).where(models.User.username == username)  # type: ignore[attr-defined]
+        )
+    assert found is not None
+    return int(found)
+
+
+# ---- metric series -------------------------------------------------------------------------------
+
+
+def seed_experiment(database: Database, trials: int = 2) -> tuple[int, list[int]]:
+    config = {"name": "curves", "searcher": {"name": "random", "metric": "validation_loss"}}
+    with database.session() as session:
+        experiment = models.Experiment(
+            owner_id=1,
+            name="curves",
+            state="STATE_ACTIVE",
+            config=config,
+            original_config=json.dumps(config),
+            checkpoint_storage={"type": "shared_fs", "host_path": "/nonexistent"},
+            resource_pool="default",
+        )
+        session.add(experiment)
+        session.flush()
+        ids = []
+        for index in range(trials):
+            trial = models.Trial(
+                experiment_id=experiment.id,
+                request_id=f"r{index}",
+                state="STATE_ACTIVE",
+                hparams={"lr": 0.1 * (index + 1)},
+            )
+            session.add(trial)
+            session.flush()
+            ids.append(trial.id)
+        return experiment.id, ids
+
+
+def report(
+    database: Database, trial_id: int, group: str, rows: list[tuple[int, dict[str, Any]]]
+) -> None:
+    now = datetime.now(UTC)
+    with database.session() as session:
+        session.add_all(
+            models.TrialMetrics(
+                trial_id=trial_id,
+                trial_run_id=1,
+                group=group,
+                steps_completed=batches,
+                metrics=values,
+                report_time=now,
+            )
+            for batches, values in rows
+        )
+
+
+def series_of(body: dict[str, Any], trial_id: int, group: str, name: str) -> dict[str, Any]:
+    found = [
+        s
+        for s in body["series"]
+        if (s["trialId"], s["group"], s["name"]) == (trial_id, group, name)
+    ]
+    assert len(found) == 1, body["series"]
+    return found[0]
+
+
+def test_metric_series_are_downsampled_keeping_extremes_and_follow_a_cursor(
+    master: Master, database: Database
+) -> None:
+    experiment_id, (first, second) = seed_experiment(database)
+    losses = [(b, {"loss": 1.0 / b, "note": "text", "flag": True}) for b in range(1, 5001)]
+    losses[2999] = (3000, {"loss": 50.0})  # a spike the chart must show
+    report(database, first, "training", losses)
+    report(database, first, "validation", [(b, {"validation_loss": 0.5}) for b in (1000, 2000)])
+    # Reported out of order (a restarted run): sorted by batches on the way out.
+    report(database, second, "training", [(20, {"loss": 2.0}), (10, {"loss": 3.0})])
+    api = ordinary(master)
+
+    response = api.get(
+        f"/api/v1/experiments/{experiment_id}/metrics/series", params={"maxPoints": 100}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["names"] == {"training": ["loss"], "validation": ["validation_loss"]}
+    loss = series_of(body, first, "training", "loss")
+    assert loss["total"] == 5000 and loss["downsampled"] is True
+    assert 2 <= len(loss["points"]) <= 100
+    assert [3000, 50.0] in loss["points"] and loss["points"][0] == [1, 1.0]
+    assert [p[0] for p in loss["points"]] == sorted(p[0] for p in loss["points"])
+    assert series_of(body, second, "training", "loss")["points"] == [[10, 3.0], [20, 2.0]]
+    validation = series_of(body, first, "validation", "validation_loss")
+    assert validation == {
+        "trialId": first,
+        "group": "validation",
+        "name": "validation_loss",
+        "points": [[1000, 0.5], [2000, 0.5]],
+        "total": 2,
+        "downsampled": False,
+    }
+    cursor = body["cursor"]
+    assert isinstance(cursor, int) and cursor > 0
+
+    # Nothing new: no series. Then only what was reported after the cursor.
+    path = f"/api/v1/trials/{first}/metrics/series"
+    again = api.get(path, params={"after": cursor}).json()
+    assert again["series"] == [] and again["cursor"] == cursor
+    report(database, first, "training", [(5001, {"loss": 0.1}), (5002, {"loss": 0.05})])
+    new = api.get(path, params={"after": cursor, "group": "training"}).json()
+    assert [(s["name"], s["points"], s["total"]) for s in new["series"]] == [
+        ("loss", [[5001, 0.1], [5002, 0.05]], 2)
+    ]
+    assert new["cursor"] > cursor
+
+    # One metric of one group, full resolution.
+    one = api.get(
+        path, params={"group": "validation", "name": "validation_loss", "maxPoints": 10000}
+    ).json()
+    assert [(s["group"], s["name"]) for s in one["series"]] == [("validation", "validation_loss")]
+    whole = api.get(path, params={"group": "training", "maxPoints": 10000}).json()
+    assert series_of(whole, first, "training", "loss")["total"] == 5002
+    assert len(series_of(whole, first, "training", "loss")["points"]) == 5002
+
+    # Errors name the parameter; unknown ids are 404; no credentials is 401.
+    for params in ({"maxPoints": 1}, {"maxPoints": 10001}, {"group": "testing"}):
+        bad = api.get(path, params=params)
+        assert bad.status_code == 400, (params, bad.text)
+    assert api.get("/api/v1/trials/999999/metrics/series").status_code == 404
+    assert api.get("/api/v1/experiments/999999/metrics/series").status_code == 404
+    assert httpx.get(f"{master.url}{path}").status_code == 401
+
+
+def test_a_trial_token_cannot_read_metric_series(master: Master, database: Database) -> None:
+    experiment_id, (trial_id, _) = seed_experiment(database)
+    now = datetime.now(UTC)
+    with database.session() as session:
+        session.add(
+            models.Task(
+                id="trial-task",
+                task_type="TRIAL",
+                owner_id=1,
+                resource_pool="default",
+                state="STATE_RUNNING",
+                config={"trial_id": trial_id},
+            )
+        )
+        session.flush()
+        session.add(
+            models.Allocation(
+                id="trial-task.0", task_id="trial-task", state="STATE_RUNNING", started_at=now
+            )
+        )
+        session.flush()
+        token = auth.issue_token(session, 1, timedelta(hours=1), now, "trial-task.0")
+    headers = {"Authorization": f"Bearer {token}"}
+    for path in (
+        f"/api/v1/experiments/{experiment_id}/metrics/series",
+        f"/api/v1/trials/{trial_id}/metrics/series",
+    ):
+        response = httpx.get(f"{master.url}{path}", headers=headers)
+        assert response.status_code == 403, response.text
