@@ -1,0 +1,83 @@
+import type { ComponentType } from "preact";
+import type { Params } from "./router";
+import { notBuilt } from "./components/NotBuilt";
+import { LoginView } from "./views/login";
+
+export interface RouteProps {
+  params: Params;
+}
+
+export interface Route {
+  /** "/experiments/:id" (matched by router.matchPattern). */
+  pattern: string;
+  /** The view's name: its root is data-testid="view-<name>". */
+  name: string;
+  component: ComponentType<RouteProps>;
+  /** Admin-only: hidden from others' nav; visiting shows "Admins only". */
+  admin: boolean;
+  /** The nav link's text; routes without one are not in the nav. */
+  nav?: string;
+  /** Reachable signed out (the login page only). */
+  public?: boolean;
+}
+
+export const routes: Route[] = [
+  { pattern: "/login", name: "login", component: LoginView, admin: false, public: true },
+  {
+    pattern: "/experiments",
+    name: "experiments",
+    component: notBuilt("experiments", "Experiments"),
+    admin: false,
+    nav: "Experiments",
+  },
+  {
+    pattern: "/experiments/:id",
+    name: "experiment",
+    component: notBuilt("experiment", "Experiment"),
+    admin: false,
+  },
+  { pattern: "/trials/:id", name: "trial", component: notBuilt("trial", "Trial"), admin: false },
+  {
+    pattern: "/tasks",
+    name: "tasks",
+    component: notBuilt("tasks", "Tasks"),
+    admin: false,
+    nav: "Tasks",
+  },
+  {
+    pattern: "/queue",
+    name: "queue",
+    component: notBuilt("queue", "Queue"),
+    admin: false,
+    nav: "Queue",
+  },
+  { pattern: "/cost", name: "cost", component: notBuilt("cost", "Cost"), admin: false, nav: "Cost" },
+  {
+    pattern: "/cluster",
+    name: "cluster",
+    component: notBuilt("cluster", "Cluster"),
+    admin: true,
+    nav: "Cluster",
+  },
+  {
+    pattern: "/fleet",
+    name: "fleet",
+    component: notBuilt("fleet", "Fleet"),
+    admin: true,
+    nav: "Fleet",
+  },
+  {
+    pattern: "/events",
+    name: "events",
+    component: notBuilt("events", "Scale events"),
+    admin: true,
+    nav: "Scale events",
+  },
+  {
+    pattern: "/users",
+    name: "users",
+    component: notBuilt("users", "Users"),
+    admin: true,
+    nav: "Users",
+  },
+];
