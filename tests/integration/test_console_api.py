@@ -217,3 +217,148 @@ def test_a_trial_token_cannot_read_metric_series(master: Master, database: Datab
     ):
         response = httpx.get(f"{master.url}{path}", headers=headers)
         assert response.status_code == 403, response.text
+
+
+# ---- queue, instances, scale events --------------------------------------------------------------
+
+
+def command(api: Api, entrypoint: str, **resources: Any) -> str:
+    response = api.post(
+        "/api/v1/commands",
+        json={"config": {"entrypoint": entrypoint, "resources": resources}},
+    )
+    assert response.status_code == 200, response.text
+    task_id: str = response.json()["command"]["id"]
+    return task_id
+
+
+def test_the_queue_is_in_scheduling_order_with_reasons(master: Master) -> None:
+    admin, user = Api(master), ordinary(master)
+    low = command(user, "sleep 1", priority=60)
+    high = command(admin, "sleep 1", priority=10)
+    also_high = command(user, "sleep 1", priority=10, slots=2)
+    response = user.get("/api/v1/queue")
+    assert response.status_code == 200, response.text
+    jobs = response.json()["jobs"]
+    assert [j["taskId"] for j in jobs] == [high, also_high, low]
+    assert [j["position"] for j in jobs] == [1, 2, 3]
+    first, second, third = jobs
+    assert first["type"] == "COMMAND" and first["username"] == "admin"
+    assert second["username"] == USER and second["slots"] == 2 and second["priority"] == 10
+    assert first["reason"] == "waiting for an agent to join pool 'default'"
+    assert third["reason"] == (
+        "behind 2 jobs of higher priority; waiting for an agent to join pool 'default'"
+    )
+    assert third["waitingSeconds"] >= 0 and third["queuedTime"].endswith("Z")
+    assert third["resourcePool"] == "default" and third["allocationId"].startswith(low)
+    in_pool = user.get("/api/v1/queue", params={"pool": "default"}).json()["jobs"]
+    assert [j["taskId"] for j in in_pool] == [high, also_high, low]
+    assert user.get("/api/v1/queue", params={"pool": "nope"}).status_code == 404
+    assert httpx.get(f"{master.url}/api/v1/queue").status_code == 401
+
+
+def seed_instances(database: Database) -> None:
+    now = datetime.now(UTC)
+    with database.session() as session:
+        session.add_all(
+            [
+                models.ProvisionedInstance(
+                    id="i-alive",
+                    resource_pool="default",
+                    provider="aws",
+                    instance_type="g5.xlarge",
+                    zone="us-east-1a",
+                    market="spot",
+                    price_per_hour=3.6,
+                    slots=1,
+                    state="pending",
+                    launched_at=now - timedelta(hours=1),
+                    launch_reason="1 slot queued for task abc",
+                ),
+                models.ProvisionedInstance(
+                    id="i-ended",
+                    resource_pool="default",
+                    provider="aws",
+                    instance_type="g5.xlarge",
+                    zone="us-east-1b",
+                    market="on-demand",
+                    price_per_hour=1.0,
+                    slots=1,
+                    state="terminated",
+                    launched_at=now - timedelta(hours=3),
+                    joined_at=now - timedelta(hours=3),
+                    terminated_at=now - timedelta(hours=1),
+                    termination_reason="idle for 20m",
+                    launch_reason="min_instances 1",
+                ),
+                models.ProvisionedInstance(
+                    id="i-long-gone",
+                    resource_pool="default",
+                    provider="aws",
+                    instance_type="g5.xlarge",
+                    zone=None,
+                    market="spot",
+                    price_per_hour=1.0,
+                    slots=1,
+                    state="terminated",
+                    launched_at=now - timedelta(days=3),
+                    terminated_at=now - timedelta(days=2),
+                ),
+            ]
+        )
+        session.add_all(
+            models.InstanceEvent(
+                resource_pool="default", instance_id=instance, at=now - ago, kind=kind, reason=why
+            )
+            for instance, ago, kind, why in (
+                ("i-ended", timedelta(hours=3), "requested", "min_instances 1"),
+                ("i-ended", timedelta(hours=1), "terminated", "idle for 20m"),
+                (None, timedelta(minutes=30), "launch_failed:capacity", "no spot capacity"),
+                ("i-alive", timedelta(minutes=59), "requested", "1 slot queued"),
+            )
+        )
+
+
+def test_instances_and_scale_events_for_admins(master: Master, database: Database) -> None:
+    seed_instances(database)
+    admin, user = Api(master), ordinary(master)
+    for path in ("/api/v1/instances", "/api/v1/scale-events"):
+        refused = user.get(path)
+        assert refused.status_code == 403, refused.text
+        assert "not an admin" in refused.json()["message"]
+        assert httpx.get(f"{master.url}{path}").status_code == 401
+
+    body = admin.get("/api/v1/instances").json()
+    assert body["now"].endswith("Z")
+    assert [i["id"] for i in body["instances"]] == ["i-alive", "i-ended"]
+    alive, ended = body["instances"]
+    assert alive["state"] == "starting" and alive["agentId"] is None
+    assert alive["launchReason"] == "1 slot queued for task abc"
+    assert alive["idleDeadline"] is None and alive["allocations"] == []
+    assert 3599 < alive["uptimeSeconds"] < 3700
+    assert alive["costUsd"] == pytest.approx(3.6 * alive["uptimeSeconds"] / 3600, abs=1e-5)
+    assert ended["state"] == "terminated" and ended["terminationReason"] == "idle for 20m"
+    assert ended["uptimeSeconds"] == pytest.approx(7200, abs=1)
+    assert ended["costUsd"] == pytest.approx(2.0, abs=1e-3)
+    assert ended["market"] == "on-demand" and ended["zone"] == "us-east-1b"
+    week = admin.get("/api/v1/instances", params={"endedWithin": 7 * 86400}).json()
+    assert [i["id"] for i in week["instances"]] == ["i-alive", "i-ended", "i-long-gone"]
+    assert admin.get("/api/v1/instances", params={"pool": "nope"}).status_code == 404
+    assert admin.get("/api/v1/instances", params={"endedWithin": -1}).status_code == 400
+
+    events = admin.get("/api/v1/scale-events").json()["events"]
+    assert [e["kind"] for e in events] == [
+        "launch_failed:capacity",
+        "requested",
+        "terminated",
+        "requested",
+    ]
+    assert events[0]["instanceId"] is None and events[0]["reason"] == "no spot capacity"
+    assert set(events[0]) == {"id", "time", "resourcePool", "instanceId", "kind", "reason"}
+    failed = admin.get("/api/v1/scale-events", params={"kind": "launch_failed:"}).json()
+    assert [e["kind"] for e in failed["events"]] == ["launch_failed:capacity"]
+    since = (datetime.now(UTC) - timedelta(minutes=45)).isoformat()
+    recent = admin.get("/api/v1/scale-events", params={"since": since, "limit": 1}).json()
+    assert [e["kind"] for e in recent["events"]] == ["launch_failed:capacity"]
+    naive = admin.get("/api/v1/scale-events", params={"since": "2026-01-01T00:00:00"})
+    assert naive.status_code == 400 and "since" in naive.json()["message"]
