@@ -6,6 +6,7 @@ import {
   jobType,
   marketText,
   queueReason,
+  secondsLeft,
   taskEnded,
   waitedSeconds,
 } from "./reasons";
@@ -36,6 +37,14 @@ describe("idle countdowns", () => {
     expect(formatCountdown(secondsUntil("2026-12-07T17:01:30Z", now + 89_500))).toBe("0:01");
     expect(formatCountdown(secondsUntil("2026-12-07T16:59:50Z", now))).toBe("0:00");
     expect(secondsUntil(null, now)).toBeNull();
+  });
+  it("follow the master's clock, not the browser's", () => {
+    const fetchedAt = 5_000_000; // the browser's clock, far from the master's
+    const serverNow = "2026-12-07T17:00:00Z";
+    expect(secondsLeft("2026-12-07T17:01:00Z", serverNow, fetchedAt, fetchedAt)).toBe(60);
+    expect(secondsLeft("2026-12-07T17:01:00Z", serverNow, fetchedAt, fetchedAt + 15_000)).toBe(45);
+    expect(secondsLeft("2026-12-07T17:01:00Z", serverNow, fetchedAt, fetchedAt + 70_000)).toBe(-10);
+    expect(secondsLeft(null, serverNow, fetchedAt, fetchedAt)).toBeNull();
   });
 });
 

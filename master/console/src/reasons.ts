@@ -99,3 +99,17 @@ export function taskEnded(state: string): boolean {
   const s = state.replace(/^STATE_/, "").toUpperCase();
   return ["TERMINATED", "COMPLETED", "ERROR", "CANCELED", "KILLED"].includes(s);
 }
+
+/** Seconds until `deadline` by the master's clock: the reply's `now` plus the time since it
+ * came, so a browser whose clock is off still counts down what the master will do. */
+export function secondsLeft(
+  deadline: string | null | undefined,
+  serverNow: string,
+  fetchedAt: number,
+  now: number,
+): number | null {
+  const end = deadline ? Date.parse(deadline) : NaN;
+  const base = Date.parse(serverNow);
+  if (Number.isNaN(end) || Number.isNaN(base)) return null;
+  return (end - base - Math.max(0, now - fetchedAt)) / 1000;
+}

@@ -2,6 +2,13 @@ import type { ComponentType } from "preact";
 import type { Params } from "./router";
 import { notBuilt } from "./components/NotBuilt";
 import { LoginView } from "./views/login";
+import { ClusterView } from "./views/cluster";
+import { CostView } from "./views/cost";
+import { EventsView } from "./views/events";
+import { FleetView } from "./views/fleet";
+import { QueueView } from "./views/queue";
+import { TasksView } from "./views/tasks";
+import { UsersView } from "./views/users";
 
 export interface RouteProps {
   params: Params;
@@ -40,43 +47,43 @@ export const routes: Route[] = [
   {
     pattern: "/tasks",
     name: "tasks",
-    component: notBuilt("tasks", "Tasks"),
+    component: TasksView,
     admin: false,
     nav: "Tasks",
   },
   {
     pattern: "/queue",
     name: "queue",
-    component: notBuilt("queue", "Queue"),
+    component: QueueView,
     admin: false,
     nav: "Queue",
   },
-  { pattern: "/cost", name: "cost", component: notBuilt("cost", "Cost"), admin: false, nav: "Cost" },
+  { pattern: "/cost", name: "cost", component: CostView, admin: false, nav: "Cost" },
   {
     pattern: "/cluster",
     name: "cluster",
-    component: notBuilt("cluster", "Cluster"),
+    component: ClusterView,
     admin: true,
     nav: "Cluster",
   },
   {
     pattern: "/fleet",
     name: "fleet",
-    component: notBuilt("fleet", "Fleet"),
+    component: FleetView,
     admin: true,
     nav: "Fleet",
   },
   {
     pattern: "/events",
     name: "events",
-    component: notBuilt("events", "Scale events"),
+    component: EventsView,
     admin: true,
     nav: "Scale events",
   },
   {
     pattern: "/users",
     name: "users",
-    component: notBuilt("users", "Users"),
+    component: UsersView,
     admin: true,
     nav: "Users",
   },

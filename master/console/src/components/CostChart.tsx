@@ -1,0 +1,135 @@
+import { useEffect, useRef } from "preact/hooks";
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { formatUsd } from "../format";
+import { seriesColor } from "./Chart";
+
+/** One stacked layer: a group's dollars per bucket. */
+export interface CostLayer {
+  key: string;
+  label: string;
+  values: number[];
+  idle?: boolean;
+}
+
+interface Props {
+  /** `<figure data-testid>`: "chart-cost-usd". */
+  testid: string;
+  title: string;
+  /** Bucket starts and ends, epoch seconds. */
+  starts: number[];
+  ends: number[];
+  layers: CostLayer[];
+  height?: number;
+}
+
+export const IDLE_COLOR = "hsl(0, 0%, 62%)";
+
+/** Running sums of the layers, top layer first: uPlot draws series in order, so the tallest
+ * bar (everything) goes first and each lower stack is drawn over it. */
+export function stack(layers: CostLayer[]): number[][] {
+  const sums: number[][] = [];
+  let running = layers.length ? layers[0].values.map(() => 0) : [];
+  for (const layer of layers) {
+    running = running.map((v, i) => v + (layer.values[i] ?? 0));
+    sums.push(running);
+  }
+  return sums.reverse();
+}
+
+/** Stacked bars of dollars per time bucket (uPlot), one colour per group, idle in grey with
+ * a hatched legend swatch; `data-points` counts the bars with a value. */
+export function CostChart({ testid, title, starts, ends, layers, height = 240 }: Props) {
+  const holder = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+  const shape = `${layers.map((l) => l.key).join("\u0000")}|${starts.length}`;
+  const shapeRef = useRef("");
+  const colors = layers.map((l, i) => (l.idle ? IDLE_COLOR : seriesColor(i)));
+  const mids = starts.map((s, i) => (s + (ends[i] ?? s)) / 2);
+  const stacked = stack(layers);
+  const data = [mids, ...stacked] as uPlot.AlignedData;
+
+  useEffect(() => {
+    const el = holder.current;
+    if (!el) return;
+    if (plot.current && shapeRef.current === shape) {
+      plot.current.setData(data);
+      return;
+    }
+    plot.current?.destroy();
+    shapeRef.current = shape;
+    const bars = uPlot.paths.bars!({ size: [0.85, 80] });
+    const reversed = [...layers].reverse();
+    const reversedColors = [...colors].reverse();
+    plot.current = new uPlot(
+      {
+        width: Math.max(200, el.clientWidth),
+        height,
+        legend: { show: false },
+        cursor: { points: { show: false }, drag: { x: false, y: false } },
+        scales: { x: { time: true }, y: { auto: true, range: (_u, _min, max) => [0, max || 1] } },
+        axes: [
+          {},
+          { size: 70, values: (_u: uPlot, splits: number[]) => splits.map((v) => formatUsd(v)) },
+        ],
+        series: [
+          {},
+          ...reversed.map((layer, i) => ({
+            label: layer.label,
+            stroke: reversedColors[i],
+            fill: reversedColors[i],
+            width: 0,
+            paths: bars,
+            points: { show: false },
+          })),
+        ],
+      },
+      data,
+      el,
+    );
+  });
+
+  useEffect(() => {
+    const el = holder.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() =>
+      plot.current?.setSize({ width: Math.max(200, el.clientWidth), height }),
+    );
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, [height]);
+
+  useEffect(
+    () => () => {
+      plot.current?.destroy();
+      plot.current = null;
+    },
+    [],
+  );
+
+  const points = layers.reduce((n, l) => n + l.values.filter((v) => v > 0).length, 0);
+  return (
+    <figure class="chart" data-testid={testid} data-points={points}>
+      <figcaption>
+        <strong>{title}</strong>
+      </figcaption>
+      <div ref={holder} class="chart-plot" />
+      {layers.length > 0 ? (
+        <ul class="legend" aria-label={`${title} legend`}>
+          {layers.map((layer, i) => (
+            <li key={layer.key}>
+              <span
+                class={layer.idle ? "swatch idle" : "swatch"}
+                style={{ background: colors[i] }}
+                aria-hidden="true"
+              />
+              {layer.label}
+            </li>
+          ))}
+        </ul>
+      ) : (
+        <p class="muted">Nothing cost anything in this range.</p>
+      )}
+    </figure>
+  );
+}

@@ -1,0 +1,76 @@
+import { describe, expect, it } from "vitest";
+import { stack } from "./components/CostChart";
+import { type CostSeries, costLayers, share, tableRows } from "./costseries";
+
+const g = (key: string, usd: number, idle = false) => ({ key, usd, slotHours: usd, idle });
+
+function series(buckets: ReturnType<typeof g>[][]): CostSeries {
+  return {
+    since: "2026-12-07T00:00:00Z",
+    until: "2026-12-07T03:00:00Z",
+    bucket: "hour",
+    groupBy: "user",
+    totalUsd: 0,
+    idleUsd: 0,
+    buckets: buckets.map((groups, i) => ({
+      start: `2026-12-07T0${i}:00:00Z`,
+      end: `2026-12-07T0${i + 1}:00:00Z`,
+      totalUsd: groups.reduce((s, x) => s + x.usd, 0),
+      idleUsd: groups.filter((x) => x.idle).reduce((s, x) => s + x.usd, 0),
+      groups,
+    })),
+  };
+}
+
+describe("costLayers", () => {
+  it("orders groups by their total, idle last, zero where a bucket lacks a group", () => {
+    const layers = costLayers(
+      series([[g("alice", 1), g("idle", 0.5, true)], [g("bob", 3), g("alice", 1)], []]),
+    );
+    expect(layers.map((l) => l.label)).toEqual(["bob", "alice", "idle"]);
+    expect(layers[0].values).toEqual([0, 3, 0]);
+    expect(layers[1].values).toEqual([1, 1, 0]);
+    expect(layers[2]).toMatchObject({ idle: true, values: [0.5, 0, 0] });
+  });
+  it("sums the smallest groups into one layer past the limit, keeping every dollar", () => {
+    const groups = ["a", "b", "c", "d", "e"].map((k, i) => g(k, 10 - i));
+    const layers = costLayers(series([groups]), 3);
+    expect(layers.map((l) => l.label)).toEqual(["a", "b", "3 others"]);
+    expect(layers[2].values).toEqual([8 + 7 + 6]);
+    const total = layers.reduce((s, l) => s + l.values[0], 0);
+    expect(total).toBe(10 + 9 + 8 + 7 + 6);
+  });
+  it("keeps exactly the limit when there are no more groups", () => {
+    const layers = costLayers(series([[g("a", 1), g("b", 2), g("c", 3)]]), 3);
+    expect(layers.map((l) => l.label)).toEqual(["c", "b", "a"]);
+  });
+});
+
+describe("stack", () => {
+  it("draws the running total first so every layer shows", () => {
+    const sums = stack([
+      { key: "a", label: "a", values: [1, 2] },
+      { key: "b", label: "b", values: [3, 0] },
+    ]);
+    expect(sums).toEqual([
+      [4, 2],
+      [1, 2],
+    ]);
+  });
+});
+
+describe("table rows", () => {
+  it("puts idle last and computes shares", () => {
+    const rows = tableRows({
+      since: "",
+      until: "",
+      groupBy: "pool",
+      totalUsd: 4,
+      idleUsd: 1,
+      groups: [g("idle", 1, true), g("gpu", 3)],
+    });
+    expect(rows.map((r) => r.key)).toEqual(["gpu", "idle"]);
+    expect(share(1, 4)).toBe(0.25);
+    expect(share(1, 0)).toBeNull();
+  });
+});
