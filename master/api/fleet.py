@@ -136,7 +136,10 @@ async def list_instances(
                 "slots": row.slots,
                 "state": current,
                 "launchedTime": timestamp(row.launched_at),
-                "joinedTime": timestamp(row.joined_at),
+                # The provisioner records the join on its next pass; the agent knows it now.
+                "joinedTime": timestamp(
+                    row.joined_at or (agent.connected_at if agent is not None else None)
+                ),
                 "terminatedTime": timestamp(row.terminated_at),
                 "uptimeSeconds": round(uptime, 3),
                 "costUsd": round(row.price_per_hour * uptime / SECONDS_PER_HOUR, 6),

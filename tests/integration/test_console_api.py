@@ -19,7 +19,13 @@ import pytest
 
 from master import auth, models
 from master.db import Database
-from tests.integration.cluster import Api, Master
+from tests.integration.cluster import (
+    Api,
+    Master,
+    kill_provisioned_agents,
+    running_cluster,
+    wait_for,
+)
 
 USER = "console-user"
 PASSWORD = "Console-pass-1"
@@ -362,3 +368,72 @@ def test_instances_and_scale_events_for_admins(master: Master, database: Databas
     assert [e["kind"] for e in recent["events"]] == ["launch_failed:capacity"]
     naive = admin.get("/api/v1/scale-events", params={"since": "2026-01-01T00:00:00"})
     assert naive.status_code == 400 and "since" in naive.json()["message"]
+
+
+@pytest.fixture
+def elastic(tmp_path: Path, db_url: str) -> Iterator[Master]:
+    """A pool whose local provider launches one 1-slot agent process at $3.60/h, drained after
+    30 s idle."""
+    pools = [
+        {
+            "pool_name": "default",
+            "provider": {
+                "type": "local",
+                "instance_slots": 1,
+                "max_instances": 1,
+                "max_idle_agent_period": "30s",
+                "provisioning_tick": "1s",
+                "prices": {"local": 3.6},
+            },
+        }
+    ]
+    try:
+        for server, _ in running_cluster(tmp_path, db_url, agents=0, resource_pools=pools):
+            yield server
+    finally:
+        kill_provisioned_agents(tmp_path)
+
+
+def test_the_fleet_grows_for_queued_work_and_idle_instances_show_their_deadline(
+    elastic: Master,
+) -> None:
+    admin = Api(elastic)
+    first = command(admin, "sleep 600")
+
+    def launching() -> str | None:
+        jobs = admin.get("/api/v1/queue").json()["jobs"]
+        reason = jobs[0]["reason"] if jobs else ""
+        return reason if reason.startswith("launching 1 × local") else None
+
+    assert wait_for("the queue to say an instance is launching", launching, 30).endswith(
+        ", 0 joined"
+    )
+
+    def busy() -> dict[str, Any] | None:
+        found = admin.get("/api/v1/instances").json()["instances"]
+        return found[0] if found and found[0]["state"] == "busy" else None
+
+    instance = wait_for("the instance to run the command", busy, 60)
+    assert instance["allocations"] == [first] and instance["agentId"] == instance["id"]
+    assert instance["launchReason"] and instance["joinedTime"] is not None
+    second = command(admin, "sleep 600")
+
+    def at_max() -> list[dict[str, Any]] | None:
+        jobs: list[dict[str, Any]] = admin.get("/api/v1/queue").json()["jobs"]
+        return jobs if jobs and jobs[0]["reason"] == "pool 'default' at max_instances 1" else None
+
+    assert [j["taskId"] for j in wait_for("the pool to be full", at_max, 30)] == [second]
+    for task_id in (second, first):
+        assert admin.post(f"/api/v1/commands/{task_id}/kill").status_code == 200
+
+    def idle() -> dict[str, Any] | None:
+        found = admin.get("/api/v1/instances").json()["instances"]
+        return found[0] if found and found[0]["state"] == "idle" else None
+
+    instance = wait_for("the instance to be idle", idle, 30)
+    since = datetime.fromisoformat(instance["idleSince"])
+    deadline = datetime.fromisoformat(instance["idleDeadline"])
+    assert deadline - since == timedelta(seconds=30)
+    assert instance["allocations"] == [] and instance["costUsd"] > 0
+    kinds = [e["kind"] for e in admin.get("/api/v1/scale-events").json()["events"]]
+    assert kinds[-2:] == ["joined", "requested"]
