@@ -1,7 +1,9 @@
 import type { ComponentType } from "preact";
 import type { Params } from "./router";
-import { notBuilt } from "./components/NotBuilt";
+import { ExperimentView } from "./views/experiment";
+import { ExperimentsView } from "./views/experiments";
 import { LoginView } from "./views/login";
+import { TrialView } from "./views/trial";
 import { ClusterView } from "./views/cluster";
 import { CostView } from "./views/cost";
 import { EventsView } from "./views/events";
@@ -33,17 +35,17 @@ export const routes: Route[] = [
   {
     pattern: "/experiments",
     name: "experiments",
-    component: notBuilt("experiments", "Experiments"),
+    component: ExperimentsView,
     admin: false,
     nav: "Experiments",
   },
   {
     pattern: "/experiments/:id",
     name: "experiment",
-    component: notBuilt("experiment", "Experiment"),
+    component: ExperimentView,
     admin: false,
   },
-  { pattern: "/trials/:id", name: "trial", component: notBuilt("trial", "Trial"), admin: false },
+  { pattern: "/trials/:id", name: "trial", component: TrialView, admin: false },
   {
     pattern: "/tasks",
     name: "tasks",
