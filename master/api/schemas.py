@@ -514,6 +514,7 @@ class CostGroup(Shape):
     key: str
     usd: float
     slot_hours: float
+    idle: bool = Field(description="the idle row: money paid for slots that ran nothing")
 
 
 class CostReport(Shape):
@@ -523,6 +524,11 @@ class CostReport(Shape):
     total_usd: float
     idle_usd: float
     instance_hours: float
+    paid_slot_hours: float
+    allocated_slot_hours: float
+    efficiency: float | None = Field(
+        description="allocated slot-hours / paid slot-hours (0..1); null when nothing was paid"
+    )
     groups: list[CostGroup]
 
 
