@@ -35,7 +35,7 @@ export function eventKind(kind: string): Label {
     case "requested":
     case "launch":
     case "launched":
-      return { icon: "🚀", text: "launch", tone: "busy" };
+      return { icon: "↑", text: "launch", tone: "busy" };
     case "joined":
     case "join":
       return { icon: "⇥", text: "join", tone: "ok" };
@@ -57,7 +57,7 @@ export function eventKind(kind: string): Label {
     case "capacity failure":
       return { icon: "⚠", text: "capacity failure", tone: "bad" };
     case "backoff":
-      return { icon: "⏸", text: "backoff", tone: "warn" };
+      return { icon: "‖", text: "backoff", tone: "warn" };
     case "fallback":
       return { icon: "↘", text: "spot → on-demand fallback", tone: "warn" };
     default:

@@ -119,7 +119,7 @@ export function CostChart({ testid, title, starts, ends, layers, height = 240 }:
           {layers.map((layer, i) => (
             <li key={layer.key}>
               <span
-                class={layer.idle ? "swatch idle" : "swatch"}
+                class={layer.idle ? "swatch block idle" : "swatch block"}
                 style={{ background: colors[i] }}
                 aria-hidden="true"
               />

@@ -179,7 +179,7 @@ function PoolCard({ pool, agents }: { pool: Pool; agents: Agent[] }) {
             <ul class="backoffs" aria-label="Backoffs">
               {p.backoffs.map((b) => (
                 <li key={b.offer}>
-                  <span aria-hidden="true">⏸ </span>
+                  <span aria-hidden="true">‖ </span>
                   Backing off <code>{b.offer}</code>
                   {b.until ? ` until ${formatTime(b.until)}` : ""}
                   {b.failures ? ` after ${b.failures} failure${b.failures === 1 ? "" : "s"}` : ""}:{" "}

@@ -43,11 +43,13 @@ const GROUPS = [
 
 interface Loaded {
   range: Range;
+  bucket: "hour" | "day";
   report: CostReport;
-  series: CostSeries;
+  series: CostSeries | undefined;
+  seriesError: unknown;
 }
 
-function Totals({ report }: { report: CostReport }) {
+function Totals({ report, admin }: { report: CostReport; admin: boolean }) {
   const eff = report.efficiency;
   return (
     <dl class="totals" id="cost-range" data-since={report.since} data-until={report.until}>
@@ -62,15 +64,19 @@ function Totals({ report }: { report: CostReport }) {
         <dd data-testid="cost-idle" data-usd={report.idleUsd}>
           {formatUsd(report.idleUsd)}
           {report.totalUsd > 0 && (
-            <span class="muted small"> ({formatPercent(report.idleUsd / report.totalUsd)})</span>
+            <span class="muted small"> ({formatPercent(report.idleUsd / report.totalUsd, 1)})</span>
           )}
         </dd>
       </div>
       <div class="stat big">
         <dt title="Allocated slot-hours ÷ paid slot-hours">Efficiency</dt>
         <dd data-testid="cost-efficiency" data-value={eff ?? ""}>
-          {eff === null || eff === undefined ? "— (nothing paid)" : formatPercent(eff, 1)}
-          {report.paidSlotHours !== undefined && report.allocatedSlotHours !== undefined && (
+          {eff !== null && eff !== undefined
+            ? formatPercent(eff, 1)
+            : admin
+              ? "— (nothing paid)"
+              : "— (a fleet figure: admins see it)"}
+          {eff != null && report.paidSlotHours != null && report.allocatedSlotHours != null && (
             <span class="muted small">
               {" "}
               {report.allocatedSlotHours.toFixed(2)} of {report.paidSlotHours.toFixed(2)} slot-h
@@ -98,11 +104,16 @@ export function CostView(_: RouteProps) {
       else if (custom?.ok) range = custom.range;
       else return null;
       const bucket = chooseBucket(range);
-      const [report, series] = await Promise.all([
-        getJson<CostReport>(`/api/v1/cost?${costQuery(range, groupBy)}`, signal),
-        getJson<CostSeries>(`/api/v1/cost/series?${costQuery(range, groupBy, { bucket })}`, signal),
-      ]);
-      return { range, report, series };
+      // The totals do not wait on (or fail with) the chart's series.
+      const seriesReply = getJson<CostSeries>(
+        `/api/v1/cost/series?${costQuery(range, groupBy, { bucket })}`,
+        signal,
+      ).then(
+        (series) => ({ series, seriesError: undefined }),
+        (seriesError: unknown) => ({ series: undefined, seriesError }),
+      );
+      const report = await getJson<CostReport>(`/api/v1/cost?${costQuery(range, groupBy)}`, signal);
+      return { range, bucket, report, ...(await seriesReply) };
     },
     1000,
     [preset, sinceText, untilText, groupBy],
@@ -124,7 +135,7 @@ export function CostView(_: RouteProps) {
   const download = async (kind: "groups" | "series") => {
     if (!data) return;
     setDownloadError(undefined);
-    const bucket = data.series.bucket;
+    const bucket = data.bucket;
     const path =
       kind === "groups"
         ? `/api/v1/cost?${costQuery(data.range, groupBy, { format: "csv" })}`
@@ -176,7 +187,7 @@ export function CostView(_: RouteProps) {
     },
   ];
 
-  const layers = data ? costLayers(data.series) : [];
+  const layers = data?.series ? costLayers(data.series) : [];
   const rangeError = custom && !custom.ok ? custom : null;
 
   return (
@@ -246,17 +257,20 @@ export function CostView(_: RouteProps) {
         <>
           <p class="muted small">
             {formatTime(data.report.since)} → {formatTime(data.report.until)}, in{" "}
-            {data.series.bucket === "hour" ? "hourly" : "daily"} buckets
+            {data.bucket === "hour" ? "hourly" : "daily"} buckets
             {preset ? " (moves with the clock)" : ""}.
           </p>
-          <Totals report={data.report} />
-          <CostChart
-            testid="chart-cost-usd"
-            title={`Cost per ${data.series.bucket} by ${groupBy}`}
-            starts={data.series.buckets.map((b) => Date.parse(b.start) / 1000)}
-            ends={data.series.buckets.map((b) => Date.parse(b.end) / 1000)}
-            layers={layers}
-          />
+          <Totals report={data.report} admin={!!user?.admin} />
+          <ErrorBox error={data.seriesError} what="load the cost time series" />
+          {data.series && (
+            <CostChart
+              testid="chart-cost-usd"
+              title={`Cost per ${data.bucket} by ${groupBy}`}
+              starts={data.series.buckets.map((b) => Date.parse(b.start) / 1000)}
+              ends={data.series.buckets.map((b) => Date.parse(b.end) / 1000)}
+              layers={layers}
+            />
+          )}
           <Table
             testid="cost-table"
             columns={columns}
@@ -284,7 +298,7 @@ export function CostView(_: RouteProps) {
                 void download("series");
               }}
             >
-              Download {data.series.bucket === "hour" ? "hourly" : "daily"} series CSV
+              Download {data.bucket === "hour" ? "hourly" : "daily"} series CSV
             </a>
           </p>
         </>

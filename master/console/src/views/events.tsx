@@ -28,11 +28,7 @@ const KNOWN_KINDS = [
   "draining",
   "terminated",
   "terminate_failed",
-  "launch_failed:capacity",
-  "launch_failed:quota",
-  "launch_failed:throttle",
-  "launch_failed:config",
-  "launch_failed:transient",
+  "launch_failed:",
 ];
 
 const LIMITS = [100, 500, 1000];
@@ -118,7 +114,7 @@ export function EventsView(_: RouteProps) {
             <option value="">all kinds</option>
             {kinds.map((k) => (
               <option key={k} value={k}>
-                {eventKind(k).text}
+                {k === "launch_failed:" ? "launch failed (any reason)" : eventKind(k).text}
               </option>
             ))}
           </select>

@@ -11,7 +11,6 @@ import {
   formatDuration,
   formatTime,
   formatUsd,
-  formatUsdPerHour,
 } from "../format";
 import { useNow, usePoll } from "../poll";
 import { instanceEnded, secondsLeft } from "../reasons";
@@ -46,6 +45,11 @@ interface FleetReply {
   instances: Instance[];
 }
 
+/** Cloud prices have tenths of a cent ($0.526/h); totals use formatUsd. */
+function price(usd: number): string {
+  return `$${usd.toFixed(usd >= 100 ? 2 : 3)}/h`;
+}
+
 const WINDOWS = [
   { seconds: 3600, label: "last hour" },
   { seconds: 86_400, label: "last day" },
@@ -71,7 +75,7 @@ function IdleCell({ row, reply, fetchedAt }: { row: Instance; reply: FleetReply;
       class="countdown"
       title={`terminates when idle until ${formatTime(row.idleDeadline)}`}
     >
-      <span aria-hidden="true">⏱ </span>
+      <span aria-hidden="true">◷ </span>
       {whole > 0 ? formatCountdown(left) : "terminating now"}
     </span>
   );
@@ -132,7 +136,7 @@ export function FleetView(_: RouteProps) {
     { key: "type", label: "Type", render: (i) => `${i.instanceType} · ${i.slots} slots` },
     { key: "zone", label: "Zone", render: (i) => i.zone || "—" },
     { key: "market", label: "Market", render: (i) => i.market },
-    { key: "price", label: "$/h", numeric: true, render: (i) => formatUsdPerHour(i.pricePerHour) },
+    { key: "price", label: "$/h", numeric: true, render: (i) => price(i.pricePerHour) },
     { key: "state", label: "State", render: (i) => <StateBadge state={i.state} /> },
     {
       key: "uptime",
@@ -182,7 +186,7 @@ export function FleetView(_: RouteProps) {
       </div>
       {reply && (
         <p class="summary">
-          <strong>{alive.length}</strong> alive, costing <strong>{formatUsdPerHour(hourly)}</strong>
+          <strong>{alive.length}</strong> alive, costing <strong>{price(hourly)}</strong>
           ; {rows.length - alive.length} ended. As of {formatTime(reply.now)}.
         </p>
       )}

@@ -15,7 +15,7 @@ export interface QueuedJob {
   taskId: string;
   allocationId?: string | null;
   type: string;
-  name: string;
+  name: string | null;
   username: string;
   priority: number;
   slots: number;
@@ -38,7 +38,7 @@ export function QueueView(_: RouteProps) {
   const columns: Column<QueuedJob>[] = [
     { key: "position", label: "#", numeric: true, render: (j) => j.position },
     { key: "type", label: "Type", render: (j) => jobType(j.type) },
-    { key: "name", label: "Name", render: (j) => j.name },
+    { key: "name", label: "Name", render: (j) => j.name ?? <code>{j.taskId}</code> },
     { key: "owner", label: "Owner", render: (j) => j.username },
     { key: "priority", label: "Priority", numeric: true, render: (j) => j.priority },
     { key: "slots", label: "Slots", numeric: true, render: (j) => j.slots },

@@ -125,7 +125,7 @@ function ResetPassword({ user, onDone }: { user: User; onDone: (message: string)
       <ErrorBox error={error} what="change the password" />
       <div class="actions">
         <button type="submit" disabled={busy}>
-          Set password
+          Save password
         </button>
         <button type="button" class="secondary" onClick={() => onDone("")}>
           Cancel
