@@ -45,6 +45,10 @@ def jupyter_argv(base_url: str, host: str, port: int, root_dir: str) -> list[str
         "--ServerApp.allow_remote_access=True",
         # A terminal is a shell on the agent; shells are their own task kind with their own keys.
         "--ServerApp.terminals_enabled=False",
+        # Run as `jupyter_server`, not `jupyter lab`, the server's root is its bare "A Jupyter
+        # Server is running" page; browser links (the console's Open, `det notebook open`) land
+        # on the root, so send them on to JupyterLab, under base_url.
+        "--ServerApp.default_url=/lab",
     ]
 
 
