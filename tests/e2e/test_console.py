@@ -277,61 +277,73 @@ def test_the_fleet_grows_for_queued_work_and_an_idle_instance_counts_down_to_ter
     listed = len(api.get("/api/v1/instances").json()["instances"])
     expect(rows).to_have_count(listed)
 
-    too_big = api.run("true", slots=4)  # no instance has 4 slots: it waits, with a reason
-    work = api.run(f"echo fleet test; sleep {IDLE_PERIOD_SECONDS // 2}", slots=2)
-    try:
-        open_view(page, master, "queue", "queue")
-        expect(page.get_by_test_id(f"job-row-{too_big}")).to_be_visible()
-        expect(page.get_by_test_id(f"job-row-{too_big}")).to_contain_text("4")
-        shoot(page, "queue")
+    # Three 2-slot jobs for a pool of at most two 2-slot instances: two instances are launched,
+    # the third job waits in the queue (with its reason) until one is free.
+    work = [api.run(f"echo fleet test {n}; sleep 6", slots=2) for n in range(3)]
+    open_view(page, master, "queue", "queue")
+    waiting = page.get_by_test_id(f"job-row-{work[2]}")
+    expect(waiting).to_be_visible()
+    shoot(page, "queue")
 
-        open_view(page, master, "fleet", "fleet")
-        expect(rows).to_have_count(listed + 1, timeout=60_000)
-        launched = wait_until(
-            "the instance running the work",
-            lambda: [i for i in alive_instances(api) if work in i["allocations"]],
-            timeout=60,
-        )[0]
-        row = page.get_by_test_id(f"instance-row-{launched['id']}")
-        expect(row).to_contain_text("busy", timeout=60_000)
-        assert launched["launchReason"], launched
-        expect(row).to_contain_text(launched["launchReason"][:24])
-        api.wait_ended(work, timeout=60)
+    open_view(page, master, "fleet", "fleet")
+    expect(rows).to_have_count(listed + 2, timeout=60_000)
+    launched = wait_until(
+        "two instances to run the work",
+        lambda: (
+            len(alive := alive_instances(api)) == 2
+            and any(i["allocations"] for i in alive)
+            and alive
+        ),
+        timeout=60,
+    )
+    busy = next(i for i in launched if i["allocations"])
+    row = page.get_by_test_id(f"instance-row-{busy['id']}")
+    expect(row).to_contain_text("busy", timeout=60_000)
+    assert busy["launchReason"], busy
+    expect(row).to_contain_text(busy["launchReason"][:24])
+    shoot(page, "fleet-busy")
+    open_view(page, master, "cluster", "cluster")
+    expect(page.get_by_test_id("pool-card-default")).to_be_visible()
+    shoot(page, "cluster", full_page=True)
+    open_view(page, master, "fleet", "fleet")
 
-        countdown = f'[data-testid="instance-row-{launched["id"]}"] [data-testid="idle-countdown"]'
-        page.wait_for_selector(f"{countdown}[data-seconds]", timeout=30_000)
-        expect(row).to_contain_text("idle")
-        first = number(page, countdown, "data-seconds")
-        assert first is not None and 0 <= first <= IDLE_PERIOD_SECONDS
-        shoot(page, "fleet")
-        page.wait_for_function(
-            """([selector, first]) => {
-                const node = document.querySelector(selector);
-                return node === null || !node.hasAttribute("data-seconds")
-                    || Number(node.getAttribute("data-seconds")) < first;
-            }""",
-            arg=[countdown, first],
-            timeout=10_000,
-        )
-        expect(row).to_contain_text("terminated", timeout=60_000)
-        expect(page.locator(f"{countdown}[data-seconds]")).to_have_count(0)
+    # The first instance to go idle counts down to its termination, live.
+    countdown = '[data-testid="idle-countdown"][data-seconds]'
+    page.wait_for_selector(countdown, timeout=60_000)
+    idle_id = page.eval_on_selector(
+        countdown, "node => node.closest('[data-testid^=\"instance-row-\"]').dataset.testid"
+    )
+    assert idle_id in {f"instance-row-{i['id']}" for i in launched}, idle_id
+    row = page.get_by_test_id(idle_id)
+    expect(row).to_contain_text("idle")
+    mine = f'[data-testid="{idle_id}"] {countdown}'
+    first = number(page, mine, "data-seconds")
+    assert first is not None and 0 <= first <= IDLE_PERIOD_SECONDS
+    shoot(page, "fleet")
+    page.wait_for_function(
+        """([selector, first]) => {
+            const node = document.querySelector(selector);
+            return node === null || Number(node.getAttribute("data-seconds")) < first;
+        }""",
+        arg=[mine, first],
+        timeout=10_000,
+    )
+    expect(row).to_contain_text("terminated", timeout=60_000)
+    expect(page.locator(mine)).to_have_count(0)
+    for task_id in work:
+        api.wait_ended(task_id, timeout=90)
 
-        open_view(page, master, "cluster", "cluster")
-        expect(page.get_by_test_id("pool-card-default")).to_be_visible()
-        shoot(page, "cluster", full_page=True)
-        open_view(page, master, "events", "events")
-        expect(page.locator('[data-testid^="event-row-"]').first).to_be_visible()
-        shoot(page, "events")
-        open_view(page, master, "users", "users")
-        expect(page.get_by_test_id("user-row-determined")).to_be_visible()
-        shoot(page, "users")
+    open_view(page, master, "events", "events")
+    expect(page.locator('[data-testid^="event-row-"]').first).to_be_visible()
+    shoot(page, "events")
+    open_view(page, master, "users", "users")
+    expect(page.get_by_test_id("user-row-determined")).to_be_visible()
+    shoot(page, "users")
 
-        phone = sign_in(new_context(PHONE), master, "admin")
-        open_view(phone, master, "fleet", "fleet")
-        expect(phone.get_by_test_id(f"instance-row-{launched['id']}")).to_be_attached()
-        shoot(phone, "fleet")
-    finally:
-        api.post(f"/api/v1/commands/{too_big}/kill")
+    phone = sign_in(new_context(PHONE), master, "admin")
+    open_view(phone, master, "fleet", "fleet")
+    expect(phone.get_by_test_id(idle_id)).to_be_attached()
+    shoot(phone, "fleet")
 
 
 def wait_for_usd(page: Page, testid: str, usd: float) -> None:
