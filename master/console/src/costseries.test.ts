@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { stack } from "./components/CostChart";
+import { stack, usdTicks } from "./components/CostChart";
 import { type CostSeries, costLayers, share, tableRows } from "./costseries";
 
 const g = (key: string, usd: number, idle = false) => ({ key, usd, slotHours: usd, idle });
@@ -72,5 +72,13 @@ describe("table rows", () => {
     expect(rows.map((r) => r.key)).toEqual(["gpu", "idle"]);
     expect(share(1, 4)).toBe(0.25);
     expect(share(1, 0)).toBeNull();
+  });
+});
+
+describe("usdTicks", () => {
+  it("gives each tick a distinct label", () => {
+    expect(usdTicks([0, 0.005, 0.01, 0.015])).toEqual(["$0.000", "$0.005", "$0.010", "$0.015"]);
+    expect(usdTicks([0, 0.5, 1])).toEqual(["$0.00", "$0.50", "$1.00"]);
+    expect(usdTicks([0, 20, 40])).toEqual(["$0.00", "$20.00", "$40.00"]);
   });
 });

@@ -1,7 +1,6 @@
 import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { formatUsd } from "../format";
 import { seriesColor } from "./Chart";
 
 /** One stacked layer: a group's dollars per bucket. */
@@ -21,6 +20,13 @@ interface Props {
   ends: number[];
   layers: CostLayer[];
   height?: number;
+}
+
+/** Axis labels in dollars with as many decimals as the tick step needs ($0.005, $0.010…). */
+export function usdTicks(splits: number[]): string[] {
+  const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+  const decimals = step > 0 ? Math.min(6, Math.max(2, Math.ceil(-Math.log10(step)))) : 2;
+  return splits.map((v) => `$${v.toFixed(decimals)}`);
 }
 
 export const IDLE_COLOR = "hsl(0, 0%, 62%)";
@@ -70,7 +76,7 @@ export function CostChart({ testid, title, starts, ends, layers, height = 240 }:
         scales: { x: { time: true }, y: { auto: true, range: (_u, _min, max) => [0, max || 1] } },
         axes: [
           {},
-          { size: 70, values: (_u: uPlot, splits: number[]) => splits.map((v) => formatUsd(v)) },
+          { size: 70, values: (_u: uPlot, splits: number[]) => usdTicks(splits) },
         ],
         series: [
           {},

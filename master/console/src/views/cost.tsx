@@ -62,9 +62,18 @@ function Totals({ report, admin }: { report: CostReport; admin: boolean }) {
       <div class="stat big">
         <dt>Idle (paid, ran nothing)</dt>
         <dd data-testid="cost-idle" data-usd={report.idleUsd}>
-          {formatUsd(report.idleUsd)}
-          {report.totalUsd > 0 && (
-            <span class="muted small"> ({formatPercent(report.idleUsd / report.totalUsd, 1)})</span>
+          {admin ? (
+            <>
+              {formatUsd(report.idleUsd)}
+              {report.totalUsd > 0 && (
+                <span class="muted small">
+                  {" "}
+                  ({formatPercent(report.idleUsd / report.totalUsd, 1)})
+                </span>
+              )}
+            </>
+          ) : (
+            <span class="muted small">a fleet figure: admins see it</span>
           )}
         </dd>
       </div>
@@ -75,7 +84,7 @@ function Totals({ report, admin }: { report: CostReport; admin: boolean }) {
             ? formatPercent(eff, 1)
             : admin
               ? "— (nothing paid)"
-              : "— (a fleet figure: admins see it)"}
+              : <span class="muted small">a fleet figure: admins see it</span>}
           {eff != null && report.paidSlotHours != null && report.allocatedSlotHours != null && (
             <span class="muted small">
               {" "}

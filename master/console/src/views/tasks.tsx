@@ -70,6 +70,7 @@ export function TasksView(_: RouteProps) {
   const [allEnded, setAllEnded] = useState(false);
   const [actionError, setActionError] = useState<unknown>(undefined);
   const [busy, setBusy] = useState<string | null>(null);
+  const [confirming, setConfirming] = useState<string | null>(null);
 
   const open = async (t: TaskRow) => {
     setActionError(undefined);
@@ -79,9 +80,12 @@ export function TasksView(_: RouteProps) {
       setActionError(err);
     }
   };
+  // Kill asks once more inline (no window.confirm: it blocks the page and test drivers
+  // dismiss it).
   const kill = async (t: TaskRow) => {
     const path = KINDS.find((k) => k.type === t.type)?.path;
-    if (!path || !confirm(`Kill ${jobType(t.type).toLowerCase()} "${t.description}"?`)) return;
+    if (!path) return;
+    setConfirming(null);
     setActionError(undefined);
     setBusy(t.id);
     try {
@@ -144,7 +148,9 @@ export function TasksView(_: RouteProps) {
         ) : t.idleDeadline ? (
           <Countdown deadline={t.idleDeadline} />
         ) : (
-          <span class="muted">{!t.idleTimeout || t.idleTimeout === "off" ? "off" : "in use"}</span>
+          <span class="muted">
+            {!t.idleTimeout || t.idleTimeout === "off" ? "off" : `${t.idleTimeout}, in use`}
+          </span>
         ),
     },
     {
@@ -158,16 +164,26 @@ export function TasksView(_: RouteProps) {
                 Open
               </button>
             )}
-            {mayChange(user, t.username) && (
-              <button
-                type="button"
-                class="danger"
-                disabled={busy === t.id}
-                onClick={() => void kill(t)}
-              >
-                Kill
-              </button>
-            )}
+            {mayChange(user, t.username) &&
+              (confirming === t.id ? (
+                <>
+                  <button type="button" class="danger" onClick={() => void kill(t)}>
+                    Kill {jobType(t.type).toLowerCase()}
+                  </button>
+                  <button type="button" class="secondary" onClick={() => setConfirming(null)}>
+                    Keep
+                  </button>
+                </>
+              ) : (
+                <button
+                  type="button"
+                  class="danger"
+                  disabled={busy === t.id}
+                  onClick={() => setConfirming(t.id)}
+                >
+                  Kill
+                </button>
+              ))}
           </span>
         ),
     },
