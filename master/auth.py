@@ -25,6 +25,7 @@ and :func:`admin_user` (admin routes).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -194,11 +195,41 @@ def allocation_of_token(session: Session, token: str, now: datetime) -> str | No
 
 
 def request_token(request: HTTPConnection) -> str | None:
+    return request_credential(request)[0]
+
+
+def request_credential(request: HTTPConnection) -> tuple[str | None, bool]:
+    """The request's token and whether it came from the session cookie (not a bearer header)."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.cookies.get(SESSION_COOKIE) or None
+        return value.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE) or None
+    return cookie, cookie is not None
+
+
+# ---- the browser's session -------------------------------------------------------------------
+
+# The console signs in with ``/api/v1/auth/login``, which also sets the session as an HttpOnly
+# cookie (Path=/api, SameSite=Strict). A request that the browser authenticates with that
+# cookie alone must also carry ``X-Flotilla-Csrf`` with the login reply's ``csrfToken``, which
+# only the console's own JavaScript has (in its sessionStorage): notebooks and TensorBoards run
+# their users' JavaScript on this very origin, under /proxy/, and the browser would attach the
+# cookie to their requests too. The token is derived from the session token (an HMAC), so
+# nothing more is stored and it dies with the session.
+CSRF_HEADER = "X-Flotilla-Csrf"
+CSRF_REFUSAL = "this request came from a browser without the console's CSRF header"
+_CSRF_KEY = b"flotilla console csrf v1"
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token that goes with a login session's token."""
+    return hmac.new(_CSRF_KEY, session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_ok(request: HTTPConnection, session_token: str) -> bool:
+    sent = request.headers.get(CSRF_HEADER, "")
+    return hmac.compare_digest(sent.encode(), csrf_token(session_token).encode())
 
 
 # ---- what a report-only task token may read --------------------------------------------------
@@ -271,9 +302,10 @@ def report_only_may(session: Session, caller: Caller, request: HTTPConnection) -
 
 def current_caller(request: Request) -> Caller:
     """The authenticated caller of an ``/api/v1`` route, or 401/403. A proxy cookie is never
-    accepted here (401); a report-only task token only on the routes it may use (403). Runs in
-    the thread pool (sync dependency)."""
-    token = request_token(request)
+    accepted here (401); a report-only task token only on the routes it may use (403); the
+    session cookie only with its CSRF header (403). Runs in the thread pool (sync
+    dependency)."""
+    token, from_cookie = request_credential(request)
     if token is None:
         raise ApiError(401, "authentication required: log in with `det user login`")
     state = request.app.state.master
@@ -283,6 +315,8 @@ def current_caller(request: Request) -> Caller:
             raise ApiError(403, REPORT_ONLY_REFUSAL)
     if found is None or found.scope == PROXY:
         raise ApiError(401, "invalid or expired token: log in again with `det user login`")
+    if from_cookie and not csrf_ok(request, token):
+        raise ApiError(403, CSRF_REFUSAL)
     return found
 
 

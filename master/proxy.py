@@ -215,8 +215,10 @@ def ready_shell(state: MasterState, task_id: str) -> Target | None:
 
 
 async def caller(connection: HTTPConnection) -> auth.Caller | None:
-    """Who calls the proxy: None without credentials, 401 for a bad token."""
-    token = auth.request_token(connection)
+    """Who calls the proxy: None without credentials, 401 for a bad token. A cookie opens the
+    proxy only if it is a proxy ticket's: the login session's cookie (the console's) never
+    does, so a task's page cannot act as the user who opened it."""
+    token, from_cookie = auth.request_credential(connection)
     if token is None:
         return None
     state = state_of(connection)
@@ -227,6 +229,12 @@ async def caller(connection: HTTPConnection) -> auth.Caller | None:
     found = await state.db.run(lookup)
     if found is None:
         raise ApiError(401, "invalid or expired token: log in again with `det user login`")
+    if from_cookie and found.scope != auth.PROXY:
+        raise ApiError(
+            401,
+            "the proxy takes a bearer token or the cookie of a task's login link "
+            "(POST /api/v1/tasks/<id>/proxy-ticket), not the console's session cookie",
+        )
     return found
 
 

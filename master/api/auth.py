@@ -24,6 +24,7 @@ from master.login_guard import LoginGuard
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
+SESSION_COOKIE_PATH = "/api"
 
 
 class LoginRequest(WireModel):
@@ -61,12 +62,17 @@ async def login(body: LoginRequest, request: Request) -> JSONResponse:
     if not user.active:
         raise ApiError(403, f"user '{user.username}' is deactivated")
     payload = await state.db.run(partial(_open_session, user_id=user.id, state=state))
+    payload["csrfToken"] = auth.csrf_token(payload["token"])
     response = JSONResponse(payload)
+    # For the console: only /api sees it (never a task's pages under /proxy/), never sent from
+    # another site, and useless without the CSRF header (master.auth).
     response.set_cookie(
         auth.SESSION_COOKIE,
         payload["token"],
+        path=SESSION_COOKIE_PATH,
         httponly=True,
-        samesite="lax",
+        samesite="strict",
+        secure=request.url.scheme == "https",
         max_age=int(state.config.token_lifetime.total_seconds()),
     )
     return response
@@ -80,7 +86,13 @@ def logout(request: Request, _: models.User = Depends(auth.current_user)) -> JSO
         with state.db.session() as session:
             auth.revoke_token(session, token)
     response = JSONResponse({})
-    response.delete_cookie(auth.SESSION_COOKIE)
+    response.delete_cookie(
+        auth.SESSION_COOKIE,
+        path=SESSION_COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 

@@ -105,6 +105,9 @@ class LoginReply(Shape):
 
     token: str
     user: User
+    csrf_token: str = Field(
+        description="send as X-Flotilla-Csrf with every request the session cookie authenticates"
+    )
 
 
 # ---- allocations and the proxy -------------------------------------------------------------------
