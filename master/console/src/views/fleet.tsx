@@ -132,18 +132,13 @@ export function FleetView(_: RouteProps) {
 
   const columns: Column<Instance>[] = [
     { key: "id", label: "Instance", render: (i) => <code>{i.id}</code> },
-    { key: "pool", label: "Pool", render: (i) => i.resourcePool },
-    { key: "type", label: "Type", render: (i) => `${i.instanceType} · ${i.slots} slots` },
-    { key: "zone", label: "Zone", render: (i) => i.zone || "—" },
-    { key: "market", label: "Market", render: (i) => i.market },
-    { key: "price", label: "$/h", numeric: true, render: (i) => price(i.pricePerHour) },
     { key: "state", label: "State", render: (i) => <StateBadge state={i.state} /> },
     {
-      key: "uptime",
-      label: "Uptime",
-      numeric: true,
-      render: (i) => <Uptime row={i} fetchedAt={fetchedAt.current} />,
+      key: "idle",
+      label: "Idle ends it in",
+      render: (i) => (reply ? <IdleCell row={i} reply={reply} fetchedAt={fetchedAt.current} /> : null),
     },
+    { key: "price", label: "$/h", numeric: true, render: (i) => price(i.pricePerHour) },
     {
       key: "cost",
       label: "Cost so far",
@@ -151,10 +146,15 @@ export function FleetView(_: RouteProps) {
       render: (i) => <span data-usd={i.costUsd}>{formatUsd(i.costUsd)}</span>,
     },
     {
-      key: "idle",
-      label: "Idle ends it in",
-      render: (i) => (reply ? <IdleCell row={i} reply={reply} fetchedAt={fetchedAt.current} /> : null),
+      key: "uptime",
+      label: "Uptime",
+      numeric: true,
+      render: (i) => <Uptime row={i} fetchedAt={fetchedAt.current} />,
     },
+    { key: "pool", label: "Pool", render: (i) => i.resourcePool },
+    { key: "type", label: "Type", render: (i) => `${i.instanceType} · ${i.slots} slots` },
+    { key: "zone", label: "Zone", render: (i) => i.zone || "—" },
+    { key: "market", label: "Market", render: (i) => i.market },
     { key: "why", label: "Why it exists", render: (i) => <Why row={i} /> },
   ];
 

@@ -106,12 +106,6 @@ export function TasksView(_: RouteProps) {
   const columns: Column<TaskRow>[] = [
     { key: "type", label: "Type", render: (t) => jobType(t.type), sortValue: (t) => t.type },
     {
-      key: "id",
-      label: "ID",
-      render: (t) => <code title={t.id}>{t.id.slice(0, 8)}</code>,
-      sortValue: (t) => t.id,
-    },
-    {
       key: "description",
       label: "Description",
       render: (t) => t.description,
@@ -129,14 +123,6 @@ export function TasksView(_: RouteProps) {
         </>
       ),
       sortValue: (t) => t.state,
-    },
-    { key: "owner", label: "Owner", render: (t) => t.username, sortValue: (t) => t.username },
-    { key: "pool", label: "Pool", render: (t) => t.resourcePool, sortValue: (t) => t.resourcePool },
-    {
-      key: "started",
-      label: "Started",
-      render: (t) => <span title={formatTime(t.startTime)}>{formatRelative(t.startTime)}</span>,
-      sortValue: (t) => parseTime(t.startTime),
     },
     {
       key: "idle",
@@ -186,6 +172,20 @@ export function TasksView(_: RouteProps) {
               ))}
           </span>
         ),
+    },
+    { key: "owner", label: "Owner", render: (t) => t.username, sortValue: (t) => t.username },
+    { key: "pool", label: "Pool", render: (t) => t.resourcePool, sortValue: (t) => t.resourcePool },
+    {
+      key: "started",
+      label: "Started",
+      render: (t) => <span title={formatTime(t.startTime)}>{formatRelative(t.startTime)}</span>,
+      sortValue: (t) => parseTime(t.startTime),
+    },
+    {
+      key: "id",
+      label: "ID",
+      render: (t) => <code title={t.id}>{t.id.slice(0, 8)}</code>,
+      sortValue: (t) => t.id,
     },
   ];
 
