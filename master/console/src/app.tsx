@@ -150,7 +150,12 @@ export function App() {
     <AuthContext.Provider value={auth}>
       <header class="topbar">
         <a class="brand" href="#/experiments">
-          <span aria-hidden="true">⛵</span> Flotilla
+          <svg class="logo" viewBox="0 0 20 20" aria-hidden="true" width="18" height="18">
+            <path d="M10 1 L10 14 L3 14 Z" fill="currentColor" />
+            <path d="M11 4 L11 14 L17 14 Z" fill="currentColor" opacity="0.6" />
+            <path d="M2 16 H18 L15 19 H5 Z" fill="currentColor" />
+          </svg>{" "}
+          Flotilla
         </a>
         {user && <Nav user={user} current={match?.route} />}
         {user && (

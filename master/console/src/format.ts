@@ -118,6 +118,11 @@ export function formatInt(n: number | null | undefined): string {
   return Math.round(n).toLocaleString("en-US");
 }
 
+/** "1 experiment", "3 experiments" (regular plurals only). */
+export function plural(n: number, word: string): string {
+  return `${formatInt(n)} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }

@@ -1,7 +1,7 @@
 import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { formatMetric } from "../format";
+import { formatMetric, plural } from "../format";
 
 export interface ChartLine {
   label: string;
@@ -35,6 +35,56 @@ function pointCount(lines: ChartLine[], logScale: boolean): number {
   }
   return n;
 }
+
+/** A range that is never empty: a single value (one point, or all at one x) gets padding. */
+function padRange(min: number | null, max: number | null, log: boolean): uPlot.Range.MinMax {
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) {
+    return log ? [0.1, 10] : [0, 1];
+  }
+  if (min === max) {
+    if (log) return [min / 2, max * 2];
+    const pad = Math.abs(min) * 0.1 || 1;
+    return [min - pad, max + pad];
+  }
+  if (log) return [min, max];
+  const pad = (max - min) * 0.04;
+  return [min - pad, max + pad];
+}
+
+type Faceted = [number[], number[]];
+
+/** Dots at every point, in canvas pixels, added to `path`. */
+function addDots(u: uPlot, si: number, path: Path2D, radius: number): void {
+  const [xs, ys] = u.data[si] as unknown as Faceted;
+  const r = radius * uPlot.pxRatio;
+  for (let i = 0; i < xs.length; i++) {
+    const cx = u.valToPos(xs[i], "x", true);
+    const cy = u.valToPos(ys[i], "y", true);
+    path.moveTo(cx + r, cy);
+    path.arc(cx, cy, r, 0, 2 * Math.PI);
+  }
+}
+
+const linear = uPlot.paths.linear!();
+/** Series this short also get a dot per point (a single validation is otherwise invisible). */
+const DOTS_UP_TO = 40;
+
+/** Lines, with dots when a series is short (uPlot's own point markers do not draw in mode 2). */
+const linePaths: uPlot.Series.PathBuilder = (u, si, i0, i1) => {
+  const paths = linear(u, si, i0, i1);
+  const [xs] = u.data[si] as unknown as Faceted;
+  if (paths && xs.length <= DOTS_UP_TO && paths.stroke instanceof Path2D) {
+    addDots(u, si, paths.stroke, 2);
+  }
+  return paths;
+};
+
+/** Filled dots only (the hyperparameter scatter). */
+const dotPaths: uPlot.Series.PathBuilder = (u, si) => {
+  const dots = new Path2D();
+  addDots(u, si, dots, 4);
+  return { stroke: dots, fill: dots, clip: undefined, flags: 0 } as unknown as uPlot.Series.Paths;
+};
 
 /** uPlot's faceted data: per series its own [xs, ys] (trials report at different batches). */
 function toData(lines: ChartLine[], logScale: boolean): uPlot.AlignedData {
@@ -82,9 +132,15 @@ export function Chart(props: Props) {
         x: {
           time: false,
           auto: true,
-          ...(categories ? { range: [-0.5, Math.max(0.5, categories.length - 0.5)] } : {}),
+          range: categories
+            ? [-0.5, Math.max(0.5, categories.length - 0.5)]
+            : (_u, min, max) => padRange(min, max, false),
         },
-        y: { auto: true, distr: logScale ? 3 : 1 },
+        y: {
+          auto: true,
+          distr: logScale ? 3 : 1,
+          range: (_u, min, max) => padRange(min, max, logScale),
+        },
       },
       axes: [
         {
@@ -108,15 +164,13 @@ export function Chart(props: Props) {
           label: line.label,
           stroke: seriesColor(i),
           fill: scatter ? seriesColor(i) : undefined,
-          width: scatter ? 0 : 1.5,
+          width: scatter ? 1 : 1.5,
           facets: [
             { scale: "x", auto: true },
             { scale: "y", auto: true },
           ],
-          paths: scatter ? () => null : undefined,
-          points: scatter
-            ? { show: true, size: 7, stroke: seriesColor(i), fill: seriesColor(i) }
-            : { show: false },
+          paths: scatter ? dotPaths : linePaths,
+          points: { show: false },
         })),
       ],
     };
@@ -148,7 +202,7 @@ export function Chart(props: Props) {
         <strong>{props.title}</strong>
         <span class="muted">
           {" "}
-          · {points.toLocaleString("en-US")} points{logScale ? " (values ≤ 0 hidden on a log scale)" : ""}
+          · {plural(points, "point")}{logScale ? " (values ≤ 0 hidden on a log scale)" : ""}
         </span>
       </figcaption>
       <div ref={holder} class="chart-plot" />

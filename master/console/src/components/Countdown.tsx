@@ -19,7 +19,7 @@ export function Countdown({
   const whole = Math.max(0, Math.ceil(seconds));
   return (
     <span data-testid={testid} data-seconds={whole} class="countdown" title={`until ${deadline}`}>
-      <span aria-hidden="true">⏱ </span>
+      <span aria-hidden="true">◷ </span>
       {formatCountdown(seconds)}
     </span>
   );

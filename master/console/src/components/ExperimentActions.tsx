@@ -33,7 +33,7 @@ export function ExperimentActions({ e, onDone }: { e: Experiment; onDone: () => 
   const { busy, error, act } = useAct(onDone);
   const [confirmKill, setConfirmKill] = useState(false);
   const allowed = mayChange(user, e.username);
-  const why = allowed ? undefined : `Only ${e.username} or an admin can change experiment ${e.id}`;
+  const why = allowed ? undefined : `Only its owner (${e.username}) or an admin can change experiment ${e.id}`;
   const terminal = isTerminal(e.state);
   const call = (verb: string) => act(verb, () => postJson(`/api/v1/experiments/${e.id}/${verb}`));
   return (
@@ -106,7 +106,7 @@ export function LabelEditor({ e, onDone }: { e: Experiment; onDone: () => void }
   const [adding, setAdding] = useState(false);
   const [text, setText] = useState("");
   const allowed = mayChange(user, e.username);
-  const why = allowed ? undefined : `Only ${e.username} or an admin can label experiment ${e.id}`;
+  const why = allowed ? undefined : `Only its owner (${e.username}) or an admin can label experiment ${e.id}`;
   const path = (label: string) => `/api/v1/experiments/${e.id}/labels/${encodeURIComponent(label)}`;
   return (
     <div class="labels">

@@ -13,7 +13,7 @@ const TONES: Record<string, { tone: Tone; icon: string }> = {
   IDLE: { tone: "idle", icon: "◌" },
   PAUSED: { tone: "warn", icon: "❚❚" },
   DRAINING: { tone: "warn", icon: "⇥" },
-  TERMINATING: { tone: "warn", icon: "⏻" },
+  TERMINATING: { tone: "warn", icon: "⊘" },
   STOPPING_COMPLETED: { tone: "warn", icon: "■" },
   STOPPING_CANCELED: { tone: "warn", icon: "■" },
   STOPPING_KILLED: { tone: "warn", icon: "■" },

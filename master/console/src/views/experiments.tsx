@@ -5,7 +5,7 @@ import { ErrorBox, Loading } from "../components/ErrorBox";
 import { ExperimentActions, LabelEditor } from "../components/ExperimentActions";
 import { StateBadge } from "../components/StateBadge";
 import { Table, type Column, type Sort } from "../components/Table";
-import { formatDuration, formatMetric, formatPercent, formatRelative, formatUsd, parseTime } from "../format";
+import { formatDuration, formatMetric, formatPercent, formatRelative, formatTime, formatUsd, parseTime, plural } from "../format";
 import { useNow, usePoll } from "../poll";
 import type { Experiment, Pagination } from "../types";
 
@@ -121,21 +121,26 @@ export function ExperimentsView() {
       key: "duration",
       label: "Duration",
       numeric: true,
-      render: (e) => formatDuration(experimentSeconds(e, now)),
+      render: (e) => (
+        <span title={`started ${formatRelative(e.startTime, now)} (${formatTime(e.startTime)})`}>
+          {formatDuration(experimentSeconds(e, now))}
+        </span>
+      ),
       sortValue: (e) => experimentSeconds(e, now),
     },
     { key: "pool", label: "Pool", render: (e) => e.resourcePool ?? "—", sortValue: (e) => e.resourcePool },
     {
       key: "metric",
-      label: "Searcher metric (best)",
+      label: "Best metric",
+      title: "The searcher metric and its best value so far (links to the best trial)",
       render: (e) => (
-        <span title={e.bestTrialId ? `best: trial ${e.bestTrialId}` : undefined}>
-          <span class="muted">{e.searcherMetric || "—"}</span>{" "}
+        <span class="stacked" title={e.bestTrialId ? `best: trial ${e.bestTrialId}` : undefined}>
           {e.bestTrialId ? (
             <a href={`#/trials/${e.bestTrialId}`}>{formatMetric(e.bestTrialSearcherMetric)}</a>
           ) : (
             formatMetric(e.bestTrialSearcherMetric)
           )}
+          <small class="muted">{e.searcherMetric || "—"}</small>
         </span>
       ),
       sortValue: (e) => e.bestTrialSearcherMetric,
@@ -144,16 +149,11 @@ export function ExperimentsView() {
     { key: "labels", label: "Labels", render: (e) => <LabelEditor e={e} onDone={poll.refresh} /> },
     {
       key: "cost",
-      label: "Cost so far",
+      label: "Cost",
+      title: "Cost so far",
       numeric: true,
       render: (e) => formatUsd(e.costUsd),
       sortValue: (e) => e.costUsd,
-    },
-    {
-      key: "started",
-      label: "Started",
-      render: (e) => <span title={e.startTime}>{formatRelative(e.startTime, now)}</span>,
-      sortValue: (e) => parseTime(e.startTime),
     },
     { key: "actions", label: "Actions", render: (e) => <ExperimentActions e={e} onDone={poll.refresh} /> },
   ];
@@ -219,7 +219,11 @@ export function ExperimentsView() {
           Show archived
         </label>
         <span class="muted" aria-live="polite">
-          {poll.data ? `${experiments.length === total ? total : `${experiments.length} of ${total}`} experiments` : ""}
+          {poll.data
+            ? experiments.length === total
+              ? plural(total, "experiment")
+              : `${experiments.length} of ${plural(total, "experiment")}`
+            : ""}
         </span>
       </form>
       <ErrorBox error={poll.error} what="load experiments" />
@@ -237,7 +241,11 @@ export function ExperimentsView() {
           empty={
             owner || state || label
               ? "No experiment matches these filters."
-              : "No experiments yet. Create one with `det experiment create config.yaml .`"
+              : (
+                  <>
+                    No experiments yet. Create one with <code>det experiment create config.yaml .</code>
+                  </>
+                )
           }
         />
       )}
