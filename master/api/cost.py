@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -132,6 +133,32 @@ def spans(
             )
         )
     return instances, allocations
+
+
+def experiment_costs(
+    session: Session, experiments: Sequence[models.Experiment], now: datetime
+) -> dict[int, float]:
+    """What each experiment's trials cost from its start until ``now``, as ``/cost`` counts it
+    (0 for one that ran nothing on a priced instance)."""
+    ids = [e.id for e in experiments]
+    costs = dict.fromkeys(ids, 0.0)
+    task_ids = list(
+        session.scalars(
+            select(models.TrialRun.task_id)
+            .join(models.Trial, models.Trial.id == models.TrialRun.trial_id)
+            .where(models.Trial.experiment_id.in_(ids))
+        )
+    )
+    since = min((e.start_time for e in experiments), default=now)
+    if not task_ids or since >= now:
+        return costs
+    instances, allocations = spans(session, since, now, task_ids)
+    report = cost_report(instances, allocations, since, now)
+    for experiment_id in ids:
+        line = report.by_experiment.get(str(experiment_id))
+        if line is not None:
+            costs[experiment_id] = round(line.usd, 6)
+    return costs
 
 
 def _groups(report: Report, group_by: GroupBy, admin: bool, digits: int) -> list[dict[str, Any]]:

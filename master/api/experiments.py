@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,6 +26,7 @@ from sqlalchemy import Select, and_, delete, exists, false, func, select
 from sqlalchemy.orm import Session
 
 from master import auth, models
+from master.api.cost import experiment_costs
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
 from master.api.openapi import documented
@@ -49,7 +52,7 @@ from master.state import MasterState
 router = APIRouter(prefix="/api/v1/experiments")
 
 DEFAULT_EXPERIMENT_LIMIT = 100
-_EXPERIMENT_SORTS = {
+_EXPERIMENT_SORTS: dict[str, Any] = {
     "SORT_BY_UNSPECIFIED": models.Experiment.id,
     "SORT_BY_ID": models.Experiment.id,
     "SORT_BY_NAME": models.Experiment.name,
@@ -58,7 +61,16 @@ _EXPERIMENT_SORTS = {
     "SORT_BY_END_TIME": models.Experiment.end_time,
     "SORT_BY_STATE": models.Experiment.state,
     "SORT_BY_PROGRESS": models.Experiment.progress,
-    "SORT_BY_USER": models.Experiment.owner_id,
+    "SORT_BY_USER": (
+        select(models.User.username)
+        .where(models.User.id == models.Experiment.owner_id)
+        .scalar_subquery()
+    ),
+    "SORT_BY_NUM_TRIALS": (
+        select(func.count(models.Trial.id))
+        .where(models.Trial.experiment_id == models.Experiment.id)
+        .scalar_subquery()
+    ),
     "SORT_BY_RESOURCE_POOL": models.Experiment.resource_pool,
 }
 _TRIAL_SORTS = {
@@ -218,9 +230,20 @@ def list_experiments(
             .limit(window.count)
         ).all()
         return {
-            "experiments": views.experiments_json(session, rows, state.clock()),
+            "experiments": _with_cost(session, rows, state.clock()),
             "pagination": window.pagination,
         }
+
+
+def _with_cost(
+    session: Session, rows: Sequence[models.Experiment], now: datetime
+) -> list[dict[str, Any]]:
+    """``views.experiments_json`` with each experiment's ``costUsd`` so far."""
+    found = views.experiments_json(session, rows, now)
+    costs = experiment_costs(session, rows, now)
+    for body in found:
+        body["costUsd"] = costs.get(body["id"], 0.0)
+    return found
 
 
 def _job_summary(engine: ExperimentEngine, state: MasterState, experiment_id: int) -> Any:
@@ -245,7 +268,7 @@ async def get_experiment(
     def read(session: Session) -> dict[str, Any]:
         row = load_experiment(session, experiment_id)
         return {
-            "experiment": views.experiments_json(session, [row], state.clock())[0],
+            "experiment": _with_cost(session, [row], state.clock())[0],
             "config": views.public_config(row.config),
         }
 

@@ -581,6 +581,10 @@ class Experiment(Shape):
     unmanaged: bool | None = None
     external_experiment_id: str | None = None
     external_trial_id: str | None = None
+    cost_usd: float | None = Field(
+        default=None,
+        description="what its trials cost so far, as GET /api/v1/cost counts it (list and get)",
+    )
 
 
 class JobSummary(Shape):
@@ -654,12 +658,15 @@ class Trial(Shape):
     progress: float | None
     best_validation: MetricsWorkload | None
     latest_validation: MetricsWorkload | None
+    best_validation_metric: MetricsWorkload | None
+    latest_validation_metric: MetricsWorkload | None
     searcher_metric_value: float | None
     best_checkpoint: CheckpointWorkload | None
     latest_checkpoint: str | None
     checkpoint_count: int
     total_checkpoint_size: str
     wall_clock_time: float
+    duration: float = Field(description="seconds from its start to its end (or now)")
     task_id: str | None
     task_ids: list[str]
     warm_start_checkpoint_uuid: str | None

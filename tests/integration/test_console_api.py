@@ -456,6 +456,7 @@ def seed_costs(database: Database) -> int:
     experiment_id, (trial_id, _) = seed_experiment(database)
     with database.session() as session:
         owner = session.scalar(select(models.User.id).where(models.User.username == USER))
+        session.get_one(models.Experiment, experiment_id).start_time = NOON - timedelta(hours=5)
         session.add_all(
             [
                 models.ExperimentLabel(experiment_id=experiment_id, label="a"),
@@ -490,6 +491,11 @@ def seed_costs(database: Database) -> int:
             ]
         )
         session.flush()
+        session.add(
+            models.TrialRun(
+                trial_id=trial_id, run_id=1, task_id="trial-cost", allocation_id="trial-cost.0"
+            )
+        )
         for task_id, start in (("trial-cost", 4), ("command-cost", 3)):
             session.add(
                 models.Allocation(
@@ -698,3 +704,63 @@ def test_the_proxy_refuses_the_session_cookie_but_takes_a_ticket_cookie(
     browser = httpx.Client(base_url=with_agent.url)
     assert browser.get(ticket["url"], follow_redirects=False).status_code == 303
     assert browser.get(f"/proxy/{task_id}/ping").status_code == 200
+
+
+# ---- experiments and trials for the console --------------------------------------------------
+
+
+def test_experiments_carry_their_cost_and_sort_and_filter_like_determined(
+    master: Master, database: Database
+) -> None:
+    user = ordinary(master)
+    costly = seed_costs(database)
+    other, _ = seed_experiment(database, trials=3)
+    with database.session() as session:
+        session.get_one(models.Experiment, other).owner_id = session.scalar(
+            select(models.User.id).where(models.User.username == USER)
+        )
+        session.get_one(models.Experiment, other).state = "STATE_COMPLETED"
+
+    from tests.integration.test_experiments_api import determined_parses
+
+    reply = user.get(f"/api/v1/experiments/{costly}").json()
+    determined_parses("v1GetExperimentResponse", reply)
+    one = reply["experiment"]
+    assert one["costUsd"] == pytest.approx(2.0)
+    assert one["labels"] == ["a", "b"] and one["username"] == "admin" and one["numTrials"] == 2
+    assert one["searcherMetric"] == "validation_loss" and one["resourcePool"] == "default"
+    listed = {e["id"]: e for e in user.get("/api/v1/experiments").json()["experiments"]}
+    assert listed[costly]["costUsd"] == pytest.approx(2.0) and listed[other]["costUsd"] == 0.0
+
+    def ids(**params: Any) -> list[int]:
+        response = user.get("/api/v1/experiments", params=params)
+        assert response.status_code == 200, response.text
+        return [e["id"] for e in response.json()["experiments"]]
+
+    assert ids(sortBy="SORT_BY_NUM_TRIALS", orderBy="ORDER_BY_DESC") == [other, costly]
+    assert ids(sortBy="SORT_BY_USER") == [costly, other]  # admin before console-user
+    assert ids(users=USER) == [other]
+    assert ids(labels="a") == [costly]
+    assert ids(states="STATE_COMPLETED") == [other]
+    assert ids(archived="false") == [costly, other]
+
+    trials = user.get(f"/api/v1/experiments/{costly}/trials").json()["trials"]
+    first = trials[0]
+    assert first["bestValidationMetric"] is None and first["latestValidationMetric"] is None
+    assert first["duration"] >= 0 and first["restarts"] == 0 and first["checkpointCount"] == 0
+    assert first["hparams"] == {"lr": 0.1} and first["state"] == "STATE_ACTIVE"
+    report(database, first["id"], "validation", [(5, {"validation_loss": 0.3})])
+    report(database, first["id"], "validation", [(9, {"validation_loss": 0.4})])
+    with database.session() as session:
+        for row in session.scalars(
+            select(models.TrialMetrics).where(models.TrialMetrics.trial_id == first["id"])
+        ):
+            row.searcher_metric = row.metrics["validation_loss"]
+    reply = user.get(f"/api/v1/trials/{first['id']}").json()
+    determined_parses("v1GetTrialResponse", reply)
+    determined_parses("v1GetExperimentsResponse", user.get("/api/v1/experiments").json())
+    trial = reply["trial"]
+    assert trial["bestValidationMetric"]["metrics"]["avgMetrics"] == {"validation_loss": 0.3}
+    assert trial["bestValidationMetric"]["totalBatches"] == 5
+    assert trial["latestValidationMetric"]["totalBatches"] == 9
+    assert trial["latestValidationMetric"]["endTime"].endswith("Z")
