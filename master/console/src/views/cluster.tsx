@@ -4,7 +4,7 @@
 import { getJson } from "../api";
 import { ErrorBox, Loading } from "../components/ErrorBox";
 import { StateBadge } from "../components/StateBadge";
-import { formatDuration, formatRelative, formatTime } from "../format";
+import { formatCountdown, formatDuration, formatRelative, formatTime } from "../format";
 import { usePoll } from "../poll";
 import { marketText } from "../reasons";
 import type { RouteProps } from "../routes";
@@ -87,7 +87,7 @@ function Stat({ label, value, testid }: { label: string; value: string | number;
   );
 }
 
-function AgentList({ agents }: { agents: Agent[] }) {
+function AgentList({ agents, maxIdle }: { agents: Agent[]; maxIdle: number | null }) {
   if (agents.length === 0) return <p class="muted">No agents connected.</p>;
   return (
     <ul class="agents" aria-label="Agents">
@@ -100,9 +100,9 @@ function AgentList({ agents }: { agents: Agent[] }) {
               <code>{agent.id}</code> <StateBadge state={state} />{" "}
               <span class="muted small">
                 {detail}
-                {agent.idleSince && !slots.some((s) => s.container)
-                  ? `, idle for ${formatDuration((Date.now() - Date.parse(agent.idleSince)) / 1000)}`
-                  : ""}
+                {agent.idleSince && !slots.some((s) => s.container) && (
+                  <IdleFor since={agent.idleSince} maxIdle={maxIdle} />
+                )}
               </span>
             </div>
             <ul class="slots" aria-label={`Slots of ${agent.id}`}>
@@ -122,6 +122,19 @@ function AgentList({ agents }: { agents: Agent[] }) {
         );
       })}
     </ul>
+  );
+}
+
+/** ", idle for 42s (ends in 0:18)": how long an agent has idled and, in an elastic pool, when
+ * its instance will be ended for it. */
+function IdleFor({ since, maxIdle }: { since: string; maxIdle: number | null }) {
+  const idle = (Date.now() - Date.parse(since)) / 1000;
+  const left = maxIdle === null ? null : maxIdle - idle;
+  return (
+    <>
+      , idle for {formatDuration(idle)}
+      {left !== null && ` (ends in ${formatCountdown(left)})`}
+    </>
   );
 }
 
@@ -191,7 +204,7 @@ function PoolCard({ pool, agents }: { pool: Pool; agents: Agent[] }) {
         </div>
       )}
       <h3>Agents</h3>
-      <AgentList agents={agents} />
+      <AgentList agents={agents} maxIdle={p?.maxIdleAgentPeriod ?? null} />
     </article>
   );
 }
