@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { flattenHparams, hparamPlots, jitter } from "./hparams";
+import { flattenHparams, hparamPlots, isLogHparam, jitter } from "./hparams";
 
 describe("hparamPlots", () => {
   const trials = [
@@ -35,5 +35,21 @@ describe("hparamPlots", () => {
   });
   it("reports constant hyperparameters", () => {
     expect(hparamPlots(trials).find((p) => p.name === "layers")!.distinct).toBe(1);
+  });
+});
+
+describe("isLogHparam", () => {
+  it("finds log-scale hyperparameters, nested too", () => {
+    const config = {
+      lr: { type: "log", minval: -4, maxval: -1, base: 10 },
+      opt: { momentum: { type: "double", minval: 0, maxval: 1 }, decay: { type: "log" } },
+      layers: 3,
+    };
+    expect(isLogHparam(config, "lr")).toBe(true);
+    expect(isLogHparam(config, "opt.decay")).toBe(true);
+    expect(isLogHparam(config, "opt.momentum")).toBe(false);
+    expect(isLogHparam(config, "layers")).toBe(false);
+    expect(isLogHparam(config, "missing.path")).toBe(false);
+    expect(isLogHparam(undefined, "lr")).toBe(false);
   });
 });

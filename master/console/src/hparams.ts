@@ -1,4 +1,4 @@
-import type { ChartLine } from "./components/Chart";
+import type { ChartLine } from "./series";
 
 // The hyperparameter view: for each hyperparameter, its value in every trial against the
 // trial's best searcher metric. Numbers go on a numeric axis; anything else is a category,
@@ -60,4 +60,14 @@ export function hparamPlots(
       .sort((a, b) => a[0] - b[0]);
     return { name, numeric, distinct, categories, line: { label: "trials", points } };
   });
+}
+
+/** Whether the experiment's config searches `path` ("a.b") on a log scale (`type: log`). */
+export function isLogHparam(config: Record<string, unknown> | undefined, path: string): boolean {
+  let node: unknown = config;
+  for (const part of path.split(".")) {
+    if (!node || typeof node !== "object") return false;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return !!node && typeof node === "object" && (node as { type?: unknown }).type === "log";
 }

@@ -6,6 +6,7 @@ import {
   linesOf,
   mergePoints,
   pairCandidates,
+  samePoints,
   totalPoints,
   type Point,
   type SeriesStore,
@@ -119,5 +120,16 @@ describe("metric pairs", () => {
       "validation_loss",
       "loss",
     ]);
+  });
+});
+
+describe("samePoints", () => {
+  it("knows unchanged lines by identity or by value", () => {
+    const pts: Point[] = [[1, 2]];
+    expect(samePoints([{ label: "a", points: pts }], [{ label: "a", points: pts }])).toBe(true);
+    expect(samePoints([{ label: "a", points: [[1, 2]] }], [{ label: "a", points: [[1, 2]] }])).toBe(true);
+    expect(samePoints([{ label: "a", points: [[1, 2]] }], [{ label: "a", points: [[1, 3]] }])).toBe(false);
+    expect(samePoints([{ label: "a", points: pts }], [])).toBe(false);
+    expect(samePoints([{ label: "a", points: [[1, 2]] }], [{ label: "a", points: [[1, 2], [2, 2]] }])).toBe(false);
   });
 });

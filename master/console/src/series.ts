@@ -8,6 +8,31 @@ import type { MetricGroup, SeriesLine, SeriesReply } from "./types";
 
 export type Point = [number, number];
 
+/** One line of a chart: a label for the legend and its [x, y] points. */
+export interface ChartLine {
+  label: string;
+  points: Point[];
+}
+
+/** Whether two sets of lines hold the same points (by identity, or by value when small). */
+export function samePoints(a: readonly ChartLine[], b: readonly ChartLine[]): boolean {
+  if (a.length !== b.length) return false;
+  let compared = 0;
+  for (let i = 0; i < a.length; i++) {
+    const pa = a[i].points;
+    const pb = b[i].points;
+    if (pa === pb) continue;
+    if (pa.length !== pb.length) return false;
+    compared += pa.length;
+    if (compared > 5000) return false;
+    for (let j = 0; j < pa.length; j++) {
+      if (pa[j][0] !== pb[j][0] || pa[j][1] !== pb[j][1]) return false;
+    }
+  }
+  return true;
+}
+
+
 export function seriesKey(trialId: number, group: string, name: string): string {
   return `${trialId}\u0000${group}\u0000${name}`;
 }

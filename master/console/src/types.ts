@@ -53,7 +53,7 @@ export interface Experiment {
   bestTrialId?: number | null;
   bestTrialSearcherMetric?: number | null;
   checkpointCount?: number;
-  /** Seconds per the console contract (Determined's own field is milliseconds). */
+  /** Determined's milliseconds; the console computes durations from start/end instead. */
   duration?: number | null;
   costUsd?: number | null;
 }

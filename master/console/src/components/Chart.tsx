@@ -2,11 +2,11 @@ import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { formatMetric, plural } from "../format";
+import { samePoints } from "../series";
 
-export interface ChartLine {
-  label: string;
-  points: [number, number][];
-}
+import type { ChartLine } from "../series";
+
+export type { ChartLine };
 
 interface Props {
   /** The figure's data-testid, e.g. "chart-validation-validation_loss". */
@@ -18,9 +18,13 @@ interface Props {
   logScale?: boolean;
   /** "line" joins each line's points; "scatter" draws points only (hyperparameter plots). */
   kind?: "line" | "scatter";
+  /** A logarithmic x axis (a hyperparameter searched on a log scale). */
+  xLog?: boolean;
   /** Category names for an x axis of categories (x = index into it). */
   xCategories?: string[];
   height?: number;
+  /** What a point is, for the caption's count ("point", "trial"). */
+  unit?: string;
 }
 
 /** A colour per series, spread around the wheel so neighbours differ. */
@@ -46,7 +50,7 @@ function padRange(min: number | null, max: number | null, log: boolean): uPlot.R
     const pad = Math.abs(min) * 0.1 || 1;
     return [min - pad, max + pad];
   }
-  if (log) return [min, max];
+  if (log) return [min / 1.25, max * 1.25];
   const pad = (max - min) * 0.04;
   return [min - pad, max + pad];
 }
@@ -105,19 +109,25 @@ export function Chart(props: Props) {
   const { lines, logScale = false, kind = "line", height = 260 } = props;
   const holder = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
-  const shape = `${kind}|${logScale}|${lines.map((l) => l.label).join("\u0000")}|${
+  const xLog = !!props.xLog && !props.xCategories;
+  const shape = `${kind}|${logScale}|${xLog}|${lines.map((l) => l.label).join("\u0000")}|${
     props.xCategories?.join("\u0000") ?? ""
   }`;
   const shapeRef = useRef("");
+  const drawn = useRef<readonly ChartLine[]>([]);
 
   useEffect(() => {
     const el = holder.current;
     if (!el) return;
-    const data = toData(lines, logScale);
     if (plot.current && shapeRef.current === shape) {
-      plot.current.setData(data);
+      // Views re-render every second (clocks); redraw only when the points changed.
+      if (samePoints(drawn.current, lines)) return;
+      drawn.current = lines;
+      plot.current.setData(toData(lines, logScale));
       return;
     }
+    const data = toData(lines, logScale);
+    drawn.current = lines;
     plot.current?.destroy();
     shapeRef.current = shape;
     const categories = props.xCategories;
@@ -132,9 +142,10 @@ export function Chart(props: Props) {
         x: {
           time: false,
           auto: true,
+          distr: xLog ? 3 : 1,
           range: categories
             ? [-0.5, Math.max(0.5, categories.length - 0.5)]
-            : (_u, min, max) => padRange(min, max, false),
+            : (_u, min, max) => padRange(min, max, xLog),
         },
         y: {
           auto: true,
@@ -202,7 +213,7 @@ export function Chart(props: Props) {
         <strong>{props.title}</strong>
         <span class="muted">
           {" "}
-          · {plural(points, "point")}{logScale ? " (values ≤ 0 hidden on a log scale)" : ""}
+          · {plural(points, props.unit ?? "point")}{logScale ? " (values ≤ 0 hidden on a log scale)" : ""}
         </span>
       </figcaption>
       <div ref={holder} class="chart-plot" />

@@ -6,7 +6,7 @@ import { ExperimentActions, LabelEditor } from "../components/ExperimentActions"
 import { StateBadge } from "../components/StateBadge";
 import { Table, type Column } from "../components/Table";
 import { formatDuration, formatInt, formatMetric, formatUsd } from "../format";
-import { hparamPlots } from "../hparams";
+import { hparamPlots, isLogHparam } from "../hparams";
 import { useNow, usePoll } from "../poll";
 import type { RouteProps } from "../routes";
 import { allNames, chartPairs, linesOf, pairCandidates, useSeries } from "../series";
@@ -241,9 +241,11 @@ export function ExperimentView({ params }: RouteProps) {
                   testid={`chart-hparam-${plot.name}`}
                   title={plot.name}
                   kind="scatter"
+                  unit="trial"
                   xLabel={plot.name}
                   yLabel={searcherMetric}
                   xCategories={plot.categories}
+                  xLog={plot.numeric && isLogHparam(e.hyperparameters, plot.name)}
                   lines={[plot.line]}
                   height={200}
                 />

@@ -19,7 +19,7 @@ const SERVER_SORTS: Record<string, string> = {
   progress: "SORT_BY_PROGRESS",
   user: "SORT_BY_USER",
   pool: "SORT_BY_RESOURCE_POOL",
-  started: "SORT_BY_START_TIME",
+  trials: "SORT_BY_NUM_TRIALS",
 };
 
 export const STATES: [string, string][] = [
