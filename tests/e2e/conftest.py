@@ -87,6 +87,8 @@ def shoot() -> Any:
         width = (page.viewport_size or DESKTOP)["width"]
         suffix = "-phone" if width < 600 else ""
         path = directory / f"{name}{suffix}.png"
+        if full_page:  # from the top, or the sticky top bar is drawn mid-page
+            page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(path), full_page=full_page)
         return path
 
