@@ -3,6 +3,7 @@ instances, pending demand, status and backoffs — why the fleet is the size it 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +19,8 @@ from master.api.wire import pagination, timestamp
 from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState
 from master.state import MasterState
+from provisioner.config import ProviderConfig, SpotFallbackPolicy
+from provisioner.loop import PoolLoop
 
 router = APIRouter(prefix="/api/v1")
 POOL_TYPES = {
@@ -25,6 +28,37 @@ POOL_TYPES = {
     "local": "RESOURCE_POOL_TYPE_STATIC",
     "aws": "RESOURCE_POOL_TYPE_AWS",
 }
+
+
+def _limits(provider: ProviderConfig) -> dict[str, Any]:
+    """The pool's size limits and market, as configured."""
+    period = provider.max_idle_agent_period
+    spot = provider.spot and provider.spot_fallback.policy != SpotFallbackPolicy.ON_DEMAND
+    return {
+        "minInstances": provider.min_instances,
+        "maxInstances": provider.max_instances,
+        "maxIdleAgentPeriod": period.total_seconds() if period is not None else None,
+        "market": "spot" if spot else "on-demand",
+    }
+
+
+def _fallback(loop: PoolLoop, now: datetime) -> dict[str, Any]:
+    """Whether a spot pool buys on-demand now because spot has been unavailable for
+    ``spot_fallback.delay``, and why (the provisioning status says which offers failed)."""
+    config = loop.config
+    since = loop.spot_unavailable_since
+    if since is None or not config.spot:
+        return {"active": False, "reason": None}
+    if config.spot_fallback.policy != SpotFallbackPolicy.SPOT_THEN_ON_DEMAND:
+        return {"active": False, "reason": f"spot unavailable since {timestamp(since)} (spot_only)"}
+    switch = since + config.spot_fallback.delay
+    if now < switch:
+        reason = f"spot unavailable since {timestamp(since)}; on-demand from {timestamp(switch)}"
+        return {"active": False, "reason": reason}
+    return {
+        "active": True,
+        "reason": f"spot unavailable since {timestamp(since)}: {loop.status.summary}",
+    }
 
 
 def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any] | None:
@@ -37,6 +71,8 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
             "provider": pool.provider.type,
             "instanceType": pool.provider.instance_type,
             "spot": pool.provider.spot,
+            **_limits(pool.provider),
+            "fallback": {"active": False, "reason": None},
             "status": failure,
             "degraded": failure,
             "pendingSlots": 0,
@@ -49,6 +85,8 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
         "provider": pool.provider.type,
         "instanceType": pool.provider.instance_type,
         "spot": pool.provider.spot,
+        **_limits(pool.provider),
+        "fallback": _fallback(loop, state.clock()),
         "status": status.summary,
         "degraded": status.degraded,
         "pendingSlots": status.pending_slots,

@@ -225,10 +225,20 @@ class PoolBackoff(Shape):
     reason: str | None
 
 
+class SpotFallbackState(Shape):
+    active: bool = Field(description="buying on-demand now because spot is unavailable")
+    reason: str | None
+
+
 class Provisioning(Shape):
     provider: str
     instance_type: str
     spot: bool
+    min_instances: int
+    max_instances: int
+    max_idle_agent_period: float | None = Field(description="seconds; null when off")
+    market: str = Field(description="spot or on-demand: what the pool buys first")
+    fallback: SpotFallbackState
     status: str
     degraded: str | None
     pending_slots: int

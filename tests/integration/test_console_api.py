@@ -402,6 +402,11 @@ def test_the_fleet_grows_for_queued_work_and_idle_instances_show_their_deadline(
     elastic: Master,
 ) -> None:
     admin = Api(elastic)
+    (pool,) = admin.get("/api/v1/resource-pools").json()["resourcePools"]
+    provisioning = pool["provisioning"]
+    assert (provisioning["minInstances"], provisioning["maxInstances"]) == (0, 1)
+    assert provisioning["maxIdleAgentPeriod"] == 30 and provisioning["market"] == "on-demand"
+    assert provisioning["fallback"] == {"active": False, "reason": None}
     first = command(admin, "sleep 600")
 
     def launching() -> str | None:
