@@ -122,6 +122,8 @@ def command_json(session: Session, task: models.Task) -> dict[str, Any]:
         "registeredTime": timestamp(task.created_at),
         "startTime": timestamp(task.created_at),
         "endTime": timestamp(task.ended_at),
+        # Commands have no idle timeout; services (master.api.services) fill it in.
+        "idleDeadline": None,
     }
 
 

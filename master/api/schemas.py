@@ -412,6 +412,9 @@ class Command(Shape):
     registered_time: str | None
     start_time: str | None
     end_time: str | None
+    idle_deadline: str | None = Field(
+        description="when the task is killed if nothing uses it before; null without a timeout"
+    )
 
 
 class CommandReply(Shape):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,10 @@ from master.api.errors import bad_request, describe_validation_error, not_found
 from master.api.openapi import documented, inline_schema
 from master.api.schemas import SERVICE_SHAPES
 from master.api.tasks import load_task
-from master.api.wire import Int64, WireModel
+from master.api.wire import Int64, WireModel, timestamp
 from master.config import MasterConfig
+from master.proxy import ProxyHub
+from master.scheduler.state import Allocation
 from master.state import MasterState
 from master.tasks import TaskSpec, submit_task
 
@@ -92,10 +94,15 @@ def _state(request: Request) -> MasterState:
 
 
 def service_json(
-    session: Session, task: models.Task, state: MasterState, viewer: models.User | None
+    session: Session,
+    task: models.Task,
+    state: MasterState,
+    viewer: models.User | None,
+    hub: ProxyHub | None = None,
 ) -> dict[str, Any]:
-    """A command's fields plus the service's: where it is served, whether it is ready, and
-    for shells the key pair (the private key only for its owner)."""
+    """A command's fields plus the service's: where it is served, whether it is ready, when
+    it will be killed if nobody uses it, and for shells the key pair (the private key only for
+    its owner)."""
     body = command_json(session, task)
     allocation = next(
         (a for a in state.scheduler.allocations.values() if a.task_id == task.id), None
@@ -104,6 +111,7 @@ def service_json(
         serviceAddress=f"/proxy/{task.id}/",
         isReady=bool(allocation and allocation.is_ready),
         idleTimeout=task.config.get("idle_timeout", "off"),
+        idleDeadline=timestamp(idle_deadline(task, allocation, hub)),
     )
     stored = task.config.get("secrets") or {}
     if task.task_type == SHELL.task_type:
@@ -226,7 +234,7 @@ def make_router(
         def read(session: Session) -> dict[str, Any]:
             task = load_task(session, submitted.task_id)
             return {
-                kind.singular: service_json(session, task, state, user),
+                kind.singular: service_json(session, task, state, user, request.app.state.proxy),
                 "config": public_config(task),
             }
 
@@ -242,7 +250,7 @@ def make_router(
             )
             items = []
             for task in tasks:
-                item = service_json(session, task, state, user)
+                item = service_json(session, task, state, user, request.app.state.proxy)
                 item.pop("privateKey", None)
                 items.append(item)
             return {kind.plural: items}
@@ -256,7 +264,7 @@ def make_router(
             if task.task_type != kind.task_type:
                 raise not_found(f"{kind.singular} {task_id}")
             return {
-                kind.singular: service_json(session, task, state, user),
+                kind.singular: service_json(session, task, state, user, request.app.state.proxy),
                 "config": public_config(task),
             }
 
@@ -268,7 +276,8 @@ def make_router(
 
         def read(session: Session) -> dict[str, Any]:
             task = load_task(session, task_id)
-            return {kind.singular: service_json(session, task, state, user)}
+            hub = request.app.state.proxy
+            return {kind.singular: service_json(session, task, state, user, hub)}
 
         return await state.db.run(read)
 
@@ -282,6 +291,21 @@ def make_router(
     router.add_api_route("/{task_id}", describe, methods=["GET"], **documented(reply, 404))
     router.add_api_route("/{task_id}/kill", kill, methods=["POST"], **documented(killed, 404))
     return router
+
+
+def idle_deadline(
+    task: models.Task, allocation: Allocation | None, hub: ProxyHub | None
+) -> datetime | None:
+    """When ``master.idle`` kills the task if nothing uses it before: its last activity plus
+    its idle timeout, for a ready service with a timeout and no open SSH tunnel (None
+    otherwise). An estimate for notebooks: a busy kernel postpones it when it is reached."""
+    timeout = idle_timeout_of(task)
+    if hub is None or timeout is None or allocation is None or not allocation.is_ready:
+        return None
+    if allocation.kill_reason or hub.has_open_tunnel(task.id):
+        return None
+    last = hub.last_activity.get(task.id)
+    return last + timeout if last is not None else None
 
 
 def idle_timeout_of(task: models.Task) -> timedelta | None:

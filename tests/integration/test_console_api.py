@@ -264,6 +264,11 @@ def test_the_queue_is_in_scheduling_order_with_reasons(master: Master) -> None:
     in_pool = user.get("/api/v1/queue", params={"pool": "default"}).json()["jobs"]
     assert [j["taskId"] for j in in_pool] == [high, also_high, low]
     assert user.get("/api/v1/queue", params={"pool": "nope"}).status_code == 404
+    # The Tasks view's countdown: none for commands, nor for a notebook not yet ready.
+    assert {c["idleDeadline"] for c in user.get("/api/v1/commands").json()["commands"]} == {None}
+    assert user.post("/api/v1/notebooks", json={}).status_code == 200
+    (notebook,) = user.get("/api/v1/notebooks").json()["notebooks"]
+    assert notebook["idleDeadline"] is None and notebook["username"] == USER
     assert httpx.get(f"{master.url}/api/v1/queue").status_code == 401
 
 

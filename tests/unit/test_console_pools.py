@@ -103,3 +103,50 @@ def test_queue_reasons(
     slots: int, ahead: int, pool: PoolView | None, scheduler: str | None, expected: str
 ) -> None:
     assert queue_reason(slots, ahead, pool, scheduler) == expected
+
+
+# ---- a service's idle deadline (master/api/services.py) ------------------------------------------
+
+
+class Hub:
+    def __init__(self, last: datetime | None, tunnel: bool = False) -> None:
+        self.last_activity = {"nb": last} if last is not None else {}
+        self.tunnel = tunnel
+
+    def has_open_tunnel(self, task_id: str) -> bool:
+        return self.tunnel
+
+
+def service(ready: bool = True) -> Any:
+    from master.scheduler.state import Allocation, AllocationState
+
+    return Allocation(
+        id="nb.1",
+        task_id="nb",
+        task_type="NOTEBOOK",
+        owner="alice",
+        pool="default",
+        slots=0,
+        priority=42,
+        submitted_at=NOW,
+        argv=[],
+        env={},
+        state=AllocationState.RUNNING,
+        service=True,
+        service_ready=ready,
+    )
+
+
+def test_a_ready_service_is_killed_its_idle_timeout_after_its_last_activity() -> None:
+    from master import models
+    from master.api.services import idle_deadline
+
+    task = models.Task(id="nb", config={"idle_timeout": "30m"})
+    last = NOW - timedelta(minutes=5)
+    assert idle_deadline(task, service(), Hub(last)) == last + timedelta(minutes=30)  # type: ignore[arg-type]
+    assert idle_deadline(task, service(ready=False), Hub(last)) is None  # type: ignore[arg-type]
+    assert idle_deadline(task, service(), Hub(last, tunnel=True)) is None  # type: ignore[arg-type]
+    assert idle_deadline(task, service(), Hub(None)) is None  # type: ignore[arg-type]
+    assert idle_deadline(task, None, Hub(last)) is None  # type: ignore[arg-type]
+    off = models.Task(id="nb", config={"idle_timeout": "off"})
+    assert idle_deadline(off, service(), Hub(last)) is None  # type: ignore[arg-type]
