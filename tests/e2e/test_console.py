@@ -188,7 +188,7 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
 
         # The agent is launched for the trial, the trial starts and reports: the chart's points
         # arrive and keep arriving, without a reload.
-        chart = 'figure[data-testid^="chart-"]'
+        chart = 'figure[data-testid^="chart-training-"], figure[data-testid^="chart-validation-"]'
         first = wait_for_growth(page, chart, "data-points", 0, seconds=120)
         chart_id = page.get_attribute(chart, "data-testid")
         selector = f'figure[data-testid="{chart_id}"]'
