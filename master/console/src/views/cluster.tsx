@@ -183,9 +183,14 @@ function PoolCard({ pool, agents }: { pool: Pool; agents: Agent[] }) {
             </p>
           )}
           {p.fallback?.active && (
-            <p class="warn-text">
+            <p class="warn-text" data-testid="pool-fallback">
               <span aria-hidden="true">↘ </span>Falling back to on-demand
               {p.fallback.reason ? `: ${p.fallback.reason}` : ""}
+            </p>
+          )}
+          {p.fallback && !p.fallback.active && p.fallback.reason && (
+            <p class="warn-text" data-testid="pool-fallback">
+              <span aria-hidden="true">⚠ </span>Spot: {p.fallback.reason}
             </p>
           )}
           {p.backoffs.length > 0 && (
