@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Connection, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from master import auth, models
@@ -50,11 +51,11 @@ CACHE_POINTS = 5_000_000
 
 @dataclass
 class Series:
-    """One metric of one (trial, group): points in the order they were reported."""
+    """One metric of one (trial, group), in compact arrays (8 bytes a number)."""
 
-    ids: list[int] = field(default_factory=list)  # the metrics row of each point, ascending
-    xs: list[int] = field(default_factory=list)  # batches
-    ys: list[float] = field(default_factory=list)
+    ids: array[int] = field(default_factory=lambda: array("q"))  # metrics rows, ascending
+    xs: array[int] = field(default_factory=lambda: array("q"))  # batches
+    ys: array[float] = field(default_factory=lambda: array("d"))
     in_x_order: bool = True  # False once a report went back in batches (a restarted run)
 
     def append(self, row_id: int, x: int, y: float) -> None:
@@ -64,10 +65,21 @@ class Series:
         self.xs.append(x)
         self.ys.append(y)
 
+    def sort_by_id(self) -> None:
+        """Put points read in batches order back in row order (only a restarted run's
+        reports differ), so :meth:`since` can bisect the ids."""
+        if all(a < b for a, b in zip(self.ids, self.ids[1:], strict=False)):
+            return
+        order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
+        self.ids = array("q", (self.ids[i] for i in order))
+        self.xs = array("q", (self.xs[i] for i in order))
+        self.ys = array("d", (self.ys[i] for i in order))
+        self.in_x_order = all(a <= b for a, b in zip(self.xs, self.xs[1:], strict=False))
+
     def since(self, after: int) -> tuple[list[int], list[float]]:
         """The points of rows after ``after``, sorted by batches (stable: reported order)."""
         start = bisect_right(self.ids, after)
-        xs, ys = self.xs[start:], self.ys[start:]
+        xs, ys = self.xs[start:].tolist(), self.ys[start:].tolist()
         if self.in_x_order or len(xs) < 2:
             return xs, ys
         order = sorted(range(len(xs)), key=xs.__getitem__)
@@ -76,8 +88,10 @@ class Series:
 
 @dataclass
 class TrialGroup:
-    """Every series of one (trial, group), read up to metrics row ``last_id``."""
+    """Every series of one (trial, group): every metrics row up to ``checked`` has been read
+    (the newest row id in the table when it was read), the newest of its own is ``last_id``."""
 
+    checked: int = 0
     last_id: int = 0
     series: dict[str, Series] = field(default_factory=dict)
 
@@ -85,13 +99,44 @@ class TrialGroup:
     def points(self) -> int:
         return sum(len(s.ids) for s in self.series.values())
 
+    def add(self, row_id: int, batches: int, values: Any) -> None:
+        """One metrics row: its finite numbers (not booleans, strings, NaN or infinities)."""
+        if row_id > self.last_id:
+            self.last_id = row_id
+        if not isinstance(values, dict):
+            return
+        series = self.series
+        for name, value in values.items():
+            kind = type(value)
+            if kind is float:
+                if value != value or value in (math.inf, -math.inf):
+                    continue
+            elif kind is int:
+                value = float(value)
+            else:
+                continue
+            found = series.get(name)
+            if found is None:
+                found = series[name] = Series()
+            found.append(row_id, batches, value)
 
-def _number(value: Any) -> float | None:
-    """A chartable value: a finite int or float (booleans, strings, NaN and infinities are not)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+
+ROW_CHUNK = 20_000  # metrics rows decoded at a time (one json.loads for the chunk)
+
+
+def _decoded(texts: list[str | None]) -> list[Any]:
+    """Each row's JSON text decoded; one call for all of them, row by row only if one is bad."""
+    try:
+        found: list[Any] = json.loads("[" + ",".join(t or "null" for t in texts) + "]")
+        return found
+    except ValueError:
+        decoded = []
+        for text in texts:
+            try:
+                decoded.append(json.loads(text) if text else None)
+            except ValueError:
+                decoded.append(None)
+        return decoded
 
 
 class SeriesCache:
@@ -108,47 +153,75 @@ class SeriesCache:
         self, session: Session, trial_ids: list[int]
     ) -> tuple[dict[tuple[int, str], TrialGroup], int]:
         """Bring the series of ``trial_ids`` (both groups) up to date; returns them and the
-        newest metrics row id they include (0 if none)."""
+        newest metrics row id read (the cursor for the next incremental read)."""
         with self._lock:
             entries = {
                 (trial_id, group): self._entries.setdefault((trial_id, group), TrialGroup())
                 for trial_id in trial_ids
                 for group in GROUPS
             }
+            table = models.TrialMetrics
+            connection = session.connection()
+            newest = int(connection.execute(select(func.max(table.id))).scalar() or 0)
             if trial_ids:
-                self._load(session, trial_ids, entries)
+                self._load(connection, entries, newest)
             for key in entries:
                 self._entries.move_to_end(key)
             self._evict(keep=set(entries))
-            cursor = max((e.last_id for e in entries.values()), default=0)
-            return entries, cursor
+            return entries, newest
 
     def _load(
-        self, session: Session, trial_ids: list[int], entries: dict[tuple[int, str], TrialGroup]
+        self, connection: Connection, entries: dict[tuple[int, str], TrialGroup], newest: int
     ) -> None:
+        """Read what is new up to row ``newest``: every row of trials never read (by the
+        trial index, in batches order), and the rows after the oldest ``checked`` of the
+        others (by the primary key: only what was reported since)."""
         table = models.TrialMetrics
-        oldest = min(e.last_id for e in entries.values())
-        values = cast(table.metrics, Text)  # decoded here, not by the driver
-        rows = session.execute(
-            select(table.id, table.trial_id, table.group, table.steps_completed, values)
-            .where(table.id > oldest, table.trial_id.in_(trial_ids), table.group.in_(GROUPS))
-            .order_by(table.id)
-        )
-        for row_id, trial_id, group, batches, text in rows:
-            entry = entries[(trial_id, group)]
-            if row_id <= entry.last_id:
-                continue
-            entry.last_id = row_id
-            try:
-                values = json.loads(text) if text else {}
-            except ValueError:
-                continue
-            if not isinstance(values, dict):
-                continue
-            for name, value in values.items():
-                number = _number(value)
-                if number is not None:
-                    entry.series.setdefault(name, Series()).append(row_id, batches, number)
+        columns = (table.id, table.trial_id, table.group, table.steps_completed)
+        text = cast(table.metrics, Text)  # decoded here, in bulk, not row by row by the driver
+        cold = sorted({trial for (trial, _), e in entries.items() if e.checked == 0})
+        warm = [e.checked for e in entries.values() if e.checked != 0]
+        touched: set[tuple[int, str]] = set()
+        if cold:
+            query = (
+                select(*columns, text)
+                .where(table.trial_id.in_(cold), table.group.in_(GROUPS), table.id <= newest)
+                .order_by(table.trial_id, table.group, table.steps_completed)
+            )
+            self._ingest(connection.execute(query), entries, touched, cold_only=True)
+        if warm and min(warm) < newest:
+            query = (
+                select(*columns, text)
+                .where(table.id > min(warm), table.id <= newest)
+                .order_by(table.id)
+            )
+            self._ingest(connection.execute(query), entries, touched, cold_only=False)
+        for key in touched:
+            for series in entries[key].series.values():
+                series.sort_by_id()
+        for entry in entries.values():
+            entry.checked = max(entry.checked, newest)
+
+    @staticmethod
+    def _ingest(
+        rows: Any,
+        entries: dict[tuple[int, str], TrialGroup],
+        touched: set[tuple[int, str]],
+        cold_only: bool,
+    ) -> None:
+        while chunk := rows.fetchmany(ROW_CHUNK):
+            for (row_id, trial_id, group, batches, _), values in zip(
+                chunk, _decoded([row[4] for row in chunk]), strict=True
+            ):
+                key = (trial_id, group)
+                entry = entries.get(key)
+                if entry is None or (entry.checked == 0) != cold_only:
+                    continue  # another trial's row, or one a cold read brings
+                if row_id <= entry.checked:
+                    continue
+                entry.add(row_id, batches, values)
+                if cold_only:
+                    touched.add(key)
 
     def _evict(self, keep: set[tuple[int, str]]) -> None:
         total = sum(e.points for e in self._entries.values())
@@ -166,6 +239,12 @@ def _cache(request: Request) -> SeriesCache:
     if cache is None:
         cache = request.app.state.metric_series = SeriesCache()
     return cache
+
+
+def _pairs(xs: list[int], ys: list[float], kept: list[int]) -> list[tuple[int, float]]:
+    """``[(xs[i], ys[i]) for i in kept]`` built in C (tuples encode as JSON arrays): a reply
+    can carry 100,000 points."""
+    return list(zip(map(xs.__getitem__, kept), map(ys.__getitem__, kept), strict=True))
 
 
 def series_reply(
@@ -197,7 +276,7 @@ def series_reply(
                     "trialId": trial_id,
                     "group": group,
                     "name": name,
-                    "points": [[xs[i], ys[i]] for i in kept],
+                    "points": _pairs(xs, ys, kept),
                     "total": len(xs),
                     "downsampled": len(kept) < len(xs),
                 }
