@@ -66,14 +66,14 @@ class Series:
         self.ys.append(y)
 
     def sort_by_id(self) -> None:
-        """Put points read in batches order back in row order (only a restarted run's
-        reports differ), so :meth:`since` can bisect the ids."""
-        if all(a < b for a, b in zip(self.ids, self.ids[1:], strict=False)):
-            return
-        order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
-        self.ids = array("q", (self.ids[i] for i in order))
-        self.xs = array("q", (self.xs[i] for i in order))
-        self.ys = array("d", (self.ys[i] for i in order))
+        """After points were appended without checks (:meth:`TrialGroup.add` of a first read,
+        in batches order): put them in row order (only a restarted run's reports differ), so
+        :meth:`since` can bisect the ids, and note whether that is batches order too."""
+        if any(a > b for a, b in zip(self.ids, self.ids[1:], strict=False)):
+            order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
+            self.ids = array("q", (self.ids[i] for i in order))
+            self.xs = array("q", (self.xs[i] for i in order))
+            self.ys = array("d", (self.ys[i] for i in order))
         self.in_x_order = all(a <= b for a, b in zip(self.xs, self.xs[1:], strict=False))
 
     def since(self, after: int) -> tuple[list[int], list[float]]:
@@ -99,28 +99,36 @@ class TrialGroup:
     def points(self) -> int:
         return sum(len(s.ids) for s in self.series.values())
 
-    def add(self, row_id: int, batches: int, values: Any) -> None:
-        """One metrics row: its finite numbers (not booleans, strings, NaN or infinities)."""
+    def add(self, row_id: int, batches: int, values: Any, checked: bool = True) -> None:
+        """One metrics row: its finite numbers (not booleans, strings, NaN or infinities).
+        ``checked=False`` (a first read, thousands of rows) appends without keeping
+        ``in_x_order``: call :meth:`Series.sort_by_id` on every series afterwards."""
         if row_id > self.last_id:
             self.last_id = row_id
-        if not isinstance(values, dict):
+        if type(values) is not dict:
             return
         series = self.series
         for name, value in values.items():
             kind = type(value)
             if kind is float:
-                if value != value or value in (math.inf, -math.inf):
+                if not -math.inf < value < math.inf:  # also False for NaN
                     continue
-            elif kind is int:
+            elif kind is int and -FLOAT_MAX <= value <= FLOAT_MAX:
                 value = float(value)
             else:
                 continue
             found = series.get(name)
             if found is None:
                 found = series[name] = Series()
-            found.append(row_id, batches, value)
+            if checked:
+                found.append(row_id, batches, value)
+            else:
+                found.ids.append(row_id)
+                found.xs.append(batches)
+                found.ys.append(value)
 
 
+FLOAT_MAX = 1.7976931348623157e308
 ROW_CHUNK = 20_000  # metrics rows decoded at a time (one json.loads for the chunk)
 
 
@@ -219,7 +227,7 @@ class SeriesCache:
                     continue  # another trial's row, or one a cold read brings
                 if row_id <= entry.checked:
                     continue
-                entry.add(row_id, batches, values)
+                entry.add(row_id, batches, values, checked=not cold_only)
                 if cold_only:
                     touched.add(key)
 
