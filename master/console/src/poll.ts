@@ -9,8 +9,17 @@ export interface Poll<T> {
 }
 
 /**
+ * The wait before the next poll: `intervalMs`, or as long as the last call took when that was
+ * longer, so a slow master is never kept busy by one open page more than half the time.
+ */
+export function nextDelay(intervalMs: number, lastCallMs: number): number {
+  return Math.max(intervalMs, lastCallMs);
+}
+
+/**
  * Calls `fn` now and then every `intervalMs` after the previous call settles (never two at
- * once), while the tab is visible; a hidden tab stops polling and a visible one fetches at once.
+ * once; see nextDelay), while the tab is visible; a hidden tab stops polling and a visible one
+ * fetches at once.
  * `deps` restart it (a new id, a new filter). The last good data stays while an error shows.
  */
 export function usePoll<T>(
@@ -33,16 +42,18 @@ export function usePoll<T>(
     setError(undefined);
     setLoading(true);
 
+    let lastCallMs = 0;
     const schedule = () => {
       if (stopped || document.hidden) return;
       clearTimeout(timer);
-      timer = setTimeout(tick, intervalMs);
+      timer = setTimeout(tick, nextDelay(intervalMs, lastCallMs));
     };
     const tick = async () => {
       clearTimeout(timer);
       if (stopped || inFlight) return;
       const controller = new AbortController();
       inFlight = controller;
+      const began = performance.now();
       try {
         const value = await fnRef.current(controller.signal);
         if (stopped) return;
@@ -53,6 +64,7 @@ export function usePoll<T>(
         setError(err instanceof Error ? err : new Error(String(err)));
       } finally {
         if (inFlight === controller) inFlight = undefined;
+        lastCallMs = performance.now() - began;
         if (!stopped) {
           setLoading(false);
           schedule();

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { getJson, qs } from "./api";
+import { nextDelay } from "./poll";
 import type { MetricGroup, SeriesLine, SeriesReply } from "./types";
 
 // Learning curves kept in the browser and grown incrementally: the first request brings every
@@ -166,6 +167,8 @@ export function useSeries(
       if (stopped || controller) return;
       controller = new AbortController();
       const incremental = cursor !== undefined;
+      const began = performance.now();
+      let tookMs = 0;
       try {
         const reply = await getJson<SeriesReply>(
           `${base}/metrics/series${qs({ name: [...names], maxPoints, after: cursor })}`,
@@ -188,7 +191,8 @@ export function useSeries(
         setState((s) => ({ ...s, error: err instanceof Error ? err : new Error(String(err)) }));
       } finally {
         controller = undefined;
-        if (!stopped && !document.hidden) timer = setTimeout(tick, intervalMs);
+        tookMs = performance.now() - began;
+        if (!stopped && !document.hidden) timer = setTimeout(tick, nextDelay(intervalMs, tookMs));
       }
     };
     const onVisibility = () => {
