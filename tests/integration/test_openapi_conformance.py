@@ -67,6 +67,8 @@ KNOWN_STATUS = {
     # Only the trial's own task token may ask; users get 403.
     "GET /api/v1/trials/{trial_id}/searcher/operation": 403,
 }
+# Admin-only reads: the ordinary user gets 403 (the admin 200).
+ADMIN_ONLY = {"GET /api/v1/instances", "GET /api/v1/scale-events"}
 # Operations the generator must not call, and why.
 NOT_CALLED = {
     # Ends the very session the rest of the run authenticates with.
@@ -302,10 +304,16 @@ def _known_case(operation: Any, known: dict[str, str]) -> Any:
 
 
 def _check_known(
-    operation: Any, case: Any, base_url: str, session: requests.Session, failures: list[str]
+    operation: Any,
+    case: Any,
+    base_url: str,
+    session: requests.Session,
+    failures: list[str],
+    admin: bool,
 ) -> None:
-    """A ``GET`` of objects that exist: 200 (or the status ``KNOWN_STATUS`` names), the
-    checks, and for NDJSON every line against the documented line schema."""
+    """A ``GET`` of objects that exist: 200 (or the status ``KNOWN_STATUS`` names; 403 for
+    the ordinary user on ``ADMIN_ONLY`` reads), the checks, and for NDJSON every line against
+    the documented line schema."""
     label = _operation_label(operation)
     try:
         response = case.call_and_validate(
@@ -314,7 +322,7 @@ def _check_known(
     except (Exception, FailureGroup) as exc:
         failures.append(f"{label} (known ids): {exc}")
         return
-    expected = KNOWN_STATUS.get(label, 200)
+    expected = 403 if label in ADMIN_ONLY and not admin else KNOWN_STATUS.get(label, 200)
     if response.status_code != expected:
         failures.append(f"{label} (known ids): {response.status_code}, not {expected}")
         return
@@ -348,7 +356,7 @@ def test_every_operation_conforms_to_the_schema(master: Master, db_url: str) -> 
             _run_operation(operation, master.url, session, failures)
             case = _known_case(operation, known)
             if case is not None and operation.method.upper() == "GET":
-                _check_known(operation, case, master.url, session, failures)
+                _check_known(operation, case, master.url, session, failures, api is admin)
     # The master still answers, and the ordinary user was never locked out.
     assert httpx.get(f"{master.url}/info", timeout=5).status_code == 200
     assert ordinary.get("/api/v1/me").status_code == 200
