@@ -35,6 +35,8 @@ export interface HparamPlot {
   line: ChartLine;
   /** Distinct values seen (a constant hyperparameter has 1). */
   distinct: number;
+  /** The value of the first trial that has one (the value, when constant). */
+  first: unknown;
 }
 
 export function hparamPlots(
@@ -46,19 +48,20 @@ export function hparamPlots(
     const values = flat.map((t) => t.hp[name]).filter((v) => v !== undefined);
     const numeric = values.length > 0 && values.every(isNumber);
     const distinct = new Set(values.map((v) => JSON.stringify(v))).size;
+    const first = values[0];
     const scored = flat.filter((t) => t.hp[name] !== undefined && isNumber(t.metric));
     if (numeric) {
       const points = scored
         .map((t) => [t.hp[name] as number, t.metric as number] as [number, number])
         .sort((a, b) => a[0] - b[0]);
-      return { name, numeric, distinct, line: { label: "trials", points } };
+      return { name, numeric, distinct, first, line: { label: "trials", points } };
     }
     const text = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v));
     const categories = [...new Set(values.map(text))].sort();
     const points = scored
       .map((t) => [categories.indexOf(text(t.hp[name])) + jitter(t.id), t.metric as number] as [number, number])
       .sort((a, b) => a[0] - b[0]);
-    return { name, numeric, distinct, categories, line: { label: "trials", points } };
+    return { name, numeric, distinct, first, categories, line: { label: "trials", points } };
   });
 }
 

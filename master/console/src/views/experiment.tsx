@@ -65,6 +65,9 @@ export function ExperimentView({ params }: RouteProps) {
     [trials.data],
   );
 
+  const varying = hp.filter((plot) => plot.distinct > 1);
+  const constant = hp.filter((plot) => plot.distinct <= 1);
+
   if (!Number.isInteger(id) || id <= 0) {
     return (
       <section data-testid="view-experiment">
@@ -219,40 +222,46 @@ export function ExperimentView({ params }: RouteProps) {
       />
 
       <h2>Hyperparameters</h2>
-      {hp.length === 0 ? (
-        <p class="muted">No hyperparameters.</p>
-      ) : (
+      {hp.length === 0 && <p class="muted">No hyperparameters.</p>}
+      {varying.length > 0 && (
         <>
           <p class="muted">
-            Each hyperparameter's value in every trial against the trial's best {searcherMetric || "searcher metric"}.
+            Each hyperparameter's value in every trial against the trial's best{" "}
+            {searcherMetric || "searcher metric"}.
           </p>
           <div class="charts">
-            {hp.map((plot) =>
-              plot.distinct < 2 ? (
-                <figure class="chart chart-constant" key={plot.name}>
-                  <figcaption>
-                    <strong>{plot.name}</strong>
-                    <span class="muted"> · the same in every trial</span>
-                  </figcaption>
-                </figure>
-              ) : (
-                <Chart
-                  key={plot.name}
-                  testid={`chart-hparam-${plot.name}`}
-                  title={plot.name}
-                  kind="scatter"
-                  unit="trial"
-                  xLabel={plot.name}
-                  yLabel={searcherMetric}
-                  xCategories={plot.categories}
-                  xLog={plot.numeric && isLogHparam(e.hyperparameters, plot.name)}
-                  lines={[plot.line]}
-                  height={200}
-                />
-              ),
-            )}
+            {varying.map((plot) => (
+              <Chart
+                key={plot.name}
+                testid={`chart-hparam-${plot.name}`}
+                title={plot.name}
+                kind="scatter"
+                unit="trial"
+                xLabel={plot.name}
+                yLabel={searcherMetric}
+                xCategories={plot.categories}
+                xLog={plot.numeric && isLogHparam(e.hyperparameters, plot.name)}
+                lines={[plot.line]}
+                height={200}
+              />
+            ))}
           </div>
         </>
+      )}
+      {constant.length > 0 && (
+        <p class="constants">
+          <span class="muted">
+            {trialList.length > 1 ? "The same in every trial: " : "Values: "}
+          </span>
+          {constant.map((plot, i) => (
+            <span key={plot.name}>
+              {i > 0 && ", "}
+              <code>
+                {plot.name} = {typeof plot.first === "string" ? plot.first : JSON.stringify(plot.first)}
+              </code>
+            </span>
+          ))}
+        </p>
       )}
 
       <h2>Configuration</h2>
