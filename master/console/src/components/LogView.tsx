@@ -1,4 +1,4 @@
-import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatTime } from "../format";
 import { findMatches, streamLogs, type LogLine } from "../logs";
 import { ErrorBox } from "./ErrorBox";
@@ -80,7 +80,11 @@ export function LogView({ path, live, testid }: { path: string; live: boolean; t
     };
   }, [path]);
 
-  const shown = query ? lines.filter((l) => findMatches(l.message, query).length > 0) : lines;
+  // The page around re-renders every second (clocks): filter only when lines or query change.
+  const shown = useMemo(
+    () => (query ? lines.filter((l) => findMatches(l.message, query).length > 0) : lines),
+    [lines, query],
+  );
   const visible = shown.length > SHOWN ? shown.slice(-SHOWN) : shown;
 
   const jumpToEnd = () => {
