@@ -85,7 +85,21 @@ export function LogView({ path, live, testid }: { path: string; live: boolean; t
     () => (query ? lines.filter((l) => findMatches(l.message, query).length > 0) : lines),
     [lines, query],
   );
-  const visible = shown.length > SHOWN ? shown.slice(-SHOWN) : shown;
+  const visible = useMemo(() => (shown.length > SHOWN ? shown.slice(-SHOWN) : shown), [shown]);
+
+  const rendered = useMemo(
+    () =>
+      visible.map((line) => (
+          <div
+            key={line.id}
+            class={line.level === "ERROR" || line.level === "CRITICAL" ? "log-line log-error" : "log-line"}
+            title={line.timestamp ? `${formatTime(line.timestamp)} · ${line.level}` : line.level}
+          >
+            <Highlighted text={line.message} query={query} />
+          </div>
+        )),
+    [visible, query],
+  );
 
   const jumpToEnd = () => {
     const el = pre.current;
@@ -135,16 +149,9 @@ export function LogView({ path, live, testid }: { path: string; live: boolean; t
           if (follow && !atEnd) setFollow(false);
         }}
       >
-        {visible.map((line) => (
-          <div
-            key={line.id}
-            class={line.level === "ERROR" || line.level === "CRITICAL" ? "log-line log-error" : "log-line"}
-            title={line.timestamp ? `${formatTime(line.timestamp)} · ${line.level}` : line.level}
-          >
-            <Highlighted text={line.message} query={query} />
-          </div>
-        ))}
+        {rendered}
         {lines.length === 0 && <span class="muted">{streaming ? "Waiting for the first line…" : "No logs."}</span>}
+        {lines.length > 0 && shown.length === 0 && <span class="muted">No line contains “{query}”.</span>}
       </pre>
     </div>
   );
