@@ -21,14 +21,21 @@ In Debian's headless ``chromium`` (Playwright), signed in as ``determined``:
   the time from its commit to the chart's ``data-points`` growing (the page polls every second
   with the series' ``after`` cursor). Repeated ``--rounds`` times at random moments.
 
-Prints a Markdown table. Targets (issue 11): a drawn chart ≤ 1 s, a new report on the chart
-≤ 2 s; measured, not asserted.
+Before the browser, the endpoints the page polls are timed once each with a bearer token, the
+first call (the series cache empty) and a second one: the experiment, its trials (with best and
+latest validation metrics), the training and validation series. Then the master is restarted,
+so the browser's first load (*cold*) finds the cache empty again.
+
+Prints Markdown tables. A wait longer than its limit is printed as such, not as a number.
+Targets (issue 11): a drawn chart ≤ 1 s, a new report on the chart ≤ 2 s; measured, not
+asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import sqlite3
@@ -41,6 +48,7 @@ from typing import Any
 
 import yaml
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from cli.context import pack_context
 from tests.integration.cluster import Api, Master, wait_for
@@ -51,6 +59,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_pytorch"
 CHART = 'figure[data-testid^="chart-training-"], figure[data-testid^="chart-validation-"]'
 # How SQLAlchemy's SQLite dialect stores a DateTime (UTC, see master.models.UTCDateTime).
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+NEW_POINT_LIMIT = 60.0  # seconds a new report may take to reach the open chart
 
 
 def create_experiment(api: Api, trials: int, points: int) -> int:
@@ -93,6 +102,28 @@ INSERT = (
 def insert(db: Path, rows: list[tuple[Any, ...]]) -> None:
     with sqlite3.connect(db, timeout=30) as connection:
         connection.executemany(INSERT, rows)
+
+
+def time_api(api: Api, experiment_id: int, trial_id: int) -> list[tuple[str, float, int]]:
+    """(what, seconds, bytes) for each endpoint the experiment page polls, twice."""
+    series = f"/api/v1/experiments/{experiment_id}/metrics/series"
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("training series (cold)", series, {"group": "training", "name": "loss"}),
+        ("training series (warm)", series, {"group": "training", "name": "loss"}),
+        ("validation series", series, {"group": "validation", "name": "validation_loss"}),
+        ("experiment", f"/api/v1/experiments/{experiment_id}", {}),
+        ("experiment (again)", f"/api/v1/experiments/{experiment_id}", {}),
+        ("trials", f"/api/v1/experiments/{experiment_id}/trials", {"limit": 0}),
+        ("trials (again)", f"/api/v1/experiments/{experiment_id}/trials", {"limit": 0}),
+        ("one trial", f"/api/v1/trials/{trial_id}", {}),
+    ]
+    timings = []
+    for what, path, params in calls:
+        start = time.perf_counter()
+        response = api.http.get(path, params=params, timeout=600)
+        response.raise_for_status()
+        timings.append((what, time.perf_counter() - start, len(response.content)))
+    return timings
 
 
 def points_drawn(page: Page, selector: str) -> int:
@@ -156,6 +187,15 @@ def main() -> None:
                 f"({3 * len(trial_ids) * args.points:,} values) in "
                 f"{time.perf_counter() - began:.0f} s"
             )
+            timings = time_api(api, experiment_id, trial_ids[0])
+            print()
+            print("| API, one request (bearer token) | time | reply |")
+            print("|---|--:|--:|")
+            for what, seconds, size in timings:
+                print(f"| {what} | {seconds * 1000:,.0f} ms | {size / 1024:,.0f} KB |")
+            # A fresh master, so the page's first load finds the series cache empty.
+            master.stop()
+            master.start()
             results = measure(master, db, experiment_id, trial_ids[0], args, chromium)
         finally:
             master.stop()
@@ -166,8 +206,14 @@ def main() -> None:
         if label.startswith("points"):
             print(f"| {label} | {values[0]:,.0f} | |")
             continue
+        done = [v for v in values if v != math.inf]
+        if not done:
+            print(f"| {label} | > {NEW_POINT_LIMIT:.0f} s ({len(values)} of {len(values)}) | |")
+            continue
         median, worst = statistics.median(values) * 1000, max(values) * 1000
-        print(f"| {label} | {median:.0f} ms | {worst:.0f} ms |")
+        late = f" ({len(values) - len(done)} of {len(values)} > {NEW_POINT_LIMIT:.0f} s)"
+        shown_worst = f"{worst:.0f} ms" if len(done) == len(values) else late.strip()
+        print(f"| {label} | {median:,.0f} ms | {shown_worst} |")
 
 
 def measure(
@@ -208,12 +254,15 @@ def measure(
             step += 1
             insert(db, metric_rows(trial_id, step, step, datetime.now(UTC)))
             committed = time.perf_counter()
-            page.wait_for_function(
-                f"""() => Number(document.querySelector('{selector}')
-                    ?.getAttribute("data-points")) > {before}""",
-                timeout=30_000,
-            )
-            appended.append(time.perf_counter() - committed)
+            try:
+                page.wait_for_function(
+                    f"""() => Number(document.querySelector('{selector}')
+                        ?.getAttribute("data-points")) > {before}""",
+                    timeout=NEW_POINT_LIMIT * 1000,
+                )
+                appended.append(time.perf_counter() - committed)
+            except PlaywrightTimeout:
+                appended.append(math.inf)
         results["new report: to its point on the open chart"] = appended
         browser.close()
     return results
