@@ -80,7 +80,7 @@ export function Table<R>(props: Props<R>) {
                   aria-sort={ariaSort}
                   title={c.title}
                 >
-                  {c.sortValue || props.onSort ? (
+                  {c.sortValue ? (
                     <button type="button" class="sort" onClick={() => clickSort(c.key)}>
                       {c.label}
                       <span aria-hidden="true" class="sort-mark">
