@@ -1,4 +1,4 @@
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { formatMetric, plural } from "../format";
@@ -100,6 +100,44 @@ function toData(lines: ChartLine[], logScale: boolean): uPlot.AlignedData {
   return data as uPlot.AlignedData;
 }
 
+/** The index of the x in sorted `xs` closest to `x`. */
+function closestIndex(xs: number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < x) lo = mid;
+    else hi = mid;
+  }
+  return Math.abs(xs[lo] - x) <= Math.abs(xs[hi] - x) ? lo : hi;
+}
+
+/** The drawn point nearest the cursor (CSS pixels), within `radius`; null if none. */
+function nearestPoint(u: uPlot, radius: number): { si: number; i: number; left: number; top: number } | null {
+  const { left, top } = u.cursor;
+  if (left === undefined || top === undefined || left < 0 || top < 0) return null;
+  const x = u.posToVal(left, "x");
+  let best: { si: number; i: number; left: number; top: number } | null = null;
+  let bestDist = radius;
+  for (let si = 1; si < u.series.length; si++) {
+    if (!u.series[si].show) continue;
+    const [xs, ys] = u.data[si] as unknown as Faceted;
+    if (!xs || xs.length === 0) continue;
+    const at = closestIndex(xs, x);
+    for (const i of [at - 1, at, at + 1]) {
+      if (i < 0 || i >= xs.length) continue;
+      const px = u.valToPos(xs[i], "x");
+      const py = u.valToPos(ys[i], "y");
+      const dist = Math.hypot(px - left, py - top);
+      if (dist < bestDist) {
+        bestDist = dist;
+        best = { si, i, left: px, top: py };
+      }
+    }
+  }
+  return best;
+}
+
 /**
  * A uPlot chart in a <figure data-testid=… data-points=N> (N: points drawn, all series).
  * The plot is rebuilt when the set of series, the scale or the kind changes; otherwise new
@@ -115,6 +153,11 @@ export function Chart(props: Props) {
   }`;
   const shapeRef = useRef("");
   const drawn = useRef<readonly ChartLine[]>([]);
+  const tip = useRef<HTMLDivElement>(null);
+  const zoomed = useRef(false);
+  const [hidden, setHidden] = useState<ReadonlySet<string>>(new Set());
+  const hiddenRef = useRef(hidden);
+  hiddenRef.current = hidden;
 
   useEffect(() => {
     const el = holder.current;
@@ -123,7 +166,8 @@ export function Chart(props: Props) {
       // Views re-render every second (clocks); redraw only when the points changed.
       if (samePoints(drawn.current, lines)) return;
       drawn.current = lines;
-      plot.current.setData(toData(lines, logScale));
+      // Keep the reader's zoom while points arrive (double-click resets it).
+      plot.current.setData(toData(lines, logScale), !zoomed.current);
       return;
     }
     const data = toData(lines, logScale);
@@ -132,12 +176,48 @@ export function Chart(props: Props) {
     shapeRef.current = shape;
     const categories = props.xCategories;
     const scatter = kind === "scatter";
+    zoomed.current = false;
+    const showTip = (u: uPlot) => {
+      const box = tip.current;
+      if (!box) return;
+      const hit = nearestPoint(u, 40);
+      if (!hit) {
+        box.hidden = true;
+        return;
+      }
+      const [xs, ys] = u.data[hit.si] as unknown as Faceted;
+      const xText = categories
+        ? (categories[Math.round(xs[hit.i])] ?? "")
+        : formatMetric(xs[hit.i]);
+      box.textContent = `${u.series[hit.si].label} · ${props.xLabel} ${xText} · ${
+        props.yLabel ?? "value"
+      } ${formatMetric(ys[hit.i])}`;
+      box.hidden = false;
+      const plotLeft = u.over.offsetLeft;
+      const plotTop = u.over.offsetTop;
+      box.style.left = `${Math.min(plotLeft + hit.left + 8, u.width - box.offsetWidth - 4)}px`;
+      box.style.top = `${plotTop + hit.top + 10}px`;
+    };
     const opts: uPlot.Options = {
       mode: 2 as uPlot.Mode,
       width: Math.max(200, el.clientWidth),
       height,
       legend: { show: false },
       cursor: { drag: { x: true, y: false, setScale: true }, points: { show: false } },
+      hooks: {
+        setCursor: [showTip],
+        setSelect: [
+          (u: uPlot) => {
+            if (u.select.width > 0) zoomed.current = true;
+          },
+        ],
+        ready: [
+          (u: uPlot) => {
+            u.over.addEventListener("dblclick", () => (zoomed.current = false));
+            u.over.addEventListener("mouseleave", () => tip.current && (tip.current.hidden = true));
+          },
+        ],
+      },
       scales: {
         x: {
           time: false,
@@ -173,6 +253,7 @@ export function Chart(props: Props) {
         {},
         ...lines.map((line, i) => ({
           label: line.label,
+          show: !hiddenRef.current.has(line.label),
           stroke: seriesColor(i),
           fill: scatter ? seriesColor(i) : undefined,
           width: scatter ? 1 : 1.5,
@@ -206,7 +287,15 @@ export function Chart(props: Props) {
     [],
   );
 
-  const points = pointCount(lines, logScale);
+  const toggle = (label: string, index: number) => {
+    const next = new Set(hidden);
+    if (next.has(label)) next.delete(label);
+    else next.add(label);
+    setHidden(next);
+    plot.current?.setSeries(index + 1, { show: !next.has(label) });
+  };
+  const shown = hidden.size ? lines.filter((l) => !hidden.has(l.label)) : lines;
+  const points = pointCount(shown, logScale);
   return (
     <figure class="chart" data-testid={props.testid} data-points={points}>
       <figcaption>
@@ -216,13 +305,24 @@ export function Chart(props: Props) {
           · {plural(points, props.unit ?? "point")}{logScale ? " (values ≤ 0 hidden on a log scale)" : ""}
         </span>
       </figcaption>
-      <div ref={holder} class="chart-plot" />
+      <div class="chart-box">
+        <div ref={holder} class="chart-plot" />
+        <div ref={tip} class="chart-tip" role="status" hidden />
+      </div>
       {lines.length > 1 && (
-        <ul class="legend" aria-label={`${props.title} legend`}>
+        <ul class="legend" aria-label={`${props.title} legend (click to hide or show a line)`}>
           {lines.map((line, i) => (
             <li key={line.label}>
-              <span class="swatch" style={{ background: seriesColor(i) }} aria-hidden="true" />
-              {line.label}
+              <button
+                type="button"
+                class="legend-item"
+                aria-pressed={!hidden.has(line.label)}
+                title={hidden.has(line.label) ? `Show ${line.label}` : `Hide ${line.label}`}
+                onClick={() => toggle(line.label, i)}
+              >
+                <span class="swatch" style={{ background: seriesColor(i) }} aria-hidden="true" />
+                {line.label}
+              </button>
             </li>
           ))}
         </ul>

@@ -188,7 +188,7 @@ export function ExperimentView({ params }: RouteProps) {
           />
           Log scale
         </label>
-        <span class="muted">x: batches · one line per trial</span>
+        <span class="muted">x: batches · one line per trial · drag to zoom, double-click to reset</span>
       </div>
       <ErrorBox error={series.error} what="load the metrics" />
       {!series.loaded && !series.error && <Loading what="the metrics" />}

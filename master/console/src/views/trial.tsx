@@ -150,7 +150,7 @@ export function TrialView({ params }: RouteProps) {
           <input type="checkbox" checked={logScale} onChange={(ev) => setLogScale((ev.target as HTMLInputElement).checked)} />
           Log scale
         </label>
-        <span class="muted">x: batches</span>
+        <span class="muted">x: batches · drag to zoom, double-click to reset</span>
       </div>
       <ErrorBox error={series.error} what="load the metrics" />
       {!series.loaded && !series.error && <Loading what="the metrics" />}
