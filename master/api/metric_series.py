@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -91,10 +92,12 @@ class Series:
 
 @dataclass
 class TrialGroup:
-    """Every series of one (trial, group): every metrics row up to ``checked`` has been read
-    (the newest row id in the table when it was read), the newest of its own is ``last_id``."""
+    """Every series of one (trial, group), once ``loaded``: every metrics row up to ``checked``
+    has been read, and those above it in ``recent``; the newest of its own is ``last_id``."""
 
+    loaded: bool = False
     checked: int = 0
+    recent: set[int] = field(default_factory=set)
     last_id: int = 0
     series: dict[str, Series] = field(default_factory=dict)
 
@@ -133,6 +136,11 @@ class TrialGroup:
 
 FLOAT_MAX = 1.7976931348623157e308
 ROW_CHUNK = 20_000  # metrics rows decoded at a time (one json.loads for the chunk)
+# PostgreSQL hands out ids when rows are inserted, not when they commit: a read may see row 101
+# while row 100, of another trial's report, is still being committed. Rows are read again
+# (and those already seen skipped) until the newest id of a read this long ago, when every
+# report's transaction (one insert and one update) has long committed.
+SETTLE_SECONDS = 10.0
 
 
 def _decoded(texts: list[str | None]) -> list[Any]:
@@ -169,10 +177,24 @@ class SeriesCache:
 
     Thread-safe: requests read it from the database worker threads, one at a time."""
 
-    def __init__(self, max_points: int = CACHE_POINTS) -> None:
+    def __init__(
+        self, max_points: int = CACHE_POINTS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_points = max_points
+        self.clock = clock
         self._entries: OrderedDict[tuple[int, str], TrialGroup] = OrderedDict()
         self._lock = threading.Lock()
+        self._reads: deque[tuple[float, int]] = deque()  # (when, the newest id then)
+
+    def _settled(self, now: float, newest: int) -> int | None:
+        """The newest id of a read at least ``SETTLE_SECONDS`` ago (None if none was)."""
+        self._reads.append((now, newest))
+        settled = None
+        while self._reads and self._reads[0][0] <= now - SETTLE_SECONDS:
+            settled = self._reads.popleft()[1]
+        if settled is not None:
+            self._reads.appendleft((now - SETTLE_SECONDS, settled))  # still the latest settled
+        return settled
 
     def read(
         self, session: Session, trial_ids: list[int]
@@ -188,24 +210,30 @@ class SeriesCache:
             table = models.TrialMetrics
             connection = session.connection()
             newest = int(connection.execute(select(func.max(table.id))).scalar() or 0)
+            settled = self._settled(self.clock(), newest)
             if trial_ids:
-                self._load(connection, entries, newest)
+                self._load(connection, entries, newest, settled)
             for key in entries:
                 self._entries.move_to_end(key)
             self._evict(keep=set(entries))
             return entries, newest
 
     def _load(
-        self, connection: Connection, entries: dict[tuple[int, str], TrialGroup], newest: int
+        self,
+        connection: Connection,
+        entries: dict[tuple[int, str], TrialGroup],
+        newest: int,
+        settled: int | None,
     ) -> None:
         """Read what is new up to row ``newest``: every row of trials never read (by the
-        trial index, in batches order), and the rows after the oldest ``checked`` of the
-        others (by the primary key: only what was reported since)."""
+        trial index, in batches order), and for the others the rows after the oldest
+        ``checked`` (by the primary key: what was reported lately). Then move ``checked`` up
+        to ``settled``."""
         table = models.TrialMetrics
         columns = (table.id, table.trial_id, table.group, table.steps_completed)
         text = cast(table.metrics, Text)  # decoded here, in bulk, not row by row by the driver
-        cold = sorted({trial for (trial, _), e in entries.items() if e.checked == 0})
-        warm = [e.checked for e in entries.values() if e.checked != 0]
+        cold = sorted({trial for (trial, _), e in entries.items() if not e.loaded})
+        warm = [e.checked for e in entries.values() if e.loaded]
         touched: set[tuple[int, str]] = set()
         if cold:
             query = (
@@ -225,7 +253,18 @@ class SeriesCache:
             for series in entries[key].series.values():
                 series.sort_by_id()
         for entry in entries.values():
-            entry.checked = max(entry.checked, newest)
+            if not entry.loaded:
+                # The first read: trusted up to ``newest`` unless an older read settled.
+                entry.loaded = True
+                entry.checked = settled if settled is not None else newest
+                entry.recent = {
+                    row_id
+                    for series in entry.series.values()
+                    for row_id in series.ids[bisect_right(series.ids, entry.checked) :]
+                }
+            elif settled is not None and settled > entry.checked:
+                entry.checked = settled
+                entry.recent = {i for i in entry.recent if i > settled}
 
     @staticmethod
     def _ingest(
@@ -240,13 +279,15 @@ class SeriesCache:
             ):
                 key = (trial_id, group)
                 entry = entries.get(key)
-                if entry is None or (entry.checked == 0) != cold_only:
-                    continue  # another trial's row, or one a cold read brings
-                if row_id <= entry.checked:
+                if entry is None or entry.loaded == cold_only:
+                    continue  # another trial's row, or one a first read brings
+                if row_id <= entry.checked or row_id in entry.recent:
                     continue
+                if cold_only or row_id < entry.last_id:
+                    touched.add(key)  # points to put in row order afterwards
+                if not cold_only:
+                    entry.recent.add(row_id)
                 entry.add(row_id, batches, values, checked=not cold_only)
-                if cold_only:
-                    touched.add(key)
 
     def _evict(self, keep: set[tuple[int, str]]) -> None:
         """Drop least recently read series (never those of this read) while the cache holds

@@ -122,3 +122,38 @@ def test_least_recently_read_series_are_dropped_past_the_bound(database: Databas
         entries, _ = cache.read(session, [1])  # read again, whole
     body = series_reply(entries, 0, ["training"], [], 1000, None)
     assert [s["total"] for s in body["series"]] == [2]
+
+
+def test_a_report_committed_after_a_newer_one_is_not_lost(database: Database) -> None:
+    """PostgreSQL's ids are handed out at insert, so row 8 may commit after row 10 was read."""
+    now = [0.0]
+    cache = SeriesCache(clock=lambda: now[0])
+    report(database, 1, "training", 1, {"loss": 1.0})
+    read(database, cache)
+
+    def row(row_id: int, batches: int) -> None:
+        with database.session() as session:
+            session.add(
+                models.TrialMetrics(
+                    id=row_id,
+                    trial_id=1,
+                    trial_run_id=1,
+                    group="training",
+                    steps_completed=batches,
+                    metrics={"loss": float(batches)},
+                    report_time=NOW,
+                )
+            )
+
+    row(10, 3)
+    now[0] = 1.0
+    assert points(read(database, cache), 1) == [[1, 1.0], [3, 3.0]]
+    row(8, 2)  # committed late
+    now[0] = 2.0
+    assert points(read(database, cache), 1) == [[1, 1.0], [2, 2.0], [3, 3.0]]
+    now[0] = 13.0  # the read at 2 s has settled: nothing is read twice
+    body = read(database, cache)
+    assert points(body, 1) == [[1, 1.0], [2, 2.0], [3, 3.0]]
+    entry = cache._entries[(1, "training")]
+    assert entry.checked == 10 and entry.recent == set()
+    assert points(read(database, cache, after=9), 1) == [[3, 3.0]]
