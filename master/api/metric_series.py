@@ -2,16 +2,18 @@
 learning curves for a chart, downsampled on the server (``master.downsample``).
 
 Every metrics report is a row of ``trial_metrics`` whose values are a JSON object. Decoding a
-million of those rows on every poll of an open chart would take seconds, so the master keeps a
-:class:`SeriesCache` of parsed series per (trial, group): the first request reads the rows (only
-the columns it needs, the JSON as text), later ones read only the rows whose id is above the
-last one seen. The cursor a reply carries is that row id; a client polling with ``after=cursor``
-gets only the points reported since, and appends them.
+million of those rows on every poll of an open chart takes seconds, so the master keeps a
+:class:`SeriesCache` of parsed series per (trial, group): the first request reads a trial's
+rows (only the columns it needs, the JSON as text, decoded in bulk), later ones only the rows
+whose id is above the last ones seen (by the primary key). The cursor a reply carries is the
+newest row id then; a client polling with ``after=cursor`` gets only the points reported since,
+and appends them.
 
-Assumes a trial's reports are committed in id order, as one running trial reports them one
-after the other (its harness waits for each POST). The cache is the master's own memory: it is
-bounded (least recently used series dropped first) and rebuilt from the database after a
-restart.
+On PostgreSQL ids are handed out at insert, so a report may commit after a newer one was read:
+the cache reads rows again until they have settled (``SETTLE_SECONDS``) and keeps them; a
+client's cursor may have passed such a point, which its next full read brings. The cache is
+the master's own memory: bounded (least recently read series dropped first) and rebuilt from
+the database after a restart.
 """
 
 from __future__ import annotations
