@@ -39,6 +39,7 @@ from master.cost import (
     cost_series,
 )
 from master.cost import CostReport as Report
+from master.experiments import views
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
@@ -159,6 +160,17 @@ def experiment_costs(
         if line is not None:
             costs[experiment_id] = round(line.usd, 6)
     return costs
+
+
+def experiments_with_cost(
+    session: Session, rows: Sequence[models.Experiment], now: datetime
+) -> list[dict[str, Any]]:
+    """``views.experiments_json`` with each experiment's ``costUsd`` so far."""
+    found = views.experiments_json(session, rows, now)
+    costs = experiment_costs(session, rows, now)
+    for body in found:
+        body["costUsd"] = costs.get(body["id"], 0.0)
+    return found
 
 
 def _groups(report: Report, group_by: GroupBy, admin: bool, digits: int) -> list[dict[str, Any]]:

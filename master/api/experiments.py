@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,7 +24,7 @@ from sqlalchemy import Select, and_, delete, exists, false, func, select
 from sqlalchemy.orm import Session
 
 from master import auth, models
-from master.api.cost import experiment_costs
+from master.api.cost import experiments_with_cost
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
 from master.api.openapi import documented
@@ -230,20 +228,9 @@ def list_experiments(
             .limit(window.count)
         ).all()
         return {
-            "experiments": _with_cost(session, rows, state.clock()),
+            "experiments": experiments_with_cost(session, rows, state.clock()),
             "pagination": window.pagination,
         }
-
-
-def _with_cost(
-    session: Session, rows: Sequence[models.Experiment], now: datetime
-) -> list[dict[str, Any]]:
-    """``views.experiments_json`` with each experiment's ``costUsd`` so far."""
-    found = views.experiments_json(session, rows, now)
-    costs = experiment_costs(session, rows, now)
-    for body in found:
-        body["costUsd"] = costs.get(body["id"], 0.0)
-    return found
 
 
 def _job_summary(engine: ExperimentEngine, state: MasterState, experiment_id: int) -> Any:
@@ -268,7 +255,7 @@ async def get_experiment(
     def read(session: Session) -> dict[str, Any]:
         row = load_experiment(session, experiment_id)
         return {
-            "experiment": _with_cost(session, [row], state.clock())[0],
+            "experiment": experiments_with_cost(session, [row], state.clock())[0],
             "config": views.public_config(row.config),
         }
 
