@@ -197,7 +197,6 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
         page.get_by_label("Log scale").check()
         expect(page.locator(selector)).to_be_visible()
         page.get_by_label("Log scale").uncheck()
-        shoot(page, "experiment", full_page=True)
 
         trial_id = wait_until(
             "the trial to exist",
@@ -221,6 +220,11 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
         page.get_by_role("searchbox", name="Search logs").fill("validation")
         page.get_by_role("searchbox", name="Search logs").fill("")
         shoot(page, "trial", full_page=True)
+
+        open_view(page, master, f"experiments/{experiment_id}", "experiment")
+        expect(page.locator(selector)).to_be_visible()
+        wait_for_growth(page, selector, "data-points", more - 1, seconds=30)
+        shoot(page, "experiment", full_page=True)
 
         open_view(page, master, "experiments", "experiments")
         expect(page.get_by_test_id(f"experiment-row-{experiment_id}")).to_be_visible()
@@ -403,6 +407,10 @@ def test_the_cost_page_totals_equal_the_api(
         expect(page.get_by_test_id("cost-efficiency")).to_be_visible()
         expect(page.get_by_role("link", name="Download CSV")).to_be_visible()
         if username == "admin":
+            shoot(page, "cost-range", full_page=True)
+            page.get_by_role("button", name="Last hour").click()
+            expect(page.get_by_test_id("cost-total")).to_be_visible()
+            wait_for_growth(page, '[data-testid="chart-cost-usd"]', "data-points", 0, seconds=20)
             shoot(page, "cost", full_page=True)
             phone = sign_in(new_context(PHONE), master, username)
             open_view(phone, master, "cost", "cost")
