@@ -46,10 +46,27 @@ def _duration_ms(start: datetime, end: datetime | None, now: datetime) -> int:
     return int(((end or now) - start).total_seconds() * 1000)
 
 
-def _best(values: list[float], smaller_is_better: bool) -> float | None:
-    if not values:
-        return None
-    return min(values) if smaller_is_better else max(values)
+def _pick(extremes: tuple[float, float], smaller_is_better: bool) -> float:
+    return extremes[0] if smaller_is_better else extremes[1]
+
+
+def _metric_extremes(session: Session, trial_ids: Any) -> dict[int, tuple[float, float]]:
+    """Each trial's (smallest, largest) searcher metric over its validations."""
+    metric = models.TrialMetrics.searcher_metric
+    rows = session.execute(
+        select(models.TrialMetrics.trial_id, func.min(metric), func.max(metric))
+        .where(
+            models.TrialMetrics.trial_id.in_(trial_ids),
+            models.TrialMetrics.group == VALIDATION,
+            metric.is_not(None),
+        )
+        .group_by(models.TrialMetrics.trial_id)
+    )
+    return {
+        trial_id: (low, high)
+        for trial_id, low, high in rows
+        if low is not None and high is not None
+    }
 
 
 def _smaller_is_better(config: dict[str, Any]) -> bool:
@@ -82,18 +99,10 @@ def experiments_json(
         .order_by(models.Trial.id)
     ):
         trial_ids[experiment_id].append(trial_id)
-    metrics: dict[int, list[float]] = defaultdict(list)
-    for trial_id, metric in session.execute(
-        select(models.TrialMetrics.trial_id, models.TrialMetrics.searcher_metric)
-        .join(models.Trial, models.Trial.id == models.TrialMetrics.trial_id)
-        .where(
-            models.Trial.experiment_id.in_(ids),
-            models.TrialMetrics.group == VALIDATION,
-            models.TrialMetrics.searcher_metric.is_not(None),
-        )
-    ):
-        if metric is not None:
-            metrics[trial_id].append(metric)
+    # Each trial's extremes, aggregated in SQL: a trial may have reported a million validations.
+    extremes = _metric_extremes(
+        session, select(models.Trial.id).where(models.Trial.experiment_id.in_(ids))
+    )
     checkpoints = {
         experiment_id: (count, size)
         for experiment_id, count, size in session.execute(
@@ -116,9 +125,9 @@ def experiments_json(
         smaller = _smaller_is_better(config)
         best_trial, best_metric = None, None
         for trial_id in trial_ids[row.id]:
-            value = _best(metrics.get(trial_id, []), smaller)
-            if value is None:
+            if trial_id not in extremes:
                 continue
+            value = _pick(extremes[trial_id], smaller)
             if best_metric is None or (value < best_metric if smaller else value > best_metric):
                 best_trial, best_metric = trial_id, value
         count, size = checkpoints.get(row.id, (0, 0))
@@ -234,13 +243,6 @@ def trials_json(
             )
         )
     }
-    validations: dict[int, list[models.TrialMetrics]] = defaultdict(list)
-    for metric in session.scalars(
-        select(models.TrialMetrics)
-        .where(models.TrialMetrics.trial_id.in_(ids), models.TrialMetrics.group == VALIDATION)
-        .order_by(models.TrialMetrics.id)
-    ):
-        validations[metric.trial_id].append(metric)
     checkpoints: dict[int, list[models.Checkpoint]] = defaultdict(list)
     for checkpoint in session.scalars(
         select(models.Checkpoint)
@@ -255,17 +257,15 @@ def trials_json(
         .order_by(models.TrialRun.run_id)
     ):
         runs[trial_id].append(task_id)
+    smaller = {t.id: _smaller_is_better(configs[t.experiment_id]) for t in rows}
+    best, latest = _best_and_latest(session, ids, smaller)
+    at_checkpoints = _validations_at(
+        session, {(c.trial_id, c.steps_completed) for cs in checkpoints.values() for c in cs}
+    )
     out = []
     for trial in rows:
-        smaller = _smaller_is_better(configs[trial.experiment_id])
-        scored = [v for v in validations[trial.id] if v.searcher_metric is not None]
-        best = None
-        if scored:
-            pick = min if smaller else max
-            best = pick(scored, key=lambda v: v.searcher_metric or 0.0)
-        latest = validations[trial.id][-1] if validations[trial.id] else None
         completed = [c for c in checkpoints[trial.id] if c.state == "STATE_COMPLETED"]
-        best_checkpoint = _best_checkpoint(completed, validations[trial.id], smaller)
+        best_checkpoint = _best_checkpoint(completed, at_checkpoints, smaller[trial.id])
         out.append(
             {
                 "id": trial.id,
@@ -280,12 +280,12 @@ def trials_json(
                 "runId": trial.run_id,
                 "totalBatchesProcessed": trial.total_batches,
                 "progress": trial.progress,
-                "bestValidation": metrics_workload(best),
-                "latestValidation": metrics_workload(latest),
+                "bestValidation": metrics_workload(best.get(trial.id)),
+                "latestValidation": metrics_workload(latest.get(trial.id)),
                 # The console's names for them (the same shape).
-                "bestValidationMetric": metrics_workload(best),
-                "latestValidationMetric": metrics_workload(latest),
-                "searcherMetricValue": best.searcher_metric if best else None,
+                "bestValidationMetric": metrics_workload(best.get(trial.id)),
+                "latestValidationMetric": metrics_workload(latest.get(trial.id)),
+                "searcherMetricValue": best[trial.id].searcher_metric if trial.id in best else None,
                 "bestCheckpoint": checkpoint_workload(best_checkpoint),
                 "latestCheckpoint": trial.latest_checkpoint,
                 "checkpointCount": len(completed),
@@ -303,20 +303,80 @@ def trials_json(
     return out
 
 
+def _best_and_latest(
+    session: Session, ids: list[int], smaller: dict[int, bool]
+) -> tuple[dict[int, models.TrialMetrics], dict[int, models.TrialMetrics]]:
+    """Each trial's best validation (the first report of its best searcher metric) and latest
+    validation, found in SQL: only those rows are loaded, however many a trial reported."""
+    extremes = _metric_extremes(session, ids)
+    wanted = {trial_id: _pick(values, smaller[trial_id]) for trial_id, values in extremes.items()}
+    latest_ids = session.scalars(
+        select(func.max(models.TrialMetrics.id))
+        .where(models.TrialMetrics.trial_id.in_(ids), models.TrialMetrics.group == VALIDATION)
+        .group_by(models.TrialMetrics.trial_id)
+    ).all()
+    latest = {
+        row.trial_id: row
+        for row in session.scalars(
+            select(models.TrialMetrics).where(models.TrialMetrics.id.in_(latest_ids))
+        )
+    }
+    best: dict[int, models.TrialMetrics] = {}
+    if wanted:
+        candidates = session.scalars(
+            select(models.TrialMetrics)
+            .where(
+                models.TrialMetrics.trial_id.in_(list(wanted)),
+                models.TrialMetrics.group == VALIDATION,
+                models.TrialMetrics.searcher_metric.in_(set(wanted.values())),
+            )
+            .order_by(models.TrialMetrics.id)
+        )
+        for row in candidates:
+            if row.searcher_metric == wanted[row.trial_id]:
+                best.setdefault(row.trial_id, row)
+    return best, latest
+
+
+def _validations_at(
+    session: Session, steps: set[tuple[int, int]]
+) -> dict[tuple[int, int], models.TrialMetrics]:
+    """The (latest) validation report of each (trial, batches) asked for — the checkpoints'."""
+    found: dict[tuple[int, int], models.TrialMetrics] = {}
+    if not steps:
+        return found
+    for row in session.scalars(
+        select(models.TrialMetrics)
+        .where(
+            models.TrialMetrics.trial_id.in_({trial for trial, _ in steps}),
+            models.TrialMetrics.group == VALIDATION,
+            models.TrialMetrics.steps_completed.in_({batches for _, batches in steps}),
+        )
+        .order_by(models.TrialMetrics.id)
+    ):
+        if (row.trial_id, row.steps_completed) in steps:
+            found[(row.trial_id, row.steps_completed)] = row
+    return found
+
+
 def _best_checkpoint(
-    checkpoints: list[models.Checkpoint], validations: list[models.TrialMetrics], smaller: bool
+    checkpoints: list[models.Checkpoint],
+    validations: dict[tuple[int, int], models.TrialMetrics],
+    smaller: bool,
 ) -> models.Checkpoint | None:
     """The checkpoint with the best validation at its step count; else the latest one."""
     if not checkpoints:
         return None
-    metric = {
-        v.steps_completed: v.searcher_metric for v in validations if v.searcher_metric is not None
-    }
-    scored = [c for c in checkpoints if metric.get(c.steps_completed) is not None]
+    metric = {}
+    for c in checkpoints:
+        validation = validations.get((c.trial_id, c.steps_completed))
+        if validation is not None and validation.searcher_metric is not None:
+            metric[c.steps_completed] = validation.searcher_metric
+    scored = [c for c in checkpoints if c.steps_completed in metric]
     if not scored:
         return checkpoints[-1]
     pick = min if smaller else max
-    return pick(scored, key=lambda c: metric[c.steps_completed] or 0.0)
+    return pick(scored, key=lambda c: metric[c.steps_completed])
 
 
 def checkpoint_workload(checkpoint: models.Checkpoint | None) -> dict[str, Any] | None:
@@ -357,16 +417,7 @@ def checkpoints_json(session: Session, rows: Sequence[models.Checkpoint]) -> lis
             )
         )
     }
-    validations: dict[tuple[int, int], models.TrialMetrics] = {}
-    for metric in session.scalars(
-        select(models.TrialMetrics)
-        .where(
-            models.TrialMetrics.trial_id.in_(list(trials)),
-            models.TrialMetrics.group == VALIDATION,
-        )
-        .order_by(models.TrialMetrics.id)
-    ):
-        validations[(metric.trial_id, metric.steps_completed)] = metric
+    validations = _validations_at(session, {(c.trial_id, c.steps_completed) for c in rows})
     out = []
     for checkpoint in rows:
         trial = trials[checkpoint.trial_id]
