@@ -217,8 +217,13 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
             arg=seen,
             timeout=60_000,
         )
-        page.get_by_role("searchbox", name="Search logs").fill("validation")
-        page.get_by_role("searchbox", name="Search logs").fill("")
+        search = page.get_by_role("searchbox", name="Search logs")
+        search.fill("validation after")
+        expect(lines.first).to_contain_text("validation after")
+        shown = lines.all_inner_texts()
+        assert shown and all("validation after" in line for line in shown), shown
+        search.fill("")
+        page.get_by_role("button", name="Jump to end").click()
         shoot(page, "trial", full_page=True)
 
         open_view(page, master, f"experiments/{experiment_id}", "experiment")
@@ -265,6 +270,12 @@ def test_a_notebook_started_from_the_cli_opens_from_the_console(
         assert f"/proxy/{notebook_id}/" in notebook.url
         expect(notebook.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
         shoot(notebook, "notebook")
+        # The notebook's pages run its user's JavaScript on the master's origin: opened without
+        # an opener, in a tab without the console's CSRF token, they cannot use the console's
+        # session (its cookie alone is refused).
+        assert notebook.evaluate("window.opener === null")
+        assert notebook.evaluate("sessionStorage.getItem('flotilla.csrf')") is None
+        assert notebook.evaluate("async () => (await fetch('/api/v1/me')).status") == 403
     finally:
         api.post(f"/api/v1/notebooks/{notebook_id}/kill")
 
