@@ -41,28 +41,44 @@ def parse_since(value: str, now: datetime | None = None) -> str:
 def show_cost(args: argparse.Namespace) -> None:
     sess = setup_session(args)
     params = {"since": parse_since(args.since), "groupBy": args.by}
+    if args.until:
+        params["until"] = parse_since(args.until)
     report = sess.client.get("/api/v1/cost", params)
     if args.json:
         render.print_json(report)
         return
     rows = [
-        [g["key"], render.format_usd(g["usd"]), f"{g['slotHours']:.2f}"] for g in report["groups"]
+        [
+            "(idle: no task on it)" if g.get("idle") else g["key"],
+            render.format_usd(g["usd"]),
+            f"{g['slotHours']:.2f}",
+        ]
+        for g in report["groups"]
     ]
     render.print_table([args.by.title(), "Cost", "Slot Hours"], rows)
+    efficiency = report.get("efficiency")
+    used = "" if efficiency is None else f"; {efficiency:.0%} of the paid slot-time ran tasks"
     print(
         f"\nTotal {render.format_usd(report['totalUsd'])} for "
         f"{report['instanceHours']:.2f} instance-hours from {report['since']} to "
-        f"{report['until']}; idle (no task on it) {render.format_usd(report['idleUsd'])}"
+        f"{report['until']}; idle (no task on it) {render.format_usd(report['idleUsd'])}{used}"
     )
 
 
 def register(nouns: SubParsers) -> None:
     _, verbs = add_group(nouns, "cluster", "the cluster as a whole")
     p = add_verb(
-        verbs, "cost", show_cost, "what provisioned instances cost, by pool/user/task/instance"
+        verbs,
+        "cost",
+        show_cost,
+        "what provisioned instances cost, by pool/user/experiment/label/task/instance",
     )
-    p.add_argument("--since", default="24h", help="start: 30m, 24h, 7d or an ISO time")
+    p.add_argument("--since", default="24h", help="start: 30m, 24h, 7d ago or an ISO time")
+    p.add_argument("--until", help="end (default now): 30m, 24h, 7d ago or an ISO time")
     p.add_argument(
-        "--by", choices=["pool", "user", "task", "instance"], default="pool", help="group by"
+        "--by",
+        choices=["pool", "user", "experiment", "label", "task", "instance"],
+        default="pool",
+        help="group by",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")

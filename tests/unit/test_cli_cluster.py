@@ -29,3 +29,44 @@ def test_since_accepts_durations_and_times(value: str, expected: str) -> None:
 def test_since_rejects_nonsense_with_the_allowed_forms() -> None:
     with pytest.raises(CliError, match="expected a duration like 30m, 24h, 7d or an ISO time"):
         parse_since("yesterday", NOW)
+
+
+def test_cost_table_names_the_idle_line_and_the_efficiency(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from cli import cluster
+
+    asked: list[dict[str, str]] = []
+
+    class Client:
+        def get(self, path: str, params: dict[str, str]) -> dict[str, object]:
+            asked.append(params)
+            return {
+                "since": "2026-03-01T00:00:00Z",
+                "until": "2026-03-01T12:00:00Z",
+                "totalUsd": 3.0,
+                "idleUsd": 1.0,
+                "instanceHours": 3.0,
+                "efficiency": 2 / 3,
+                "groups": [
+                    {"key": "7", "usd": 2.0, "slotHours": 2.0, "idle": False},
+                    {"key": "idle", "usd": 1.0, "slotHours": 1.0, "idle": True},
+                ],
+            }
+
+    class Session:
+        client = Client()
+
+    monkeypatch.setattr(cluster, "setup_session", lambda args: Session())
+    args = argparse.Namespace(
+        since="2026-03-01T00:00:00", until="2026-03-01T12:00:00", by="experiment", json=False
+    )
+    cluster.show_cost(args)
+    out = capsys.readouterr().out
+    assert asked == [
+        {"since": "2026-03-01T00:00:00Z", "groupBy": "experiment", "until": "2026-03-01T12:00:00Z"}
+    ]
+    assert "(idle: no task on it)" in out
+    assert "67% of the paid slot-time ran tasks" in out
