@@ -40,8 +40,9 @@ def screenshot_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """The browser binary; checked before any cluster starts (autouse, session-wide)."""
     executable = chromium_path()
     if executable is None:
         missing = "chromium is not installed (apt-get install chromium, or set FLOTILLA_CHROMIUM)"
@@ -53,6 +54,12 @@ def browser() -> Iterator[Browser]:
             f"the console is not built ({CONSOLE_DIST} has no index.html): run "
             "`source scripts/bootstrap.sh` or `cd master/console && npm ci && npm run build`"
         )
+    return executable
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str) -> Iterator[Browser]:
+    executable = chromium
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
