@@ -153,16 +153,14 @@ def run_command(args: argparse.Namespace) -> int:
     sess = setup_session(args)
     body: dict[str, Any] = {"config": build_config(args)}
     if args.context:
-        body["files"] = pack_context(args.context)
+        # With --detach, stdout carries only the id (for scripts).
+        body["files"] = pack_context(args.context, out=sys.stderr if args.detach else None)
     command = sess.client.post("/api/v1/commands", body)["command"]
     command_id = command["id"]
     if args.detach:
         print(command_id)
         return 0
-    print(
-        f"Launched command (id: {command_id}, name: {command.get('description', '')}).",
-        file=sys.stderr,
-    )
+    print(f"Launched command (id: {command_id}, name: {command.get('description', '')}).")
     try:
         cli_task.print_logs(cli_task.task_logs(sess, command_id, follow=True))
     except KeyboardInterrupt:

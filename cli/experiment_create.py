@@ -79,7 +79,7 @@ def pack_model_def(directory: str) -> list[Any]:
 
 def wait_for_first_trial(sess: Session, experiment_id: int) -> int | None:
     """The id of the experiment's first trial once there is one; None if it ended without."""
-    print("Waiting for first trial to begin...", file=sys.stderr, flush=True)
+    print("Waiting for first trial to begin...", flush=True)
     while True:
         trials = get_trials(sess, experiment_id)
         if trials:
@@ -113,7 +113,7 @@ def follow_first_trial(sess: Session, experiment_id: int) -> int:
     """Stream the first trial's logs; exit code 1 if the experiment ends in ``ERROR``."""
     trial_id = wait_for_first_trial(sess, experiment_id)
     if trial_id is not None:
-        print(f"Following first trial with ID {trial_id}", file=sys.stderr, flush=True)
+        print(f"Following first trial with ID {trial_id}", flush=True)
         cli_trial.show_trial_logs(sess, trial_id, follow=True)
     state = settle_state(sess, experiment_id)
     if state in ERROR_STATES:

@@ -105,7 +105,8 @@ def launch_body(kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     """The POST body's ``config`` and ``files``, built before talking to the master."""
     body: dict[str, Any] = {"config": build_config(kind, args)}
     if getattr(args, "context", None):
-        body["files"] = pack_context(args.context)
+        # Beside the other status lines: stdout carries only the id (--detach) or the URL.
+        body["files"] = pack_context(args.context, out=sys.stderr)
     return body
 
 

@@ -177,8 +177,10 @@ def test_cmd_run_streams_logs_and_exits_with_the_commands_code(
     fake_master.next_command = FakeCommand(logs=["hi\n", "there"], exit_code=3)
     result = det("cmd", "run", "--config", "resources.slots=0", "echo hi; exit 3")
     assert result.code == 3
-    assert result.out == "hi\nthere\n"
-    assert "Launched command" in result.err
+    assert result.out == (
+        "Launched command (id: 00000001-0000-0000-0000-000000000000, name: Command (fake)).\n"
+        "hi\nthere\n"
+    )
     create = next(b for m, p, b in fake_master.requests if (m, p) == ("POST", "/api/v1/commands"))
     assert create == {"config": {"resources": {"slots": 0}, "entrypoint": "echo hi; exit 3"}}
 
