@@ -63,7 +63,8 @@ def canonicalize_master_url(url: str) -> str:
 
     ``host`` and ``host:port`` get ``http://`` (and port 8080 when none is given); ``http://host``
     gets port 80 and ``https://host`` port 443; a trailing ``/`` is dropped. Raises ValueError for
-    an empty host or for credentials, a query or a fragment in the URL. The result is the key of
+    an empty host, for a path (``host:8080/api/v1``: the API paths are the client's to add), or
+    for credentials, a query or a fragment in the URL. The result is the key of
     the token cache, so one master has one spelling.
     """
     url = url.strip()
@@ -88,8 +89,14 @@ def canonicalize_master_url(url: str) -> str:
             f"invalid master url {url!r}: it must not contain a username, password, query or "
             "fragment"
         )
+    if parsed.path.strip("/"):
+        raise ValueError(
+            f"invalid master url {url!r}: the master URL must not have a path "
+            f"({parsed.path!r}); give only the scheme, host and port, e.g. "
+            f"{parsed.scheme}://{parsed.netloc}"
+        )
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-    return parse.urlunparse((parsed.scheme, f"{host}:{port}", parsed.path, "", "", "")).rstrip("/")
+    return f"{parsed.scheme}://{host}:{port}"
 
 
 class ClientError(Exception):
