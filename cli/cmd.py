@@ -22,6 +22,7 @@ import yaml
 
 from cli import render
 from cli import task as cli_task
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.parser import add_group, add_output_args, add_verb
@@ -82,10 +83,10 @@ def parse_config_overrides(config: dict[str, Any], overrides: list[str]) -> dict
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if args.config_file:
-        with args.config_file as f:
-            loaded = yaml.safe_load(f) or {}
+        _, loaded = read_yaml(args.config_file)
+        loaded = loaded or {}
         if not isinstance(loaded, dict):
-            raise CliError(f"{f.name}: a command config must be a YAML mapping")
+            raise CliError(f"{args.config_file.name}: a command config must be a YAML mapping")
         config = loaded
     config = parse_config_overrides(config, args.config)
     entrypoint = [part for part in args.entrypoint if part != "--"] if args.entrypoint else []
@@ -150,11 +151,11 @@ def wait_for_exit(sess: Session, task_id: str) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    sess = setup_session(args)
     body: dict[str, Any] = {"config": build_config(args)}
     if args.context:
         # With --detach, stdout carries only the id (for scripts).
         body["files"] = pack_context(args.context, out=sys.stderr if args.detach else None)
+    sess = setup_session(args)
     command = sess.client.post("/api/v1/commands", body)["command"]
     command_id = command["id"]
     if args.detach:
@@ -250,7 +251,10 @@ def register(nouns: SubParsers) -> None:
         "entrypoint", nargs=argparse.REMAINDER, help="entrypoint command and arguments to execute"
     )
     p.add_argument(
-        "--config-file", type=argparse.FileType("r"), default=None, help="command config (.yaml)"
+        "--config-file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        default=None,
+        help="command config (.yaml)",
     )
     p.add_argument("--config", action="append", default=[], help=CONFIG_HELP)
     p.add_argument(

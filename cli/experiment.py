@@ -163,7 +163,9 @@ def register(nouns: SubParsers) -> None:
 
     p = add_verb(verbs, "create", create_experiment, "create experiment")
     p.add_argument(
-        "config_file", type=argparse.FileType("r"), help="experiment config file (.yaml)"
+        "config_file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help="experiment config file (.yaml)",
     )
     p.add_argument(
         "model_def",

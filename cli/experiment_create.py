@@ -25,6 +25,7 @@ import yaml
 
 from cli import trial as cli_trial
 from cli.cmd import parse_config_overrides
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.experiment_read import (
@@ -47,12 +48,7 @@ FOLLOW_END_WAIT_SECONDS = 30.0
 def load_config(config_file: TextIO, overrides: list[str]) -> str:
     """The config text to send, validated: the file as written, or re-dumped after overrides."""
     name = getattr(config_file, "name", "config")
-    with config_file as f:
-        text = f.read()
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CliError(f"{name}: not valid YAML: {e}".replace("\n", " ")) from None
+    text, loaded = read_yaml(config_file)
     if not isinstance(loaded, dict):
         raise CliError(f"{name}: an experiment config must be a YAML mapping of fields")
     if overrides:

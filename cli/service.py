@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ValidationError
 
 from cli import render
 from cli import task as cli_task
 from cli.cmd import CONFIG_HELP, TASK_ID_RE, parse_config_overrides
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.parser import add_output_args, add_verb
@@ -88,13 +88,11 @@ def build_config(kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     """``--config-file`` with ``--config k=v`` overrides applied, validated."""
     config: dict[str, Any] = {}
     if args.config_file:
-        with args.config_file as f:
-            try:
-                loaded = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise CliError(f"{f.name}: not valid YAML: {e}".replace("\n", " ")) from None
+        _, loaded = read_yaml(args.config_file)
+        loaded = loaded or {}
         if not isinstance(loaded, dict):
-            raise CliError(f"{f.name}: a {kind.noun} config must be a YAML mapping")
+            name = args.config_file.name
+            raise CliError(f"{name}: a {kind.noun} config must be a YAML mapping")
         config = loaded
     config = parse_config_overrides(config, args.config)
     validate_config(kind, config)
@@ -369,7 +367,7 @@ def add_start_args(parser: argparse.ArgumentParser, kind: Kind) -> None:
     """The options every ``start`` takes: config, context, detach."""
     parser.add_argument(
         "--config-file",
-        type=argparse.FileType("r"),
+        type=argparse.FileType("r", encoding="utf-8"),
         default=None,
         help=f"{kind.noun} config (.yaml)",
     )

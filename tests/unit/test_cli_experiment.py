@@ -455,3 +455,17 @@ def test_wait_exits_0_only_for_completed(
     assert (result.code, result.err) == (code, err)
     polls = len(exp_fake.calls("GET", "/api/v1/experiments/1"))
     assert polls == len(states)
+
+
+def test_a_binary_config_file_is_named_and_nothing_is_sent(
+    exp_fake: ExperimentFake, det: Det, tmp_path: Path
+) -> None:
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x00")
+    result = det("experiment", "create", str(binary))
+    assert result.code == 1
+    assert result.err == (
+        f"{binary}: not a UTF-8 text file (byte 0xff at offset 4); "
+        "a config file must be YAML text in UTF-8\n"
+    )
+    assert exp_fake.calls("POST", "/api/v1/experiments") == []
