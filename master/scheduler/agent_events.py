@@ -165,7 +165,15 @@ class AgentEvents:
         del self.agents[event.agent_id]
         now = self.clock()
         await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
-        log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
+        # An agent that shut down on purpose, or that was drained or disabled first (what the
+        # autoscaler does to an idle agent before stopping it), is news, not a problem.
+        expected = event.shut_down or agent.draining or not agent.enabled
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "agent %s disconnected: %s",
+            event.agent_id,
+            event.reason,
+        )
         self.lost[event.agent_id] = LostAgent(pool=agent.pool, slots=len(agent.slots), since=now)
         self._start_timer(event.agent_id, now)
         affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]

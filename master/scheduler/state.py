@@ -166,6 +166,7 @@ class AgentDisconnected(Event):
     agent_id: str
     link: AgentLink
     reason: str
+    shut_down: bool = False  # the agent closed normally (1000/1001), e.g. stopped when idle
 
 
 @dataclass

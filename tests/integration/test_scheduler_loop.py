@@ -4,9 +4,12 @@ links: agents that vanish, come back, or never start what they were given."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.protocol import (
     AllocationExited,
@@ -323,3 +326,32 @@ def test_a_spread_allocation_ends_once_every_part_has(db_url: str, tmp_path: Pat
         assert (row.exit_code, row.exit_reason) == (3, "exited with code 3")
 
     run(db_url, tmp_path, body)
+
+
+def test_an_agent_that_leaves_on_purpose_is_logged_as_information(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle agent the autoscaler stopped (drained first, then closed with 1001) is news, not
+    a warning; an agent whose link broke is a warning."""
+
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        for agent_id, shut_down, drained in (("left", True, False), ("drained", False, True)):
+            link, _ = await connect(state, hello(agent_id, 1))
+            scheduler.agents[agent_id].draining = drained
+            await scheduler.call(
+                AgentDisconnected(agent_id=agent_id, link=link, reason="bye", shut_down=shut_down)
+            )
+        broken, _ = await connect(state, hello("broken", 1))
+        await scheduler.call(
+            AgentDisconnected(agent_id="broken", link=broken, reason="closed (code 1006)")
+        )
+
+    with caplog.at_level(logging.INFO, logger="master.scheduler"):
+        run(db_url, tmp_path, body)
+    levels = {
+        r.args[0]: r.levelname  # type: ignore[index]
+        for r in caplog.records
+        if r.getMessage().startswith("agent ") and "disconnected" in r.getMessage()
+    }
+    assert levels == {"left": "INFO", "drained": "INFO", "broken": "WARNING"}
