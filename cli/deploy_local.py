@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cli import progress
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
@@ -355,7 +356,8 @@ def _start_cluster(
     cluster.master = master[0]
     cluster.save(state_file)
     print(f"Starting the master at {cluster.url} ...", file=sys.stderr)
-    wait_for_master(cluster.url, master, [master[0]])
+    with progress.waiting(f"Waiting for the master at {cluster.url}"):
+        wait_for_master(cluster.url, master, [master[0]])
 
     agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
     agents = []
@@ -381,7 +383,8 @@ def _start_cluster(
     if not agents:
         return 0
     print(f"Starting {len(agents)} agent(s) ...", file=sys.stderr)
-    return wait_for_agents(cluster.url, agents, cluster.processes())
+    with progress.waiting(f"Waiting for {len(agents)} agent(s) to join"):
+        return wait_for_agents(cluster.url, agents, cluster.processes())
 
 
 def provisioned_agents(state: Path) -> list[ProcessRecord]:
