@@ -40,7 +40,11 @@ class Submitted:
 async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
     """Store ``spec`` and hand it to the scheduler; ``rejection`` says why it can never run."""
     pools = [p.pool_name for p in state.config.resource_pools]
-    pool = spec.resource_pool or state.config.default_resource_pool
+    # As in Determined: a task that needs no slot goes to the aux pool unless it names one.
+    default = (
+        state.config.aux_resource_pool if spec.slots == 0 else state.config.default_resource_pool
+    )
+    pool = spec.resource_pool or default
     if pool not in pools:
         raise bad_request(f"resources.resource_pool: unknown pool '{pool}'; available: {pools}")
     task_id = str(uuid.uuid4())

@@ -127,7 +127,7 @@ async def list_resource_pools(
                 "slotsUsed": used,
                 "slotType": slot_type(pool, slot_types),
                 "defaultComputePool": name == state.config.default_resource_pool,
-                "defaultAuxPool": name == state.config.default_resource_pool,
+                "defaultAuxPool": name == state.config.aux_resource_pool,
                 "schedulerType": "SCHEDULER_TYPE_PRIORITY",
                 "schedulerFittingPolicy": "FITTING_POLICY_BEST",
                 "minAgents": provider.min_instances if provider else len(agents),

@@ -355,3 +355,38 @@ def test_an_agent_that_leaves_on_purpose_is_logged_as_information(
         if r.getMessage().startswith("agent ") and "disconnected" in r.getMessage()
     }
     assert levels == {"left": "INFO", "drained": "INFO", "broken": "WARNING"}
+
+
+def test_a_task_that_needs_no_slot_goes_to_the_aux_pool(db_url: str, tmp_path: Path) -> None:
+    """Determined's ``default_aux_resource_pool``: zero-slot tasks that name no pool go there."""
+
+    async def main() -> None:
+        config = load_config(
+            None,
+            environ={},
+            data_dir=str(tmp_path),
+            db={"url": db_url},
+            resource_pools=[{"pool_name": "gpu"}, {"pool_name": "cpu"}],
+            resource_manager={
+                "default_compute_resource_pool": "gpu",
+                "default_aux_resource_pool": "cpu",
+            },
+        )
+        db = Database(config.database_url)
+        migrate(db.engine)
+        cluster_id = await db.run(bootstrap)
+        logs = LogStore(db)
+        scheduler = Scheduler(config, db, logs, utc_now)
+        await scheduler.start()
+        state = MasterState(config, db, logs, scheduler, cluster_id, "m", utc_now(), "token")
+        try:
+            aux = await submit_task(state, TaskSpec("COMMAND", 1, "aux", None, 0, 42, ["true"]))
+            compute = await submit(state, 1)
+            pools = {a.id: a.pool for a in scheduler.allocations.values()}
+            assert pools[aux.allocation_id] == "cpu"
+            assert pools[compute.allocation_id] == "gpu"
+        finally:
+            await scheduler.stop()
+            db.close()
+
+    asyncio.run(main())
