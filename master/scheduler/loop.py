@@ -334,6 +334,12 @@ class Scheduler(AgentEvents):
                 for hook in self.demand_hooks:
                     hook(pool)
 
+    def capacities(self) -> dict[str, PoolCapacity]:
+        """What each pool can ever offer, judged as the next pass would; a pool missing is not
+        known yet (no agents). Read on the event loop, between events."""
+        allocations = list(self.allocations.values())
+        return self._capacity(snapshot.agent_capacities(self.agents.values(), allocations))
+
     def _capacity(self, agents: list[AgentCapacity]) -> dict[str, PoolCapacity]:
         """What each pool can ever offer: its agents, including those briefly gone. After a
         master start, pools that had agents before stay unknown (nothing is rejected) until

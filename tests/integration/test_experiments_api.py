@@ -429,10 +429,16 @@ def test_unplaceable_trials_killed_trials_and_preemption_timeouts(
 ) -> None:
     master, _ = cluster
     api = Api(master)
-    too_big = create(api, config(resources={"slots_per_trial": 4}))
-    failed = wait_experiment(api, master, too_big, "STATE_ERROR")
-    assert "rejected: requests 4 slots" in failed["stateReason"]
-    assert trials(api, too_big)[0]["restarts"] == 0
+    # A trial bigger than the pool can ever be is refused at creation, saying what fits.
+    body = {"config": yaml.safe_dump(config(resources={"slots_per_trial": 4}))}
+    too_big = api.post("/api/v1/experiments", json={**body, "modelDefinition": model_definition()})
+    assert too_big.status_code == 400
+    assert too_big.json()["message"] == (
+        "resources.slots_per_trial: each trial needs 4 slots, but resource pool 'default' can "
+        "give at most 2, so the experiment could never run; what the pools can give: "
+        "'default' 2"
+    )
+    assert api.get("/api/v1/experiments").json()["experiments"] == []
 
     # Killing one trial of a grid: the search goes on without it.
     grid = config(
