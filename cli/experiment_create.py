@@ -38,6 +38,7 @@ from cli.experiment_read import (
 )
 from cli.session import Session, setup_session
 from harness.experiment_config import ConfigError, parse_experiment_config
+from harness.experiment_config_determined import ineffective_fields
 
 # Seconds between polls while waiting for the first trial, or for the end after following it.
 POLL_SECONDS = 0.5
@@ -55,9 +56,11 @@ def load_config(config_file: TextIO, overrides: list[str]) -> str:
         loaded = parse_config_overrides(loaded, overrides)
         text = yaml.safe_dump(loaded, sort_keys=False)
     try:
-        parse_experiment_config(loaded)
+        parsed = parse_experiment_config(loaded)
     except ConfigError as e:
         raise CliError(f"invalid experiment config {name}: {e}".replace("\n", " ")) from None
+    for warning in ineffective_fields(parsed):
+        print(f"Warning: {name}: {warning}", file=sys.stderr)
     return text
 
 

@@ -28,6 +28,8 @@ class TaskSpec:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    # Host paths linked into the task's directory: {"host_path", "container_path"} each.
+    bind_mounts: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -50,7 +52,10 @@ async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
     task_id = str(uuid.uuid4())
     allocation_id = f"{task_id}.1"
     now = state.clock()
-    config = {**spec.config, "launch": {"argv": spec.argv, "env": spec.env, "files": spec.files}}
+    launch: dict[str, Any] = {"argv": spec.argv, "env": spec.env, "files": spec.files}
+    if spec.bind_mounts:
+        launch["bind_mounts"] = spec.bind_mounts
+    config = {**spec.config, "launch": launch}
 
     def write(session: Any) -> None:
         session.add(

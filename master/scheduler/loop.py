@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.protocol import (
+    BindMount,
     KillAllocation,
     StartAllocation,
 )
@@ -408,6 +409,7 @@ class Scheduler(AgentEvents):
                     env=env,
                     slot_ids=slots,
                     files=allocation.files,
+                    bind_mounts=[BindMount(**m) for m in allocation.bind_mounts],
                 ),
             )
 

@@ -94,6 +94,7 @@ class Allocation:
     argv: list[str]
     env: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+    bind_mounts: list[dict[str, str]] = field(default_factory=list)
     state: AllocationState = AllocationState.QUEUED
     agent_slots: dict[str, list[int]] = field(default_factory=dict)
     started_at: datetime | None = None

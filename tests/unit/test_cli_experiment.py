@@ -469,3 +469,22 @@ def test_a_binary_config_file_is_named_and_nothing_is_sent(
         "a config file must be YAML text in UTF-8\n"
     )
     assert exp_fake.calls("POST", "/api/v1/experiments") == []
+
+
+def test_determined_only_fields_are_sent_with_one_warning_each(
+    exp_fake: ExperimentFake, det: Det, tmp_path: Path
+) -> None:
+    path = tmp_path / "det.yaml"
+    path.write_text(
+        CONFIG_YAML
+        + "environment:\n  image: determinedai/pytorch-ngc:0.38.1\n"
+        + "data:\n  url: s3://bucket/mnist\n"
+    )
+    result = det("experiment", "create", str(path))
+    assert result.code == 0
+    assert result.err.splitlines() == [
+        f"Warning: {path}: environment.image is accepted but has no effect: tasks run as "
+        "processes on the agents, not in containers, so there is no image to run"
+    ]
+    [body] = exp_fake.calls("POST", "/api/v1/experiments")
+    assert yaml.safe_load(body["config"])["data"] == {"url": "s3://bucket/mnist"}
