@@ -425,6 +425,23 @@ def download(args: argparse.Namespace) -> None:
         render_checkpoint(ckpt, path)
 
 
+def delete_checkpoints(args: argparse.Namespace) -> None:
+    """Determined's ``DELETE /api/v1/checkpoints``: the files go, the checkpoints stay listed
+    as ``DELETED``."""
+    from cli.experiment_edit import yes_or_no  # the same confirmation as deleting experiments
+
+    if not args.yes and not yes_or_no(
+        "Deleting checkpoints will result in deletion of all data associated\n"
+        "with each checkpoint in the checkpoint storage. Do you still want to proceed?"
+    ):
+        print("Stopping deletion of checkpoints.")
+        return
+    sess = setup_session(args)
+    uuids = [u.strip() for u in args.checkpoints_uuids.split(",") if u.strip()]
+    sess.client.request("DELETE", "/api/v1/checkpoints", json_body={"checkpointUuids": uuids})
+    print(f"Deletion of checkpoints {args.checkpoints_uuids} is in progress")
+
+
 def register(nouns: SubParsers) -> None:
     _, verbs = add_group(nouns, "c|heckpoint", "manage checkpoints")
 
@@ -449,6 +466,10 @@ def register(nouns: SubParsers) -> None:
             "the storage is reachable from here and via the master otherwise."
         ),
     )
+
+    p = add_verb(verbs, "delete", delete_checkpoints, "delete checkpoints")
+    p.add_argument("checkpoints_uuids", help="comma-separated list of checkpoints to delete")
+    p.add_argument("--yes", action="store_true", help="automatically answer yes to prompts")
 
     p = add_verb(verbs, "describe", describe, "describe checkpoint")
     p.add_argument("uuid", help="checkpoint uuid to describe")

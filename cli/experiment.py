@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cli import checkpoint as cli_checkpoint
-from cli import progress
+from cli import experiment_edit, progress
 from cli import task as cli_task
 from cli.cmd import CONFIG_HELP
 from cli.errors import CliError
@@ -250,3 +250,5 @@ def register(nouns: SubParsers) -> None:
         p = add_verb(label_verbs, spec, func, help_text)
         _experiment_id(p)
         p.add_argument("label", help="label")
+
+    experiment_edit.register(verbs)

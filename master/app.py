@@ -21,6 +21,7 @@ from master.api import (
     commands,
     cost,
     errors,
+    experiment_edit,
     experiments,
     openapi,
     preemption,
@@ -160,7 +161,7 @@ def create_app(config: MasterConfig) -> FastAPI:
     ):
         errors_listed = openapi.PUBLIC_ERRORS if module is cluster else openapi.API_ERRORS
         app.include_router(module.router, responses=errors_listed)
-    for router in services.routers:
+    for router in [*services.routers, *experiment_edit.routers]:
         app.include_router(router, responses=openapi.API_ERRORS)
     openapi.without_validation_errors(app)
     return app
