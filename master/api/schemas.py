@@ -201,6 +201,10 @@ class AgentReply(Shape):
     agent: Agent
 
 
+class SlotReply(Shape):
+    slot: Slot
+
+
 # ---- resource pools ------------------------------------------------------------------------------
 
 

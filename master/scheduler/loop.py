@@ -49,6 +49,7 @@ from master.scheduler.state import (
     Reschedule,
     SchedulerError,
     SetAgentState,
+    SetSlotState,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Scheduler(AgentEvents):
         # Agents that went away less than agent_reconnect_wait ago: their tasks wait for them,
         # and their slots still count towards what their pool can ever offer.
         self.lost: dict[str, LostAgent] = {}
+        # Disabled slots by agent, kept across an agent's reconnects (not a master restart).
+        self.slots_disabled: dict[str, set[int]] = {}
         self.started_at = clock()
         self.pools_with_history: set[str] = set()
         self.exit_hooks: list[ExitHook] = []
@@ -140,6 +143,8 @@ class Scheduler(AgentEvents):
                 return await self._agent_report(event)
             case SetAgentState():
                 return await self._set_agent_state(event)
+            case SetSlotState():
+                return await self._set_slot_state(event)
             case ReconnectDeadline():
                 return await self._reconnect_deadline(event)
             case Reschedule():
