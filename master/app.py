@@ -23,6 +23,7 @@ from master.api import (
     errors,
     experiment_edit,
     experiments,
+    master_logs,
     openapi,
     preemption,
     resource_pools,
@@ -37,6 +38,7 @@ from master.config import MasterConfig
 from master.db import Database, migrate
 from master.experiments.engine import ExperimentEngine
 from master.idle import IdleWatcher
+from master.log_buffer import MasterLogBuffer
 from master.login_guard import LoginGuard
 from master.logs import LogStore
 from master.provisioning import Provisioning
@@ -72,6 +74,8 @@ def users_without_password(session: Session) -> list[str]:
 def create_app(config: MasterConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.master_logs = MasterLogBuffer()  # for det master logs
+        app.state.master_logs.attach()
         db = Database(config.database_url)
         migrate(db.engine)
         cluster_id = await db.run(bootstrap)
@@ -123,6 +127,7 @@ def create_app(config: MasterConfig) -> FastAPI:
             await hub.aclose()
             db.close()
             app.state.login_guard.close()
+            app.state.master_logs.detach()
 
     app = FastAPI(
         title="Flotilla master",
@@ -155,6 +160,7 @@ def create_app(config: MasterConfig) -> FastAPI:
         experiments,
         trials,
         checkpoints,
+        master_logs,
         agent_link,
         proxy,
         proxy_ws,

@@ -205,6 +205,25 @@ class SlotReply(Shape):
     slot: Slot
 
 
+class MasterConfigReply(Shape):
+    config: dict[str, Any]
+
+
+class MasterLogEntry(Shape):
+    id: int
+    timestamp: str
+    level: str
+    message: str
+
+
+class MasterLogResult(Shape):
+    log_entry: MasterLogEntry
+
+
+class MasterLogLine(Shape):
+    result: MasterLogResult
+
+
 # ---- resource pools ------------------------------------------------------------------------------
 
 
