@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cli import render
+from cli import progress, render
 from cli import task as cli_task
 from cli.config_file import read_yaml
 from cli.context import pack_context
@@ -156,7 +156,7 @@ def run_command(args: argparse.Namespace) -> int:
         # With --detach, stdout carries only the id (for scripts).
         body["files"] = pack_context(args.context, out=sys.stderr if args.detach else None)
     sess = setup_session(args)
-    command = sess.client.post("/api/v1/commands", body)["command"]
+    command = progress.post(sess.client, "/api/v1/commands", body, "Uploading context")["command"]
     command_id = command["id"]
     if args.detach:
         print(command_id)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from cli import progress
 from cli import trial as cli_trial
 from cli.cmd import parse_config_overrides
 from cli.config_file import read_yaml
@@ -141,7 +142,7 @@ def create_experiment(args: argparse.Namespace) -> int:
     }
     if args.project_id is not None:
         body["projectId"] = args.project_id
-    answer = sess.client.post("/api/v1/experiments", body)
+    answer = progress.post(sess.client, "/api/v1/experiments", body, "Uploading model definition")
     experiment_id = int(answer["experiment"]["id"])
     print(f"Created experiment {experiment_id}", flush=True)
     for warning in answer.get("warnings") or []:

@@ -10,9 +10,10 @@ their usual lines and nothing else.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -27,6 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+from harness.client import MasterClient
 
 
 class Bar(Protocol):
@@ -118,3 +121,12 @@ def waiting(description: str, total: float | None = None) -> contextlib.Abstract
         TextColumn("{task.percentage:>3.0f}%" if total else ""),
         TimeElapsedColumn(),
     )
+
+
+def post(client: MasterClient, path: str, body: dict[str, Any], what: str) -> Any:
+    """POST ``body``; on a terminal with a transfer bar of the bytes sent (a context upload)."""
+    if not drawn():
+        return client.post(path, body)
+    size = len(json.dumps(body).encode())
+    with transfer(what, size) as bar:
+        return client.post(path, body, on_sent=bar.advance)
