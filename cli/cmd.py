@@ -13,12 +13,14 @@ argument (``det cmd run 'echo hi && ls'``) is sent as a shell string.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
 
 from cli import progress, render
 from cli import task as cli_task
@@ -28,6 +30,8 @@ from cli.errors import CliError
 from cli.parser import add_group, add_output_args, add_verb
 from cli.session import Session, setup_session
 from harness.client import APIError
+from harness.determined_fields import ineffective_fields
+from harness.task_config import CommandConfig
 
 if TYPE_CHECKING:
     from cli.parser import SubParsers
@@ -94,6 +98,11 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         config["entrypoint"] = entrypoint[0] if len(entrypoint) == 1 else entrypoint
     if not config.get("entrypoint"):
         raise CliError("no entrypoint given: det cmd run [options] COMMAND [ARGS...]")
+    # Determined-only fields (environment.image, …) are accepted; say once that they do nothing.
+    # A config the model refuses is left for the master to refuse, naming the field.
+    with contextlib.suppress(ValidationError):
+        for warning in ineffective_fields(CommandConfig.model_validate(config)):
+            print(f"Warning: command config: {warning}", file=sys.stderr)
     return config
 
 

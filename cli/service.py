@@ -36,6 +36,7 @@ from cli.errors import CliError
 from cli.parser import add_output_args, add_verb
 from cli.session import Session, setup_session
 from harness.client import APIError, ClientError
+from harness.determined_fields import ineffective_fields
 from harness.task_config import ServiceConfig
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Kind:
 def validate_config(kind: Kind, config: dict[str, Any]) -> None:
     """Check ``config`` with the master's model; the error names every bad field's path."""
     try:
-        kind.model.model_validate(config)
+        parsed = kind.model.model_validate(config)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
@@ -82,6 +83,8 @@ def validate_config(kind: Kind, config: dict[str, Any]) -> None:
             for e in exc.errors()
         )
         raise CliError(f"invalid {kind.noun} config: {problems}") from None
+    for warning in ineffective_fields(parsed):
+        print(f"Warning: {kind.noun} config: {warning}", file=sys.stderr)
 
 
 def build_config(kind: Kind, args: argparse.Namespace) -> dict[str, Any]:

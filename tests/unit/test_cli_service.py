@@ -497,3 +497,17 @@ def test_progress_reading() -> None:
     code["allocations"][0]["exitCode"] = 137
     assert service.progress(code).line == "exited with code 137"
     assert service.progress(detail("TERMINATED", ended=True)).line == "it ended (TERMINATED)"
+
+
+def test_determined_container_settings_are_accepted_with_a_warning(
+    fake: ServiceFake, det: Det
+) -> None:
+    """A seed runs ``det notebook start --config environment.image=determinedai/...``."""
+    image = "determinedai/environments:cuda-10.1-pytorch-1.4-tf-2.2-gpu-0.7.0"
+    result = det("notebook", "start", "-d", "--config", f"environment.image={image}")
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        "Warning: notebook config: environment.image is accepted but has no effect: tasks run "
+        "as processes on the agents, not in containers, so there is no image to run"
+    ]
+    assert fake.posts("/api/v1/notebooks") == [{"config": {"environment": {"image": image}}}]
