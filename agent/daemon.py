@@ -56,6 +56,7 @@ EXIT_MASTER_LOST = 3  # no connection for reconnect_give_up_after seconds
 OPEN_TIMEOUT = 10.0  # seconds for TCP + TLS + the WebSocket handshake
 WELCOME_TIMEOUT = 30.0  # seconds from hello to welcome
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the closing handshake of a dying link
+GOING_AWAY = 1001  # RFC 6455 close code: the endpoint is going away (a stopping agent)
 MAX_MASTER_MESSAGE_BYTES = 256 * 1024 * 1024  # start_allocation carries the base64 context
 HOOK_TIMEOUT = 300.0  # seconds connection_lost_hook may run
 SHUTDOWN_FLUSH_TIMEOUT = 5.0  # seconds to deliver final exits when stopping
@@ -235,7 +236,16 @@ class Daemon:
                 ping_interval=None,  # liveness is the protocol's own ping/pong
                 max_size=MAX_MASTER_MESSAGE_BYTES,
             ) as ws:
-                return await self._serve(ws)
+                try:
+                    return await self._serve(ws)
+                except asyncio.CancelledError:
+                    # Stopping (SIGTERM, e.g. from the autoscaler): say goodbye with 1001
+                    # "going away", which the master logs as a normal departure. Leaving the
+                    # `async with` on an exception would close with 1011 (internal error).
+                    if self._stopping.is_set():
+                        with contextlib.suppress(Exception):
+                            await ws.close(code=GOING_AWAY, reason="agent shutting down")
+                    raise
         except InvalidStatus as e:
             status = e.response.status_code
             if status in AUTH_FAILURE_STATUSES:
@@ -259,9 +269,11 @@ class Daemon:
         )
         await ws.send(hello.model_dump_json())
         try:
-            first = MasterMessageAdapter.validate_json(
-                await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT)
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that races the reply, and the agent would go on after being told to stop.
+            async with asyncio.timeout(WELCOME_TIMEOUT):
+                raw_first = await ws.recv()
+            first = MasterMessageAdapter.validate_json(raw_first)
         except TimeoutError:
             raise LinkLost(f"no welcome from the master within {WELCOME_TIMEOUT:g}s") from None
         if isinstance(first, Reject):
@@ -328,7 +340,8 @@ class Daemon:
     async def _receive(self, ws: ClientConnection, ping_timeout: float) -> str:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), ping_timeout)
+                async with asyncio.timeout(ping_timeout):  # not wait_for: see _serve
+                    raw = await ws.recv()
             except TimeoutError:
                 return f"no message for {ping_timeout:g}s"
             try:

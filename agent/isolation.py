@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 Isolation = Literal["uid", "none"]
@@ -125,24 +127,19 @@ def resolve(mode: str, work_dir: Path) -> tuple[Isolation, str]:
     return "none", f"tasks are NOT isolated from each other (isolation: none): {blocker}"
 
 
-def _is_zombie(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True  # gone
+_GONE_STATES = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def live_processes(uids: range) -> dict[int, list[int]]:
-    """Pids of processes owned by ``uids``, by uid, from ``/proc``. Zombies (dead, waiting to
-    be reaped) and processes that vanish while looking are left out."""
+    """Pids of processes owned by ``uids`` (effective uid), by uid, through ``psutil``.
+    Zombies (dead, waiting to be reaped) and processes that vanish while looking are left out."""
     found: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                uid = entry.stat(follow_symlinks=False).st_uid
-                if uid in uids and not _is_zombie(entry.name):
-                    found.setdefault(uid, []).append(int(entry.name))
+    for process in psutil.process_iter(["uids", "status"]):
+        uid_info, status = process.info["uids"], process.info["status"]
+        if uid_info is None or status is None or status in _GONE_STATES:
+            continue
+        if uid_info.effective in uids:
+            found.setdefault(uid_info.effective, []).append(process.pid)
     return found
 
 

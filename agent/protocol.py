@@ -25,9 +25,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 PROTOCOL_VERSION = 1
 AGENT_WS_PATH = "/agents/ws"
@@ -145,6 +152,13 @@ class Reject(_Message):
     reason: str
 
 
+class BindMount(BaseModel):
+    """A host directory to link into the task's directory (Determined's ``bind_mounts``)."""
+
+    host_path: str
+    container_path: str
+
+
 class StartAllocation(_Message):
     type: Literal["start_allocation"] = "start_allocation"
     allocation_id: str
@@ -156,6 +170,18 @@ class StartAllocation(_Message):
         default_factory=dict,
         description="Context files to write into the working directory: path -> base64 bytes.",
     )
+    bind_mounts: list[BindMount] = Field(
+        default_factory=list,
+        description="Host paths to link into the working directory where they exist.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_mounts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Agents from before bind mounts forbid unknown fields: send the field only when used.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("bind_mounts"):
+            data.pop("bind_mounts", None)
+        return data
 
 
 class KillAllocation(_Message):

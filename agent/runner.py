@@ -55,7 +55,7 @@ from agent.protocol import (
     SlotInfo,
     StartAllocation,
 )
-from agent.workdir import StartError, prepare_directory
+from agent.workdir import StartError, link_bind_mounts, prepare_directory
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,12 @@ class Runner:
                 prepare_directory, self.work_dir, msg.allocation_id, msg.files
             )
             alloc.directory = cwd
+            if msg.bind_mounts:
+                problems = await asyncio.to_thread(
+                    link_bind_mounts, cwd, msg.bind_mounts, self.agent_id
+                )
+                for problem in problems:  # in the task's log, where its owner looks
+                    self._append(alloc, "stderr", problem.encode())
             if self.isolation == "uid":
                 try:
                     alloc.uid = self.uids.acquire(msg.allocation_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cli import render
@@ -205,6 +206,19 @@ def disable_agent(args: argparse.Namespace) -> None:
     _patch_agents(args, enable=False)
 
 
+def _patch_slot(enable: bool) -> Callable[[argparse.Namespace], None]:
+    """``det slot enable|disable AGENT_ID SLOT_ID``: Determined's paths and message."""
+
+    def patch(args: argparse.Namespace) -> None:
+        sess = setup_session(args)
+        action = "enable" if enable else "disable"
+        body = None if enable else {"agentId": args.agent_id, "slotId": args.slot_id}
+        sess.client.post(f"/api/v1/agents/{args.agent_id}/slots/{args.slot_id}/{action}", body)
+        print(f"{'Enabled' if enable else 'Disabled'} slot {args.slot_id} of agent {args.agent_id}")
+
+    return patch
+
+
 def register(nouns: SubParsers) -> None:
     noun, verbs = add_group(nouns, "a|gent", "manage agents")
     p = add_verb(verbs, "list ls", list_agents, "list agents", default_for=noun)
@@ -226,3 +240,7 @@ def register(nouns: SubParsers) -> None:
     noun, verbs = add_group(nouns, "s|lot", "manage slots")
     p = add_verb(verbs, "list ls", list_slots, "list slots in cluster", default_for=noun)
     add_output_args(p)
+    for action, enable in (("enable", True), ("disable", False)):
+        p = add_verb(verbs, action, _patch_slot(enable), f"{action} slot on agent")
+        p.add_argument("agent_id", help="agent ID")
+        p.add_argument("slot_id", type=int, help="slot ID")

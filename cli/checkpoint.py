@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 import httpx
 
-from cli import render
+from cli import progress, render
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.session import Session, setup_session
@@ -243,8 +243,17 @@ def extract_tar(uuid: str, fileobj: Any, dst: pathlib.Path) -> None:
         raise CliError(f"the master sent checkpoint {uuid} as a broken tar stream: {e}") from None
 
 
-def download_via_master(sess: Session, uuid: str, dst: pathlib.Path) -> None:
-    """Stream ``GET /api/v1/checkpoints/{uuid}/content`` (a tar) into ``dst``."""
+def _counted(chunks: Iterator[bytes], bar: progress.Bar) -> Iterator[bytes]:
+    for chunk in chunks:
+        bar.advance(len(chunk))
+        yield chunk
+
+
+def download_via_master(
+    sess: Session, uuid: str, dst: pathlib.Path, total: int | None = None
+) -> None:
+    """Stream ``GET /api/v1/checkpoints/{uuid}/content`` (a tar) into ``dst``; a bar (on a
+    terminal) counts the bytes against ``total``, the checkpoint's size where known."""
     client = sess.client
     path = f"/api/v1/checkpoints/{quote(uuid, safe='')}/content"
     headers = {"User-Agent": USER_AGENT}
@@ -260,7 +269,8 @@ def download_via_master(sess: Session, uuid: str, dst: pathlib.Path) -> None:
                 except ValueError:
                     body = None
                 raise error_for(resp.status_code, body, path=path, text=resp.text)
-            extract_tar(uuid, _ChunkReader(resp.iter_bytes()), dst)
+            with progress.transfer(f"Downloading {uuid}", total) as bar:
+                extract_tar(uuid, _ChunkReader(_counted(resp.iter_bytes(), bar)), dst)
     except httpx.TransportError as e:
         raise MasterUnreachableError(client.master, str(e) or type(e).__name__) from e
 
@@ -336,10 +346,16 @@ def _publish(staging: pathlib.Path, out: pathlib.Path) -> None:
     shutil.copytree(staging, out, dirs_exist_ok=True)
 
 
+def _size(ckpt: dict[str, Any]) -> int | None:
+    """The checkpoint's bytes by its ``resources`` (file → size), None if it lists none."""
+    sizes = [int(v) for v in (ckpt.get("resources") or {}).values() if str(v).isdigit()]
+    return sum(sizes) or None
+
+
 def _fetch(sess: Session, ckpt: dict[str, Any], mode: str, staging: pathlib.Path) -> None:
     uuid = ckpt["uuid"]
     if mode == "master":
-        download_via_master(sess, uuid, staging)
+        download_via_master(sess, uuid, staging, _size(ckpt))
         return
     try:
         download_direct(storage_config(sess, ckpt), uuid, staging, probe=mode == "auto")
@@ -354,7 +370,7 @@ def _fetch(sess: Session, ckpt: dict[str, Any], mode: str, staging: pathlib.Path
         )
         if staging.exists():
             shutil.rmtree(staging)
-        download_via_master(sess, uuid, staging)
+        download_via_master(sess, uuid, staging, _size(ckpt))
 
 
 def download_checkpoint(
@@ -409,6 +425,23 @@ def download(args: argparse.Namespace) -> None:
         render_checkpoint(ckpt, path)
 
 
+def delete_checkpoints(args: argparse.Namespace) -> None:
+    """Determined's ``DELETE /api/v1/checkpoints``: the files go, the checkpoints stay listed
+    as ``DELETED``."""
+    from cli.experiment_edit import yes_or_no  # the same confirmation as deleting experiments
+
+    if not args.yes and not yes_or_no(
+        "Deleting checkpoints will result in deletion of all data associated\n"
+        "with each checkpoint in the checkpoint storage. Do you still want to proceed?"
+    ):
+        print("Stopping deletion of checkpoints.")
+        return
+    sess = setup_session(args)
+    uuids = [u.strip() for u in args.checkpoints_uuids.split(",") if u.strip()]
+    sess.client.request("DELETE", "/api/v1/checkpoints", json_body={"checkpointUuids": uuids})
+    print(f"Deletion of checkpoints {args.checkpoints_uuids} is in progress")
+
+
 def register(nouns: SubParsers) -> None:
     _, verbs = add_group(nouns, "c|heckpoint", "manage checkpoints")
 
@@ -433,6 +466,10 @@ def register(nouns: SubParsers) -> None:
             "the storage is reachable from here and via the master otherwise."
         ),
     )
+
+    p = add_verb(verbs, "delete", delete_checkpoints, "delete checkpoints")
+    p.add_argument("checkpoints_uuids", help="comma-separated list of checkpoints to delete")
+    p.add_argument("--yes", action="store_true", help="automatically answer yes to prompts")
 
     p = add_verb(verbs, "describe", describe, "describe checkpoint")
     p.add_argument("uuid", help="checkpoint uuid to describe")

@@ -13,20 +13,25 @@ argument (``det cmd run 'echo hi && ls'``) is sent as a shell string.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
 
-from cli import render
+from cli import progress, render
 from cli import task as cli_task
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.parser import add_group, add_output_args, add_verb
 from cli.session import Session, setup_session
 from harness.client import APIError
+from harness.determined_fields import ineffective_fields
+from harness.task_config import CommandConfig
 
 if TYPE_CHECKING:
     from cli.parser import SubParsers
@@ -82,10 +87,10 @@ def parse_config_overrides(config: dict[str, Any], overrides: list[str]) -> dict
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if args.config_file:
-        with args.config_file as f:
-            loaded = yaml.safe_load(f) or {}
+        _, loaded = read_yaml(args.config_file)
+        loaded = loaded or {}
         if not isinstance(loaded, dict):
-            raise CliError(f"{f.name}: a command config must be a YAML mapping")
+            raise CliError(f"{args.config_file.name}: a command config must be a YAML mapping")
         config = loaded
     config = parse_config_overrides(config, args.config)
     entrypoint = [part for part in args.entrypoint if part != "--"] if args.entrypoint else []
@@ -93,6 +98,11 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         config["entrypoint"] = entrypoint[0] if len(entrypoint) == 1 else entrypoint
     if not config.get("entrypoint"):
         raise CliError("no entrypoint given: det cmd run [options] COMMAND [ARGS...]")
+    # Determined-only fields (environment.image, …) are accepted; say once that they do nothing.
+    # A config the model refuses is left for the master to refuse, naming the field.
+    with contextlib.suppress(ValidationError):
+        for warning in ineffective_fields(CommandConfig.model_validate(config)):
+            print(f"Warning: command config: {warning}", file=sys.stderr)
     return config
 
 
@@ -150,19 +160,17 @@ def wait_for_exit(sess: Session, task_id: str) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    sess = setup_session(args)
     body: dict[str, Any] = {"config": build_config(args)}
     if args.context:
-        body["files"] = pack_context(args.context)
-    command = sess.client.post("/api/v1/commands", body)["command"]
+        # With --detach, stdout carries only the id (for scripts).
+        body["files"] = pack_context(args.context, out=sys.stderr if args.detach else None)
+    sess = setup_session(args)
+    command = progress.post(sess.client, "/api/v1/commands", body, "Uploading context")["command"]
     command_id = command["id"]
     if args.detach:
         print(command_id)
         return 0
-    print(
-        f"Launched command (id: {command_id}, name: {command.get('description', '')}).",
-        file=sys.stderr,
-    )
+    print(f"Launched command (id: {command_id}, name: {command.get('description', '')}).")
     try:
         cli_task.print_logs(cli_task.task_logs(sess, command_id, follow=True))
     except KeyboardInterrupt:
@@ -252,7 +260,10 @@ def register(nouns: SubParsers) -> None:
         "entrypoint", nargs=argparse.REMAINDER, help="entrypoint command and arguments to execute"
     )
     p.add_argument(
-        "--config-file", type=argparse.FileType("r"), default=None, help="command config (.yaml)"
+        "--config-file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        default=None,
+        help="command config (.yaml)",
     )
     p.add_argument("--config", action="append", default=[], help=CONFIG_HELP)
     p.add_argument(

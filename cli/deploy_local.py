@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cli import progress
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from cli.parser import SubParsers
 
 MASTER_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
 MASTER_START_TIMEOUT_SECONDS = 60.0
 AGENT_JOIN_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 15.0
@@ -269,11 +271,19 @@ def cluster_up(args: argparse.Namespace) -> int:
     existing = ClusterState.load(state_file)
     if existing is not None:
         if existing.master.alive() and _master_answers(existing.url):
+            if args.port is not None and args.port != existing.port:
+                raise CliError(
+                    f"a local cluster is already running at {existing.url}, not on port "
+                    f"{args.port}; use it (det -m {existing.url} ...), or stop it first with: "
+                    "det deploy local cluster-down"
+                )
             print(f"Cluster is already running at {existing.url}")
             return 0
         stop_all([r for r in existing.processes() if r.alive()], STOP_GRACE_SECONDS)
         state_file.unlink(missing_ok=True)
 
+    if args.port is None:
+        args.port = DEFAULT_PORT
     if port_in_use(args.port):
         raise CliError(f"port {args.port} on {MASTER_HOST} is already in use; choose --port")
     master_bin, agent_bin = find_executable("det-master"), find_executable("det-agent")
@@ -346,7 +356,8 @@ def _start_cluster(
     cluster.master = master[0]
     cluster.save(state_file)
     print(f"Starting the master at {cluster.url} ...", file=sys.stderr)
-    wait_for_master(cluster.url, master, [master[0]])
+    with progress.waiting(f"Waiting for the master at {cluster.url}"):
+        wait_for_master(cluster.url, master, [master[0]])
 
     agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
     agents = []
@@ -372,7 +383,8 @@ def _start_cluster(
     if not agents:
         return 0
     print(f"Starting {len(agents)} agent(s) ...", file=sys.stderr)
-    return wait_for_agents(cluster.url, agents, cluster.processes())
+    with progress.waiting(f"Waiting for {len(agents)} agent(s) to join"):
+        return wait_for_agents(cluster.url, agents, cluster.processes())
 
 
 def provisioned_agents(state: Path) -> list[ProcessRecord]:
@@ -438,7 +450,12 @@ def register(nouns: SubParsers) -> None:
     p.add_argument("--no-gpu", action="store_true", help="agents use CPU slots even with GPUs")
     p.add_argument("--db", default=None, help="database URL (default: SQLite in the state dir)")
     p.add_argument(
-        "--port", "--master-port", dest="port", type=int, default=8080, help="master port"
+        "--port",
+        "--master-port",
+        dest="port",
+        type=int,
+        default=None,
+        help=f"master port (default {DEFAULT_PORT})",
     )
     p.add_argument("--cluster-name", default="flotilla", help="name reported by the master")
     p = add_verb(verbs, "cluster-down", cluster_down, "stop the local cluster")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cli import checkpoint as cli_checkpoint
+from cli import experiment_edit, progress
 from cli import task as cli_task
 from cli.cmd import CONFIG_HELP
 from cli.errors import CliError
@@ -81,24 +82,28 @@ def wait(args: argparse.Namespace) -> int:
     sess = setup_session(args)
     started = time.monotonic()
     minutes_shown = 0
-    while True:
-        state = get_experiment(sess, args.experiment_id)["experiment"].get("state")
-        if state in TERMINAL_STATES:
-            break
-        if state == "STATE_PAUSED":
-            raise CliError(
-                f"Experiment {args.experiment_id} is in paused state. "
-                "Make sure the experiment is active."
-            )
-        time.sleep(args.polling_interval)
-        minutes = int((time.monotonic() - started) // 60)
-        if minutes > minutes_shown:
-            minutes_shown = minutes
-            print(
-                f"Waiting for Experiment {args.experiment_id} to complete. "
-                f"Elapsed {minutes} minutes",
-                file=sys.stderr,
-            )
+    # On a terminal, a bar of the experiment's progress; otherwise the minute lines only.
+    with progress.waiting(f"Experiment {args.experiment_id}", total=1.0) as bar:
+        while True:
+            experiment = get_experiment(sess, args.experiment_id)["experiment"]
+            state = experiment.get("state")
+            bar.update(completed=float(experiment.get("progress") or 0.0))
+            if state in TERMINAL_STATES:
+                break
+            if state == "STATE_PAUSED":
+                raise CliError(
+                    f"Experiment {args.experiment_id} is in paused state. "
+                    "Make sure the experiment is active."
+                )
+            time.sleep(args.polling_interval)
+            minutes = int((time.monotonic() - started) // 60)
+            if minutes > minutes_shown and not progress.drawn():
+                minutes_shown = minutes
+                print(
+                    f"Waiting for Experiment {args.experiment_id} to complete. "
+                    f"Elapsed {minutes} minutes",
+                    file=sys.stderr,
+                )
     if state != "STATE_COMPLETED":
         print(f"Experiment {args.experiment_id} ended in {state_name(state)}", file=sys.stderr)
         return 1
@@ -163,7 +168,9 @@ def register(nouns: SubParsers) -> None:
 
     p = add_verb(verbs, "create", create_experiment, "create experiment")
     p.add_argument(
-        "config_file", type=argparse.FileType("r"), help="experiment config file (.yaml)"
+        "config_file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help="experiment config file (.yaml)",
     )
     p.add_argument(
         "model_def",
@@ -243,3 +250,5 @@ def register(nouns: SubParsers) -> None:
         p = add_verb(label_verbs, spec, func, help_text)
         _experiment_id(p)
         p.add_argument("label", help="label")
+
+    experiment_edit.register(verbs)

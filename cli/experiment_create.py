@@ -23,8 +23,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from cli import progress
 from cli import trial as cli_trial
 from cli.cmd import parse_config_overrides
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.experiment_read import (
@@ -37,6 +39,7 @@ from cli.experiment_read import (
 )
 from cli.session import Session, setup_session
 from harness.experiment_config import ConfigError, parse_experiment_config
+from harness.experiment_config_determined import ineffective_fields
 
 # Seconds between polls while waiting for the first trial, or for the end after following it.
 POLL_SECONDS = 0.5
@@ -47,21 +50,18 @@ FOLLOW_END_WAIT_SECONDS = 30.0
 def load_config(config_file: TextIO, overrides: list[str]) -> str:
     """The config text to send, validated: the file as written, or re-dumped after overrides."""
     name = getattr(config_file, "name", "config")
-    with config_file as f:
-        text = f.read()
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CliError(f"{name}: not valid YAML: {e}".replace("\n", " ")) from None
+    text, loaded = read_yaml(config_file)
     if not isinstance(loaded, dict):
         raise CliError(f"{name}: an experiment config must be a YAML mapping of fields")
     if overrides:
         loaded = parse_config_overrides(loaded, overrides)
         text = yaml.safe_dump(loaded, sort_keys=False)
     try:
-        parse_experiment_config(loaded)
+        parsed = parse_experiment_config(loaded)
     except ConfigError as e:
         raise CliError(f"invalid experiment config {name}: {e}".replace("\n", " ")) from None
+    for warning in ineffective_fields(parsed):
+        print(f"Warning: {name}: {warning}", file=sys.stderr)
     return text
 
 
@@ -79,7 +79,7 @@ def pack_model_def(directory: str) -> list[Any]:
 
 def wait_for_first_trial(sess: Session, experiment_id: int) -> int | None:
     """The id of the experiment's first trial once there is one; None if it ended without."""
-    print("Waiting for first trial to begin...", file=sys.stderr, flush=True)
+    print("Waiting for first trial to begin...", flush=True)
     while True:
         trials = get_trials(sess, experiment_id)
         if trials:
@@ -113,7 +113,7 @@ def follow_first_trial(sess: Session, experiment_id: int) -> int:
     """Stream the first trial's logs; exit code 1 if the experiment ends in ``ERROR``."""
     trial_id = wait_for_first_trial(sess, experiment_id)
     if trial_id is not None:
-        print(f"Following first trial with ID {trial_id}", file=sys.stderr, flush=True)
+        print(f"Following first trial with ID {trial_id}", flush=True)
         cli_trial.show_trial_logs(sess, trial_id, follow=True)
     state = settle_state(sess, experiment_id)
     if state in ERROR_STATES:
@@ -142,7 +142,7 @@ def create_experiment(args: argparse.Namespace) -> int:
     }
     if args.project_id is not None:
         body["projectId"] = args.project_id
-    answer = sess.client.post("/api/v1/experiments", body)
+    answer = progress.post(sess.client, "/api/v1/experiments", body, "Uploading model definition")
     experiment_id = int(answer["experiment"]["id"])
     print(f"Created experiment {experiment_id}", flush=True)
     for warning in answer.get("warnings") or []:

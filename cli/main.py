@@ -16,7 +16,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from importlib import metadata
 
 from cli import (
     agent,
@@ -33,6 +32,7 @@ from cli import (
     tensorboard,
     trial,
     user,
+    version,
 )
 from cli.errors import CliError
 from cli.session import NOT_LOGGED_IN, default_master
@@ -44,13 +44,6 @@ from harness.client import (
     UnauthenticatedError,
     canonicalize_master_url,
 )
-
-
-def client_version() -> str:
-    try:
-        return metadata.version("flotilla")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def master_url(value: str) -> str:
@@ -78,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_master(),
         help="master address (env DET_MASTER)",
     )
-    parser.add_argument("-v", "--version", action="version", version=f"%(prog)s {client_version()}")
+    parser.add_argument(
+        "-v", "--version", action="version", version=f"%(prog)s {version.client_version()}"
+    )
     nouns = parser.add_subparsers(metavar="command")
     help_parser = nouns.add_parser("help", help="show help for this command")
     help_parser.set_defaults(func=lambda args: parser.print_help(), action="show help")
@@ -97,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         tensorboard,
         trial,
         user,
+        version,
     ):
         module.register(nouns)
     return parser

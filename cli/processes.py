@@ -2,8 +2,8 @@
 
 Each process is started as the leader of a new session, so its process group holds exactly what
 it spawned and one ``killpg`` reaches all of it. A :class:`ProcessRecord` keeps the kernel's start
-time next to the pid (Linux ``/proc/<pid>/stat``, field 22), and signals are sent only while that
-pair still matches, so a pid the kernel has recycled for someone else's process is never touched.
+time next to the pid (``psutil``'s ``create_time``), and signals are sent only while that pair
+still matches, so a pid the kernel has recycled for someone else's process is never touched.
 A zombie (a child of this very process that has exited) counts as stopped, and is reaped.
 """
 
@@ -18,24 +18,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 5.0
 
 
 def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), which tells a recycled pid apart."""
+    """When ``pid`` started (seconds since the epoch, as text), which tells a recycled pid
+    apart; None if there is no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return repr(psutil.Process(pid).create_time())
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _proc_state(pid: int) -> str | None:
+def _is_zombie(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @dataclass
@@ -54,7 +56,7 @@ class ProcessRecord:
             return False
         except PermissionError:
             return False
-        if _proc_state(self.pid) == "Z":
+        if _is_zombie(self.pid):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, os.WNOHANG)
             return False

@@ -1,14 +1,8 @@
 """Output for ``det``: aligned tables, CSV, JSON and YAML, in Determined's formats.
 
-Determined prints tables with ``tabulate(..., tablefmt="presto")``. :func:`format_table`
-reproduces that format without the dependency, byte for byte on the cases the CLI produces:
-
-- a header row, a ``-----+-----`` rule, then one line per row (more for cells with newlines);
-- every cell padded by one space each side, columns joined by ``|``, trailing blanks trimmed;
-- a column is at least two characters wider than its header;
-- a column whose non-empty cells are all numbers (``3``, ``"0"``, ``1.5``; not booleans) is
-  right-aligned, with decimal points lined up; everything else is left-aligned;
-- ``None`` renders as an empty cell, floats with ``format(x, "g")``, other values with ``str``.
+Tables are Determined's own: ``tabulate(rows, headers, tablefmt="presto")`` (with ``wcwidth``, so
+wide characters such as CJK take two columns and stay aligned). CSV has the header row first and
+an empty cell for ``None``; JSON has sorted keys and two-space indents.
 """
 
 from __future__ import annotations
@@ -20,10 +14,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+import tabulate
 import yaml
-
-# tabulate's MIN_PADDING: a column is at least this much wider than its header.
-_HEADER_MIN_PADDING = 2
 
 
 def _cell_text(value: Any) -> str:
@@ -34,85 +26,15 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _is_number(value: Any, text: str) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return True
-    if not isinstance(value, str) or "\n" in text:
-        return False
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _after_point(text: str) -> int:
-    """Characters after the decimal point (or exponent); -1 for integers, as tabulate counts."""
-    if _is_int(text):
-        return -1
-    pos = text.rfind(".")
-    if pos < 0:
-        pos = text.lower().rfind("e")
-    return len(text) - pos - 1 if pos >= 0 else -1
-
-
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Render ``rows`` under ``headers`` as a presto-style table (see the module docstring)."""
+    """``rows`` under ``headers`` in Determined's table format (tabulate's ``presto``)."""
     raw_rows = [list(row) for row in rows]
-    ncols = len(headers)
     for row in raw_rows:
-        if len(row) != ncols:
-            raise ValueError(f"row has {len(row)} cells but there are {ncols} headers: {row!r}")
-    texts = [[_cell_text(value) for value in row] for row in raw_rows]
-
-    numeric = []
-    for col in range(ncols):
-        present = [(row[col], text[col]) for row, text in zip(raw_rows, texts, strict=True)]
-        present = [(v, t) for v, t in present if t != ""]
-        numeric.append(bool(present) and all(_is_number(v, t) for v, t in present))
-
-    # Decimal alignment: pad numbers on the right so their points line up.
-    for col in range(ncols):
-        if not numeric[col]:
-            continue
-        afters = [_after_point(t[col]) for t in texts if t[col] != ""]
-        most = max(afters, default=-1)
-        for t in texts:
-            if t[col] != "":
-                t[col] = t[col] + " " * (most - _after_point(t[col]))
-
-    widths = []
-    for col in range(ncols):
-        cell_width = max(
-            (len(line) for t in texts for line in t[col].split("\n")),
-            default=0,
-        )
-        widths.append(max(len(headers[col]) + _HEADER_MIN_PADDING, cell_width))
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            " " + (cell.rjust(width) if numeric[col] else cell.ljust(width)) + " "
-            for col, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "|".join(padded).rstrip()
-
-    out = [line(headers), "+".join("-" * (w + 2) for w in widths)]
-    for t in texts:
-        split = [cell.split("\n") for cell in t]
-        height = max((len(parts) for parts in split), default=1)
-        for i in range(height):
-            out.append(line([parts[i] if i < len(parts) else "" for parts in split]))
-    return "\n".join(out)
+        if len(row) != len(headers):
+            raise ValueError(
+                f"row has {len(row)} cells but there are {len(headers)} headers: {row!r}"
+            )
+    return tabulate.tabulate(raw_rows, headers=list(headers), tablefmt="presto")
 
 
 def print_table(

@@ -31,7 +31,7 @@ def pool_row(pool: dict[str, Any]) -> list[Any]:
     return [
         pool.get("name"),
         pool.get("description"),
-        render.strip_prefix(pool.get("type"), "RESOURCE_POOL_TYPE_"),
+        pool_type(pool),
         pool.get("numAgents"),
         pool.get("slotsAvailable"),
         pool.get("slotsUsed"),
@@ -41,6 +41,15 @@ def pool_row(pool: dict[str, Any]) -> list[Any]:
         (pool.get("provisioning") or {}).get("pendingSlots", ""),
         _status(pool.get("provisioning")),
     ]
+
+
+def pool_type(pool: dict[str, Any]) -> str | None:
+    """``STATIC``, or ``ELASTIC (local)`` / ``ELASTIC (aws)`` for a pool the master provisions
+    (Determined's wire enum has no elastic type, so the ``provisioning`` part tells)."""
+    provisioning = pool.get("provisioning")
+    if provisioning:
+        return f"ELASTIC ({provisioning.get('provider', '?')})"
+    return render.strip_prefix(pool.get("type"), "RESOURCE_POOL_TYPE_")
 
 
 def _status(provisioning: dict[str, Any] | None) -> str:

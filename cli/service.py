@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ValidationError
 
 from cli import render
 from cli import task as cli_task
 from cli.cmd import CONFIG_HELP, TASK_ID_RE, parse_config_overrides
+from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
 from cli.parser import add_output_args, add_verb
 from cli.session import Session, setup_session
 from harness.client import APIError, ClientError
+from harness.determined_fields import ineffective_fields
 from harness.task_config import ServiceConfig
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Kind:
 def validate_config(kind: Kind, config: dict[str, Any]) -> None:
     """Check ``config`` with the master's model; the error names every bad field's path."""
     try:
-        kind.model.model_validate(config)
+        parsed = kind.model.model_validate(config)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
@@ -82,19 +83,19 @@ def validate_config(kind: Kind, config: dict[str, Any]) -> None:
             for e in exc.errors()
         )
         raise CliError(f"invalid {kind.noun} config: {problems}") from None
+    for warning in ineffective_fields(parsed):
+        print(f"Warning: {kind.noun} config: {warning}", file=sys.stderr)
 
 
 def build_config(kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     """``--config-file`` with ``--config k=v`` overrides applied, validated."""
     config: dict[str, Any] = {}
     if args.config_file:
-        with args.config_file as f:
-            try:
-                loaded = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise CliError(f"{f.name}: not valid YAML: {e}".replace("\n", " ")) from None
+        _, loaded = read_yaml(args.config_file)
+        loaded = loaded or {}
         if not isinstance(loaded, dict):
-            raise CliError(f"{f.name}: a {kind.noun} config must be a YAML mapping")
+            name = args.config_file.name
+            raise CliError(f"{name}: a {kind.noun} config must be a YAML mapping")
         config = loaded
     config = parse_config_overrides(config, args.config)
     validate_config(kind, config)
@@ -105,7 +106,8 @@ def launch_body(kind: Kind, args: argparse.Namespace) -> dict[str, Any]:
     """The POST body's ``config`` and ``files``, built before talking to the master."""
     body: dict[str, Any] = {"config": build_config(kind, args)}
     if getattr(args, "context", None):
-        body["files"] = pack_context(args.context)
+        # Beside the other status lines: stdout carries only the id (--detach) or the URL.
+        body["files"] = pack_context(args.context, out=sys.stderr)
     return body
 
 
@@ -368,7 +370,7 @@ def add_start_args(parser: argparse.ArgumentParser, kind: Kind) -> None:
     """The options every ``start`` takes: config, context, detach."""
     parser.add_argument(
         "--config-file",
-        type=argparse.FileType("r"),
+        type=argparse.FileType("r", encoding="utf-8"),
         default=None,
         help=f"{kind.noun} config (.yaml)",
     )

@@ -186,9 +186,10 @@ def choose_user(requested_user: str | None, store: TokenStore) -> tuple[str, str
     return DEFAULT_USER, DEFAULT_PASSWORD, True
 
 
-def prompt_password(prompt: str) -> str:
+def prompt_password(prompt: str, how_to_give: str = "set DET_PASS") -> str:
     """Prompt on the terminal; without one, read a line from stdin (like Determined's CLI),
-    without getpass's warning about echoing."""
+    without getpass's warning about echoing. ``how_to_give`` completes the error when there is
+    neither ("no password given ...; set DET_PASS")."""
     try:
         if not sys.stdin.isatty():
             line = sys.stdin.readline()
@@ -198,7 +199,7 @@ def prompt_password(prompt: str) -> str:
         return getpass.getpass(prompt)
     except EOFError:
         raise CliError(
-            "no password given and none can be prompted for (no terminal); set DET_PASS"
+            f"no password given and none can be prompted for (no terminal); {how_to_give}"
         ) from None
 
 

@@ -120,17 +120,16 @@ def stream_logs(
 
 
 def print_logs(entries: Iterable[dict[str, Any]], *, as_json: bool = False) -> None:
-    """Print a task's own stdout to stdout; its stderr and the master's lifecycle lines
-    ("queued: …", "exited with code 3") to stderr, so piping ``det cmd run`` keeps only output."""
+    """Print every entry to stdout, as Determined does: the task's stdout and stderr and the
+    master's lifecycle lines ("queued: …", "exited with code 3") alike, so that
+    ``det trial logs 1 | grep accuracy`` finds what Python's logging wrote to stderr."""
     for entry in entries:
         if as_json:
             render.print_json(entry)
             sys.stdout.flush()
             continue
-        to_stderr = entry.get("source") == "master" or entry.get("stdtype") == "stderr"
-        stream = sys.stderr if to_stderr else sys.stdout
-        stream.write(log_text(entry))
-        stream.flush()
+        sys.stdout.write(log_text(entry))
+        sys.stdout.flush()
 
 
 def stream_ended_notice(task_id: str) -> None:

@@ -51,10 +51,9 @@ class TunnelError(Exception):
 
 def websocket_url(master_url: str, task_id: str) -> str:
     """``http://m:8080`` and ``abc`` → ``ws://m:8080/proxy/abc/`` (``wss`` for https)."""
-    parts = urlsplit(canonicalize_master_url(master_url))
+    parts = urlsplit(canonicalize_master_url(master_url))  # which has no path
     scheme = "wss" if parts.scheme == "https" else "ws"
-    path = f"{parts.path.rstrip('/')}/proxy/{task_id}/"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return urlunsplit((scheme, parts.netloc, f"/proxy/{task_id}/", "", ""))
 
 
 def cached_token(master_url: str) -> str | None:

@@ -145,22 +145,23 @@ def whoami(args: argparse.Namespace) -> None:
     print(f"You are logged in as user '{me.get('username', sess.username)}'")
 
 
-def _new_password(username: str, given: str | None) -> str:
+NEW_PASSWORD_HOW = "pass --password, or write the password as one line to stdin"
+
+
+def new_password(prompt: str, given: str | None) -> str:
+    """``--password``; else, on a terminal, a prompt and a confirmation; else one line of stdin
+    (``echo "$PW" | det user create alice``), with no confirmation to read."""
     if given is not None:
         return given
-    password = prompt_password(f"New password for user '{username}': ")
-    if password != prompt_password("Confirm password: "):
+    password = prompt_password(prompt, NEW_PASSWORD_HOW)
+    if sys.stdin.isatty() and password != prompt_password("Confirm password: ", NEW_PASSWORD_HOW):
         raise CliError("Passwords do not match")
     return password
 
 
 def create_user(args: argparse.Namespace) -> None:
     sess = setup_session(args)
-    password = args.password
-    if password is None:
-        password = prompt_password(f"Password for user '{args.username}': ")
-        if password != prompt_password("Confirm password: "):
-            raise CliError("Passwords do not match")
+    password = new_password(f"Password for user '{args.username}': ", args.password)
     require_strong(password)
     body = {
         "user": {"username": args.username, "admin": bool(args.admin), "active": True},
@@ -173,7 +174,7 @@ def create_user(args: argparse.Namespace) -> None:
 def change_password(args: argparse.Namespace) -> None:
     sess = setup_session(args)
     username = args.target_user or args.user or sess.username
-    password = _new_password(username, args.password)
+    password = new_password(f"New password for user '{username}': ", args.password)
     require_strong(password)
     user = find_user(sess.client, username)
     body = {"password": salted_password(password), "isHashed": True}
@@ -216,13 +217,13 @@ def edit_user(args: argparse.Namespace) -> None:
     print("Changes made to the following fields: " + ", ".join(changed))
 
 
-def register(nouns: SubParsers) -> None:
-    noun, verbs = add_group(nouns, "u|ser", "manage users")
+def rename_user(args: argparse.Namespace) -> None:
+    _patch_user(args, args.target_user, {"username": args.new_username})
+    print(f"Renamed user '{args.target_user}' to '{args.new_username}'")
 
-    p = add_verb(verbs, "list ls", list_users, "list users", default_for=noun)
-    p.add_argument("--all", "-a", action="store_true", help="list active and inactive users")
-    add_output_args(p, csv=False)
 
+def _add_session_verbs(verbs: SubParsers) -> None:
+    """``login``, ``logout`` and ``whoami``: under ``det user`` and ``det auth`` alike."""
     p = add_verb(verbs, "login", log_in_user, "log in user")
     p.add_argument("username", nargs="?", default=None, help="name of user to log in as")
 
@@ -233,16 +234,39 @@ def register(nouns: SubParsers) -> None:
 
     add_verb(verbs, "whoami", whoami, "print the active user")
 
+
+def register(nouns: SubParsers) -> None:
+    _, auth_verbs = add_group(nouns, "auth", "log in, log out, show who is logged in")
+    _add_session_verbs(auth_verbs)
+
+    noun, verbs = add_group(nouns, "u|ser", "manage users")
+
+    p = add_verb(verbs, "list ls", list_users, "list users", default_for=noun)
+    p.add_argument("--all", "-a", action="store_true", help="list active and inactive users")
+    add_output_args(p, csv=False)
+
+    _add_session_verbs(verbs)
+
     p = add_verb(verbs, "create", create_user, "create user")
     p.add_argument("username", help="name of new user")
     p.add_argument("--admin", action="store_true", help="give new user admin rights")
-    p.add_argument("--password", help="password of new user (prompted for when not given)")
+    p.add_argument(
+        "--password",
+        help="password of new user (else prompted for on a terminal, or read from stdin)",
+    )
 
     p = add_verb(verbs, "change-password", change_password, "change password for user")
     p.add_argument(
         "target_user", nargs="?", default=None, help="name of user to change password of"
     )
-    p.add_argument("--password", help="the new password (prompted for when not given)")
+    p.add_argument(
+        "--password",
+        help="the new password (else prompted for on a terminal, or read from stdin)",
+    )
+
+    p = add_verb(verbs, "rename", rename_user, "change username for user")
+    p.add_argument("target_user", help="name of user whose username should be changed")
+    p.add_argument("new_username", help="new username for target_user")
 
     p = add_verb(verbs, "activate", activate_user, "activate user")
     p.add_argument("username", help="name of user to activate")

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +63,8 @@ def canonicalize_master_url(url: str) -> str:
 
     ``host`` and ``host:port`` get ``http://`` (and port 8080 when none is given); ``http://host``
     gets port 80 and ``https://host`` port 443; a trailing ``/`` is dropped. Raises ValueError for
-    an empty host or for credentials, a query or a fragment in the URL. The result is the key of
+    an empty host, for a path (``host:8080/api/v1``: the API paths are the client's to add), or
+    for credentials, a query or a fragment in the URL. The result is the key of
     the token cache, so one master has one spelling.
     """
     url = url.strip()
@@ -88,8 +89,14 @@ def canonicalize_master_url(url: str) -> str:
             f"invalid master url {url!r}: it must not contain a username, password, query or "
             "fragment"
         )
+    if parsed.path.strip("/"):
+        raise ValueError(
+            f"invalid master url {url!r}: the master URL must not have a path "
+            f"({parsed.path!r}); give only the scheme, host and port, e.g. "
+            f"{parsed.scheme}://{parsed.netloc}"
+        )
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-    return parse.urlunparse((parsed.scheme, f"{host}:{port}", parsed.path, "", "", "")).rstrip("/")
+    return f"{parsed.scheme}://{host}:{port}"
 
 
 class ClientError(Exception):
@@ -234,6 +241,17 @@ class LoginResult:
     user: JSON
 
 
+# An upload with progress goes out in pieces of this size.
+UPLOAD_CHUNK_BYTES = 256 * 1024
+
+
+def _chunks(data: bytes, on_sent: Callable[[int], None]) -> Iterator[bytes]:
+    for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+        chunk = data[start : start + UPLOAD_CHUNK_BYTES]
+        yield chunk
+        on_sent(len(chunk))
+
+
 class MasterClient:
     """Sync client for one master. Threads may share it (its ``httpx.Client`` may be shared
     between threads) as long as none of them changes ``token`` meanwhile.
@@ -279,15 +297,31 @@ class MasterClient:
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> Any:
-        """Send one request and return its decoded JSON body (``{}`` for an empty body)."""
+        """Send one request and return its decoded JSON body (``{}`` for an empty body).
+
+        With ``on_sent``, the body goes out in chunks of :data:`UPLOAD_CHUNK_BYTES` and
+        ``on_sent(n)`` is called as each leaves (a progress bar of an upload)."""
+        if on_sent is not None and json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers = {
+                **self._auth_headers(),
+                "Content-Type": "application/json",
+                "Content-Length": str(len(data)),
+            }
+            content: Any = _chunks(data, on_sent)
+            json_body = None
+        else:
+            headers, content = self._auth_headers(), None
         with self._translate_transport_errors():
             response = self._http.request(
                 method,
                 path,
                 params=_clean_params(params),
                 json=json_body,
-                headers=self._auth_headers(),
+                content=content,
+                headers=headers,
             )
         self._raise_for_status(response)
         if not response.content.strip():
@@ -304,8 +338,14 @@ class MasterClient:
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
-        return self.request("POST", path, params=params, json_body=body)
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> Any:
+        return self.request("POST", path, params=params, json_body=body, on_sent=on_sent)
 
     def patch(self, path: str, body: Any = None) -> Any:
         return self.request("PATCH", path, json_body=body)

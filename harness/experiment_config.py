@@ -8,6 +8,7 @@ and ``docs/reference/experiment-config.md`` is generated from these models.
 
 from __future__ import annotations
 
+import shlex
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from harness.task_config import EnvironmentConfig
+from harness.experiment_config_determined import (
+    BindMount,
+    CheckpointPolicy,
+    ExperimentEnvironment,
+    Reproducibility,
+    inert,
+)
 from harness.units import OptionalDuration
 
 DEFAULT_PRIORITY = 42
@@ -254,6 +261,11 @@ class ExperimentResources(_Config):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=1, le=99, description="Lower runs first.")
     weight: float = Field(default=1.0, gt=0, description="Fair-share weight.")
     resource_pool: str | None = Field(default=None, description="Unset: the master's default pool.")
+    native_parallel: bool | None = inert("resources.native_parallel")
+    shm_size: int | str | None = inert("resources.shm_size")
+    devices: list[dict[str, Any]] | None = inert("resources.devices")
+    agent_label: str | None = inert("resources.agent_label")
+    is_single_node: bool | None = inert("resources.is_single_node")
 
 
 class _StorageBase(_Config):
@@ -270,6 +282,10 @@ class SharedFSStorage(_StorageBase):
         description="Directory every agent (and the master) sees at the same path."
     )
     storage_path: str | None = Field(default=None, description="Subdirectory of host_path.")
+    container_path: str | None = inert("checkpoint_storage.container_path")
+    propagation: str | None = inert("checkpoint_storage.propagation")
+    checkpoint_path: str | None = inert("checkpoint_storage.checkpoint_path")
+    tensorboard_path: str | None = inert("checkpoint_storage.tensorboard_path")
 
 
 class S3Storage(_StorageBase):
@@ -334,8 +350,8 @@ class ExperimentConfig(_Config):
     checkpoint_storage: CheckpointStorage | None = Field(
         default=None, description="Unset: the master's `checkpoint_storage`."
     )
-    environment: EnvironmentConfig = Field(
-        default_factory=EnvironmentConfig, description="Environment of the trial processes."
+    environment: ExperimentEnvironment = Field(
+        default_factory=ExperimentEnvironment, description="Environment of the trial processes."
     )
     perform_initial_validation: bool = Field(
         default=False, description="Validate once before the first training batch."
@@ -343,6 +359,43 @@ class ExperimentConfig(_Config):
     preemption_timeout: OptionalDuration = Field(
         default=None, description="Unset or off: wait for the trial to checkpoint."
     )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Anything the trial should read: `context.get_data_config()` (trainer) or "
+            "`core.info.user_data` (Core API), as in Determined."
+        ),
+    )
+    bind_mounts: list[BindMount] = Field(
+        default_factory=list,
+        description=(
+            "Host directories linked into the task's directory at `container_path` where "
+            "`host_path` exists on the agent (else a warning in the trial's log)."
+        ),
+    )
+    reproducibility: Reproducibility = Field(
+        default_factory=Reproducibility, description="`experiment_seed` seeds every trial."
+    )
+    debug: bool | None = inert("debug")
+    optimizations: dict[str, Any] | None = inert("optimizations")
+    profiling: dict[str, Any] | None = inert("profiling")
+    project: str | None = inert("project")
+    workspace: str | None = inert("workspace")
+    checkpoint_policy: CheckpointPolicy | None = inert("checkpoint_policy")
+    log_policies: list[dict[str, Any]] | dict[str, Any] | None = inert("log_policies")
+    retention_policy: dict[str, Any] | None = inert("retention_policy")
+    integrations: dict[str, Any] | None = inert("integrations")
+    internal: dict[str, Any] | None = inert("internal")
+    pbs: dict[str, Any] | None = inert("pbs")
+    slurm: dict[str, Any] | None = inert("slurm")
+
+    @field_validator("entrypoint", mode="before")
+    @classmethod
+    def _entrypoint_list(cls, value: Any) -> Any:
+        """Determined also takes a list (``[python3, train.py]``): one shell-quoted command."""
+        if isinstance(value, list) and all(isinstance(part, str) for part in value):
+            return shlex.join(value)
+        return value
 
     @field_validator("hyperparameters", mode="before")
     @classmethod

@@ -6,9 +6,11 @@ Defaults live here once. Unknown fields are rejected, and errors name the field 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.determined_fields import inert
 from harness.units import OptionalDuration
 
 DEFAULT_PRIORITY = 42
@@ -53,6 +55,20 @@ class EnvironmentConfig(_Config):
         return value
 
 
+class TaskEnvironment(EnvironmentConfig):
+    """Environment variables, and Determined's container settings, accepted and inert here
+    (tasks run as processes, not containers): see :mod:`harness.determined_fields`."""
+
+    image: str | dict[str, str] | None = inert("environment.image")
+    force_pull_image: bool | None = inert("environment.force_pull_image")
+    registry_auth: dict[str, Any] | None = inert("environment.registry_auth")
+    pod_spec: dict[str, Any] | None = inert("environment.pod_spec")
+    add_capabilities: list[str] | None = inert("environment.add_capabilities")
+    drop_capabilities: list[str] | None = inert("environment.drop_capabilities")
+    ports: dict[str, int] | None = inert("environment.ports")
+    proxy_ports: list[dict[str, Any]] | None = inert("environment.proxy_ports")
+
+
 class CommandConfig(_Config):
     entrypoint: str | list[str] = Field(
         description=(
@@ -62,7 +78,7 @@ class CommandConfig(_Config):
     )
     description: str | None = Field(default=None, description="Shown in `det cmd list`.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    environment: TaskEnvironment = Field(default_factory=TaskEnvironment)
 
     @field_validator("entrypoint")
     @classmethod
@@ -90,7 +106,7 @@ class ServiceConfig(_Config):
 
     description: str | None = Field(default=None, description="Shown in `det <kind> list`.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
+    environment: TaskEnvironment = Field(default_factory=TaskEnvironment)
     idle_timeout: OptionalDuration = Field(
         default=None,
         description=(

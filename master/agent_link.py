@@ -36,6 +36,9 @@ from master.scheduler.state import AgentConnected, AgentDisconnected, AgentRepor
 from master.state import MasterState
 
 log = logging.getLogger(__name__)
+# RFC 6455 close codes an agent sends when it leaves on purpose: normal closure and "going away"
+# (a stopping agent, e.g. one the autoscaler stopped when idle).
+AGENT_LEFT_CODES = (1000, 1001)
 router = APIRouter()
 
 
@@ -93,6 +96,7 @@ async def agent_socket(websocket: WebSocket) -> None:
     reason = "connection closed"
     last_heard = time.monotonic()
     pinger = asyncio.create_task(_ping(link, state, lambda: last_heard))
+    left = False  # the agent said goodbye (1000/1001): a normal departure
     try:
         while True:
             message = AgentMessageAdapter.validate_json(await websocket.receive_text())
@@ -111,7 +115,11 @@ async def agent_socket(websocket: WebSocket) -> None:
                 reason = f"unexpected {message.type} message"
                 break
     except WebSocketDisconnect as exc:
-        reason = f"closed by the agent (code {exc.code})"
+        if exc.code in AGENT_LEFT_CODES:
+            reason = f"the agent shut down ({exc.reason or 'going away'})"
+            left = True
+        else:
+            reason = f"closed by the agent (code {exc.code})"
     except ValidationError as exc:
         reason = f"malformed message: {exc.errors()[0]['msg']}"
     except (RuntimeError, OSError) as exc:  # reading a socket this side already closed
@@ -120,7 +128,9 @@ async def agent_socket(websocket: WebSocket) -> None:
         pinger.cancel()
         if link.timed_out:
             reason = "no message from the agent within the ping timeout"
-        state.scheduler.post(AgentDisconnected(agent_id=agent_id, link=link, reason=reason))
+        state.scheduler.post(
+            AgentDisconnected(agent_id=agent_id, link=link, reason=reason, shut_down=left)
+        )
         await link.close(reason)
 
 

@@ -22,8 +22,10 @@ from master.api import (
     console,
     cost,
     errors,
+    experiment_edit,
     experiments,
     fleet,
+    master_logs,
     metric_series,
     openapi,
     preemption,
@@ -39,6 +41,7 @@ from master.config import MasterConfig
 from master.db import Database, migrate
 from master.experiments.engine import ExperimentEngine
 from master.idle import IdleWatcher
+from master.log_buffer import MasterLogBuffer
 from master.login_guard import LoginGuard
 from master.logs import LogStore
 from master.provisioning import Provisioning
@@ -74,6 +77,8 @@ def users_without_password(session: Session) -> list[str]:
 def create_app(config: MasterConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.master_logs = MasterLogBuffer()  # for det master logs
+        app.state.master_logs.attach()
         db = Database(config.database_url)
         migrate(db.engine)
         cluster_id = await db.run(bootstrap)
@@ -125,6 +130,7 @@ def create_app(config: MasterConfig) -> FastAPI:
             await hub.aclose()
             db.close()
             app.state.login_guard.close()
+            app.state.master_logs.detach()
 
     app = FastAPI(
         title="Flotilla master",
@@ -159,13 +165,14 @@ def create_app(config: MasterConfig) -> FastAPI:
         checkpoints,
         metric_series,
         fleet,
+        master_logs,
         agent_link,
         proxy,
         proxy_ws,
     ):
         errors_listed = openapi.PUBLIC_ERRORS if module is cluster else openapi.API_ERRORS
         app.include_router(module.router, responses=errors_listed)
-    for router in services.routers:
+    for router in [*services.routers, *experiment_edit.routers]:
         app.include_router(router, responses=openapi.API_ERRORS)
     # Last, so no console route can shadow an API one.
     app.include_router(console.router)

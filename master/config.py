@@ -32,6 +32,12 @@ from pydantic import (
 from agent.cloudwatch.config import CloudWatchConfig
 from harness.experiment_config import CheckpointStorage, SharedFSStorage
 from harness.units import Duration, OptionalDuration
+from master.config_determined import (
+    LOG_LEVELS,
+    DatabaseConfig,
+    LogConfig,
+    ResourceManagerConfig,
+)
 from provisioner.config import ProviderConfig
 
 DEFAULT_PORT = 8080
@@ -41,16 +47,6 @@ ENV_PREFIX = "FLOTILLA_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class DatabaseConfig(_Section):
-    url: str | None = Field(
-        default=None,
-        description=(
-            "SQLAlchemy database URL. Unset means an SQLite file `flotilla.db` in `data_dir`; "
-            "use `postgresql://user:pass@host:5432/db` (psycopg2) for real deployments."
-        ),
-    )
 
 
 class ResourcePoolConfig(_Section):
@@ -172,6 +168,17 @@ class MasterConfig(_Section):
     default_resource_pool: str = Field(
         default=DEFAULT_POOL, description="Pool for tasks that do not name one."
     )
+    default_aux_resource_pool: str | None = Field(
+        default=None,
+        description=(
+            "Pool for tasks that need no slot (`resources.slots: 0`) and name none, as "
+            "Determined's. Unset: `default_resource_pool`."
+        ),
+    )
+    resource_manager: ResourceManagerConfig | None = Field(
+        default=None,
+        description="Determined's section; its pool names set the two fields above.",
+    )
     token_lifetime: Duration = Field(
         default=timedelta(days=7), description="How long a login token stays valid."
     )
@@ -240,14 +247,42 @@ class MasterConfig(_Section):
         ),
     )
     log_level: str = Field(default="INFO", description="Python logging level of the master.")
+    log: LogConfig | None = Field(
+        default=None, description="Determined's section; `level` sets `log_level`."
+    )
     logging: CloudWatchConfig | None = Field(
         default=None,
         description="Ship the master's logs (and optionally task logs) to CloudWatch Logs; "
         "unset: logs stay on stderr and task logs in the database. See docs/logging.md.",
     )
 
+    def _adopt(self, ours: str, value: str | None, theirs: str) -> None:
+        """Take Determined's spelling ``theirs`` of the field ``ours`` unless both differ."""
+        if value is None:
+            return
+        if ours in self.model_fields_set and getattr(self, ours) != value:
+            raise ValueError(
+                f"{ours} is {getattr(self, ours)!r} but {theirs} (Determined's name for it) is "
+                f"{value!r}; give one of them"
+            )
+        setattr(self, ours, value)
+
     @model_validator(mode="after")
     def _pools_consistent(self) -> MasterConfig:
+        if self.resource_manager is not None:
+            rm = self.resource_manager
+            self._adopt(
+                "default_resource_pool",
+                rm.default_compute_resource_pool,
+                "resource_manager.default_compute_resource_pool",
+            )
+            self._adopt(
+                "default_aux_resource_pool",
+                rm.default_aux_resource_pool,
+                "resource_manager.default_aux_resource_pool",
+            )
+        if self.log is not None:
+            self._adopt("log_level", LOG_LEVELS[self.log.level], "log.level")
         names = [p.pool_name for p in self.resource_pools]
         if len(set(names)) != len(names):
             raise ValueError(f"resource_pools: duplicate pool_name in {names}")
@@ -255,6 +290,11 @@ class MasterConfig(_Section):
             raise ValueError(
                 f"default_resource_pool: {self.default_resource_pool!r} is not one of the "
                 f"resource_pools {names}"
+            )
+        if self.default_aux_resource_pool not in (None, *names):
+            raise ValueError(
+                f"default_aux_resource_pool: {self.default_aux_resource_pool!r} is not one of "
+                f"the resource_pools {names}"
             )
         return self
 
@@ -275,9 +315,15 @@ class MasterConfig(_Section):
         return SharedFSStorage(type="shared_fs", host_path=host_path)
 
     @property
+    def aux_resource_pool(self) -> str:
+        """Where a task that needs no slot goes when it names no pool."""
+        return self.default_aux_resource_pool or self.default_resource_pool
+
+    @property
     def database_url(self) -> str:
-        if self.db.url:
-            return self.db.url
+        url = self.db.resolved_url()
+        if url:
+            return url
         return f"sqlite:///{self.resolved_data_dir / 'flotilla.db'}"
 
     @property

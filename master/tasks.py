@@ -28,6 +28,8 @@ class TaskSpec:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    # Host paths linked into the task's directory: {"host_path", "container_path"} each.
+    bind_mounts: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -40,13 +42,20 @@ class Submitted:
 async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
     """Store ``spec`` and hand it to the scheduler; ``rejection`` says why it can never run."""
     pools = [p.pool_name for p in state.config.resource_pools]
-    pool = spec.resource_pool or state.config.default_resource_pool
+    # As in Determined: a task that needs no slot goes to the aux pool unless it names one.
+    default = (
+        state.config.aux_resource_pool if spec.slots == 0 else state.config.default_resource_pool
+    )
+    pool = spec.resource_pool or default
     if pool not in pools:
         raise bad_request(f"resources.resource_pool: unknown pool '{pool}'; available: {pools}")
     task_id = str(uuid.uuid4())
     allocation_id = f"{task_id}.1"
     now = state.clock()
-    config = {**spec.config, "launch": {"argv": spec.argv, "env": spec.env, "files": spec.files}}
+    launch: dict[str, Any] = {"argv": spec.argv, "env": spec.env, "files": spec.files}
+    if spec.bind_mounts:
+        launch["bind_mounts"] = spec.bind_mounts
+    config = {**spec.config, "launch": launch}
 
     def write(session: Any) -> None:
         session.add(

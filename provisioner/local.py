@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 from provisioner.config import ProviderConfig
 from provisioner.types import (
     Instance,
@@ -43,16 +45,15 @@ class _Process:
     pid: int
     slots: int
     launched_at: datetime
-    start_ticks: int | None = None  # the kernel's start time of pid: tells a reused pid apart
+    started: float | None = None  # when pid started (psutil): tells a reused pid apart
 
 
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None off Linux or if gone."""
+def _started(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch; None if it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _alive(pid: int) -> bool:
@@ -115,10 +116,10 @@ class LocalProvider:
                 item["pid"],
                 item["slots"],
                 datetime.fromisoformat(item["launched_at"]),
-                item.get("start_ticks"),
+                item.get("started"),
             )
             # Adopt only the very process we launched, never another that reuses its pid.
-            if _alive(process.pid) and _start_ticks(process.pid) == process.start_ticks:
+            if _alive(process.pid) and _started(process.pid) == process.started:
                 self._processes[process.id] = process
 
     def _save(self) -> None:
@@ -128,7 +129,7 @@ class LocalProvider:
                 "pid": p.pid,
                 "slots": p.slots,
                 "launched_at": p.launched_at.isoformat(),
-                "start_ticks": p.start_ticks,
+                "started": p.started,
             }
             for p in self._processes.values()
         ]
@@ -199,7 +200,7 @@ class LocalProvider:
         log.close()
         now = datetime.now(UTC)
         self._processes[instance_id] = _Process(
-            instance_id, process.pid, offer.slots, now, _start_ticks(process.pid)
+            instance_id, process.pid, offer.slots, now, _started(process.pid)
         )
         return LaunchedInstance(instance_id, offer, now)
 

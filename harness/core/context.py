@@ -44,6 +44,12 @@ class TrialInfo:
     warm_start_checkpoint: str | None = None
     warm_start_storage: dict[str, Any] | None = None  # a checkpoint_storage config, as JSON
 
+    @property
+    def user_data(self) -> dict[str, Any]:
+        """The experiment config's ``data`` section (Determined's ``ClusterInfo.user_data``)."""
+        data = self.config.get("data")
+        return dict(data) if isinstance(data, dict) else {}
+
 
 class Context:
     """What ``with harness.core.init() as core:`` gives: ``core.train``, ``core.checkpoint``,

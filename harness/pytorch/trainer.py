@@ -105,10 +105,14 @@ class Trainer:
         self.core = core
         self.dist = core.distributed
         self.device = device or _default_device(self.dist)
-        self.seed = (
-            seed if seed is not None else trial_seed(core.info.experiment_id, core.info.trial_id)
-        )
         self.config: ExperimentConfig = parse_experiment_config(core.info.config)
+        # reproducibility.experiment_seed stands in for the experiment id, as in Determined.
+        base = self.config.reproducibility.experiment_seed
+        self.seed = (
+            seed
+            if seed is not None
+            else trial_seed(core.info.experiment_id if base is None else base, core.info.trial_id)
+        )
         tensorboard = core.info.tensorboard_dir
         self.writer = MetricWriter(
             trial_log_dir(tensorboard, core.info.experiment_id, core.info.trial_id)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import IO
 
 import paramiko
+import psutil
 
 log = logging.getLogger("harness.shell")
 
@@ -80,21 +81,13 @@ def signal_group(pgid: int, signum: int) -> None:
 
 
 def session_members(sid: int) -> list[int]:
-    """Every process in session ``sid`` (Linux ``/proc``), including background jobs that
-    the shell moved to process groups of their own; empty where there is no ``/proc``."""
+    """Every process in session ``sid``, including background jobs that the shell moved to
+    process groups of their own (pids from ``psutil``; processes that vanish are skipped)."""
     members = []
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            # After "pid (comm)": state, ppid, pgrp, session.
-            if len(fields) > 3 and int(fields[3]) == sid:
-                members.append(int(entry))
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == sid:
+                members.append(pid)
     return members
 
 

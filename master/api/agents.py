@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from master import auth, models
 from master.api.errors import ApiError
 from master.api.openapi import documented
-from master.api.schemas import AgentList, AgentReply
+from master.api.schemas import AgentList, AgentReply, SlotReply
 from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
 from master.scheduler.loop import SchedulerError
-from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState
+from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState, SetSlotState
 from master.state import MasterState
 
 router = APIRouter(prefix="/api/v1")
@@ -59,6 +59,17 @@ def _instances(session: Session, agent_ids: list[str]) -> dict[str, dict[str, An
     }
 
 
+def slot_json(agent: ConnectedAgent, slot: Any, container: dict[str, Any] | None) -> dict[str, Any]:
+    """Determined's ``v1Slot``: off when its agent or the slot itself is disabled."""
+    return {
+        "id": str(slot.id),
+        "device": _device(slot),
+        "enabled": agent.enabled and slot.id not in agent.disabled_slots,
+        "draining": agent.draining,
+        "container": container,
+    }
+
+
 def agent_json(
     agent: ConnectedAgent,
     allocations: list[Allocation],
@@ -72,17 +83,13 @@ def agent_json(
     brand_stats: dict[str, Counter[str]] = {}
     for slot in agent.slots:
         holder = by_slot.get(slot.id)
-        slots[f"/agents/{agent.id}/slots/{slot.id}"] = {
-            "id": str(slot.id),
-            "device": _device(slot),
-            "enabled": agent.enabled,
-            "draining": agent.draining,
-            "container": containers[holder.id] if holder else None,
-        }
+        slots[f"/agents/{agent.id}/slots/{slot.id}"] = slot_json(
+            agent, slot, containers[holder.id] if holder else None
+        )
         for stats, key in ((type_stats, device_type(slot.type)), (brand_stats, slot.brand)):
             counter = stats.setdefault(key, Counter())
             counter["total"] += 1
-            counter["disabled"] += 0 if agent.enabled else 1
+            counter["disabled"] += 0 if agent.enabled and slot.id not in agent.disabled_slots else 1
             counter["draining"] += 1 if agent.draining else 0
     return {
         "id": agent.id,
@@ -165,3 +172,43 @@ async def disable_agent(
 ) -> dict[str, Any]:
     drain = body.drain if body is not None else False
     return await _set(request, SetAgentState(agent_id=agent_id, enabled=False, drain=drain))
+
+
+class DisableSlotRequest(WireModel):
+    agent_id: str | None = None
+    slot_id: int | None = None
+    drain: bool = False
+
+
+async def _set_slot(request: Request, event: SetSlotState) -> dict[str, Any]:
+    scheduler = _state(request).scheduler
+    try:
+        agent = await scheduler.call(event)
+    except SchedulerError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+    slot = next(s for s in agent.slots if s.id == event.slot_id)
+    allocations = list(scheduler.allocations.values())
+    holder = next(
+        (a for a in allocations if event.slot_id in a.agent_slots.get(agent.id, ())), None
+    )
+    return {"slot": slot_json(agent, slot, _container(holder, agent) if holder else None)}
+
+
+@router.post("/agents/{agent_id}/slots/{slot_id}/enable", **documented(SlotReply, 404))
+async def enable_slot(
+    agent_id: str, slot_id: int, request: Request, _: models.User = Depends(auth.admin_user)
+) -> dict[str, Any]:
+    return await _set_slot(request, SetSlotState(agent_id=agent_id, slot_id=slot_id, enabled=True))
+
+
+@router.post("/agents/{agent_id}/slots/{slot_id}/disable", **documented(SlotReply, 404))
+async def disable_slot(
+    agent_id: str,
+    slot_id: int,
+    request: Request,
+    body: DisableSlotRequest | None = Body(default=None),
+    _: models.User = Depends(auth.admin_user),
+) -> dict[str, Any]:
+    drain = body.drain if body is not None else False
+    event = SetSlotState(agent_id=agent_id, slot_id=slot_id, enabled=False, drain=drain)
+    return await _set_slot(request, event)

@@ -225,7 +225,11 @@ async def checkpoint_content(
     try:
         await asyncio.to_thread(lambda: build_storage(storage).files(uuid))
     except CheckpointNotFound as exc:
-        raise not_found(f"checkpoint {uuid}'s files ({exc})") from exc
+        # Not the storage path: it is a place on the master's (or a bucket's) side.
+        kind = storage.get("type", "its storage") if isinstance(storage, dict) else "its storage"
+        raise ApiError(
+            404, f"checkpoint {uuid}'s files are not in its checkpoint storage ({kind})"
+        ) from exc
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)

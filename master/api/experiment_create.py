@@ -110,6 +110,34 @@ def _check_request(body: CreateExperimentRequest, state: MasterState) -> Experim
     return config
 
 
+def _check_capacity(config: ExperimentConfig, state: MasterState) -> None:
+    """Refuse an experiment whose trials can never be placed: more slots per trial than its
+    pool can ever offer (an elastic pool: ``max_instances`` × slots per instance), naming what
+    every pool can give. A pool whose capacity is not known yet (no agents) refuses nothing."""
+    pool = config.resources.resource_pool or state.config.default_resource_pool
+    needed = config.resources.slots_per_trial
+    capacities = state.scheduler.capacities()
+    capacity = capacities.get(pool)
+    if capacity is None or capacity.max_total_slots is None or needed <= capacity.max_total_slots:
+        return
+    elastic = {p.pool_name: p.provider for p in state.config.resource_pools if p.provider}
+
+    def offer(name: str) -> str:
+        total = capacities[name].max_total_slots
+        provider = elastic.get(name)
+        if provider is not None:
+            per = capacities[name].max_agent_slots
+            return f"'{name}' {total} (elastic: up to {provider.max_instances} × {per} slots)"
+        return f"'{name}' {total}"
+
+    known = [name for name in capacities if capacities[name].max_total_slots is not None]
+    raise bad_request(
+        f"resources.slots_per_trial: each trial needs {needed} slots, but resource pool "
+        f"'{pool}' can give at most {capacity.max_total_slots}, so the experiment could never "
+        f"run; what the pools can give: {', '.join(offer(n) for n in known)}"
+    )
+
+
 async def new_experiment(
     body: CreateExperimentRequest,
     state: MasterState,
@@ -121,6 +149,7 @@ async def new_experiment(
     With ``validateOnly`` the caller answers from the event's ``config`` and never posts it.
     """
     config = _check_request(body, state)
+    _check_capacity(config, state)
     try:
         engine.validate(config)
     except EngineError as exc:

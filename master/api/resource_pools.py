@@ -3,6 +3,7 @@ instances, pending demand, status and backoffs — why the fleet is the size it 
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from master.scheduler.state import AllocationState
 from master.state import MasterState
 from provisioner.config import ProviderConfig, SpotFallbackPolicy
 from provisioner.loop import PoolLoop
+from provisioner.prices import load_shipped_table
 
 router = APIRouter(prefix="/api/v1")
 POOL_TYPES = {
@@ -59,6 +61,27 @@ def _fallback(loop: PoolLoop, now: datetime) -> dict[str, Any]:
         "active": True,
         "reason": f"spot unavailable since {timestamp(since)}: {loop.status.summary}",
     }
+
+
+@functools.cache
+def _gpu_types() -> frozenset[str]:
+    """The instance types the shipped price table lists with a GPU."""
+    return frozenset(name for name, info in load_shipped_table().types.items() if info.gpu)
+
+
+def slot_type(pool: ResourcePoolConfig, agents_slot_types: set[str]) -> str:
+    """The pool's slot type: its agents' one type; for an elastic pool without agents, what its
+    instances will bring (an AWS type with a GPU in the price table: CUDA; other AWS types and
+    ``local`` instances, which offer CPU slots: CPU). ``TYPE_UNSPECIFIED`` only for a static pool
+    without agents or agents of mixed types."""
+    if agents_slot_types:
+        return agents_slot_types.pop() if len(agents_slot_types) == 1 else "TYPE_UNSPECIFIED"
+    provider = pool.provider
+    if provider is None:
+        return "TYPE_UNSPECIFIED"
+    if provider.type == "aws" and provider.instance_type in _gpu_types():
+        return "TYPE_CUDA"
+    return "TYPE_CPU"
 
 
 def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any] | None:
@@ -140,9 +163,9 @@ async def list_resource_pools(
                 "numAgents": len(agents),
                 "slotsAvailable": total,
                 "slotsUsed": used,
-                "slotType": slot_types.pop() if len(slot_types) == 1 else "TYPE_UNSPECIFIED",
+                "slotType": slot_type(pool, slot_types),
                 "defaultComputePool": name == state.config.default_resource_pool,
-                "defaultAuxPool": name == state.config.default_resource_pool,
+                "defaultAuxPool": name == state.config.aux_resource_pool,
                 "schedulerType": "SCHEDULER_TYPE_PRIORITY",
                 "schedulerFittingPolicy": "FITTING_POLICY_BEST",
                 "minAgents": provider.min_instances if provider else len(agents),

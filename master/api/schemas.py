@@ -204,6 +204,29 @@ class AgentReply(Shape):
     agent: Agent
 
 
+class SlotReply(Shape):
+    slot: Slot
+
+
+class MasterConfigReply(Shape):
+    config: dict[str, Any]
+
+
+class MasterLogEntry(Shape):
+    id: int
+    timestamp: str
+    level: str
+    message: str
+
+
+class MasterLogResult(Shape):
+    log_entry: MasterLogEntry
+
+
+class MasterLogLine(Shape):
+    result: MasterLogResult
+
+
 # ---- resource pools ------------------------------------------------------------------------------
 
 

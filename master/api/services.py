@@ -7,6 +7,7 @@ submits it; the task reports where it listens; users reach it at ``/proxy/<id>/`
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from master.api.commands import (
     parse_config,
     public_config,
 )
-from master.api.errors import bad_request, describe_validation_error, not_found
+from master.api.errors import ApiError, bad_request, describe_validation_error, not_found
 from master.api.openapi import documented, inline_schema
 from master.api.schemas import SERVICE_SHAPES
 from master.api.tasks import load_task
@@ -149,21 +150,43 @@ def _notebook_launch(_: MasterState, __: LaunchRequest) -> Launch:
     )
 
 
-def tensorboard_dirs(root: Path, experiment_ids: list[int], trial_ids: list[int]) -> list[str]:
+def tensorboard_dirs(
+    root: Path,
+    experiment_ids: list[int],
+    trial_ids: list[int],
+    exists: Callable[[type[models.Experiment] | type[models.Trial], int], bool],
+) -> list[str]:
     """``NAME=PATH`` arguments for ``harness.tensorboard``: one per experiment and trial, each
-    of which must already have event files under ``root`` (trials write them there)."""
+    of which must already have event files under ``root`` (trials write them there).
+
+    Where there are none, the error says whether the experiment or trial does not exist at all
+    (``exists`` asks the database) or has written no event files yet; it never shows ``root``,
+    which is a path on the master's machine.
+    """
     if not experiment_ids and not trial_ids:
         raise bad_request("experimentIds: give at least one experiment or trial id")
     runs = []
     for experiment_id in experiment_ids:
         path = root / "experiment" / str(experiment_id)
         if not path.is_dir():
-            raise not_found(f"experiment {experiment_id}'s TensorBoard event files (in {path})")
+            if not exists(models.Experiment, experiment_id):
+                raise ApiError(404, f"experiment {experiment_id} does not exist")
+            raise ApiError(
+                404,
+                f"experiment {experiment_id} has no TensorBoard event files yet (its trials "
+                "write them as they report metrics)",
+            )
         runs.append(f"experiment-{experiment_id}={path}")
     for trial_id in trial_ids:
         found = sorted(root.glob(f"experiment/*/trial/{trial_id}"))
         if not found:
-            raise not_found(f"trial {trial_id}'s TensorBoard event files (in {root})")
+            if not exists(models.Trial, trial_id):
+                raise ApiError(404, f"trial {trial_id} does not exist")
+            raise ApiError(
+                404,
+                f"trial {trial_id} has no TensorBoard event files yet (it writes them as it "
+                "reports metrics)",
+            )
         runs.append(f"trial-{trial_id}={found[0]}")
     return runs
 
@@ -171,7 +194,12 @@ def tensorboard_dirs(root: Path, experiment_ids: list[int], trial_ids: list[int]
 def _tensorboard_launch(state: MasterState, body: LaunchRequest) -> Launch:
     assert isinstance(body, LaunchTensorboardRequest)
     root = state.config.resolved_tensorboard_dir
-    runs = tensorboard_dirs(root, body.experiment_ids, body.trial_ids)
+
+    def exists(model: type[models.Experiment] | type[models.Trial], row_id: int) -> bool:
+        with state.db.session() as session:
+            return session.get(model, row_id) is not None
+
+    runs = tensorboard_dirs(root, body.experiment_ids, body.trial_ids, exists)
     return Launch(
         argv=["python", "-m", "harness.tensorboard", *runs],
         env={},
@@ -211,7 +239,8 @@ def make_router(
         body = await _read_body(request, body_model)
         config = parse_config(body.config, kind.config_model, kind.singular)
         timeout = config.effective_idle_timeout(kind.default_idle_timeout(state.config))
-        launched = launcher(state, body)
+        # Off the event loop: launchers read the disk, the database, or make keys.
+        launched = await asyncio.to_thread(launcher, state, body)
         stored = config.model_dump(mode="json")
         stored.update(launched.extra, idle_timeout=format_duration(timeout))
         stored["secrets"] = launched.secrets

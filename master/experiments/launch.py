@@ -60,6 +60,10 @@ def trial_spec(config: ExperimentConfig, run: RunRequest, tensorboard_dir: Path)
         argv=list(TRIAL_ARGV),
         env=env,
         files=run.files,
+        bind_mounts=[
+            {"host_path": m.host_path, "container_path": m.container_path}
+            for m in config.bind_mounts
+        ],
         config={
             "experiment_id": run.experiment_id,
             "trial_id": run.trial_id,

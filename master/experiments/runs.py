@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
+from harness.experiment_config_determined import ineffective_fields
 from master.api.errors import ApiError
 from master.experiments import store, warm_start
 from master.experiments.launch import RunRequest, trial_spec
@@ -110,6 +111,9 @@ class TrialRuns:
         if warm is not None:
             resumed = f", warm-starting from the model weights of checkpoint {warm.checkpoint}"
         await self.note(trial, f"trial {trial.id} run {run_id} submitted{resumed}", "INFO")
+        if run_id == 1:
+            for warning in ineffective_fields(experiment.config):
+                await self.note(trial, f"experiment config: {warning}", "WARNING")
         if warm is not None and warm.state != warm_start.COMPLETED:
             await self.note(
                 trial,

@@ -32,6 +32,7 @@ from master.scheduler.state import (
     ReconnectDeadline,
     SchedulerError,
     SetAgentState,
+    SetSlotState,
     link_peer_host,
 )
 
@@ -57,6 +58,7 @@ class AgentEvents:
         agents: dict[str, ConnectedAgent]
         allocations: dict[str, Allocation]
         lost: dict[str, LostAgent]
+        slots_disabled: dict[str, set[int]]
         _timers: set[asyncio.Task[None]]
 
         def post(self, event: Event) -> None: ...
@@ -113,6 +115,7 @@ class AgentEvents:
             draining=row.draining,
             idle_since=now,
             peer_host=link_peer_host(event.link),
+            disabled_slots=set(self.slots_disabled.get(hello.agent_id, ())),
         )
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
@@ -165,7 +168,15 @@ class AgentEvents:
         del self.agents[event.agent_id]
         now = self.clock()
         await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
-        log.warning("agent %s disconnected: %s", event.agent_id, event.reason)
+        # An agent that shut down on purpose, or that was drained or disabled first (what the
+        # autoscaler does to an idle agent before stopping it), is news, not a problem.
+        expected = event.shut_down or agent.draining or not agent.enabled
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "agent %s disconnected: %s",
+            event.agent_id,
+            event.reason,
+        )
         self.lost[event.agent_id] = LostAgent(pool=agent.pool, slots=len(agent.slots), since=now)
         self._start_timer(event.agent_id, now)
         affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
@@ -297,4 +308,25 @@ class AgentEvents:
             for allocation in list(self.allocations.values()):
                 if agent.id in allocation.agent_slots:
                     await self._kill(allocation, f"killed: agent '{agent.id}' was disabled")
+        return agent
+
+    async def _set_slot_state(self, event: SetSlotState) -> ConnectedAgent:
+        agent = self.agents.get(event.agent_id)
+        if agent is None:
+            raise SchedulerError(404, f"agent '{event.agent_id}' not found (or not connected)")
+        ids = [s.id for s in agent.slots]
+        if event.slot_id not in ids:
+            raise SchedulerError(
+                404, f"agent '{agent.id}' has no slot {event.slot_id} (its slots: {ids})"
+            )
+        if event.enabled:
+            agent.disabled_slots.discard(event.slot_id)
+        else:
+            agent.disabled_slots.add(event.slot_id)
+        self.slots_disabled[agent.id] = set(agent.disabled_slots)
+        if not event.enabled and not event.drain:
+            for allocation in list(self.allocations.values()):
+                if event.slot_id in allocation.agent_slots.get(agent.id, ()):
+                    reason = f"killed: slot {event.slot_id} of agent '{agent.id}' was disabled"
+                    await self._kill(allocation, reason)
         return agent

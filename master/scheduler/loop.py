@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from agent.protocol import (
+    BindMount,
     KillAllocation,
     StartAllocation,
 )
@@ -48,6 +49,7 @@ from master.scheduler.state import (
     Reschedule,
     SchedulerError,
     SetAgentState,
+    SetSlotState,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class Scheduler(AgentEvents):
         # Agents that went away less than agent_reconnect_wait ago: their tasks wait for them,
         # and their slots still count towards what their pool can ever offer.
         self.lost: dict[str, LostAgent] = {}
+        # Disabled slots by agent, kept across an agent's reconnects (not a master restart).
+        self.slots_disabled: dict[str, set[int]] = {}
         self.started_at = clock()
         self.pools_with_history: set[str] = set()
         self.exit_hooks: list[ExitHook] = []
@@ -139,6 +143,8 @@ class Scheduler(AgentEvents):
                 return await self._agent_report(event)
             case SetAgentState():
                 return await self._set_agent_state(event)
+            case SetSlotState():
+                return await self._set_slot_state(event)
             case ReconnectDeadline():
                 return await self._reconnect_deadline(event)
             case Reschedule():
@@ -334,6 +340,12 @@ class Scheduler(AgentEvents):
                 for hook in self.demand_hooks:
                     hook(pool)
 
+    def capacities(self) -> dict[str, PoolCapacity]:
+        """What each pool can ever offer, judged as the next pass would; a pool missing is not
+        known yet (no agents). Read on the event loop, between events."""
+        allocations = list(self.allocations.values())
+        return self._capacity(snapshot.agent_capacities(self.agents.values(), allocations))
+
     def _capacity(self, agents: list[AgentCapacity]) -> dict[str, PoolCapacity]:
         """What each pool can ever offer: its agents, including those briefly gone. After a
         master start, pools that had agents before stay unknown (nothing is rejected) until
@@ -402,6 +414,7 @@ class Scheduler(AgentEvents):
                     env=env,
                     slot_ids=slots,
                     files=allocation.files,
+                    bind_mounts=[BindMount(**m) for m in allocation.bind_mounts],
                 ),
             )
 

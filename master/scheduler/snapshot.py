@@ -21,7 +21,9 @@ def agent_capacities(
             agent_id=agent.id,
             pool=agent.pool,
             total_slots=len(agent.slots),
-            free_slot_ids=tuple(free_slots(agent, allocations)),
+            free_slot_ids=tuple(
+                s for s in free_slots(agent, allocations) if s not in agent.disabled_slots
+            ),
             schedulable=agent.enabled and not agent.draining,
             running=sum(1 for a in allocations if agent.id in a.agent_slots),
         )

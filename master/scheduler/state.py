@@ -70,6 +70,8 @@ class ConnectedAgent:
     # The agent's address as its WebSocket connection shows it (None when the link has none):
     # where the proxy reaches its tasks' services, never an address a task reported.
     peer_host: str | None = None
+    # Slots an admin disabled (det slot disable): nothing new is placed on them.
+    disabled_slots: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Allocation:
     argv: list[str]
     env: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+    bind_mounts: list[dict[str, str]] = field(default_factory=list)
     state: AllocationState = AllocationState.QUEUED
     agent_slots: dict[str, list[int]] = field(default_factory=dict)
     started_at: datetime | None = None
@@ -166,6 +169,7 @@ class AgentDisconnected(Event):
     agent_id: str
     link: AgentLink
     reason: str
+    shut_down: bool = False  # the agent closed normally (1000/1001), e.g. stopped when idle
 
 
 @dataclass
@@ -178,6 +182,17 @@ class AgentReport(Event):
 @dataclass
 class SetAgentState(Event):
     agent_id: str
+    enabled: bool
+    drain: bool = False
+
+
+@dataclass
+class SetSlotState(Event):
+    """Determined's slot enable/disable: one slot of an agent; ``drain`` lets what runs there
+    finish, otherwise it is killed."""
+
+    agent_id: str
+    slot_id: int
     enabled: bool
     drain: bool = False
 

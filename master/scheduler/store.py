@@ -44,6 +44,7 @@ def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocat
         argv=list(launch.get("argv", [])),
         env=dict(launch.get("env", {})),
         files=dict(launch.get("files", {})),
+        bind_mounts=list(launch.get("bind_mounts", [])),
         state=AllocationState(row.state),
         agent_slots={k: list(v) for k, v in (row.agent_slots or {}).items()},
         started_at=row.started_at,

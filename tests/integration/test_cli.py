@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -101,6 +102,14 @@ class LineReader:
                 + self.stderr.read_text()
             ) from None
 
+    def next_line_from_task(self) -> str | None:
+        """The next line the task printed, skipping ``det``'s own and the master's lines
+        (which share stdout with the task's output, as in Determined)."""
+        while True:
+            line = self.next_line()
+            if line is None or not _is_cli_or_master_line(line):
+                return line
+
     def finish(self) -> int:
         code = self.proc.wait(DET_TIMEOUT_SECONDS)
         assert "Traceback" not in self.stderr.read_text(), self.stderr.read_text()
@@ -110,6 +119,22 @@ class LineReader:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+# The CLI's own lines and the master's lifecycle lines (master/scheduler) in a command's log.
+_NOT_TASK_OUTPUT = re.compile(
+    r"(Launched command|Preparing files|queued|assigned|running on|exited|killed|"
+    r"service ready|preempted|re-attached|agent ')"
+)
+
+
+def _is_cli_or_master_line(line: str) -> bool:
+    return bool(_NOT_TASK_OUTPUT.match(line))
+
+
+def task_output(stdout: str) -> list[str]:
+    """The lines of ``det cmd run``'s stdout that the task printed."""
+    return [line for line in stdout.splitlines() if not _is_cli_or_master_line(line + "\n")]
 
 
 def table(stdout: str) -> list[dict[str, str]]:
@@ -145,8 +170,9 @@ def det(cluster: tuple[Master, list[Agent]], tmp_path: Path) -> Cli:
 def test_cmd_run_prints_the_output_and_exits_with_the_command_code(det: Cli) -> None:
     result = det("cmd", "run", "echo hi; exit 7")
     assert result.returncode == 7, result.stderr
-    assert result.stdout == "hi\n"
-    assert "exited with code 7" in result.stderr
+    # Every log line goes to stdout, as in Determined: the task's and the master's.
+    assert task_output(result.stdout) == ["hi"]
+    assert "exited with code 7" in result.stdout
 
 
 def test_cmd_run_uploads_a_context_directory(det: Cli, tmp_path: Path) -> None:
@@ -157,19 +183,20 @@ def test_cmd_run_uploads_a_context_directory(det: Cli, tmp_path: Path) -> None:
     (context / ".detignore").write_text("*.ckpt\n")
     result = det("cmd", "run", "-c", str(context), "cat pkg/data.txt; ls")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "from the context"
-    assert "big.ckpt" not in result.stdout and "pkg" in result.stdout
+    output = task_output(result.stdout)
+    assert output[0] == "from the context"
+    assert "big.ckpt" not in output and "pkg" in output
 
 
 def test_cmd_run_streams_lines_as_they_come(det: Cli, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run = det.start("cmd", "run", gated(gate), stderr=tmp_path / "run.err")
     try:
-        assert run.next_line() == "first\n"
+        assert run.next_line_from_task() == "first\n"
         assert run.proc.poll() is None
         gate.touch()
-        assert run.next_line() == "second\n"
-        assert run.next_line() is None
+        assert run.next_line_from_task() == "second\n"
+        assert run.next_line_from_task() is None
         assert run.finish() == 0
     finally:
         run.stop()
@@ -185,11 +212,11 @@ def test_detached_command_logs_follow_and_kill(
     assert api.task(task_id)["taskId"] == task_id
     logs = det.start("cmd", "logs", "-f", task_id, stderr=tmp_path / "logs.err")
     try:
-        assert logs.next_line() == "first\n"
+        assert logs.next_line_from_task() == "first\n"
         assert logs.proc.poll() is None
         gate.touch()
-        assert logs.next_line() == "second\n"
-        assert logs.next_line() is None
+        assert logs.next_line_from_task() == "second\n"
+        assert logs.next_line_from_task() is None
         assert logs.finish() == 0
     finally:
         logs.stop()
@@ -303,7 +330,7 @@ def test_deploy_local_cluster_up_and_down(tmp_path: Path) -> None:
         assert json.loads((state / "cluster.json").read_text()) == cluster
 
         ran = cli("cmd", "run", "echo via-local", env=admin)
-        assert (ran.returncode, ran.stdout) == (0, "via-local\n"), ran.stderr
+        assert (ran.returncode, task_output(ran.stdout)) == (0, ["via-local"]), ran.stderr
 
         # Work running on an agent goes down with the cluster too. As root the task runs as
         # its own uid: it writes its pid where any uid may.

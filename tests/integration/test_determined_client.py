@@ -237,3 +237,16 @@ def test_experiment_created_from_a_determined_config_and_listed(
     assert "from-determined" in listed
     experiment = Api(master).get("/api/v1/experiments/1").json()["experiment"]
     assert experiment["name"] == "from-determined"
+
+
+def test_version_and_user_rename(det: DeterminedCli) -> None:
+    shown = yaml.safe_load(det.ok("version"))
+    assert shown["client"]["version"] == DETERMINED_VERSION
+    assert shown["master"]["version"] == DETERMINED_VERSION and shown["master"]["clusterId"]
+    assert shown["master_address"] == det.master.url
+
+    det.login("admin", "")
+    det.ok("user", "create", "carol", "--password", ALICE_PASSWORD)
+    det.ok("user", "rename", "carol", "caroline")
+    users = {u["Username"] for u in table(det.ok("user", "list"))}
+    assert "caroline" in users and "carol" not in users

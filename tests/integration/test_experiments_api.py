@@ -157,7 +157,9 @@ def test_single_trial_runs_reports_and_completes(
 ) -> None:
     master, _ = cluster
     api = Api(master)
-    experiment_id = create(api, config(labels=["fake", "smoke"]))
+    # A Determined-only field is accepted, and named in the trial's log with why it is inert.
+    environment = {"image": "determinedai/pytorch-ngc:0.38.1", "environment_variables": {}}
+    experiment_id = create(api, config(labels=["fake", "smoke"], environment=environment))
     done = wait_experiment(api, master, experiment_id, "STATE_COMPLETED")
     assert done["progress"] == 1.0
     assert done["numTrials"] == 1
@@ -172,6 +174,14 @@ def test_single_trial_runs_reports_and_completes(
     (trial,) = trials(api, experiment_id)
     assert trial["state"] == "STATE_COMPLETED"
     assert trial["totalBatchesProcessed"] == 3
+    warned = [e for e in trial_logs(api, trial["id"]) if "environment.image" in e["message"]]
+    assert [(e["level"], e["message"]) for e in warned] == [
+        (
+            "LOG_LEVEL_WARNING",
+            "experiment config: environment.image is accepted but has no effect: tasks run as "
+            "processes on the agents, not in containers, so there is no image to run",
+        )
+    ]
     assert trial["hparams"] == {"x": 1}
     assert trial["latestValidation"]["metrics"]["avgMetrics"] == {"validation_loss": 1 / 3}
     assert trial["searcherMetricValue"] == pytest.approx(1 / 3)
@@ -429,10 +439,16 @@ def test_unplaceable_trials_killed_trials_and_preemption_timeouts(
 ) -> None:
     master, _ = cluster
     api = Api(master)
-    too_big = create(api, config(resources={"slots_per_trial": 4}))
-    failed = wait_experiment(api, master, too_big, "STATE_ERROR")
-    assert "rejected: requests 4 slots" in failed["stateReason"]
-    assert trials(api, too_big)[0]["restarts"] == 0
+    # A trial bigger than the pool can ever be is refused at creation, saying what fits.
+    body = {"config": yaml.safe_dump(config(resources={"slots_per_trial": 4}))}
+    too_big = api.post("/api/v1/experiments", json={**body, "modelDefinition": model_definition()})
+    assert too_big.status_code == 400
+    assert too_big.json()["message"] == (
+        "resources.slots_per_trial: each trial needs 4 slots, but resource pool 'default' can "
+        "give at most 2, so the experiment could never run; what the pools can give: "
+        "'default' 2"
+    )
+    assert api.get("/api/v1/experiments").json()["experiments"] == []
 
     # Killing one trial of a grid: the search goes on without it.
     grid = config(

@@ -67,8 +67,13 @@ KNOWN_STATUS = {
     # Only the trial's own task token may ask; users get 403.
     "GET /api/v1/trials/{trial_id}/searcher/operation": 403,
 }
-# Admin-only reads: the ordinary user gets 403 (the admin 200).
-ADMIN_ONLY = {"GET /api/v1/instances", "GET /api/v1/scale-events"}
+# Admin-only reads: the ordinary user gets 403 (the admin 200; the schema documents it).
+ADMIN_ONLY = {
+    "GET /api/v1/instances",
+    "GET /api/v1/scale-events",
+    "GET /api/v1/master/config",
+    "GET /api/v1/master/logs",
+}
 # Operations the generator must not call, and why.
 NOT_CALLED = {
     # Ends the very session the rest of the run authenticates with.

@@ -4,9 +4,12 @@ links: agents that vanish, come back, or never start what they were given."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.protocol import (
     AllocationExited,
@@ -323,3 +326,67 @@ def test_a_spread_allocation_ends_once_every_part_has(db_url: str, tmp_path: Pat
         assert (row.exit_code, row.exit_reason) == (3, "exited with code 3")
 
     run(db_url, tmp_path, body)
+
+
+def test_an_agent_that_leaves_on_purpose_is_logged_as_information(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle agent the autoscaler stopped (drained first, then closed with 1001) is news, not
+    a warning; an agent whose link broke is a warning."""
+
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        for agent_id, shut_down, drained in (("left", True, False), ("drained", False, True)):
+            link, _ = await connect(state, hello(agent_id, 1))
+            scheduler.agents[agent_id].draining = drained
+            await scheduler.call(
+                AgentDisconnected(agent_id=agent_id, link=link, reason="bye", shut_down=shut_down)
+            )
+        broken, _ = await connect(state, hello("broken", 1))
+        await scheduler.call(
+            AgentDisconnected(agent_id="broken", link=broken, reason="closed (code 1006)")
+        )
+
+    with caplog.at_level(logging.INFO, logger="master.scheduler"):
+        run(db_url, tmp_path, body)
+    levels = {
+        r.args[0]: r.levelname  # type: ignore[index]
+        for r in caplog.records
+        if r.getMessage().startswith("agent ") and "disconnected" in r.getMessage()
+    }
+    assert levels == {"left": "INFO", "drained": "INFO", "broken": "WARNING"}
+
+
+def test_a_task_that_needs_no_slot_goes_to_the_aux_pool(db_url: str, tmp_path: Path) -> None:
+    """Determined's ``default_aux_resource_pool``: zero-slot tasks that name no pool go there."""
+
+    async def main() -> None:
+        config = load_config(
+            None,
+            environ={},
+            data_dir=str(tmp_path),
+            db={"url": db_url},
+            resource_pools=[{"pool_name": "gpu"}, {"pool_name": "cpu"}],
+            resource_manager={
+                "default_compute_resource_pool": "gpu",
+                "default_aux_resource_pool": "cpu",
+            },
+        )
+        db = Database(config.database_url)
+        migrate(db.engine)
+        cluster_id = await db.run(bootstrap)
+        logs = LogStore(db)
+        scheduler = Scheduler(config, db, logs, utc_now)
+        await scheduler.start()
+        state = MasterState(config, db, logs, scheduler, cluster_id, "m", utc_now(), "token")
+        try:
+            aux = await submit_task(state, TaskSpec("COMMAND", 1, "aux", None, 0, 42, ["true"]))
+            compute = await submit(state, 1)
+            pools = {a.id: a.pool for a in scheduler.allocations.values()}
+            assert pools[aux.allocation_id] == "cpu"
+            assert pools[compute.allocation_id] == "gpu"
+        finally:
+            await scheduler.stop()
+            db.close()
+
+    asyncio.run(main())

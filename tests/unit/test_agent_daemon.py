@@ -441,3 +441,23 @@ def test_a_message_the_socket_refused_is_sent_first_on_the_next_connection(tmp_p
         return daemon.outbox.messages()
 
     assert asyncio.run(scenario()) == [started, exited_]
+
+
+def test_a_stopped_agent_closes_with_going_away_not_an_internal_error(tmp_path):
+    """The master logs 1000/1001 as a normal departure (an idle agent the autoscaler stopped);
+    leaving the socket on the cancellation would send 1011, which it logs as a warning."""
+
+    async def scenario() -> None:
+        async with FakeMaster().running() as master:
+            daemon = Daemon(config_for(master, tmp_path), SLOTS)
+            agent = asyncio.create_task(daemon.run())
+            ws = await master.next_connection()
+            assert isinstance(await recv(ws), Hello)
+            await send(ws, Welcome(options=OPTIONS))
+            daemon.stop()
+            assert await asyncio.wait_for(agent, 5) == 0
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1001
+            assert ws.close_reason == "agent shutting down"
+
+    asyncio.run(scenario())

@@ -15,6 +15,7 @@ import pytest
 from agent.protocol import (
     AllocationExited,
     AllocationStarted,
+    BindMount,
     DeviceType,
     LogBatch,
     SlotInfo,
@@ -441,3 +442,40 @@ def test_an_isolated_task_and_its_children_die_with_a_crashed_agent(tmp_path):
         "kill_grace_period=1)", "kill_grace_period=1, isolation='uid', uid_range=(42002, 42002))"
     )
     _assert_task_dies_with_a_crashed_agent(script, work)
+
+
+def test_bind_mounts_are_linked_where_the_host_path_exists_else_logged(tmp_path):
+    """Determined's ``bind_mounts`` without containers: a link in the task's directory."""
+    host = tmp_path / "host-data"
+    host.mkdir()
+    (host / "hello.txt").write_text("from the host\n")
+    work = tmp_path / "work"
+    mounts = [
+        BindMount(host_path=str(host), container_path="/data"),
+        BindMount(host_path=str(tmp_path / "missing"), container_path="other"),
+        BindMount(host_path=str(host), container_path="../escape"),
+    ]
+
+    async def scenario() -> Recorder:
+        recorder = Recorder()
+        runner = make_runner(work, recorder)
+        runner.start(start(["sh", "-c", "cat data/hello.txt; ls"], bind_mounts=mounts))
+        await recorder.exit_of("alloc-1")
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    assert recorder.lines("alloc-1", "stdout") == ["from the host", "data"]
+    assert recorder.lines("alloc-1", "stderr") == [
+        f"bind_mounts: not linking {tmp_path / 'missing'} at other: host_path "
+        f"{tmp_path / 'missing'} does not exist on agent agent-1",
+        f"bind_mounts: not linking {host} at ../escape: container_path must name a place "
+        "inside the task's directory (no '..')",
+    ]
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_start_without_bind_mounts_is_sent_as_before() -> None:
+    """Agents from before bind mounts forbid unknown fields: the field is left out unless used."""
+    assert "bind_mounts" not in start(["true"]).model_dump_json()
+    mounted = start(["true"], bind_mounts=[BindMount(host_path="/d", container_path="d")])
+    assert '"bind_mounts":[{"host_path":"/d","container_path":"d"}]' in mounted.model_dump_json()

@@ -46,7 +46,7 @@ def test_blank_password_is_sent_blank_like_determined() -> None:
         ("localhost:9000", "http://localhost:9000"),
         ("http://example.com", "http://example.com:80"),
         ("https://example.com/", "https://example.com:443"),
-        ("http://10.0.0.1:8080/prefix/", "http://10.0.0.1:8080/prefix"),
+        ("http://10.0.0.1:8080/", "http://10.0.0.1:8080"),
         ("[::1]:8080", "http://[::1]:8080"),
     ],
 )
@@ -54,7 +54,9 @@ def test_master_url_is_canonicalized_like_determined(given: str, canonical: str)
     assert canonicalize_master_url(given) == canonical
 
 
-@pytest.mark.parametrize("bad", ["", "http://", "http://u:p@host", "host?x=1", "ftp://host"])
+@pytest.mark.parametrize(
+    "bad", ["", "http://", "http://u:p@host", "host?x=1", "ftp://host", "host:8080/api/v1"]
+)
 def test_bad_master_urls_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid master url"):
         canonicalize_master_url(bad)
@@ -177,3 +179,9 @@ def test_stream_lines_yields_results_and_raises_error_lines() -> None:
 def test_stream_with_error_status_raises_before_yielding() -> None:
     with pytest.raises(NotFoundError, match="task t not found"):
         list(answer(404, {"code": 5, "message": "task t not found"}).stream_lines("/x"))
+
+
+def test_a_master_url_with_a_path_says_it_must_not_have_one() -> None:
+    with pytest.raises(ValueError, match="must not have a path") as caught:
+        canonicalize_master_url("localhost:8080/api/v1")
+    assert "http://localhost:8080" in str(caught.value)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
     FakeCommand,
@@ -177,8 +178,10 @@ def test_cmd_run_streams_logs_and_exits_with_the_commands_code(
     fake_master.next_command = FakeCommand(logs=["hi\n", "there"], exit_code=3)
     result = det("cmd", "run", "--config", "resources.slots=0", "echo hi; exit 3")
     assert result.code == 3
-    assert result.out == "hi\nthere\n"
-    assert "Launched command" in result.err
+    assert result.out == (
+        "Launched command (id: 00000001-0000-0000-0000-000000000000, name: Command (fake)).\n"
+        "hi\nthere\n"
+    )
     create = next(b for m, p, b in fake_master.requests if (m, p) == ("POST", "/api/v1/commands"))
     assert create == {"config": {"resources": {"slots": 0}, "entrypoint": "echo hi; exit 3"}}
 
@@ -257,3 +260,75 @@ def test_change_own_password_logs_in_again_with_the_new_one(
     edited = det("user", "edit", "alice", "--display-name", "Alice A.", "--active", "true")
     assert edited.out == "Changes made to the following fields: Display Name, Active\n"
     assert fake_master.users["alice"]["displayName"] == "Alice A."
+
+
+def test_user_create_without_a_terminal_reads_the_password_from_stdin(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert det("user", "login", "admin").code == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("Secret123\n"))  # one line, no confirmation
+    assert det("user", "create", "dave").code == 0
+    assert fake_master.passwords["dave"] == salted("Secret123")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    empty = det("user", "create", "erin")
+    assert empty.code == 1
+    assert "--password" in empty.err and "stdin" in empty.err and "DET_PASS" not in empty.err
+    assert "erin" not in fake_master.users
+
+
+def test_user_rename_patches_the_username(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("carol", "Secret123")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert det("user", "login", "admin").code == 0
+    renamed = det("user", "rename", "carol", "caroline")
+    assert (renamed.code, renamed.out) == (0, "Renamed user 'carol' to 'caroline'\n")
+    patch = [b for m, p, b in fake_master.requests if m == "PATCH"]
+    assert patch == [{"username": "caroline"}]
+
+
+def test_auth_login_whoami_logout_are_user_login_whoami_logout(
+    fake_master: FakeMaster, det: Det, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_master.add_user("alice", "Secret123")
+    monkeypatch.setattr("sys.stdin", io.StringIO("Secret123\n"))
+    assert det("auth", "login", "alice").code == 0
+    assert det("auth", "whoami").out == "You are logged in as user 'alice'\n"
+    assert det("auth", "logout").code == 0
+    assert det("user", "whoami").out == "You are logged in as user 'determined'\n"
+
+
+def test_version_prints_client_master_and_address_without_logging_in(
+    fake_master: FakeMaster, det: Det
+) -> None:
+    result = det("version")
+    assert result.code == 0, result.err
+    shown = yaml.safe_load(result.out)
+    assert set(shown) == {"client", "master", "master_address"}
+    assert shown["master"]["clusterName"] == "test"
+    assert shown["master_address"] == fake_master.url
+    assert [p for _, p, _ in fake_master.requests] == ["/info"]
+
+
+def test_version_with_no_master_leaves_the_master_blank_and_hints(
+    cli_env: object, det: Det
+) -> None:
+    result = det("-m", "http://127.0.0.1:1", "version")
+    assert result.code == 0
+    assert yaml.safe_load(result.out)["master"] == {
+        "cluster_id": "",
+        "master_id": "",
+        "version": "",
+    }
+    assert "Master not found at http://127.0.0.1:1" in result.err
+
+
+def test_a_master_url_with_a_path_is_refused_before_anything_is_sent(
+    cli_env: object, det: Det, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        det("-m", "localhost:8080/api/v1", "version")
+    assert exited.value.code == 2
+    assert "the master URL must not have a path ('/api/v1')" in capsys.readouterr().err

@@ -129,6 +129,16 @@ def test_cluster_up_is_idempotent_and_cluster_down_stops_exactly_its_processes(
         0,
         f"Cluster is already running at http://127.0.0.1:{port}\n",
     )
+    assert det("deploy", "local", "cluster-up").out == (
+        f"Cluster is already running at http://127.0.0.1:{port}\n"
+    )
+    elsewhere = det("deploy", "local", "cluster-up", "--port", str(port + 1))
+    assert (elsewhere.code, elsewhere.out) == (1, "")
+    assert elsewhere.err == (
+        f"a local cluster is already running at http://127.0.0.1:{port}, not on port "
+        f"{port + 1}; use it (det -m http://127.0.0.1:{port} ...), or stop it first with: "
+        "det deploy local cluster-down\n"
+    )
 
     down = det("deploy", "local", "cluster-down")
     assert down.code == 0 and "Stopped the local cluster" in down.out

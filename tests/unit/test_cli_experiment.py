@@ -60,13 +60,17 @@ def test_create_sends_yaml_text_and_base64_files(
     exp_fake: ExperimentFake, det: Det, config_file: Path, model_def: Path
 ) -> None:
     result = det("experiment", "create", str(config_file), str(model_def))
-    assert (result.code, result.out, result.err) == (0, "Created experiment 1\n", "")
+    assert (result.code, result.err) == (0, "")
+    assert result.out == (
+        f"Preparing files ({model_def}) to send to master... 22.0B and 1 files\n"
+        "Created experiment 1\n"
+    )
     [body] = exp_fake.calls("POST", "/api/v1/experiments")
     assert body["config"] == CONFIG_YAML  # the user's text, comments and all
     assert (body["activate"], body["validateOnly"]) == (True, False)
     assert "projectId" not in body
     files = {f["path"]: f for f in body["modelDefinition"]}
-    assert sorted(files) == [".detignore", "model_def.py"]
+    assert sorted(files) == ["model_def.py"]
     assert base64.b64decode(files["model_def.py"]["content"]) == b"class MnistTrial: ...\n"
     assert files["model_def.py"]["type"] == 48
 
@@ -182,10 +186,11 @@ def test_create_follow_waits_for_the_first_trial_and_streams_its_logs(
     exp_fake.state_script[1] = ["STATE_ACTIVE", "STATE_STOPPING_COMPLETED", "STATE_COMPLETED"]
     result = det("e", "create", "-f", str(config_file))
     assert result.code == 0, result.err
-    assert result.out == "Created experiment 1\nepoch 1\nepoch 2\n"
+    assert result.out == (
+        "Created experiment 1\nWaiting for first trial to begin...\n"
+        "Following first trial with ID 3\nepoch 1\nepoch 2\n"
+    )
     assert result.err.splitlines() == [
-        "Waiting for first trial to begin...",
-        "Following first trial with ID 3",
         "Trial log stream ended. To reopen log stream, run: det trial logs -f 3",
     ]
     assert exp_fake.query("GET", "/api/v1/trials/3/logs") == {"follow": ["true"]}
@@ -450,3 +455,36 @@ def test_wait_exits_0_only_for_completed(
     assert (result.code, result.err) == (code, err)
     polls = len(exp_fake.calls("GET", "/api/v1/experiments/1"))
     assert polls == len(states)
+
+
+def test_a_binary_config_file_is_named_and_nothing_is_sent(
+    exp_fake: ExperimentFake, det: Det, tmp_path: Path
+) -> None:
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x00")
+    result = det("experiment", "create", str(binary))
+    assert result.code == 1
+    assert result.err == (
+        f"{binary}: not a UTF-8 text file (byte 0xff at offset 4); "
+        "a config file must be YAML text in UTF-8\n"
+    )
+    assert exp_fake.calls("POST", "/api/v1/experiments") == []
+
+
+def test_determined_only_fields_are_sent_with_one_warning_each(
+    exp_fake: ExperimentFake, det: Det, tmp_path: Path
+) -> None:
+    path = tmp_path / "det.yaml"
+    path.write_text(
+        CONFIG_YAML
+        + "environment:\n  image: determinedai/pytorch-ngc:0.38.1\n"
+        + "data:\n  url: s3://bucket/mnist\n"
+    )
+    result = det("experiment", "create", str(path))
+    assert result.code == 0
+    assert result.err.splitlines() == [
+        f"Warning: {path}: environment.image is accepted but has no effect: tasks run as "
+        "processes on the agents, not in containers, so there is no image to run"
+    ]
+    [body] = exp_fake.calls("POST", "/api/v1/experiments")
+    assert yaml.safe_load(body["config"])["data"] == {"url": "s3://bucket/mnist"}

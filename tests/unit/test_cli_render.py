@@ -32,6 +32,11 @@ PRESTO_CASES = {
     ),
     "no_rows": (["A", "Bb"], [], " A   | Bb\n-----+------"),
     "multiline_cell": (["M", "S"], [["a\nbb", "x"]], " M   | S\n-----+-----\n a   | x\n bb  |"),
+    "wide_characters_take_two_columns": (
+        ["Name", "N"],
+        [["日本語", 1], ["ab", 22]],
+        " Name   |   N\n--------+-----\n 日本語 |   1\n ab     |  22",
+    ),
     "list_cell": (
         ["Agent", "S"],
         [[["a1", "a2"], "x"]],

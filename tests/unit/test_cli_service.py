@@ -8,6 +8,7 @@ a scripted sequence of states (one per poll), proxy tickets and ``/proxy/<id>/ap
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -230,7 +231,6 @@ def test_context_is_packed_as_v1_files_honouring_detignore(
     files = fake.posts("/api/v1/notebooks")[0]["files"]
     by_path = {f["path"]: f for f in files}
     assert sorted(by_path) == [
-        ".detignore",
         "data",
         "data/small.txt",
         "keep.ckpt",
@@ -267,15 +267,52 @@ def test_context_must_be_a_directory(fake: ServiceFake, det: Det, tmp_path: Path
     assert "is not a directory" in result.err
 
 
-def test_detignore_rules() -> None:
-    rules = context.parse_ignore("*.pyc\n/build\nlogs/\n!important.log\n*.log\n!keep.log\n")
-    assert context.is_ignored(rules, "a/b/c.pyc", False)
-    assert context.is_ignored(rules, "build", True)
-    assert not context.is_ignored(rules, "src/build", True)  # anchored
-    assert context.is_ignored(rules, "x/logs", True)
-    assert not context.is_ignored(rules, "x/logs", False)  # directories only
-    assert context.is_ignored(rules, "important.log", False)  # a later rule wins
-    assert not context.is_ignored(rules, "d/keep.log", False)
+def test_detignore_rules_are_gitignore_exact() -> None:
+    spec = context.ignore_spec(
+        "*.pyc\n/build\nlogs/\n!important.log\n*.log\n!keep.log\ndata/*.csv\n**/cache\na/**/b\n"
+    )
+    assert context.is_ignored(spec, "a/b/c.pyc", False)
+    assert context.is_ignored(spec, "build", True)
+    assert not context.is_ignored(spec, "src/build", True)  # anchored
+    assert context.is_ignored(spec, "x/logs", True)
+    assert not context.is_ignored(spec, "x/logs", False)  # directories only
+    assert context.is_ignored(spec, "important.log", False)  # a later rule wins
+    assert not context.is_ignored(spec, "d/keep.log", False)
+    # What fnmatch got wrong: `*` stops at `/`, `**/x` matches at the top, `a/**/b` matches a/b.
+    assert context.is_ignored(spec, "data/x.csv", False)
+    assert not context.is_ignored(spec, "data/sub/x.csv", False)
+    assert context.is_ignored(spec, "cache", True)
+    assert context.is_ignored(spec, "deep/er/cache", True)
+    assert context.is_ignored(spec, "a/b", False)
+    assert context.is_ignored(spec, "a/x/y/b", False)
+
+
+def test_determined_default_ignores_apply_without_a_detignore() -> None:
+    spec = context.ignore_spec()
+    for path, is_dir in [
+        (".git", True),
+        ("sub/__pycache__", True),
+        ("m.pyc", False),
+        (".idea", True),
+        (".mypy_cache", True),
+    ]:
+        assert context.is_ignored(spec, path, is_dir), path
+    assert not context.is_ignored(spec, "model_def.py", False)
+    assert not context.is_ignored(spec, ".gitignore", False)
+
+
+def test_preparing_files_line_is_determineds_once_without_a_terminal(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "pkg").mkdir(parents=True)
+    (ctx / ".git").mkdir()
+    (ctx / ".git" / "HEAD").write_text("ref\n")
+    (ctx / "pkg" / "a.py").write_bytes(b"a" * 2048)
+    (ctx / "b.py").write_bytes(b"b" * 100)
+    out = io.StringIO()
+    entries = context.pack_context(ctx, out=out)
+    assert sorted(e["path"] for e in entries) == ["b.py", "pkg", "pkg/a.py"]
+    assert out.getvalue() == f"Preparing files ({ctx}) to send to master... 2.1KB and 3 files\n"
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
 # ---- launching, waiting, opening ---------------------------------------------------------------
@@ -460,3 +497,17 @@ def test_progress_reading() -> None:
     code["allocations"][0]["exitCode"] = 137
     assert service.progress(code).line == "exited with code 137"
     assert service.progress(detail("TERMINATED", ended=True)).line == "it ended (TERMINATED)"
+
+
+def test_determined_container_settings_are_accepted_with_a_warning(
+    fake: ServiceFake, det: Det
+) -> None:
+    """A seed runs ``det notebook start --config environment.image=determinedai/...``."""
+    image = "determinedai/environments:cuda-10.1-pytorch-1.4-tf-2.2-gpu-0.7.0"
+    result = det("notebook", "start", "-d", "--config", f"environment.image={image}")
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        "Warning: notebook config: environment.image is accepted but has no effect: tasks run "
+        "as processes on the agents, not in containers, so there is no image to run"
+    ]
+    assert fake.posts("/api/v1/notebooks") == [{"config": {"environment": {"image": image}}}]

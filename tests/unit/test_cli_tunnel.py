@@ -189,7 +189,9 @@ def test_refused_connection_is_one_line_and_exit_255(tmp_path: Path) -> None:
 def test_websocket_url() -> None:
     assert tunnel.websocket_url("https://m.example", "t") == "wss://m.example:443/proxy/t/"
     assert tunnel.websocket_url("m:9000", "t") == "ws://m:9000/proxy/t/"
-    assert tunnel.websocket_url("http://m/det/", "t") == "ws://m:80/det/proxy/t/"
+    assert tunnel.websocket_url("http://m/", "t") == "ws://m:80/proxy/t/"
+    with pytest.raises(ValueError, match="must not have a path"):
+        tunnel.websocket_url("http://m/det/", "t")
 
 
 def test_open_tunnel_raises_a_tunnel_error_for_unknown_tasks(ws_server: WsServer) -> None:

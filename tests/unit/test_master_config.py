@@ -80,3 +80,70 @@ def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={"FLOTILLA_PORT": "eighty"})
     assert "port (from FLOTILLA_PORT): Input should be a valid integer" in str(info.value)
+
+
+DETERMINED_MASTER_YAML = """
+port: 8080
+db:
+  user: postgres
+  password: "p@ss:w/rd"
+  host: db.internal
+  port: 5433
+  name: determined
+  ssl_mode: require
+resource_manager:
+  type: agent
+  default_compute_resource_pool: gpu
+  default_aux_resource_pool: cpu
+resource_pools:
+  - pool_name: gpu
+  - pool_name: cpu
+log:
+  level: debug
+  color: false
+"""
+
+
+def test_determineds_master_yaml_names_work(tmp_path: Path) -> None:
+    path = tmp_path / "master.yaml"
+    path.write_text(DETERMINED_MASTER_YAML)
+    config = load_config(path, environ={})
+    assert config.database_url == (
+        "postgresql://postgres:p%40ss%3Aw%2Frd@db.internal:5433/determined?sslmode=require"
+    )
+    assert (config.default_resource_pool, config.aux_resource_pool) == ("gpu", "cpu")
+    assert config.log_level == "DEBUG"
+
+
+def test_without_an_aux_pool_zero_slot_tasks_use_the_default_pool() -> None:
+    config = load_config(None, environ={})
+    assert config.aux_resource_pool == config.default_resource_pool == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "default_resource_pool: a\nresource_pools: [{pool_name: a}, {pool_name: b}]\n"
+            "resource_manager: {default_compute_resource_pool: b}\n",
+            "default_resource_pool is 'a' but resource_manager.default_compute_resource_pool "
+            "(Determined's name for it) is 'b'; give one of them",
+        ),
+        (
+            "resource_manager: {default_aux_resource_pool: nope}\n",
+            "default_aux_resource_pool: 'nope' is not one of the resource_pools ['default']",
+        ),
+        ("db: {url: 'sqlite://', host: h}\n", "give either url or Determined's host/port"),
+        ("db: {user: u}\n", "host is required with user"),
+        ("log: {level: loud}\n", "log.level"),
+        ("log_level: INFO\nlog: {level: error}\n", "log_level is 'INFO' but log.level"),
+    ],
+)
+def test_determined_names_that_disagree_are_refused(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "master.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert expected in str(caught.value)
