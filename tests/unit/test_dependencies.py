@@ -6,7 +6,8 @@ its files import at run time must come from the base dependencies or those extra
 that only arrives as some other package's dependency (Starlette under FastAPI) can change or
 vanish with that package's next release. Imports guarded by ``except ImportError`` are optional
 and need only be declared in some extra. Conversely, every runtime dependency is imported
-somewhere, or listed in RUNTIME_ONLY with what uses it.
+somewhere, or listed in RUNTIME_ONLY with what uses it. constraints.txt pins everything the
+``dev`` extra installs, at versions pyproject.toml allows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "flotilla"
@@ -80,6 +82,26 @@ def declared() -> dict[str, set[str]]:
         return names
 
     return {extra: expand(extra) for extra in raw}
+
+
+def requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    texts = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        texts += extra
+    return [r for r in map(Requirement, texts) if normalized(r.name) != PROJECT]
+
+
+def pins() -> dict[str, str]:
+    """constraints.txt as {distribution: version}; every line is ``name==version``."""
+    pinned = {}
+    for number, line in enumerate((ROOT / "constraints.txt").read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version.strip(), f"constraints.txt line {number} is not name==version"
+        pinned[normalized(name.strip())] = version.strip()
+    return pinned
 
 
 @dataclass(frozen=True)
@@ -217,3 +239,23 @@ if TYPE_CHECKING:
     assert Import(Path("x.py"), "google.auth.transport", False).distribution == "google-auth"
     assert Import(Path("x.py"), "yaml", False).distribution == "pyyaml"
     assert Import(Path("x.py"), "Fast_API.routing", False).distribution == "fast-api"
+
+
+def test_constraints_pin_every_dev_dependency_within_pyprojects_bounds() -> None:
+    pinned = pins()
+    missing = sorted(declared()["dev"] - set(pinned))
+    assert not missing, (
+        f"constraints.txt does not pin {missing}: install them and run scripts/freeze-constraints"
+    )
+    outside = sorted(
+        {
+            f"{r.name}=={pinned[normalized(r.name)]} (pyproject.toml asks {r})"
+            for r in requirements()
+            if normalized(r.name) in pinned
+            and not r.specifier.contains(Version(pinned[normalized(r.name)]), prereleases=True)
+        }
+    )
+    assert not outside, (
+        f"constraints.txt pins versions pyproject.toml refuses: {outside}; "
+        f"install the new bounds and run scripts/freeze-constraints"
+    )
