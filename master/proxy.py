@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -353,7 +353,7 @@ async def proxy_http(task_id: str, path: str, request: Request) -> Response:
         await upstream.aclose()
         raise ApiError(502, f"task {task_id}'s server {exc}") from exc
 
-    async def raw() -> AsyncIterator[bytes]:
+    async def raw() -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in upstream.aiter_raw():
                 hub.touch(task_id)

@@ -22,7 +22,7 @@ How the outside world behaves, and what the proxy does about it:
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
 # RFC 7230 §6.1 hop-by-hop headers, plus those the proxy sets itself.
@@ -174,19 +174,24 @@ class _Inflater:
         return self._inflate.flush()
 
 
-async def decoded(chunks: AsyncIterator[bytes], codings: tuple[str, ...]) -> AsyncIterator[bytes]:
-    """``chunks`` with ``codings`` undone, last applied first. A corrupt body raises
-    ``zlib.error`` mid-stream: the client's connection is then cut, never sent garbage."""
+async def decoded(
+    chunks: AsyncGenerator[bytes, None], codings: tuple[str, ...]
+) -> AsyncGenerator[bytes, None]:
+    """``chunks`` with ``codings`` undone, last applied first; ``chunks`` is closed when this
+    ends, however it ends. A corrupt body raises ``zlib.error`` mid-stream: the client's
+    connection is then cut, never sent garbage."""
     inflaters = [_Inflater(c) for c in reversed(codings)]
-
-    async for chunk in chunks:
-        out = chunk
+    try:
+        async for chunk in chunks:
+            out = chunk
+            for inflater in inflaters:
+                out = inflater.feed(out)
+            if out:
+                yield out
+        tail = b""  # what each stage holds back, fed to the next one
         for inflater in inflaters:
-            out = inflater.feed(out)
-        if out:
-            yield out
-    tail = b""  # what each stage holds back, fed to the next one
-    for inflater in inflaters:
-        tail = (inflater.feed(tail) if tail else b"") + inflater.flush()
-    if tail:
-        yield tail
+            tail = (inflater.feed(tail) if tail else b"") + inflater.flush()
+        if tail:
+            yield tail
+    finally:
+        await chunks.aclose()

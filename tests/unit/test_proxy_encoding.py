@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -87,7 +87,7 @@ def test_reply_headers_drop_hop_by_hop_and_the_servers_own_and_fit_a_decoded_bod
     assert reply_headers(weak, ReplyPlan(decode=("gzip",))) == [(b"etag", b'W/"abc"')]
 
 
-async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+async def _chunks(data: bytes, size: int) -> AsyncGenerator[bytes, None]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
 
@@ -126,3 +126,23 @@ def test_decoding_undoes_each_coding_across_any_chunking(
 def test_a_corrupt_body_raises_rather_than_sending_garbage() -> None:
     with pytest.raises(zlib.error):
         _decode(b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10, ("gzip",))
+
+
+def test_the_upstream_body_is_closed_when_the_client_goes_away() -> None:
+    closed = []
+
+    async def upstream() -> AsyncGenerator[bytes, None]:
+        try:
+            for start in range(0, 4096, 64):
+                yield gzip.compress(TEXT)[start : start + 64]
+        finally:
+            closed.append(True)
+
+    async def read_one_then_leave() -> None:
+        reading = decoded(upstream(), ("gzip",))
+        async for _ in reading:
+            break
+        await reading.aclose()
+
+    asyncio.run(read_one_then_leave())
+    assert closed == [True]
