@@ -147,26 +147,35 @@ def _imports(node: ast.AST, optional: bool) -> Iterator[tuple[str, bool]]:
     elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
         yield node.module, optional
     if isinstance(node, ast.Try) and _catches_import_error(node):
-        for child in node.body:
-            yield from _imports(child, True)
+        for statement in node.body:
+            yield from _imports(statement, True)
         rest: list[ast.stmt] = [*node.orelse, *node.finalbody]
         for handler in node.handlers:
             rest += handler.body
-        for child in rest:
-            yield from _imports(child, optional)
+        for statement in rest:
+            yield from _imports(statement, optional)
         return
     for child in ast.iter_child_nodes(node):
         yield from _imports(child, optional)
 
 
+def _python_files(tree: str) -> list[Path]:
+    return sorted(p for p in (ROOT / tree).rglob("*.py") if "node_modules" not in p.parts)
+
+
+def first_party() -> set[str]:
+    """The repository's packages and tests (the benchmarks reuse the test cluster), and any
+    package inside them (a shim such as ``determined`` put on a task's import path)."""
+    files = [p for tree in WHERE for p in _python_files(tree)]
+    return set(WHERE) | {"tests"} | {p.parent.name for p in files if p.name == "__init__.py"}
+
+
 def third_party_imports(tree: str) -> list[Import]:
-    """The third-party imports of every Python file under ``tree``. Ours are the repository's
-    packages and tests (the benchmarks reuse the test cluster), any package inside ``tree`` (a
-    shim put on a task's import path) and a file's sibling modules (a script's neighbour)."""
-    files = sorted(p for p in (ROOT / tree).rglob("*.py") if "node_modules" not in p.parts)
-    ours = set(WHERE) | {"tests"} | {p.parent.name for p in files if p.name == "__init__.py"}
+    """The third-party imports of every Python file under ``tree``: neither first-party nor a
+    file's sibling module (a script importing its neighbour)."""
+    ours = first_party()
     found = []
-    for file in files:
+    for file in _python_files(tree):
         siblings = {p.stem for p in file.parent.glob("*.py")}
         for module, optional in _imports(ast.parse(file.read_text(), str(file)), False):
             top = module.split(".")[0]
