@@ -24,8 +24,12 @@ cloud-init status --wait >/dev/null || true
 
 echo "==> base packages and Python 3.11"
 apt-get update
-apt-get install -y --no-install-recommends \
-  ca-certificates curl gnupg python3.11 python3.11-venv
+# Flotilla needs Python >= 3.11.4 (tarfile's data filter); Ubuntu 22.04's own python3.11 is
+# 3.11.0rc1, so Python comes from the deadsnakes PPA, which follows 3.11's patch releases.
+apt-get install -y --no-install-recommends ca-certificates curl gnupg software-properties-common
+add-apt-repository -y ppa:deadsnakes/ppa
+apt-get update
+apt-get install -y --no-install-recommends python3.11 python3.11-venv
 
 if [ "$INSTALL_NVIDIA" = "true" ]; then
   echo "==> NVIDIA driver ${NVIDIA_DRIVER_BRANCH}-server"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -38,6 +38,14 @@ from master import auth, models
 from master.api.errors import ApiError, not_found
 from master.api.openapi import documented
 from master.api.schemas import ProxyTicket
+from master.proxy_encoding import (
+    BODILESS_STATUSES,
+    HOP_BY_HOP,
+    UndecodableReply,
+    decoded,
+    plan_reply,
+    reply_headers,
+)
 from master.scheduler.state import Allocation, AllocationState
 from master.state import MasterState
 
@@ -47,21 +55,6 @@ router = APIRouter()
 TICKET_PARAM = "flotilla_ticket"
 TICKET_LIFETIME = timedelta(seconds=60)
 UPSTREAM_CONNECT_SECONDS = 10.0
-# RFC 7230 §6.1 hop-by-hop headers, plus those the proxy sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
 # Never forwarded to a task: the caller's master credentials.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -77,12 +70,15 @@ class _Ticket:
 
 def _upstream_client() -> httpx.AsyncClient:
     """One client for every task's server. It must keep no cookies: a cookie one user's
-    request got back would otherwise be sent with everyone's later requests."""
-    return httpx.AsyncClient(
+    request got back would otherwise be sent with everyone's later requests. It adds no
+    ``Accept-Encoding`` of its own: the upstream sees only the client's (master.proxy_encoding)."""
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=UPSTREAM_CONNECT_SECONDS),
         follow_redirects=False,
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
+    del client.headers["accept-encoding"]
+    return client
 
 
 @dataclass
@@ -348,7 +344,16 @@ async def proxy_http(task_id: str, path: str, request: Request) -> Response:
         message = f"task {task_id}'s server at {target.address} did not answer: {exc}"
         raise ApiError(502, message) from exc
 
-    async def body() -> AsyncIterator[bytes]:
+    try:
+        plan = plan_reply(
+            request.headers.getlist("accept-encoding"),
+            upstream.headers.get_list("content-encoding"),
+        )
+    except UndecodableReply as exc:
+        await upstream.aclose()
+        raise ApiError(502, f"task {task_id}'s server {exc}") from exc
+
+    async def raw() -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in upstream.aiter_raw():
                 hub.touch(task_id)
@@ -356,12 +361,10 @@ async def proxy_http(task_id: str, path: str, request: Request) -> Response:
         finally:
             await upstream.aclose()
 
-    response = StreamingResponse(body(), status_code=upstream.status_code)
-    response.raw_headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in upstream.headers.multi_items()
-        if k.lower() not in HOP_BY_HOP
-    ]
+    has_reply_body = request.method != "HEAD" and upstream.status_code not in BODILESS_STATUSES
+    body = decoded(raw(), plan.decode) if plan.decode and has_reply_body else raw()
+    response = StreamingResponse(body, status_code=upstream.status_code)
+    response.raw_headers = reply_headers(upstream.headers.multi_items(), plan)
     return response
 
 

@@ -1,6 +1,7 @@
 # Sourced by scripts/demo and scripts/test: create .venv and install Flotilla into it, and build
 # the web console (master/console/dist) when it is missing or older than its sources.
-# Idempotent and quick when nothing changed (pip skips what is already satisfied).
+# Idempotent and quick when nothing changed (pip skips what is already satisfied). Versions are
+# pinned by constraints.txt (refresh it with scripts/freeze-constraints).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -10,10 +11,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.flotilla-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] ||
+   [ "$ROOT/constraints.txt" -nt "$stamp" ]; then
   echo "==> installing Flotilla and its dependencies into $VENV (log: $VENV/pip.log)"
-  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
-         "$VENV/bin/python" -m pip install -e "$ROOT[dev]"; } > "$VENV/pip.log" 2>&1; then
+  if ! { "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" --upgrade pip &&
+         "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" -e "$ROOT[dev]"; } \
+       > "$VENV/pip.log" 2>&1; then
     tail -n 30 "$VENV/pip.log"
     echo "installing Flotilla failed; the full log is $VENV/pip.log" >&2
     exit 1

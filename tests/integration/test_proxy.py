@@ -9,6 +9,8 @@ connections closed when the task ends.
 from __future__ import annotations
 
 import base64
+import gzip
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tests.integration.cluster import Agent, Api, Master, running_cluster, wait_
 
 TARGET = Path(__file__).parent / "data" / "proxy_target.py"
 PASSWORD = "Passw0rd!"
+TEXT = b"compressible text, " * 400  # what the target's /gzipped serves, gzipped
 
 
 @pytest.fixture
@@ -92,6 +95,84 @@ def test_http_keeps_the_prefix_streams_bodies_and_never_forwards_credentials(
     no_slash = api.get(f"/proxy/{task_id}", follow_redirects=False)
     assert no_slash.status_code == 307
     assert no_slash.headers["location"] == f"/proxy/{task_id}/"
+
+
+def raw_get(master: Master, path: str, headers: dict[str, str]) -> tuple[list[str], bytes]:
+    """GET over a plain socket: the header lines exactly as the master sent them, and the body
+    exactly as it came (chunked framing undone, nothing decoded)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{master.port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    with socket.create_connection(("127.0.0.1", master.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    header_lines = head.decode("latin-1").split("\r\n")[1:]
+    if any(h.lower() == "transfer-encoding: chunked" for h in header_lines):
+        unchunked = b""
+        while True:
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            unchunked, body = unchunked + body[:size], body[size + 2 :]
+        body = unchunked
+    return header_lines, body
+
+
+def named(header_lines: list[str], name: str) -> list[str]:
+    return [h.split(":", 1)[1].strip() for h in header_lines if h.lower().startswith(f"{name}:")]
+
+
+def test_codings_reach_only_clients_that_ask_and_replies_carry_one_date_and_server(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    master, _ = cluster
+    api = Api(master)
+    task_id = start_service(api)
+    auth = {"Authorization": f"Bearer {api.token}"}
+
+    # No Accept-Encoding: the upstream is asked without one, gzips anyway, and the proxy
+    # decodes: plain bytes, no Content-Encoding, a weak ETag (it named the gzipped bytes).
+    headers, body = raw_get(master, f"/proxy/{task_id}/gzipped", auth)
+    assert body == TEXT
+    assert named(headers, "content-encoding") == []
+    assert named(headers, "x-seen-accept-encoding") == ["(none)"]
+    assert named(headers, "etag") == ['W/"text-v1"']
+    assert len(named(headers, "server")) == 1 and len(named(headers, "date")) == 1
+
+    # A client that refuses gzip (q=0) or asks only for another coding gets plain text too.
+    for refusing in ("gzip;q=0, deflate", "br"):
+        headers, body = raw_get(
+            master, f"/proxy/{task_id}/gzipped", {**auth, "Accept-Encoding": refusing}
+        )
+        assert body == TEXT and named(headers, "content-encoding") == []
+        assert named(headers, "x-seen-accept-encoding") == [refusing]
+
+    # A client that asks gets the upstream's gzip bytes untouched, with their coding and length.
+    headers, body = raw_get(
+        master, f"/proxy/{task_id}/gzipped", {**auth, "Accept-Encoding": "gzip, br"}
+    )
+    assert named(headers, "content-encoding") == ["gzip"]
+    assert named(headers, "x-seen-accept-encoding") == ["gzip, br"]
+    assert named(headers, "etag") == ['"text-v1"']
+    assert named(headers, "content-length") == [str(len(body))]
+    assert gzip.decompress(body) == TEXT
+    assert len(named(headers, "server")) == 1 and len(named(headers, "date")) == 1
+
+    # A HEAD for a coding the client did not ask for: no coding, no stale length.
+    head = api.http.head(f"/proxy/{task_id}/gzipped", headers={"Accept-Encoding": "identity"})
+    assert head.status_code == 200 and "content-encoding" not in head.headers
+    assert head.headers.get("content-length") in (None, "0")
+    assert len(head.headers.get_list("server")) == 1 and len(head.headers.get_list("date")) == 1
+
+    # A coding the proxy cannot decode and the client did not accept: a 502 that names it.
+    refused = api.get(f"/proxy/{task_id}/brotli", headers={"Accept-Encoding": "gzip"})
+    assert refused.status_code == 502
+    assert "encoded its reply with br" in refused.json()["message"]
+    passed = api.get(f"/proxy/{task_id}/brotli", headers={"Accept-Encoding": "br"})
+    assert passed.headers["content-encoding"] == "br"
 
 
 def test_only_the_owner_and_admins_pass(cluster: tuple[Master, list[Agent]]) -> None:

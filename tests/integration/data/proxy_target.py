@@ -1,10 +1,12 @@
-"""A task's web service for the proxy tests: HTTP echo endpoints and a WebSocket echo.
+"""A task's web service for the proxy tests: HTTP echo endpoints, compressed replies and a
+WebSocket echo.
 
 Runs as a command on a real agent, binds like every interactive task (harness.service) and
 reports ready, so the master's proxy forwards /proxy/<task-id>/... here.
 """
 
 import asyncio
+import gzip
 
 import uvicorn
 from starlette.applications import Starlette
@@ -41,6 +43,27 @@ async def chunks(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/plain")
 
 
+TEXT = b"compressible text, " * 400  # 7,600 bytes
+
+
+async def gzipped(request: Request) -> Response:
+    """Gzip whatever the request accepts, as servers of precompressed files do."""
+    return Response(
+        gzip.compress(TEXT),
+        media_type="text/plain",
+        headers={
+            "content-encoding": "gzip",
+            "etag": '"text-v1"',
+            "x-seen-accept-encoding": request.headers.get("accept-encoding", "(none)"),
+        },
+    )
+
+
+async def brotli(request: Request) -> Response:
+    """A coding the proxy cannot decode, sent whatever the request accepts."""
+    return Response(b"not really brotli", headers={"content-encoding": "br"})
+
+
 async def websocket_echo(websocket: WebSocket) -> None:
     requested = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=requested[0] if requested else None)
@@ -66,6 +89,8 @@ async def main() -> None:
     app = Starlette(
         routes=[
             Route(prefix + "/chunks", chunks),
+            Route(prefix + "/gzipped", gzipped, methods=["GET", "HEAD"]),
+            Route(prefix + "/brotli", brotli),
             WebSocketRoute(prefix + "/ws", websocket_echo),
             Route(prefix + "/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
