@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { stack, usdTicks } from "./components/CostChart";
-import { type CostSeries, costLayers, share, tableRows } from "./costseries";
+import type uPlot from "uplot";
+import { costChartOptions, stack, usdTicks } from "./components/CostChart";
+import { type CostSeries, chartXRange, costLayers, share, tableRows } from "./costseries";
 
 const g = (key: string, usd: number, idle = false) => ({ key, usd, slotHours: usd, idle });
 
@@ -80,5 +81,48 @@ describe("usdTicks", () => {
     expect(usdTicks([0, 0.005, 0.01, 0.015])).toEqual(["$0.000", "$0.005", "$0.010", "$0.015"]);
     expect(usdTicks([0, 0.5, 1])).toEqual(["$0.00", "$0.50", "$1.00"]);
     expect(usdTicks([0, 20, 40])).toEqual(["$0.00", "$20.00", "$40.00"]);
+  });
+});
+
+describe("the chart's x range", () => {
+  const t = (iso: string) => Date.parse(iso) / 1000;
+
+  it("covers the requested range padded by half a bucket, however many buckets", () => {
+    // One clipped hourly bucket (18:44..18:46): the axis is that range ± 30 min, not years.
+    const short = { since: "2026-12-07T18:44:00Z", until: "2026-12-07T18:46:00Z", bucket: "hour" as const };
+    expect(chartXRange(short)).toEqual([t("2026-12-07T18:14:00Z"), t("2026-12-07T19:16:00Z")]);
+    // A week of daily buckets: ± 12 h.
+    const week = { since: "2026-12-01T06:00:00Z", until: "2026-12-08T06:00:00Z", bucket: "day" as const };
+    expect(chartXRange(week)).toEqual([t("2026-11-30T18:00:00Z"), t("2026-12-08T18:00:00Z")]);
+    // Three hourly buckets from the series helper: 00:00..03:00 ± 30 min.
+    expect(chartXRange(series([[], [], []]))).toEqual([
+      t("2026-12-06T23:30:00Z"),
+      t("2026-12-07T03:30:00Z"),
+    ]);
+  });
+
+  it("is null when the reply's range is not two ordered timestamps", () => {
+    expect(chartXRange({ since: "", until: "", bucket: "hour" })).toBeNull();
+    expect(
+      chartXRange({ since: "2026-12-07T03:00:00Z", until: "2026-12-07T01:00:00Z", bucket: "hour" }),
+    ).toBeNull();
+  });
+
+  it("is the x scale's range in the uPlot options, read on each redraw", () => {
+    let range: [number, number] | null = [100, 200];
+    const layers = [{ key: "a", label: "a", values: [1] }];
+    const opts = costChartOptions(layers, ["red"], () => range, 800, 240);
+    const x = opts.scales?.x;
+    expect(x?.time).toBe(true);
+    const fn = x?.range as (u: uPlot, min: number, max: number) => [number, number];
+    expect(typeof fn).toBe("function");
+    const u = {} as uPlot;
+    // A single data point (uPlot's own range would span years around it).
+    expect(fn(u, 150, 150)).toEqual([100, 200]);
+    range = [300, 500];
+    expect(fn(u, 150, 150)).toEqual([300, 500]);
+    range = null;
+    expect(fn(u, 10, 20)).toEqual([10, 20]);
+    expect(opts.series).toHaveLength(2);
   });
 });

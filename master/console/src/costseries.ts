@@ -41,6 +41,24 @@ export interface CostSeries {
   buckets: CostBucket[];
 }
 
+/** A bucket's length in seconds. */
+export const BUCKET_SECONDS: Record<CostSeries["bucket"], number> = { hour: 3600, day: 86_400 };
+
+/** The chart's x range in epoch seconds: the requested since..until, padded by half a bucket
+ * on each side. Bars sit at their (clipped) buckets' middles and are at most a bucket wide, so
+ * each is drawn whole, and the axis shows the range asked for however many buckets came back
+ * (uPlot's own range for a single x value spans years). Null if the reply's since/until are
+ * not timestamps (the chart then ranges over its data). */
+export function chartXRange(
+  series: Pick<CostSeries, "since" | "until" | "bucket">,
+): [number, number] | null {
+  const since = Date.parse(series.since) / 1000;
+  const until = Date.parse(series.until) / 1000;
+  if (!Number.isFinite(since) || !Number.isFinite(until) || until < since) return null;
+  const half = BUCKET_SECONDS[series.bucket] / 2;
+  return [since - half, until + half];
+}
+
 /** Groups beyond this many are summed into one "other" layer. */
 export const MAX_LAYERS = 8;
 

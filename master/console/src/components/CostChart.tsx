@@ -19,6 +19,8 @@ interface Props {
   starts: number[];
   ends: number[];
   layers: CostLayer[];
+  /** The x axis's range, epoch seconds (costseries' chartXRange); null: uPlot's own. */
+  xRange: [number, number] | null;
   height?: number;
 }
 
@@ -43,10 +45,52 @@ export function stack(layers: CostLayer[]): number[][] {
   return sums.reverse();
 }
 
+/** uPlot options for the stacked bars: series top layer first (see stack), the x scale over
+ * `xRange()` when it gives one — read on every redraw, so a preset that moves with the clock
+ * moves the axis without a new chart. */
+export function costChartOptions(
+  layers: CostLayer[],
+  colors: string[],
+  xRange: () => [number, number] | null,
+  width: number,
+  height: number,
+): uPlot.Options {
+  const bars = uPlot.paths.bars!({ size: [0.85, 80] });
+  const reversed = [...layers].reverse();
+  const reversedColors = [...colors].reverse();
+  return {
+    width,
+    height,
+    legend: { show: false },
+    cursor: { points: { show: false }, drag: { x: false, y: false } },
+    scales: {
+      x: {
+        time: true,
+        range: (_u, min, max) => xRange() ?? [min, max],
+      },
+      y: { auto: true, range: (_u, _min, max) => [0, max || 1] },
+    },
+    axes: [{}, { size: 70, values: (_u: uPlot, splits: number[]) => usdTicks(splits) }],
+    series: [
+      {},
+      ...reversed.map((layer, i) => ({
+        label: layer.label,
+        stroke: reversedColors[i],
+        fill: reversedColors[i],
+        width: 0,
+        paths: bars,
+        points: { show: false },
+      })),
+    ],
+  };
+}
+
 /** Stacked bars of dollars per time bucket (uPlot), one colour per group, idle in grey with
  * a hatched legend swatch; `data-points` counts the bars with a value. */
-export function CostChart({ testid, title, starts, ends, layers, height = 240 }: Props) {
+export function CostChart({ testid, title, starts, ends, layers, xRange, height = 240 }: Props) {
   const holder = useRef<HTMLDivElement>(null);
+  const rangeRef = useRef(xRange);
+  rangeRef.current = xRange;
   const plot = useRef<uPlot | null>(null);
   const shape = `${layers.map((l) => l.key).join("\u0000")}|${starts.length}`;
   const shapeRef = useRef("");
@@ -64,32 +108,8 @@ export function CostChart({ testid, title, starts, ends, layers, height = 240 }:
     }
     plot.current?.destroy();
     shapeRef.current = shape;
-    const bars = uPlot.paths.bars!({ size: [0.85, 80] });
-    const reversed = [...layers].reverse();
-    const reversedColors = [...colors].reverse();
     plot.current = new uPlot(
-      {
-        width: Math.max(200, el.clientWidth),
-        height,
-        legend: { show: false },
-        cursor: { points: { show: false }, drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { auto: true, range: (_u, _min, max) => [0, max || 1] } },
-        axes: [
-          {},
-          { size: 70, values: (_u: uPlot, splits: number[]) => usdTicks(splits) },
-        ],
-        series: [
-          {},
-          ...reversed.map((layer, i) => ({
-            label: layer.label,
-            stroke: reversedColors[i],
-            fill: reversedColors[i],
-            width: 0,
-            paths: bars,
-            points: { show: false },
-          })),
-        ],
-      },
+      costChartOptions(layers, colors, () => rangeRef.current, Math.max(200, el.clientWidth), height),
       data,
       el,
     );

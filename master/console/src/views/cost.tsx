@@ -14,6 +14,7 @@ import {
   type CostGroup,
   type CostReport,
   type CostSeries,
+  chartXRange,
   costLayers,
   share,
   tableRows,
@@ -278,6 +279,7 @@ export function CostView(_: RouteProps) {
               starts={data.series.buckets.map((b) => Date.parse(b.start) / 1000)}
               ends={data.series.buckets.map((b) => Date.parse(b.end) / 1000)}
               layers={layers}
+              xRange={chartXRange(data.series)}
             />
           )}
           <Table
