@@ -27,18 +27,28 @@ describe("formatDuration", () => {
 });
 
 describe("formatUsd", () => {
-  it("shows cents with thousands separators", () => {
+  it("shows a dollar or more to the cent with thousands separators", () => {
     expect(formatUsd(0)).toBe("$0.00");
+    expect(formatUsd(1)).toBe("$1.00");
     expect(formatUsd(1.5)).toBe("$1.50");
     expect(formatUsd(1234567.891)).toBe("$1,234,567.89");
-    expect(formatUsd(0.01)).toBe("$0.01");
     expect(formatUsd(-2.345)).toBe("-$2.35");
+    expect(formatUsd(0.99996)).toBe("$1.00");
   });
-  it("keeps two significant digits below a cent", () => {
+  it("shows every amount under a dollar to four decimals, whatever its size", () => {
+    // The Cost page's total and idle side by side: "$0.0109" and "$0.0060", not "$0.01".
+    expect(formatUsd(0.0109)).toBe("$0.0109");
+    expect(formatUsd(0.006)).toBe("$0.0060");
+    expect(formatUsd(0.01)).toBe("$0.0100");
+    expect(formatUsd(0.5)).toBe("$0.5000");
+    expect(formatUsd(0.98765)).toBe("$0.9877");
     expect(formatUsd(0.0042)).toBe("$0.0042");
     expect(formatUsd(0.00999)).toBe("$0.0100");
-    expect(formatUsd(0.000123)).toBe("$0.00012");
     expect(formatUsd(-0.005)).toBe("-$0.0050");
+  });
+  it("keeps two significant digits below a tenth of a cent", () => {
+    expect(formatUsd(0.000123)).toBe("$0.00012");
+    expect(formatUsd(0.0000045)).toBe("$0.0000045");
   });
   it("dashes what is missing", () => {
     expect(formatUsd(null)).toBe("—");

@@ -26,16 +26,20 @@ export function formatCountdown(seconds: number | null | undefined): string {
 }
 
 /**
- * Dollars: "$1,234.56" to the cent; amounts under a cent keep two significant digits
- * ("$0.0042") so small costs do not read as free; exactly zero is "$0.00".
+ * Dollars, one rule everywhere: a dollar or more to the cent with thousands separators
+ * ("$1,234.56"); under a dollar to four decimals ("$0.0109", "$0.5000") and, below a tenth of
+ * a cent, two significant digits ("$0.00012") so small costs never read as free and figures
+ * side by side (a total and its idle part) have the same precision; zero is "$0.00".
  */
 export function formatUsd(usd: number | null | undefined): string {
   if (usd === null || usd === undefined || !Number.isFinite(usd)) return DASH;
   const sign = usd < 0 ? "-" : "";
   const abs = Math.abs(usd);
-  if (abs > 0 && abs < 0.01) {
-    const digits = Math.min(8, 1 - Math.floor(Math.log10(abs)));
-    return `${sign}$${abs.toFixed(digits)}`;
+  if (abs > 0 && abs < 1) {
+    const digits = Math.min(8, Math.max(4, 1 - Math.floor(Math.log10(abs))));
+    const text = abs.toFixed(digits);
+    // $0.99996 rounds to a dollar: shown as one, to the cent.
+    if (Number(text) < 1) return `${sign}$${text}`;
   }
   const [whole, cents] = abs.toFixed(2).split(".");
   return `${sign}$${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",")}.${cents}`;
