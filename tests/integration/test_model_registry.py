@@ -18,12 +18,16 @@ from master import models
 from master.db import Database
 from master.experiments.gc import gather
 from tests.integration.cluster import Api, Master, running_cluster
+from tests.integration.test_cli import Cli
 
 BOB_PASSWORD = "Bob-passw0rd"
 
 
-def seed_checkpoints(db_url: str, states: list[str]) -> tuple[int, list[str]]:
-    """A finished experiment with one trial and a checkpoint per state; its id and the uuids."""
+def seed_checkpoints(
+    db_url: str, states: list[str], storage: Path | None = None
+) -> tuple[int, list[str]]:
+    """A finished experiment with one trial and a checkpoint per state; its id and the uuids.
+    With ``storage``, each checkpoint has a ``model.pt`` in that shared_fs directory."""
     now = datetime.now(UTC)
     config = {"name": "finished", "searcher": {"name": "single", "metric": "loss"}}
     database = Database(db_url)
@@ -35,7 +39,10 @@ def seed_checkpoints(db_url: str, states: list[str]) -> tuple[int, list[str]]:
                 state="STATE_COMPLETED",
                 config=config,
                 original_config=json.dumps(config),
-                checkpoint_storage={"type": "shared_fs", "host_path": "/nonexistent"},
+                checkpoint_storage={
+                    "type": "shared_fs",
+                    "host_path": str(storage or "/nonexistent"),
+                },
                 resource_pool="default",
                 end_time=now,
             )
@@ -52,6 +59,9 @@ def seed_checkpoints(db_url: str, states: list[str]) -> tuple[int, list[str]]:
             session.flush()
             uuids = [str(uuid.uuid4()) for _ in states]
             for steps, (checkpoint_uuid, state) in enumerate(zip(uuids, states, strict=True)):
+                if storage is not None:
+                    (storage / checkpoint_uuid).mkdir(parents=True)
+                    (storage / checkpoint_uuid / "model.pt").write_bytes(b"weights!")
                 session.add(
                     models.Checkpoint(
                         uuid=checkpoint_uuid,
@@ -199,3 +209,36 @@ def test_owners_and_admins_change_models_everyone_reads(master: Master, db_url: 
     ):
         assert anonymous.get(path).status_code == 401, path
     assert anonymous.post("/api/v1/models", json={"name": "x"}).status_code == 401
+
+
+def test_det_model_verbs(master: Master, db_url: str, tmp_path: Path) -> None:
+    _, (checkpoint,) = seed_checkpoints(db_url, ["STATE_COMPLETED"], tmp_path / "storage")
+    det = Cli(tmp_path / "home", master.url)
+    det.ok("user", "login", "admin", env={"DET_PASS": ""})
+
+    created = det.ok("model", "create", "digits", "--description", "Digit classifier")
+    assert "digits" in created and "Digit classifier" in created and "Workspace ID" in created
+    listed = json.loads(det.ok("model", "list", "--json"))
+    assert [(m["name"], m["description"]) for m in listed] == [("digits", "Digit classifier")]
+    assert "digits" in det.ok("m", "ls")
+
+    registered = det.ok("model", "register-version", "digits", checkpoint)
+    assert checkpoint in registered and "Version #" in registered
+    versions = json.loads(det.ok("model", "list-versions", "digits", "--json"))
+    assert [v["checkpoint"]["uuid"] for v in versions["modelVersions"]] == [checkpoint]
+    described = det.ok("model", "describe", "digits")
+    assert checkpoint in described
+
+    out = tmp_path / "downloaded"
+    path = det.ok(
+        "model", "download-version", "digits", "1", "--mode", "master", "-o", str(out), "-q"
+    )
+    assert path.strip() == str(out)
+    assert (out / "model.pt").read_bytes() == b"weights!"
+
+    missing = det("model", "describe", "nope")
+    assert missing.returncode != 0 and "nope" in missing.stderr
+    det.ok("model", "create", "empty")
+    none = det("model", "download-version", "empty")
+    assert none.returncode != 0 and "register-version" in none.stderr
+    assert "Deleted model digits" in det.ok("model", "delete", "digits")
