@@ -38,6 +38,18 @@ class Candidates:
     smaller_is_better: bool
 
 
+def pinned_checkpoints(session: Session, uuids: list[str]) -> set[str]:
+    """Those of ``uuids`` a model version registers: never to be deleted (GC, or a person
+    deleting a checkpoint or its experiment) while the version exists."""
+    return set(
+        session.scalars(
+            select(models.ModelVersion.checkpoint_uuid)
+            .where(models.ModelVersion.checkpoint_uuid.in_(uuids))
+            .distinct()
+        )
+    )
+
+
 def gather(session: Session, experiment_id: int) -> Candidates:
     """The experiment's completed checkpoints, each with the searcher metric of the validation
     at its step count (if any), and those never to delete: the ones unfinished trials would
@@ -60,13 +72,7 @@ def gather(session: Session, experiment_id: int) -> Candidates:
     ).all()
     terminal = {s.value for s in TRIAL_TERMINAL}
     keep = {latest for _, state, latest in trials if latest and state not in terminal}
-    keep |= set(
-        session.scalars(
-            select(models.ModelVersion.checkpoint_uuid)
-            .join(models.Checkpoint, models.Checkpoint.uuid == models.ModelVersion.checkpoint_uuid)
-            .where(models.Checkpoint.experiment_id == experiment_id)
-        )
-    )
+    keep |= pinned_checkpoints(session, [c.uuid for c in checkpoints])
     metrics: dict[tuple[int, int], float] = {}
     rows = session.execute(
         select(
