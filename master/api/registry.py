@@ -54,6 +54,9 @@ MODEL_SORTS: dict[str, Any] = {
     "SORT_BY_NUM_VERSIONS": NUM_VERSIONS,
     "SORT_BY_WORKSPACE": models.RegisteredModel.id,  # one workspace: falls back to id order
 }
+ID_DIGITS_MAX = 18  # any id of at most 18 digits fits the database's integer types' range
+
+
 # ---- validation ----------------------------------------------------------------------------------
 
 
@@ -103,10 +106,13 @@ def check_workspace(workspace_id: int | None, workspace_name: str | None) -> Non
 
 
 def load_model(session: Session, identifier: str, *, lock: bool = False) -> models.RegisteredModel:
-    """The model named ``identifier``, or with that id when it is all digits."""
-    column = models.RegisteredModel.id if identifier.isdigit() else models.RegisteredModel.name
-    key: int | str = int(identifier) if identifier.isdigit() else identifier
-    query = select(models.RegisteredModel).where(column == key)
+    """The model named ``identifier``, or with that id when it is all (ASCII) digits."""
+    if identifier.isascii() and identifier.isdigit():
+        if len(identifier) > ID_DIGITS_MAX:
+            raise not_found(f"model {identifier!r}")
+        query = select(models.RegisteredModel).where(models.RegisteredModel.id == int(identifier))
+    else:
+        query = select(models.RegisteredModel).where(models.RegisteredModel.name == identifier)
     row = session.scalars(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise not_found(f"model {identifier!r}")

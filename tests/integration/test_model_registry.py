@@ -135,6 +135,8 @@ def test_models_and_versions_on_determined_paths(master: Master, db_url: str) ->
     assert versions["pagination"]["total"] == 2 and versions["model"]["numVersions"] == 2
     assert admin.get("/api/v1/models/digits/versions/1").json()["modelVersion"]["id"]
     assert admin.get("/api/v1/models/digits/versions/9").status_code == 404
+    for unknown in ("²", "99999999999999999999999", "404"):
+        assert admin.get(f"/api/v1/models/{unknown}").status_code == 404, unknown
 
     patched = admin.patch(
         "/api/v1/models/digits", json={"metadata": {"team": "b"}, "labels": ["vision"]}
