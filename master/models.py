@@ -324,3 +324,43 @@ class Checkpoint(Base):
     resources: Mapped[dict[str, Any]] = mapped_column(JSON)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+
+
+# ---- model registry (docs/cli/model.md) ----------------------------------------------------------
+
+
+class RegisteredModel(Base):
+    """A named model in the registry (Determined's ``v1Model``); its versions pin checkpoints."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    creation_time: Mapped[datetime] = mapped_column(default=utcnow)
+    last_updated_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Version ``version`` (1, 2, … per model) of a registered model: one checkpoint, which
+    checkpoint GC never deletes while a version names it (the foreign key refuses too)."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    checkpoint_uuid: Mapped[str] = mapped_column(ForeignKey("checkpoints.uuid"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    creation_time: Mapped[datetime] = mapped_column(default=utcnow)
+    last_updated_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ux_model_versions_model_version", "model_id", "version", unique=True),)

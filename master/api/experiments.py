@@ -5,9 +5,10 @@ State changes go through the experiment engine (``request.app.state.experiments`
 straight from the database, shaped by ``master.experiments.views``.
 
 This module holds every route of the prefix and the helpers the trial, checkpoint and preemption
-routes share (:func:`master_state`, :func:`engine_of`, :func:`engine_call`,
-:func:`checkpoint_page`). What a new experiment must pass before the engine sees it (request
-fields, config, warm start, model definition) is the bulk of creating, and lives in
+routes share (:func:`master_state`, :func:`engine_of`, :func:`engine_call`); checkpoint pages
+and their orders are ``master.api.checkpoint_pages``'s. What a new experiment must pass before
+the engine sees it (request fields, config, warm start, model definition) is the bulk of
+creating, and lives in
 ``master.api.experiment_create``; the create route here only posts its event and reads back.
 """
 
@@ -24,6 +25,7 @@ from sqlalchemy import Select, and_, delete, exists, false, func, select
 from sqlalchemy.orm import Session
 
 from master import auth, models
+from master.api.checkpoint_pages import checkpoint_page
 from master.api.cost import experiments_with_cost
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
@@ -79,14 +81,6 @@ _TRIAL_SORTS = {
     "SORT_BY_STATE": models.Trial.state,
     "SORT_BY_BATCHES_PROCESSED": models.Trial.total_batches,
     "SORT_BY_RESTARTS": models.Trial.restarts,
-}
-CHECKPOINT_SORTS = {
-    "SORT_BY_UNSPECIFIED": models.Checkpoint.report_time,
-    "SORT_BY_UUID": models.Checkpoint.uuid,
-    "SORT_BY_TRIAL_ID": models.Checkpoint.trial_id,
-    "SORT_BY_BATCH_NUMBER": models.Checkpoint.steps_completed,
-    "SORT_BY_END_TIME": models.Checkpoint.report_time,
-    "SORT_BY_STATE": models.Checkpoint.state,
 }
 
 
@@ -452,33 +446,6 @@ def experiment_trials(
         }
 
 
-def checkpoint_page(
-    session: Session,
-    where: list[Any],
-    offset: int,
-    limit: int,
-    states: list[str],
-    sort_by: str,
-    order_by: str,
-) -> dict[str, Any]:
-    """A page of checkpoints matching ``where`` (shared with the trial's listing)."""
-    column = CHECKPOINT_SORTS.get(sort_by)
-    if column is None:
-        raise bad_request(f"sortByAttr: {sort_by!r} is not one of {sorted(CHECKPOINT_SORTS)}")
-    if states:
-        where = [*where, models.Checkpoint.state.in_(states)]
-    total = session.scalar(select(func.count()).select_from(models.Checkpoint).where(*where))
-    window = page(offset, limit, int(total or 0))
-    rows = session.scalars(
-        select(models.Checkpoint)
-        .where(*where)
-        .order_by(*sort_order(column, order_by), models.Checkpoint.uuid)
-        .offset(window.start)
-        .limit(window.count)
-    ).all()
-    return {"checkpoints": views.checkpoints_json(session, rows), "pagination": window.pagination}
-
-
 @router.get("/{experiment_id}/checkpoints", **documented(CheckpointList, 404))
 def experiment_checkpoints(
     experiment_id: Int64,
@@ -487,10 +454,21 @@ def experiment_checkpoints(
     limit: Int64 = 0,
     states: list[str] = Query([]),
     sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortByAttr"),
-    order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
+    order_by: str = Query("ORDER_BY_UNSPECIFIED", alias="orderBy"),
+    sort_by_metric: str = Query("", alias="sortByMetric"),
     _: models.User = Depends(auth.current_user),
 ) -> dict[str, Any]:
     with master_state(request).db.session() as session:
         load_experiment(session, experiment_id)
         where = [models.Checkpoint.experiment_id == experiment_id]
-        return checkpoint_page(session, where, offset, limit, states, sort_by, order_by)
+        return checkpoint_page(
+            session,
+            where,
+            offset,
+            limit,
+            states,
+            sort_by,
+            order_by,
+            sort_by_metric=sort_by_metric,
+            experiment_id=experiment_id,
+        )

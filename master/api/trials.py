@@ -21,10 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master import auth, models
+from master.api.checkpoint_pages import checkpoint_page
 from master.api.errors import ApiError, bad_request, not_found
 from master.api.experiments import (
     check_owner,
-    checkpoint_page,
     engine_call,
     engine_of,
     master_state,
@@ -132,13 +132,24 @@ def trial_checkpoints(
     limit: Int64 = 0,
     states: list[str] = Query([]),
     sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortByAttr"),
-    order_by: str = Query("ORDER_BY_ASC", alias="orderBy"),
+    order_by: str = Query("ORDER_BY_UNSPECIFIED", alias="orderBy"),
+    sort_by_metric: str = Query("", alias="sortByMetric"),
     _: models.User = Depends(auth.current_user),
 ) -> dict[str, Any]:
     with master_state(request).db.session() as session:
-        load_trial(session, trial_id)
+        trial = load_trial(session, trial_id)
         where = [models.Checkpoint.trial_id == trial_id]
-        return checkpoint_page(session, where, offset, limit, states, sort_by, order_by)
+        return checkpoint_page(
+            session,
+            where,
+            offset,
+            limit,
+            states,
+            sort_by,
+            order_by,
+            sort_by_metric=sort_by_metric,
+            experiment_id=trial.experiment_id,
+        )
 
 
 @router.get("/{trial_id}/metrics", **documented(MetricsList, 404))

@@ -3,7 +3,8 @@
 Runs on the master after a trial ends and once more when its experiment ends, through the same
 storage managers trials write with (``harness.storage``); the choice itself is
 ``harness.storage.gc.checkpoints_to_delete`` (pure). A checkpoint an unfinished trial would
-resume from is always spared. Deleted checkpoints stay listed, as ``STATE_DELETED``.
+resume from is always spared, and so is one a model version pins (the model registry). Deleted
+checkpoints stay listed, as ``STATE_DELETED``.
 """
 
 from __future__ import annotations
@@ -37,9 +38,22 @@ class Candidates:
     smaller_is_better: bool
 
 
+def pinned_checkpoints(session: Session, uuids: list[str]) -> set[str]:
+    """Those of ``uuids`` a model version registers: never to be deleted (GC, or a person
+    deleting a checkpoint or its experiment) while the version exists."""
+    return set(
+        session.scalars(
+            select(models.ModelVersion.checkpoint_uuid)
+            .where(models.ModelVersion.checkpoint_uuid.in_(uuids))
+            .distinct()
+        )
+    )
+
+
 def gather(session: Session, experiment_id: int) -> Candidates:
     """The experiment's completed checkpoints, each with the searcher metric of the validation
-    at its step count (if any), and the checkpoints unfinished trials would resume from."""
+    at its step count (if any), and those never to delete: the ones unfinished trials would
+    resume from and the ones a model version pins."""
     experiment = session.get_one(models.Experiment, experiment_id)
     searcher = experiment.config.get("searcher", {})
     smaller_is_better = bool(searcher.get("smaller_is_better", True))
@@ -58,6 +72,7 @@ def gather(session: Session, experiment_id: int) -> Candidates:
     ).all()
     terminal = {s.value for s in TRIAL_TERMINAL}
     keep = {latest for _, state, latest in trials if latest and state not in terminal}
+    keep |= pinned_checkpoints(session, [c.uuid for c in checkpoints])
     metrics: dict[tuple[int, int], float] = {}
     rows = session.execute(
         select(

@@ -64,8 +64,15 @@ ERROR_REF = "#/components/schemas/ErrorBody"
 KNOWN_STATUS = {
     # The seeded checkpoint has no files in its storage.
     "GET /api/v1/checkpoints/{uuid}/content": 404,
+    "GET /checkpoints/{uuid}": 404,
     # Only the trial's own task token may ask; users get 403.
     "GET /api/v1/trials/{trial_id}/searcher/operation": 403,
+}
+# Query parameters naming existing objects (by ``_seed``'s keys) for GETs that need them.
+KNOWN_QUERY = {
+    "/api/v1/trials/metrics/trial_metrics": {"trialIds": "trial_id", "group": "metric_group"},
+    "/api/v1/trials/metrics/training_metrics": {"trialIds": "trial_id"},
+    "/api/v1/trials/metrics/validation_metrics": {"trialIds": "trial_id"},
 }
 # Admin-only reads: the ordinary user gets 403 (the admin 200; the schema documents it).
 ADMIN_ONLY = {
@@ -142,6 +149,7 @@ def _seed(master: Master, db_url: str) -> dict[str, str]:
         "workspace_id": "1",
         "pool": "default",
         "label": "conformance",
+        "metric_group": "validation",
     }
 
 
@@ -305,7 +313,8 @@ def _known_case(operation: Any, known: dict[str, str]) -> Any:
         if key not in known:
             return None
         values[name] = known[key]
-    return operation.Case(path_parameters=values)
+    query = {name: known[key] for name, key in KNOWN_QUERY.get(operation.path, {}).items()}
+    return operation.Case(path_parameters=values, query=query or None)
 
 
 def _check_known(
