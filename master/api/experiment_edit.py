@@ -37,7 +37,7 @@ from master.api.openapi import documented
 from master.api.schemas import Empty, ExperimentCreated
 from master.api.wire import Int64, WireModel
 from master.experiments import views
-from master.experiments.gc import COMPLETED, mark_deleted
+from master.experiments.gc import COMPLETED, mark_deleted, pinned_checkpoints
 from master.experiments.states import EXPERIMENT_TERMINAL, TRIAL_TERMINAL
 from master.scheduler.state import AllocationState
 
@@ -181,6 +181,14 @@ async def delete_experiment(
                 f"(STATE_COMPLETED, STATE_CANCELED, STATE_ERROR) can be deleted: kill it first "
                 f"(det experiment kill {experiment_id})",
             )
+        every = list(
+            session.scalars(
+                select(models.Checkpoint.uuid).where(
+                    models.Checkpoint.experiment_id == experiment_id
+                )
+            )
+        )
+        _refuse_registered(session, every, f"experiment {experiment_id}")
         uuids = session.scalars(
             select(models.Checkpoint.uuid).where(
                 models.Checkpoint.experiment_id == experiment_id,
@@ -212,6 +220,26 @@ async def delete_experiment(
     await state.db.run(remove)
     log.info("experiment %d deleted by %s", experiment_id, user.username)
     return {}
+
+
+def _refuse_registered(session: Session, uuids: list[str], what: str) -> None:
+    """409 when a model version registers one of ``uuids``: registered checkpoints are kept."""
+    pinned = pinned_checkpoints(session, uuids)
+    if not pinned:
+        return
+    versions = session.execute(
+        select(models.RegisteredModel.name, models.ModelVersion.version)
+        .join(models.RegisteredModel, models.RegisteredModel.id == models.ModelVersion.model_id)
+        .where(models.ModelVersion.checkpoint_uuid.in_(pinned))
+        .order_by(models.RegisteredModel.name, models.ModelVersion.version)
+    ).all()
+    named = ", ".join(f"{name} version {version}" for name, version in versions[:5])
+    raise ApiError(
+        409,
+        f"{what}: checkpoint(s) {', '.join(sorted(pinned)[:3])} are registered in the model "
+        f"registry ({named}); delete those model versions first "
+        "(det model describe <model> lists them)",
+    )
 
 
 async def _delete_files(storage: dict[str, Any], uuids: list[str]) -> list[str]:
@@ -257,6 +285,7 @@ async def delete_checkpoints(
     def read(session: Session) -> list[tuple[dict[str, Any], list[str]]]:
         """(the experiment's storage, its checkpoints to delete), per experiment."""
         groups: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        _refuse_registered(session, uuids, "checkpoints")
         for uuid in uuids:
             checkpoint = session.get(models.Checkpoint, uuid)
             if checkpoint is None:

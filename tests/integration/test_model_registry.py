@@ -156,6 +156,12 @@ def test_models_and_versions_on_determined_paths(master: Master, db_url: str) ->
     finally:
         database.close()
 
+    # Neither a registered checkpoint nor its experiment can be deleted by a person.
+    kept = admin.http.request("DELETE", "/api/v1/checkpoints", json={"checkpointUuids": [second]})
+    assert kept.status_code == 409 and "digits version 2" in kept.text, kept.text
+    kept = admin.http.delete(f"/api/v1/experiments/{experiment_id}")
+    assert kept.status_code == 409 and "model versions first" in kept.text, kept.text
+
     # Archived models take no versions.
     assert admin.post("/api/v1/models/digits/archive").status_code == 200
     refused = admin.post("/api/v1/models/digits/versions", json={"checkpointUuid": first})
@@ -166,6 +172,8 @@ def test_models_and_versions_on_determined_paths(master: Master, db_url: str) ->
     assert admin.get("/api/v1/models/digits").json()["model"]["numVersions"] == 1
     assert admin.http.delete("/api/v1/models/digits").status_code == 200
     assert admin.get("/api/v1/models/digits").status_code == 404
+    # With its versions gone, the experiment may go (its checkpoint files are already absent).
+    assert admin.http.delete(f"/api/v1/experiments/{experiment_id}").status_code == 200
 
 
 def test_owners_and_admins_change_models_everyone_reads(master: Master, db_url: str) -> None:
