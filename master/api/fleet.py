@@ -23,10 +23,10 @@ from master import auth, models
 from master.api.console_schemas import InstanceList, Queue, ScaleEventList
 from master.api.errors import bad_request, not_found
 from master.api.openapi import documented
-from master.api.queue_reasons import PoolView, queue_reason
+from master.api.queue_reasons import PoolView, WaitingJob, queue_reasons
 from master.api.wire import timestamp
 from master.cost import SECONDS_PER_HOUR
-from master.scheduler.state import AllocationState, ConnectedAgent
+from master.scheduler.state import Allocation, AllocationState, ConnectedAgent
 from master.state import MasterState
 from provisioner.types import InstanceState
 
@@ -220,6 +220,7 @@ def _pool_views(state: MasterState) -> dict[str, PoolView]:
             instance_type=provider.instance_type if provider else "",
             starting=len(starting),
             starting_market=markets[0] if len(markets) == 1 else "",
+            starting_slots=tuple(i.slots for i in starting),
             alive=len(alive),
             max_instances=provider.max_instances if provider else 0,
             degraded=(status.degraded if status is not None else failed.get(name)),
@@ -249,18 +250,31 @@ async def queue(
     waiting.sort(key=lambda a: (a.priority, usage[a.owner], a.submitted_at, a.id))
     pools = _pool_views(state)
     names = await state.db.run(partial(_task_names, task_ids=[a.task_id for a in waiting]))
+    # Reasons are decided per pool, over its jobs in queue order: instances that are starting
+    # are for the first jobs that fit on them, not for every job of the pool.
+    by_pool: dict[str, list[Allocation]] = {}
+    for allocation in waiting:
+        by_pool.setdefault(allocation.pool, []).append(allocation)
+    reasons: dict[str, str] = {}
+    for pool_name, pool_jobs in by_pool.items():
+        said = queue_reasons(
+            [
+                WaitingJob(
+                    a.slots,
+                    sum(1 for other in pool_jobs if other.priority < a.priority),
+                    a.waiting_reason,
+                )
+                for a in pool_jobs
+            ],
+            pools.get(pool_name),
+        )
+        reasons.update((a.id, r) for a, r in zip(pool_jobs, said, strict=True))
     jobs: list[dict[str, Any]] = []
     for allocation in waiting:
         if pool is not None and allocation.pool != pool:
             continue
-        ahead = sum(
-            1
-            for other in waiting
-            if other.pool == allocation.pool and other.priority < allocation.priority
-        )
         info = names.get(allocation.task_id, _TaskInfo(allocation.task_id, None))
-        view = pools.get(allocation.pool)
-        reason = queue_reason(allocation.slots, ahead, view, allocation.waiting_reason)
+        reason = reasons[allocation.id]
         jobs.append(
             {
                 "position": len(jobs) + 1,

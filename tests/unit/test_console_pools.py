@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from master.api.queue_reasons import PoolView, queue_reason
+from master.api.queue_reasons import (
+    PoolView,
+    WaitingJob,
+    launch_coverage,
+    queue_reason,
+    queue_reasons,
+)
 from master.api.resource_pools import _fallback, _limits
 from provisioner.config import ProviderConfig
 from provisioner.loop import PoolLoop
@@ -103,6 +110,54 @@ def test_queue_reasons(
     slots: int, ahead: int, pool: PoolView | None, scheduler: str | None, expected: str
 ) -> None:
     assert queue_reason(slots, ahead, pool, scheduler) == expected
+
+
+def test_starting_instances_cover_the_first_jobs_in_queue_order() -> None:
+    # Three 2-slot jobs, a pool capped at 2 instances of 2 slots, both starting: the first two
+    # jobs are what they are for, the third waits for the cap (issue 11's Queue screenshot).
+    pool = view(
+        name="default",
+        instance_type="local",
+        starting=2,
+        alive=2,
+        starting_market="on-demand",
+        max_instances=2,
+        starting_slots=(2, 2),
+    )
+    jobs = [WaitingJob(slots=2, ahead=0) for _ in range(3)]
+    assert queue_reasons(jobs, pool) == [
+        "launching 2 × local on-demand, 0 joined",
+        "launching 2 × local on-demand, 0 joined",
+        "pool 'default' at max_instances 2, behind 2 jobs the launching instances are for",
+    ]
+    # Below the cap the pool may grow for the third job.
+    grows = queue_reasons(jobs, replace(pool, max_instances=4))
+    assert grows[2] == (
+        "waiting for pool 'default' to launch an instance, "
+        "behind 2 jobs the launching instances are for"
+    )
+    # A job of higher priority keeps its own clause.
+    assert queue_reasons([*jobs[:2], WaitingJob(slots=2, ahead=2)], pool)[2].startswith(
+        "behind 2 jobs of higher priority; pool 'default' at max_instances 2, behind 2 jobs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("jobs", "instances", "expected"),
+    [
+        ([1, 1, 1, 1], [2, 2], [True, True, True, True]),
+        ([1, 1, 1], [2], [True, True, False]),
+        ([2, 1, 1], [2, 2], [True, True, True]),
+        ([4, 1], [2, 2], [True, False]),  # a 4-slot job takes both whole instances
+        ([1, 4], [2, 2], [True, False]),  # one is no longer whole
+        ([3, 1], [2], [False, True]),  # a later smaller job still fits
+        ([0, 2], [2], [True, True]),
+    ],
+)
+def test_launch_coverage_places_jobs_as_the_scheduler_will(
+    jobs: list[int], instances: list[int], expected: list[bool]
+) -> None:
+    assert launch_coverage(jobs, instances) == expected
 
 
 # ---- a service's idle deadline (master/api/services.py) ------------------------------------------
