@@ -44,7 +44,7 @@ from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
 from master.api.wire import Int64, WireModel, timestamp
 from master.experiments import views
 from master.experiments.launch import TASK_TYPE
-from master.experiments.live import EarlyExit, KillTrial, ValidationCompleted
+from master.experiments.live import EarlyExit, KillTrial, TrialProgress, ValidationCompleted
 from master.experiments.states import TRIAL_TERMINAL
 
 router = APIRouter(prefix="/api/v1/trials")
@@ -380,6 +380,10 @@ async def report_progress(
     trial_id: Int64, body: ProgressRequest, request: Request
 ) -> dict[str, Any]:
     await trial_token_for(request, trial_id)
+    # The engine stores it and moves the experiment's progress with it; a trial it no longer
+    # runs (a late report) only gets its row written.
+    if await engine_call(engine_of(request), TrialProgress(trial_id, body.progress)):
+        return {}
 
     def write(session: Session) -> None:
         load_trial(session, trial_id).progress = body.progress

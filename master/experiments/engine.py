@@ -46,6 +46,7 @@ from master.experiments.live import (
     PreemptionDeadline,
     PreemptRun,
     RunExited,
+    TrialProgress,
     ValidationCompleted,
 )
 from master.experiments.plan import Plan
@@ -160,6 +161,8 @@ class ExperimentEngine:
                 return await self._kill_trial(event)
             case ValidationCompleted():
                 return await self._validation_completed(event)
+            case TrialProgress():
+                return await self._trial_progress(event)
             case EarlyExit():
                 return await self._early_exit(event)
             case RunExited():
@@ -330,6 +333,17 @@ class ExperimentEngine:
         except SearchError as exc:
             raise EngineError(400, str(exc)) from exc
         await self._finish(plan)
+
+    async def _trial_progress(self, event: TrialProgress) -> bool:
+        """False for a trial the engine no longer runs (its experiment or it has ended): the
+        caller writes the row alone."""
+        found = self.find_trial(event.trial_id)
+        if found is None or found[1].terminal:
+            return False
+        plan = self._plan(found[0])
+        plan.trial_progress(found[1], event.fraction)
+        await self._finish(plan)
+        return True
 
     async def _early_exit(self, event: EarlyExit) -> None:
         experiment, trial = self._reporting_trial(event.trial_id)

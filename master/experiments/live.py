@@ -99,6 +99,14 @@ class ValidationCompleted(Event):
 
 
 @dataclass
+class TrialProgress(Event):
+    """A running trial's reported progress, ``fraction`` (0..1) of its planned length."""
+
+    trial_id: int
+    fraction: float
+
+
+@dataclass
 class EarlyExit(Event):
     trial_id: int
     reason: str

@@ -131,6 +131,15 @@ class Plan:
             return
         self.fold(experiment.search.validation_completed(trial.request_id, metric, length))
 
+    def trial_progress(self, trial: LiveTrial, fraction: float) -> None:
+        """The trial reported ``fraction`` of its length trained: stored on its row and, while
+        the search is alive, counted in the experiment's progress (as Determined's searcher
+        progress does), so it moves while trials train, not only when they validate."""
+        self.change.trial(trial.id)["progress"] = fraction
+        if self.experiment.state in _SEARCHING:
+            self.experiment.search.trial_progress(trial.request_id, fraction)
+            self.fold(Effects())
+
     def early_exit(self, trial: LiveTrial, reason: str) -> None:
         """The harness is about to exit on purpose; the searcher hears once it has."""
         if reason not in EARLY_EXIT_REASONS:

@@ -26,6 +26,7 @@ class Searcher(Protocol):
     def on_validation_completed(self, request_id: str, metric: float, length: int) -> list[Any]: ...
     def on_trial_exited_early(self, request_id: str, reason: str) -> list[Any]: ...
     def on_trial_closed(self, request_id: str) -> list[Any]: ...
+    def on_trial_progress(self, request_id: str, fraction: float) -> None: ...
     def progress(self) -> float: ...
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -199,6 +200,14 @@ class SearchRun:
         if ops is None:
             return Effects()
         return self._apply(self.searcher.on_trial_exited_early(request_id, reason))
+
+    def trial_progress(self, request_id: str, fraction: float) -> None:
+        """The trial reported it is ``fraction`` (0..1) through its planned length: only
+        :meth:`progress` moves (no operations follow). Ignored once it or the search is over."""
+        ops = self.requests.get(request_id)
+        if ops is None or ops.done or ops.closed or self.shutdown:
+            return
+        self.searcher.on_trial_progress(request_id, fraction)
 
     def trial_closed(self, request_id: str) -> Effects:
         ops = self._finish(request_id)

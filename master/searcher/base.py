@@ -16,6 +16,7 @@ Everything here is plain data, written out by :meth:`SearchMethod.snapshot` as J
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -77,6 +78,7 @@ class Trial:
     bracket: int = 0  # adaptive_asha: which bracket the trial belongs to
     rung: int = 0  # adaptive_asha: the rung the trial is training towards
     trained: int = 0  # the longest length it validated at
+    reported: float = 0.0  # how far it has trained towards its target, as it last reported
     state: str = RUNNING
     created: bool = False  # the master reported the trial row created
     exit_reason: str | None = None
@@ -171,15 +173,27 @@ class SearchMethod(ABC):
         trial.state = CLOSED
         return self._fill()
 
+    def on_trial_progress(self, request_id: str, units: float) -> None:
+        """A running trial reported how far it has trained (``units`` of the length unit): it
+        counts in :meth:`progress` while it trains, not only once it validates. Capped at the
+        trial's current target (it trains no further before validating), never lowered;
+        ignored for a trial that is not running or an unknown one (a late report)."""
+        trial = self.trials.get(request_id)
+        if trial is None or trial.state != RUNNING or not math.isfinite(units):
+            return
+        trial.reported = max(trial.reported, min(float(units), float(trial.target)))
+
     def progress(self) -> float:
-        """Planned work is ``max_length`` per trial. A trial's share counts as done once it is
-        closing, closed or exited (what it will not train is no longer planned), else up to the
-        length it validated at. Never decreases; 1.0 once the search shuts down."""
+        """Planned work is ``max_length`` per trial (Determined: completed units over total
+        units across trials). A trial's share counts as done once it is closing, closed or
+        exited (what it will not train is no longer planned), else up to the length it
+        validated at or, while it trains, reported (:meth:`on_trial_progress`). Never
+        decreases; 1.0 once the search shuts down."""
         if self.shut_down:
             return 1.0
         length = self.max_length
         done = sum(
-            length if trial.state != RUNNING else min(trial.trained, length)
+            length if trial.state != RUNNING else min(max(trial.trained, trial.reported), length)
             for trial in self.trials.values()
         )
         return min(done / (self.max_trials * length), 1.0)

@@ -78,7 +78,13 @@ class Searcher:
         """The trial's process ended (normally after ``Close``); its slot is free."""
         return self._method.on_trial_closed(request_id)
 
+    def on_trial_progress(self, request_id: str, fraction: float) -> None:
+        """The trial reported training progress: ``fraction`` of ``max_length`` (what the
+        harness posts to /trials/{id}/progress), counted in :meth:`progress` at once."""
+        self._method.on_trial_progress(request_id, fraction * self._method.max_length)
+
     def progress(self) -> float:
+        """Completed units over the search's planned units, 0..1 (see SearchMethod)."""
         return self._method.progress()
 
     def snapshot(self) -> dict[str, Any]:

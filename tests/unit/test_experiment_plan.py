@@ -47,6 +47,9 @@ class ScriptedSearcher:
         self.events.append(f"closed {request_id}")
         return []
 
+    def on_trial_progress(self, request_id: str, fraction: float) -> None:
+        self.events.append(f"progress {request_id} {fraction}")
+
     def progress(self) -> float:
         return 0.5
 
@@ -346,3 +349,37 @@ def test_restore_reattaches_replays_and_relaunches() -> None:
     assert trials[2].allocation_id == "t2.1"  # so the replayed end is taken as its own
     assert restored.plan.launches == [trials[3]]
     assert trials[6].terminal
+
+
+# ---- progress while trials train ---------------------------------------------------------------
+
+
+def test_a_trials_reported_progress_moves_the_experiments_progress() -> None:
+    from master.searcher import Searcher
+
+    config = make_config(
+        searcher={"name": "single", "metric": "loss", "max_length": {"batches": 230}}
+    )
+    run, effects = SearchRun.start(Searcher(config, seed=1))
+    experiment = LiveExperiment(
+        id=1,
+        owner_id=1,
+        state=ExperimentState.ACTIVE,
+        reason=None,
+        config=config,
+        checkpoint_storage={},
+        search=run,
+    )
+    trial = running(LiveTrial(1, effects.creates[0].request_id, TrialState.ACTIVE, 0, 0))
+    experiment.trials[1] = trial
+    p = finish(plan(experiment))
+    p.trial_progress(trial, 69 / 230)
+    assert p.change.trials[1]["progress"] == pytest.approx(0.3)
+    assert p.change.experiment["progress"] == pytest.approx(0.3)
+    assert p.change.experiment["searcher_state"] == run.snapshot()
+    # Once the search is torn down (a stopping experiment) only the trial's row moves.
+    experiment.state = ExperimentState.STOPPING_CANCELED
+    stopped = plan(experiment)
+    stopped.trial_progress(trial, 0.5)
+    assert stopped.change.trials[1]["progress"] == 0.5
+    assert "progress" not in stopped.change.experiment

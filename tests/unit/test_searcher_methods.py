@@ -192,3 +192,37 @@ def test_fixed_length_searchers_ignore_the_metric_direction(smaller_is_better: b
     config = random_config(smaller_is_better=smaller_is_better)
     driver = Driver(config, loss).run()
     assert len(driver.created()) == 10 and driver.ops[-1] == Shutdown()
+
+
+def test_progress_follows_what_running_trials_report_before_they_validate() -> None:
+    # A single trial of 230 batches that has trained 69 (issue 11: the console said 0%).
+    config = make_config({"name": "single", "max_length": {"batches": 230}}, SPACE)
+    searcher = Searcher(config, seed=1)
+    rid = first_request_id(searcher.initial_operations())
+    assert searcher.progress() == 0.0
+    searcher.on_trial_progress(rid, 69 / 230)
+    assert searcher.progress() == pytest.approx(0.3)
+    searcher.on_trial_progress(rid, 0.1)  # an older report arriving late: never lowers it
+    assert searcher.progress() == pytest.approx(0.3)
+    searcher.on_trial_progress(rid, float("nan"))
+    searcher.on_trial_progress("r404", 0.9)  # not a trial of this search: ignored
+    assert searcher.progress() == pytest.approx(0.3)
+    restored = Searcher.restore(config, searcher.snapshot())  # kept across a master restart
+    assert restored.progress() == pytest.approx(0.3)
+    assert searcher.on_validation_completed(rid, 1.0, 230) == [Close(rid), Shutdown(failure=False)]
+    assert searcher.progress() == 1.0
+
+
+def test_progress_is_completed_units_over_planned_units_across_trials() -> None:
+    # Four trials of 50 batches, two at a time: one half way, one a fifth, two not started.
+    searcher = Searcher(random_config(max_trials=4, max_concurrent_trials=2), seed=1)
+    ops = searcher.initial_operations()
+    first, second = [op.request_id for op in ops if isinstance(op, Create)]
+    searcher.on_trial_progress(first, 0.5)
+    searcher.on_trial_progress(second, 0.2)
+    assert searcher.progress() == pytest.approx((25 + 10) / 200)
+    # A report past the trial's current target counts only up to it (it validates there).
+    assert searcher.on_validation_completed(first, 1.0, 50)[0] == Close(first)
+    assert searcher.progress() == pytest.approx((50 + 10) / 200)
+    searcher.on_trial_progress(first, 1.0)  # closing: its share is already whole
+    assert searcher.progress() == pytest.approx((50 + 10) / 200)
