@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import IO, Any
 
+from harness import compat
 from harness.core.env import slot_ids_from_environ
 from harness.rendezvous import Layout, RendezvousError, join, single_agent_layout
 
@@ -271,6 +272,7 @@ def main(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    compat.enable()  # `import determined` finds Flotilla's layer, here and in the workers
     env = dict(os.environ)
     try:
         entrypoint, slots = read_launch_config(env)
