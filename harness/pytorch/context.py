@@ -76,6 +76,11 @@ class TrialContext:
     def get_experiment_config(self) -> dict[str, Any]:
         return self.core.info.config
 
+    def get_data_config(self) -> dict[str, Any]:
+        """The experiment config's ``data`` section (``{}`` without one), as in Determined."""
+        data = self.core.info.config.get("data")
+        return dict(data) if isinstance(data, dict) else {}
+
     def get_global_batch_size(self) -> int:
         """Records per batch over all workers: ``hyperparameters.global_batch_size``."""
         if self._global_batch_size is None:

@@ -85,27 +85,6 @@ class DistributedContext(_HarnessDistributed):
     def from_tf_config(cls) -> Any:
         unsupported("DistributedContext.from_tf_config", "use from_torch_distributed()")
 
-    def get_rank(self) -> int:
-        return self.rank
-
-    def get_local_rank(self) -> int:
-        return self.local_rank
-
-    def get_size(self) -> int:
-        return self.size
-
-    def get_local_size(self) -> int:
-        return self.local_size
-
-    def get_cross_rank(self) -> int:
-        return self.cross_rank
-
-    def get_cross_size(self) -> int:
-        return self.cross_size
-
-    def get_num_agents(self) -> int:
-        return self.cross_size
-
     def gather_local(self, stuff: Any) -> list[Any] | None:
         unsupported("DistributedContext.gather_local", "use gather()")
 
