@@ -54,6 +54,9 @@ def test_stage_1_reports_metrics_and_logs_in_determineds_format(tmp_path: Path) 
     (validation,) = master.metrics("validation")
     assert validation["avgMetrics"] == {"x": 100}
     assert master.progress()[-1] == 1.0
+    # It never asked for searcher operations (as Determined 0.38 allows): leaving init()'s block
+    # completed the master's with the searcher metric of its last validation.
+    assert master.completed_ops() == [(1, 100.0)]
     assert "WARNING: [" in run.output and "] root: warning-level message" in run.output
 
 
@@ -66,7 +69,7 @@ def test_stage_2_is_preempted_acknowledges_and_resumes_from_its_checkpoint(
         first = launch(master, tmp_path, config=config, cwd=CORE, name="first")
         assert first.wait() == 0, first.output
     assert master.acks() == 1  # should_preempt() acknowledged by itself, as in Determined
-    assert master.metrics("validation") == []
+    assert master.metrics("validation") == [] and master.completed_ops() == []
     checkpoint = master.checkpoints()[-1]
     stopped_at = checkpoint["metadata"]["steps_completed"]
     assert 30 <= stopped_at < 100
@@ -80,6 +83,7 @@ def test_stage_2_is_preempted_acknowledges_and_resumes_from_its_checkpoint(
     assert steps == list(range(stopped_at + 10, 101, 10))
     (validation,) = again.metrics("validation")
     assert validation["avgMetrics"] == {"x": 100}  # resumed with the checkpoint's x
+    assert again.completed_ops() == [(1, 100.0)]
 
 
 def test_stage_3_trains_to_each_searcher_operation(tmp_path: Path) -> None:
@@ -222,6 +226,17 @@ def test_cluster_info_of_a_trial(det: ModuleType, tmp_path: Path) -> None:
     info_spread = det.get_cluster_info({**env, "DET_SLOT_IDS": "0"})  # 1 of 2 slots here
     with pytest.raises(NotImplementedError, match="container_addrs for a trial spanning"):
         info_spread.container_addrs  # noqa: B018
+
+
+def test_a_script_without_its_searcher_metric_leaves_the_operations_open(
+    tmp_path: Path,
+) -> None:
+    config = stage_config("python3 1_metrics.py", metric="accuracy")
+    with running_fake_trial_master([1]) as master:
+        run = launch(master, tmp_path, config=config, cwd=CORE)
+        assert run.wait() == 0, run.output
+    assert master.completed_ops() == []
+    assert "no validation reported searcher.metric 'accuracy'" in run.output
 
 
 def test_core_init_refuses_a_storage_of_its_own(det: ModuleType) -> None:

@@ -46,8 +46,11 @@ class DownloadMode(enum.Enum):
 
 
 class TrainContext:
-    def __init__(self, inner: harness.core.TrainContext) -> None:
+    def __init__(self, inner: harness.core.TrainContext, searcher_metric: str | None) -> None:
         self._inner = inner
+        self._searcher_metric = searcher_metric
+        # The searcher metric of the latest validation, for Context.__exit__.
+        self.last_searcher_metric: Any = None
 
     def report_training_metrics(
         self,
@@ -60,12 +63,14 @@ class TrainContext:
 
     def report_validation_metrics(self, steps_completed: int, metrics: dict[str, Any]) -> None:
         self._inner.report_validation_metrics(steps_completed, metrics)
+        if self._searcher_metric is not None and self._searcher_metric in metrics:
+            self.last_searcher_metric = metrics[self._searcher_metric]
 
     def report_metrics(self, group: str, steps_completed: int, metrics: dict[str, Any]) -> None:
         if group == "training":
             self._inner.report_training_metrics(steps_completed, metrics)
         elif group == "validation":
-            self._inner.report_validation_metrics(steps_completed, metrics)
+            self.report_validation_metrics(steps_completed, metrics)
         else:
             unsupported(f"train.report_metrics(group={group!r})", "use training or validation")
 
@@ -175,7 +180,7 @@ class Context:
         self._inner = inner
         self.info = info
         self.distributed = _as_determined(inner.distributed)
-        self.train = TrainContext(inner.train)
+        self.train = TrainContext(inner.train, inner.searcher.metric)
         self.checkpoint = CheckpointContext(inner.checkpoint)
         self.preempt = PreemptContext(inner.preempt, self.distributed, mode)
         self.searcher = SearcherContext(inner.searcher, inner.train, inner.distributed)
@@ -200,7 +205,34 @@ class Context:
             self._inner.__exit__(None, None, None)
             log.info("InvalidHP detected, converting InvalidHP to exit(0)")
             sys.exit(0)
+        if exc is None:
+            try:
+                self._complete_searcher()
+            except BaseException as error:
+                self._inner.__exit__(type(error), error, error.__traceback__)
+                raise
         self._inner.__exit__(exc_type, exc, tb)
+
+    def _complete_searcher(self) -> None:
+        """Since Determined 0.38 a script need not ask for searcher operations: it trains as
+        long as it likes and exits 0, and the searcher reads the validation metrics. Flotilla's
+        searcher hands out operations; for a script that never asked, leaving the ``with`` block
+        cleanly (not preempted) completes them with the latest validation's searcher metric."""
+        if self.searcher.used or self._inner.preempt.should_preempt():
+            return
+        metric = self.distributed.broadcast(self.train.last_searcher_metric)
+        if metric is None:
+            if self.distributed.is_chief:
+                log.warning(
+                    "no validation reported searcher.metric %r, so the searcher's operations "
+                    "stay open and the master will count this trial as failed: report it with "
+                    "train.report_validation_metrics() (or use searcher.operations())",
+                    self._inner.searcher.metric,
+                )
+            return
+        for op in self.searcher.operations():
+            if self.distributed.is_chief:
+                op.report_completed(metric)
 
     __getattr__ = missing_attribute("determined.core.Context")
 

@@ -72,11 +72,13 @@ class SearcherContext:
         self._inner = inner
         self._train = train
         self._dist = dist
+        self.used = False  # whether the script asked for operations (else see Context.__exit__)
 
     def operations(
         self, searcher_mode: SearcherMode = SearcherMode.WorkersAskChief, auto_ack: bool = True
     ) -> Iterator[SearcherOperation]:
         """The searcher's operations for this trial; every worker iterates them together."""
+        self.used = True
         if SearcherMode(searcher_mode) is SearcherMode.ChiefOnly and self._dist.size > 1:
             unsupported(
                 "searcher.operations(searcher_mode=ChiefOnly) with several workers",
