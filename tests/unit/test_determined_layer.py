@@ -136,6 +136,20 @@ def test_torch_distributed_launcher_gives_one_slot_a_world_of_one(tmp_path: Path
     assert master.completed_ops() == [(10, 20.0)]
 
 
+def test_invalid_hp_out_of_init_is_an_early_exit(tmp_path: Path) -> None:
+    script = tmp_path / "code" / "invalid.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import determined as det\n"
+        "with det.core.init() as core_context:\n"
+        "    raise det.InvalidHP('too big to fit')\n"
+    )
+    with running_fake_trial_master([1]) as master:
+        run = launch(master, tmp_path, config=stage_config("python3 invalid.py"), cwd=script.parent)
+        assert run.wait() == 0, run.output
+    assert master.early_exits() == ["EXITED_REASON_INVALID_HP"]
+
+
 # ---- PyTorchTrial ----------------------------------------------------------------------------
 
 DIGITS_HPARAMS = {
