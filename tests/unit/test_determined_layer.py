@@ -176,6 +176,25 @@ def test_pytorch_trial_trains_with_the_flotilla_trainer(tmp_path: Path) -> None:
     assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [46]
 
 
+def test_pytorch_trial_on_two_workers(tmp_path: Path) -> None:
+    searcher = {"name": "single", "metric": "validation_loss", "max_length": {"batches": 12}}
+    config = experiment_config(
+        entrypoint="model_def:DigitsTrial", searcher=searcher, resources={"slots_per_trial": 2}
+    )
+    with running_fake_trial_master([12]) as master:
+        run = launch(
+            master,
+            tmp_path,
+            config=config,
+            hparams=DIGITS_HPARAMS,
+            cwd=CODE / "digits_pytorch",
+            slot_ids="0,1",
+        )
+        assert run.wait(timeout=120) == 0, run.output
+    assert len(master.metrics("validation")) == 1 and len(master.completed_ops()) == 1
+    assert "[rank=1]" in run.output
+
+
 # ---- the layer in this process ---------------------------------------------------------------
 
 

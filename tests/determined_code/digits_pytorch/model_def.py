@@ -8,6 +8,7 @@ from typing import Any, Dict, Sequence, Tuple, Union, cast
 
 import data
 import torch
+from layers import Flatten
 from torch import nn
 
 from determined.pytorch import DataLoader, PyTorchTrial, PyTorchTrialContext
@@ -33,7 +34,7 @@ class DigitsTrial(PyTorchTrial):
                 nn.ReLU(),
                 nn.MaxPool2d(2),
                 nn.Dropout(self.context.get_hparam("dropout1")),
-                nn.Flatten(),
+                Flatten(),
                 nn.Linear(16 * self.context.get_hparam("n_filters2"), 64),
                 nn.ReLU(),
                 nn.Dropout(self.context.get_hparam("dropout2")),
