@@ -176,10 +176,12 @@ def test_pytorch_trial_trains_with_the_flotilla_trainer(tmp_path: Path) -> None:
     assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [46]
 
 
-def test_pytorch_trial_on_two_workers(tmp_path: Path) -> None:
+def test_pytorch_trial_on_two_workers_through_determineds_launcher(tmp_path: Path) -> None:
     searcher = {"name": "single", "metric": "validation_loss", "max_length": {"batches": 12}}
     config = experiment_config(
-        entrypoint="model_def:DigitsTrial", searcher=searcher, resources={"slots_per_trial": 2}
+        entrypoint="python3 -m determined.launch.torch_distributed --trial model_def:DigitsTrial",
+        searcher=searcher,
+        resources={"slots_per_trial": 2},
     )
     with running_fake_trial_master([12]) as master:
         run = launch(
