@@ -9,6 +9,7 @@ process group the script may have started itself with ``dist.init_process_group(
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -64,7 +65,10 @@ class DistributedContext(_HarnessDistributed):
         """The worker ``torchrun``-style variables describe (``RANK``, ``WORLD_SIZE``,
         ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)."""
         del chief_ip  # the process group's own address (MASTER_ADDR) is used
-        return cls._wrap(_HarnessDistributed.from_environ(os.environ))
+        context = cls._wrap(_HarnessDistributed.from_environ(os.environ))
+        if context.size > 1:
+            atexit.register(_destroy_process_group)
+        return context
 
     @classmethod
     def _wrap(cls, inner: _HarnessDistributed) -> DistributedContext:
@@ -93,6 +97,17 @@ class DistributedContext(_HarnessDistributed):
 
     def broadcast_local(self, stuff: Any = None) -> Any:
         unsupported("DistributedContext.broadcast_local", "use broadcast()")
+
+
+def _destroy_process_group() -> None:
+    """Leave the script's process group at exit. Scripts written for Determined start one and
+    never destroy it; gloo's threads torn down with the interpreter then sometimes abort the
+    process ("terminate called without an active exception"), failing a finished trial."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()  # no worker leaves while another still talks to it
+        dist.destroy_process_group()
 
 
 class DummyDistributedContext(DistributedContext):
