@@ -39,12 +39,14 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import IO, Any
 
+from harness import compat
 from harness.core.env import slot_ids_from_environ
 from harness.rendezvous import Layout, RendezvousError, join, single_agent_layout
 
 log = logging.getLogger("harness.launch")
 
 _CLASS_ENTRYPOINT = re.compile(r"^\s*(?P<module>[A-Za-z_][\w.]*):(?P<cls>[A-Za-z_]\w*)\s*$")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Seconds workers get to exit after SIGTERM before they are killed, once one of them failed.
 STOP_GRACE_SECONDS = 10.0
 
@@ -268,9 +270,8 @@ def main(
     """Run the trial; returns the exit code. ``worker_argv`` is how workers are started
     (default: this module again with the same interpreter)."""
     del argv  # no options: everything comes from the environment
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    compat.enable()  # `import determined` finds Flotilla's layer, here and in the workers
     env = dict(os.environ)
     try:
         entrypoint, slots = read_launch_config(env)

@@ -104,6 +104,28 @@ class DistributedContext:
     def is_distributed(self) -> bool:
         return self.size > 1
 
+    # Determined's getters (its model code calls ``context.distributed.get_rank()``).
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_local_rank(self) -> int:
+        return self.local_rank
+
+    def get_size(self) -> int:
+        return self.size
+
+    def get_local_size(self) -> int:
+        return self.local_size
+
+    def get_cross_rank(self) -> int:
+        return self.cross_rank
+
+    def get_cross_size(self) -> int:
+        return self.cross_size
+
+    def get_num_agents(self) -> int:
+        return self.cross_size
+
     # ---- collectives ----------------------------------------------------------------------
 
     def gather(self, obj: Any) -> list[Any] | None:
