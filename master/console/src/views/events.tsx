@@ -90,7 +90,15 @@ export function EventsView(_: RouteProps) {
         );
       },
     },
-    { key: "reason", label: "Reason", render: (e) => e.reason },
+    {
+      key: "reason",
+      label: "Reason",
+      render: (e) => (
+        <span class="event-reason" data-testid="event-reason">
+          {e.reason}
+        </span>
+      ),
+    },
   ];
 
   return (
