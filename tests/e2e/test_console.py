@@ -119,6 +119,16 @@ def wait_for_growth(
     return value
 
 
+def fits_sideways(page: Page) -> bool:
+    """Every table on the page fits its box: nothing to scroll sideways (long reasons wrap)."""
+    return bool(
+        page.evaluate(
+            """() => [...document.querySelectorAll('.table-scroll')]
+                .every((box) => box.scrollWidth <= box.clientWidth + 1)"""
+        )
+    )
+
+
 def create_experiment(api: Api, config_file: str) -> int:
     config = yaml.safe_load((EXAMPLE / config_file).read_text())
     body = {"config": yaml.safe_dump(config), "modelDefinition": pack_context(EXAMPLE)}
@@ -298,6 +308,8 @@ def test_the_fleet_grows_for_queued_work_and_an_idle_instance_counts_down_to_ter
     open_view(page, master, "queue", "queue")
     waiting = page.get_by_test_id(f"job-row-{work[2]}")
     expect(waiting).to_be_visible()
+    # The two launching instances are for the first two jobs; the third waits for the cap.
+    expect(waiting).to_contain_text("at max_instances 2", timeout=20_000)
     shoot(page, "queue")
 
     open_view(page, master, "fleet", "fleet")
@@ -316,6 +328,7 @@ def test_the_fleet_grows_for_queued_work_and_an_idle_instance_counts_down_to_ter
     expect(row).to_contain_text("busy", timeout=60_000)
     assert busy["launchReason"], busy
     expect(row).to_contain_text(busy["launchReason"][:24])
+    assert fits_sideways(page), "the Fleet's table scrolls sideways at 1280 wide"
     shoot(page, "fleet-busy")
     open_view(page, master, "cluster", "cluster")
     expect(page.get_by_test_id("pool-card-default")).to_be_visible()
@@ -350,6 +363,7 @@ def test_the_fleet_grows_for_queued_work_and_an_idle_instance_counts_down_to_ter
 
     open_view(page, master, "events", "events")
     expect(page.locator('[data-testid^="event-row-"]').first).to_be_visible()
+    assert fits_sideways(page), "the Scale events table scrolls sideways at 1280 wide"
     shoot(page, "events")
     open_view(page, master, "users", "users")
     expect(page.get_by_test_id("user-row-determined")).to_be_visible()
