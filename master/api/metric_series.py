@@ -14,6 +14,13 @@ the cache reads rows again until they have settled (``SETTLE_SECONDS``) and keep
 client's cursor may have passed such a point, which its next full read brings. The cache is
 the master's own memory: bounded (least recently read series dropped first) and rebuilt from
 the database after a restart.
+
+A request for some metrics by name (the console's charts ask for one) fills only those, of only
+the asked groups: the database takes their values out of each row's JSON
+(``master.api.metric_values``), and a (trial, group) holds those metrics (``TrialGroup.metrics``)
+until a request for another one adds it, or one for every metric reads the whole rows. The
+``names`` a reply lists come from the rows read whole, and until then from each (trial,
+group)'s first and latest report.
 """
 
 from __future__ import annotations
@@ -32,12 +39,21 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import ClauseElement, Connection, Text, cast, func, select
+from sqlalchemy import Connection, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.console_schemas import MetricSeriesReply
 from master.api.errors import not_found
+from master.api.metric_values import (
+    Block,
+    decoded,
+    extractable,
+    number,
+    raw_rows,
+    sampled_names,
+    value_blocks,
+)
 from master.api.openapi import documented
 from master.api.wire import Int64
 from master.downsample import downsample
@@ -75,12 +91,14 @@ class Series:
         """After points were appended without checks (:meth:`TrialGroup.add` of a first read,
         in batches order): put them in row order (only a restarted run's reports differ), so
         :meth:`since` can bisect the ids, and note whether that is batches order too."""
-        if any(a > b for a, b in zip(self.ids, self.ids[1:], strict=False)):
-            order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
-            self.ids = array("q", (self.ids[i] for i in order))
+        ids = self.ids.tolist()
+        if ids != sorted(ids):  # compared and sorted in C: a first read has a million
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            self.ids = array("q", (ids[i] for i in order))
             self.xs = array("q", (self.xs[i] for i in order))
             self.ys = array("d", (self.ys[i] for i in order))
-        self.in_x_order = all(a <= b for a, b in zip(self.xs, self.xs[1:], strict=False))
+        xs = self.xs.tolist()
+        self.in_x_order = xs == sorted(xs)
 
     def since(self, after: int) -> tuple[list[int], list[float]]:
         """The points of rows after ``after``, sorted by batches (stable: reported order)."""
@@ -102,10 +120,25 @@ class TrialGroup:
     recent: set[int] = field(default_factory=set)
     last_id: int = 0
     series: dict[str, Series] = field(default_factory=dict)
+    metrics: set[str] | None = None  # the metrics it holds, once loaded; None: every one
+    names: set[str] = field(default_factory=set)  # metric names seen besides ``series``'
+    sampled: bool = False  # ``names`` has its first and latest report's names
 
     @property
     def points(self) -> int:
         return sum(len(s.ids) for s in self.series.values())
+
+    def known_names(self) -> set[str]:
+        return self.names | self.series.keys()
+
+    def add_value(self, row_id: int, batches: int, name: str, value: float) -> None:
+        """One point appended without checks, as :meth:`add` with ``checked=False``."""
+        found = self.series.get(name)
+        if found is None:
+            found = self.series[name] = Series()
+        found.ids.append(row_id)
+        found.xs.append(batches)
+        found.ys.append(value)
 
     def add(self, row_id: int, batches: int, values: Any, checked: bool = True) -> None:
         """One metrics row: its finite numbers (not booleans, strings, NaN or infinities).
@@ -115,16 +148,15 @@ class TrialGroup:
             self.last_id = row_id
         if type(values) is not dict:
             return
-        series = self.series
-        for name, value in values.items():
-            kind = type(value)
-            if kind is float:
-                if not -math.inf < value < math.inf:  # also False for NaN
-                    continue
-            elif kind is int and -FLOAT_MAX <= value <= FLOAT_MAX:
-                value = float(value)
-            else:
+        series, held = self.series, self.metrics
+        for name, raw in values.items():
+            value = number(raw)
+            if value is None:
                 continue
+            if held is not None:
+                self.names.add(name)
+                if name not in held:
+                    continue
             found = series.get(name)
             if found is None:
                 found = series[name] = Series()
@@ -136,8 +168,6 @@ class TrialGroup:
                 found.ys.append(value)
 
 
-FLOAT_MAX = 1.7976931348623157e308
-ROW_CHUNK = 20_000  # metrics rows decoded at a time (one json.loads for the chunk)
 # PostgreSQL hands out ids when rows are inserted, not when they commit: a read may see row 101
 # while row 100, of another trial's report, is still being committed. Rows are read again
 # (and those already seen skipped) until the newest id of a read this long ago, when every
@@ -145,33 +175,31 @@ ROW_CHUNK = 20_000  # metrics rows decoded at a time (one json.loads for the chu
 SETTLE_SECONDS = 10.0
 
 
-def _decoded(texts: list[str | None]) -> list[Any]:
-    """Each row's JSON text decoded; one call for all of them, row by row only if one is bad."""
-    try:
-        found: list[Any] = json.loads("[" + ",".join(t or "null" for t in texts) + "]")
-        return found
-    except ValueError:
-        decoded = []
-        for text in texts:
-            try:
-                decoded.append(json.loads(text) if text else None)
-            except ValueError:
-                decoded.append(None)
-        return decoded
-
-
-def _raw_rows(connection: Connection, query: ClauseElement) -> Iterator[Sequence[Any]]:
-    """``query``'s rows in chunks, from the driver's own cursor: SQLAlchemy's result rows cost
-    as much again as the fetch itself over a million rows. Its parameters are integers and
-    the group names, so they are written into the SQL text."""
-    sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql)
-        while chunk := cursor.fetchmany(ROW_CHUNK):
-            yield chunk
-    finally:
-        cursor.close()
+def _add_column(
+    entry: TrialGroup, name: str, block: Block, column: list[Any], plain: bool, first: bool
+) -> bool:
+    """The points of one metric of a :class:`Block` into ``entry`` (unsorted: the caller
+    sorts); on a first read every row counts, later only rows ``entry`` has seen (so a row
+    committed since comes with the next read, for every metric). Whether any were added."""
+    if first and plain and column:
+        try:
+            ys = array("d", column)  # bare numbers: floats and ints
+        except OverflowError:
+            ys = None  # an integer beyond a double's range
+        if ys is not None and math.isfinite(sum(ys)):  # no 1e999 decoded to inf either
+            series = entry.series.setdefault(name, Series())
+            series.ids.extend(block.ids)
+            series.xs.extend(block.xs)
+            series.ys.extend(ys)
+            return True
+    added = False
+    for row_id, batches, raw in zip(block.ids, block.xs, column, strict=True):
+        value = number(raw)
+        if value is None or not (first or row_id <= entry.checked or row_id in entry.recent):
+            continue
+        entry.add_value(row_id, batches, name, value)
+        added = True
+    return added
 
 
 class SeriesCache:
@@ -199,22 +227,44 @@ class SeriesCache:
         return settled
 
     def read(
-        self, session: Session, trial_ids: list[int]
+        self,
+        session: Session,
+        trial_ids: list[int],
+        groups: Sequence[str] = GROUPS,
+        names: Sequence[str] = (),
     ) -> tuple[dict[tuple[int, str], TrialGroup], int]:
-        """Bring the series of ``trial_ids`` (both groups) up to date; returns them and the
-        newest metrics row id read (the cursor for the next incremental read)."""
+        """Bring the series of ``trial_ids`` in ``groups`` up to date, those of ``names`` only
+        when some are given; returns the (trial, group)s of both groups (the other group's
+        for their names) and the newest metrics row id read (the cursor for the next
+        incremental read)."""
+        wanted = set(names) if names and all(map(extractable, names)) else None
         with self._lock:
-            entries = {
-                (trial_id, group): self._entries.setdefault((trial_id, group), TrialGroup())
-                for trial_id in trial_ids
-                for group in GROUPS
-            }
+            every = [(trial_id, group) for trial_id in trial_ids for group in GROUPS]
+            for key in every:
+                entry = self._entries.get(key)
+                if entry is None or (
+                    wanted is None and key[1] in groups and entry.metrics is not None
+                ):
+                    # New, or holding some metrics where all are asked for: read whole.
+                    self._entries[key] = TrialGroup()
+            entries = {key: self._entries[key] for key in every}
             table = models.TrialMetrics
             connection = session.connection()
             newest = int(connection.execute(select(func.max(table.id))).scalar() or 0)
             settled = self._settled(self.clock(), newest)
+            asked = {key: entry for key, entry in entries.items() if key[1] in groups}
             if trial_ids:
-                self._load(connection, entries, newest, settled)
+                self._load(connection, asked, newest, settled, wanted)
+                unnamed = sorted(
+                    {t for (t, _), e in entries.items() if not e.sampled and e.metrics is not None}
+                    | {t for (t, _), e in entries.items() if not e.sampled and not e.loaded}
+                )
+                if unnamed:
+                    sample = sampled_names(connection, unnamed, GROUPS, newest)
+                    for (trial_id, group), entry in entries.items():
+                        if trial_id in unnamed:
+                            entry.names |= sample.get((trial_id, group), set())
+                            entry.sampled = True
             for key in entries:
                 self._entries.move_to_end(key)
             self._evict(keep=set(entries))
@@ -226,31 +276,58 @@ class SeriesCache:
         entries: dict[tuple[int, str], TrialGroup],
         newest: int,
         settled: int | None,
+        wanted: set[str] | None,
     ) -> None:
         """Read what is new up to row ``newest``: every row of trials never read (by the
-        trial index, in batches order), and for the others the rows after the oldest
-        ``checked`` (by the primary key: what was reported lately). Then move ``checked`` up
-        to ``settled``."""
+        trial index, in batches order; only ``wanted``'s values when given), and for the
+        others the rows after the oldest ``checked`` (by the primary key: what was reported
+        lately); then the ``wanted`` metrics some (trial, group)s lack. Then move ``checked``
+        up to ``settled``."""
         table = models.TrialMetrics
         columns = (table.id, table.trial_id, table.group, table.steps_completed)
         text = cast(table.metrics, Text)  # decoded here, in bulk, not row by row by the driver
+        groups = sorted({group for _, group in entries})
         cold = sorted({trial for (trial, _), e in entries.items() if not e.loaded})
         warm = [e.checked for e in entries.values() if e.loaded]
+        lacking = {
+            key: sorted(wanted - e.metrics)
+            for key, e in entries.items()
+            if e.loaded and e.metrics is not None and wanted and not wanted <= e.metrics
+        }
         touched: set[tuple[int, str]] = set()
-        if cold:
+        if cold and wanted is not None:
+            for entry in entries.values():
+                if not entry.loaded:
+                    entry.metrics = set(wanted)
+            names = sorted(wanted)
+            blocks = value_blocks(connection, cold, groups, names, newest)
+            self._ingest_blocks(blocks, entries, touched, names, lacking=None)
+        elif cold:
             query = (
                 select(*columns, text)
-                .where(table.trial_id.in_(cold), table.group.in_(GROUPS), table.id <= newest)
+                .where(table.trial_id.in_(cold), table.group.in_(groups), table.id <= newest)
                 .order_by(table.trial_id, table.group, table.steps_completed)
             )
-            self._ingest(_raw_rows(connection, query), entries, touched, cold_only=True)
+            self._ingest(raw_rows(connection, query), entries, touched, cold_only=True)
         if warm and min(warm) < newest:
             query = (
                 select(*columns, text)
                 .where(table.id > min(warm), table.id <= newest)
                 .order_by(table.id)
             )
-            self._ingest(_raw_rows(connection, query), entries, touched, cold_only=False)
+            self._ingest(raw_rows(connection, query), entries, touched, cold_only=False)
+        if lacking:
+            # After the warm read: only rows it (or an earlier read) saw count, so that a
+            # row committed since comes with the next one, for every metric at once.
+            names = sorted({name for missing in lacking.values() for name in missing})
+            trials = sorted({trial for trial, _ in lacking})
+            lacking_groups = sorted({group for _, group in lacking})
+            blocks = value_blocks(connection, trials, lacking_groups, names, newest)
+            self._ingest_blocks(blocks, entries, touched, names, lacking=lacking)
+            for key, missing in lacking.items():
+                metrics = entries[key].metrics
+                assert metrics is not None
+                metrics.update(missing)
         for key in touched:
             for series in entries[key].series.values():
                 series.sort_by_id()
@@ -269,6 +346,34 @@ class SeriesCache:
                 entry.recent = {i for i in entry.recent if i > settled}
 
     @staticmethod
+    def _ingest_blocks(
+        blocks: Iterator[Block],
+        entries: dict[tuple[int, str], TrialGroup],
+        touched: set[tuple[int, str]],
+        names: list[str],
+        lacking: dict[tuple[int, str], list[str]] | None,
+    ) -> None:
+        """:func:`value_blocks`' rows: into (trial, group)s never read (``lacking`` None), or
+        the metrics ``lacking`` names into those read before, from the rows they have seen."""
+        for block in blocks:
+            key = (block.trial_id, block.group)
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            if lacking is None:
+                if entry.loaded:
+                    continue
+                missing: Sequence[str] = names
+                entry.last_id = max(entry.last_id, max(block.ids, default=0))
+            else:
+                missing = lacking.get(key, ())
+            for name, column, plain in zip(names, block.values, block.plain, strict=True):
+                if name in missing and _add_column(
+                    entry, name, block, column, plain, first=lacking is None
+                ):
+                    touched.add(key)
+
+    @staticmethod
     def _ingest(
         chunks: Iterator[Sequence[Any]],
         entries: dict[tuple[int, str], TrialGroup],
@@ -277,7 +382,7 @@ class SeriesCache:
     ) -> None:
         for chunk in chunks:
             for (row_id, trial_id, group, batches, _), values in zip(
-                chunk, _decoded([row[4] for row in chunk]), strict=True
+                chunk, decoded([row[4] for row in chunk]), strict=True
             ):
                 key = (trial_id, group)
                 entry = entries.get(key)
@@ -329,7 +434,7 @@ def series_reply(
     with ``after``, only points of rows after it (series with none are left out)."""
     all_names: dict[str, set[str]] = {group: set() for group in GROUPS}
     for (_, group), entry in entries.items():
-        all_names[group].update(entry.series)
+        all_names[group].update(entry.known_names())
     series = []
     for (trial_id, group), entry in sorted(entries.items()):
         if group not in groups:
@@ -370,8 +475,8 @@ async def _answer(
     cache = _cache(request)
 
     def read(session: Session) -> dict[str, Any]:
-        entries, cursor = cache.read(session, trial_ids_of(session))
         groups: list[str] = [group] if group else list(GROUPS)
+        entries, cursor = cache.read(session, trial_ids_of(session), groups, names)
         return series_reply(entries, cursor, groups, names, max_points, after)
 
     body = await state.db.run(read)
