@@ -26,14 +26,11 @@ group)'s first and latest report.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
-from array import array
 from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -47,11 +44,13 @@ from master.api.console_schemas import MetricSeriesReply
 from master.api.errors import not_found
 from master.api.metric_values import (
     Block,
+    TrialGroup,
+    add_column,
     decoded,
     extractable,
-    number,
     raw_rows,
     sampled_names,
+    supported,
     value_blocks,
 )
 from master.api.openapi import documented
@@ -71,135 +70,11 @@ CACHE_POINTS = 5_000_000
 CACHE_ENTRIES = 20_000  # (trial, group)s, however few points they have
 
 
-@dataclass
-class Series:
-    """One metric of one (trial, group), in compact arrays (8 bytes a number)."""
-
-    ids: array[int] = field(default_factory=lambda: array("q"))  # metrics rows, ascending
-    xs: array[int] = field(default_factory=lambda: array("q"))  # batches
-    ys: array[float] = field(default_factory=lambda: array("d"))
-    in_x_order: bool = True  # False once a report went back in batches (a restarted run)
-
-    def append(self, row_id: int, x: int, y: float) -> None:
-        if self.xs and x < self.xs[-1]:
-            self.in_x_order = False
-        self.ids.append(row_id)
-        self.xs.append(x)
-        self.ys.append(y)
-
-    def sort_by_id(self) -> None:
-        """After points were appended without checks (:meth:`TrialGroup.add` of a first read,
-        in batches order): put them in row order (only a restarted run's reports differ), so
-        :meth:`since` can bisect the ids, and note whether that is batches order too."""
-        ids = self.ids.tolist()
-        if ids != sorted(ids):  # compared and sorted in C: a first read has a million
-            order = sorted(range(len(ids)), key=ids.__getitem__)
-            self.ids = array("q", (ids[i] for i in order))
-            self.xs = array("q", (self.xs[i] for i in order))
-            self.ys = array("d", (self.ys[i] for i in order))
-        xs = self.xs.tolist()
-        self.in_x_order = xs == sorted(xs)
-
-    def since(self, after: int) -> tuple[list[int], list[float]]:
-        """The points of rows after ``after``, sorted by batches (stable: reported order)."""
-        start = bisect_right(self.ids, after)
-        xs, ys = self.xs[start:].tolist(), self.ys[start:].tolist()
-        if self.in_x_order or len(xs) < 2:
-            return xs, ys
-        order = sorted(range(len(xs)), key=xs.__getitem__)
-        return [xs[i] for i in order], [ys[i] for i in order]
-
-
-@dataclass
-class TrialGroup:
-    """Every series of one (trial, group), once ``loaded``: every metrics row up to ``checked``
-    has been read, and those above it in ``recent``; the newest of its own is ``last_id``."""
-
-    loaded: bool = False
-    checked: int = 0
-    recent: set[int] = field(default_factory=set)
-    last_id: int = 0
-    series: dict[str, Series] = field(default_factory=dict)
-    metrics: set[str] | None = None  # the metrics it holds, once loaded; None: every one
-    names: set[str] = field(default_factory=set)  # metric names seen besides ``series``'
-    sampled: bool = False  # ``names`` has its first and latest report's names
-
-    @property
-    def points(self) -> int:
-        return sum(len(s.ids) for s in self.series.values())
-
-    def known_names(self) -> set[str]:
-        return self.names | self.series.keys()
-
-    def add_value(self, row_id: int, batches: int, name: str, value: float) -> None:
-        """One point appended without checks, as :meth:`add` with ``checked=False``."""
-        found = self.series.get(name)
-        if found is None:
-            found = self.series[name] = Series()
-        found.ids.append(row_id)
-        found.xs.append(batches)
-        found.ys.append(value)
-
-    def add(self, row_id: int, batches: int, values: Any, checked: bool = True) -> None:
-        """One metrics row: its finite numbers (not booleans, strings, NaN or infinities).
-        ``checked=False`` (a first read, thousands of rows) appends without keeping
-        ``in_x_order``: call :meth:`Series.sort_by_id` on every series afterwards."""
-        if row_id > self.last_id:
-            self.last_id = row_id
-        if type(values) is not dict:
-            return
-        series, held = self.series, self.metrics
-        for name, raw in values.items():
-            value = number(raw)
-            if value is None:
-                continue
-            if held is not None:
-                self.names.add(name)
-                if name not in held:
-                    continue
-            found = series.get(name)
-            if found is None:
-                found = series[name] = Series()
-            if checked:
-                found.append(row_id, batches, value)
-            else:
-                found.ids.append(row_id)
-                found.xs.append(batches)
-                found.ys.append(value)
-
-
 # PostgreSQL hands out ids when rows are inserted, not when they commit: a read may see row 101
 # while row 100, of another trial's report, is still being committed. Rows are read again
 # (and those already seen skipped) until the newest id of a read this long ago, when every
 # report's transaction (one insert and one update) has long committed.
 SETTLE_SECONDS = 10.0
-
-
-def _add_column(
-    entry: TrialGroup, name: str, block: Block, column: list[Any], plain: bool, first: bool
-) -> bool:
-    """The points of one metric of a :class:`Block` into ``entry`` (unsorted: the caller
-    sorts); on a first read every row counts, later only rows ``entry`` has seen (so a row
-    committed since comes with the next read, for every metric). Whether any were added."""
-    if first and plain and column:
-        try:
-            ys = array("d", column)  # bare numbers: floats and ints
-        except OverflowError:
-            ys = None  # an integer beyond a double's range
-        if ys is not None and math.isfinite(sum(ys)):  # no 1e999 decoded to inf either
-            series = entry.series.setdefault(name, Series())
-            series.ids.extend(block.ids)
-            series.xs.extend(block.xs)
-            series.ys.extend(ys)
-            return True
-    added = False
-    for row_id, batches, raw in zip(block.ids, block.xs, column, strict=True):
-        value = number(raw)
-        if value is None or not (first or row_id <= entry.checked or row_id in entry.recent):
-            continue
-        entry.add_value(row_id, batches, name, value)
-        added = True
-    return added
 
 
 class SeriesCache:
@@ -237,7 +112,9 @@ class SeriesCache:
         when some are given; returns the (trial, group)s of both groups (the other group's
         for their names) and the newest metrics row id read (the cursor for the next
         incremental read)."""
-        wanted = set(names) if names and all(map(extractable, names)) else None
+        connection = session.connection()
+        chosen = names and all(map(extractable, names)) and supported(connection)
+        wanted = set(names) if chosen else None
         with self._lock:
             every = [(trial_id, group) for trial_id in trial_ids for group in GROUPS]
             for key in every:
@@ -249,7 +126,6 @@ class SeriesCache:
                     self._entries[key] = TrialGroup()
             entries = {key: self._entries[key] for key in every}
             table = models.TrialMetrics
-            connection = session.connection()
             newest = int(connection.execute(select(func.max(table.id))).scalar() or 0)
             settled = self._settled(self.clock(), newest)
             asked = {key: entry for key, entry in entries.items() if key[1] in groups}
@@ -368,7 +244,7 @@ class SeriesCache:
             else:
                 missing = lacking.get(key, ())
             for name, column, plain in zip(names, block.values, block.plain, strict=True):
-                if name in missing and _add_column(
+                if name in missing and add_column(
                     entry, name, block, column, plain, first=lacking is None
                 ):
                     touched.add(key)

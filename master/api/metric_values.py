@@ -9,6 +9,9 @@ point is decided exactly as for a whole row (:func:`number`).
 SQLite's JSON functions refuse a row Python's ``json`` wrote with ``NaN`` or ``Infinity`` in
 it; such a row's whole text comes back instead and is decoded here. A name SQLite's JSON path
 cannot quote (a double quote or backslash in it) is not extracted: the caller reads whole rows.
+
+Also the series the cache (``master.api.metric_series``) keeps: :class:`Series`,
+:class:`TrialGroup`, and :func:`add_column` to fill one from a :class:`Block`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Text, and_, case, cast, func, null, or_, select
@@ -34,6 +40,14 @@ _NOT_NUMBER = re.compile(r'["tfnNI\[{]')
 def extractable(name: str) -> bool:
     """Whether the database can be asked for ``name`` (a JSON path both can quote)."""
     return _PLAIN.fullmatch(name) is not None
+
+
+def supported(connection: Connection) -> bool:
+    """Whether the database can take values out of JSON here: PostgreSQL, or SQLite 3.38 or
+    newer (its ``->`` operator); older SQLite libraries read whole rows."""
+    if connection.dialect.name != "sqlite":
+        return True
+    return sqlite3.sqlite_version_info >= (3, 38)
 
 
 def number(value: Any) -> float | None:
@@ -206,3 +220,127 @@ def sampled_names(
             if type(values) is dict:
                 names.update(k for k, v in values.items() if number(v) is not None)
     return found
+
+
+@dataclass
+class Series:
+    """One metric of one (trial, group), in compact arrays (8 bytes a number)."""
+
+    ids: array[int] = field(default_factory=lambda: array("q"))  # metrics rows, ascending
+    xs: array[int] = field(default_factory=lambda: array("q"))  # batches
+    ys: array[float] = field(default_factory=lambda: array("d"))
+    in_x_order: bool = True  # False once a report went back in batches (a restarted run)
+
+    def append(self, row_id: int, x: int, y: float) -> None:
+        if self.xs and x < self.xs[-1]:
+            self.in_x_order = False
+        self.ids.append(row_id)
+        self.xs.append(x)
+        self.ys.append(y)
+
+    def sort_by_id(self) -> None:
+        """After points were appended without checks (:meth:`TrialGroup.add` of a first read,
+        in batches order): put them in row order (only a restarted run's reports differ), so
+        :meth:`since` can bisect the ids, and note whether that is batches order too."""
+        ids = self.ids.tolist()
+        if ids != sorted(ids):  # compared and sorted in C: a first read has a million
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            self.ids = array("q", (ids[i] for i in order))
+            self.xs = array("q", (self.xs[i] for i in order))
+            self.ys = array("d", (self.ys[i] for i in order))
+        xs = self.xs.tolist()
+        self.in_x_order = xs == sorted(xs)
+
+    def since(self, after: int) -> tuple[list[int], list[float]]:
+        """The points of rows after ``after``, sorted by batches (stable: reported order)."""
+        start = bisect_right(self.ids, after)
+        xs, ys = self.xs[start:].tolist(), self.ys[start:].tolist()
+        if self.in_x_order or len(xs) < 2:
+            return xs, ys
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        return [xs[i] for i in order], [ys[i] for i in order]
+
+
+@dataclass
+class TrialGroup:
+    """Every series of one (trial, group), once ``loaded``: every metrics row up to ``checked``
+    has been read, and those above it in ``recent``; the newest of its own is ``last_id``."""
+
+    loaded: bool = False
+    checked: int = 0
+    recent: set[int] = field(default_factory=set)
+    last_id: int = 0
+    series: dict[str, Series] = field(default_factory=dict)
+    metrics: set[str] | None = None  # the metrics it holds, once loaded; None: every one
+    names: set[str] = field(default_factory=set)  # metric names seen besides ``series``'
+    sampled: bool = False  # ``names`` has its first and latest report's names
+
+    @property
+    def points(self) -> int:
+        return sum(len(s.ids) for s in self.series.values())
+
+    def known_names(self) -> set[str]:
+        return self.names | self.series.keys()
+
+    def add_value(self, row_id: int, batches: int, name: str, value: float) -> None:
+        """One point appended without checks, as :meth:`add` with ``checked=False``."""
+        found = self.series.get(name)
+        if found is None:
+            found = self.series[name] = Series()
+        found.ids.append(row_id)
+        found.xs.append(batches)
+        found.ys.append(value)
+
+    def add(self, row_id: int, batches: int, values: Any, checked: bool = True) -> None:
+        """One metrics row: its finite numbers (not booleans, strings, NaN or infinities).
+        ``checked=False`` (a first read, thousands of rows) appends without keeping
+        ``in_x_order``: call :meth:`Series.sort_by_id` on every series afterwards."""
+        if row_id > self.last_id:
+            self.last_id = row_id
+        if type(values) is not dict:
+            return
+        series, held = self.series, self.metrics
+        for name, raw in values.items():
+            value = number(raw)
+            if value is None:
+                continue
+            if held is not None:
+                self.names.add(name)
+                if name not in held:
+                    continue
+            found = series.get(name)
+            if found is None:
+                found = series[name] = Series()
+            if checked:
+                found.append(row_id, batches, value)
+            else:
+                found.ids.append(row_id)
+                found.xs.append(batches)
+                found.ys.append(value)
+
+
+def add_column(
+    entry: TrialGroup, name: str, block: Block, column: list[Any], plain: bool, first: bool
+) -> bool:
+    """The points of one metric of a :class:`Block` into ``entry`` (unsorted: the caller
+    sorts); on a first read every row counts, later only rows ``entry`` has seen (so a row
+    committed since comes with the next read, for every metric). Whether any were added."""
+    if first and plain and column:
+        try:
+            ys = array("d", column)  # bare numbers: floats and ints
+        except OverflowError:
+            ys = None  # an integer beyond a double's range
+        if ys is not None and math.isfinite(sum(ys)):  # no 1e999 decoded to inf either
+            series = entry.series.setdefault(name, Series())
+            series.ids.extend(block.ids)
+            series.xs.extend(block.xs)
+            series.ys.extend(ys)
+            return True
+    added = False
+    for row_id, batches, raw in zip(block.ids, block.xs, column, strict=True):
+        value = number(raw)
+        if value is None or not (first or row_id <= entry.checked or row_id in entry.recent):
+            continue
+        entry.add_value(row_id, batches, name, value)
+        added = True
+    return added
