@@ -46,6 +46,9 @@ class LiveExperiment:
     trials: dict[int, LiveTrial] = field(default_factory=dict)
     # Why the last trial failed for good: the experiment's reason if it ends in error.
     last_failure: str | None = None
+    # The progress last stored with the search's snapshot (Plan.fold): a trial's progress
+    # report stores them again only once the progress has moved by Plan's PROGRESS_STEP.
+    progress_stored: float = -1.0
 
     def by_request(self, request_id: str) -> LiveTrial | None:
         return next((t for t in self.trials.values() if t.request_id == request_id), None)

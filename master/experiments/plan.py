@@ -40,6 +40,12 @@ _TRIAL_STOP = {
 _SEARCHING = (ExperimentState.ACTIVE, ExperimentState.PAUSED, ExperimentState.STOPPING_COMPLETED)
 
 
+# A trial's progress report (every second per running trial) stores the experiment's progress,
+# and the search's snapshot with it, once that progress has moved by this much: at most about
+# a thousand such writes per experiment, and a restored search starts from what was stored.
+PROGRESS_STEP = 0.001
+
+
 class Plan:
     def __init__(self, experiment: LiveExperiment, now: datetime) -> None:
         self.experiment = experiment
@@ -136,9 +142,12 @@ class Plan:
         the search is alive, counted in the experiment's progress (as Determined's searcher
         progress does), so it moves while trials train, not only when they validate."""
         self.change.trial(trial.id)["progress"] = fraction
-        if self.experiment.state in _SEARCHING:
-            self.experiment.search.trial_progress(trial.request_id, fraction)
-            self.fold(Effects())
+        experiment = self.experiment
+        if experiment.state in _SEARCHING:
+            experiment.search.trial_progress(trial.request_id, fraction)
+            moved = experiment.search.progress() - experiment.progress_stored
+            if abs(moved) >= PROGRESS_STEP:
+                self.fold(Effects())
 
     def early_exit(self, trial: LiveTrial, reason: str) -> None:
         """The harness is about to exit on purpose; the searcher hears once it has."""
@@ -238,7 +247,9 @@ class Plan:
         for new in effects.creates:
             self.change.new_trials.append(NewTrialRow(new.request_id, new.hparams, state.value))
         self.change.experiment["searcher_state"] = experiment.search.snapshot()
-        self.change.experiment["progress"] = experiment.search.progress()
+        self.change.experiment["progress"] = experiment.progress_stored = (
+            experiment.search.progress()
+        )
 
     # ---- states ----------------------------------------------------------------------------------
 

@@ -377,6 +377,16 @@ def test_a_trials_reported_progress_moves_the_experiments_progress() -> None:
     assert p.change.trials[1]["progress"] == pytest.approx(0.3)
     assert p.change.experiment["progress"] == pytest.approx(0.3)
     assert p.change.experiment["searcher_state"] == run.snapshot()
+    # Reports that move the experiment less than PROGRESS_STEP write the trial's row only (a
+    # report a second per trial); the search is stored again once the sum has moved enough.
+    small = plan(experiment)
+    small.trial_progress(trial, 69.1 / 230)
+    assert small.change.trials[1]["progress"] == pytest.approx(69.1 / 230)
+    assert small.change.experiment == {}
+    moved = plan(experiment)
+    moved.trial_progress(trial, 69.3 / 230)
+    assert moved.change.experiment["progress"] == pytest.approx(69.3 / 230)
+    assert moved.change.experiment["searcher_state"] == run.snapshot()
     # Once the search is torn down (a stopping experiment) only the trial's row moves.
     experiment.state = ExperimentState.STOPPING_CANCELED
     stopped = plan(experiment)
