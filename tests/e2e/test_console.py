@@ -204,6 +204,16 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
         selector = f'figure[data-testid="{chart_id}"]'
         more = wait_for_growth(page, selector, "data-points", first, seconds=60)
         assert more > first
+        # The experiment's progress follows its trial's reports while it trains.
+        wait_until(
+            "the experiment's progress to move while its trial trains",
+            lambda: (
+                0
+                < api.get(f"/api/v1/experiments/{experiment_id}").json()["experiment"]["progress"]
+                < 1
+            ),
+            timeout=60,
+        )
         page.get_by_label("Log scale").check()
         expect(page.locator(selector)).to_be_visible()
         page.get_by_label("Log scale").uncheck()
