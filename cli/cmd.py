@@ -36,7 +36,15 @@ from harness.task_config import CommandConfig
 if TYPE_CHECKING:
     from cli.parser import SubParsers
 
-COMMAND_HEADERS = ["id", "username", "description", "state", "exitStatus", "resourcePool"]
+COMMAND_HEADERS = [
+    "id",
+    "username",
+    "description",
+    "state",
+    "exitStatus",
+    "resourcePool",
+    "workspaceName",
+]
 SORT_KEYS = [*COMMAND_HEADERS, "registeredTime", "startTime"]
 TERMINAL_STATES = {"STATE_TERMINATED", "STATE_TERMINATING_DONE"}
 # After the log stream ends the task has ended; allow the master this long to publish the exit.
@@ -187,6 +195,19 @@ def _fetch_commands(sess: Session) -> list[dict[str, Any]]:
     return commands
 
 
+def add_workspace_names(sess: Session, items: list[dict[str, Any]]) -> None:
+    """Determined's ``workspaceName`` column: each task's ``workspaceId`` looked up in ``GET
+    /api/v1/workspaces`` (asked only when some task has one), or "missing workspace id N"."""
+    if not any("workspaceId" in item for item in items):
+        return
+    workspaces = sess.client.get("/api/v1/workspaces").get("workspaces") or []
+    names = {w.get("id"): w.get("name") for w in workspaces}
+    for item in items:
+        if "workspaceId" in item:
+            wid = item["workspaceId"]
+            item["workspaceName"] = names.get(wid) or f"missing workspace id {wid}"
+
+
 def list_commands(args: argparse.Namespace) -> None:
     sess = setup_session(args)
     commands = _fetch_commands(sess)
@@ -196,6 +217,7 @@ def list_commands(args: argparse.Namespace) -> None:
         for c in commands:
             print(c["id"])
         return
+    add_workspace_names(sess, commands)
     sort_key = "registeredTime" if args.sort_by == "startTime" else args.sort_by
     commands.sort(key=lambda c: str(c.get(sort_key) or ""), reverse=args.order_by == "desc")
     if args.json:
@@ -210,6 +232,7 @@ def describe_command(args: argparse.Namespace) -> None:
     command_id = expand_id(sess, args.command_id)
     item = sess.client.get(f"/api/v1/commands/{command_id}")["command"]
     item["state"] = render.strip_prefix(item.get("state"), "STATE_")
+    add_workspace_names(sess, [item])
     if args.json:
         render.print_json(item)
         return

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from cli import render
 from cli import task as cli_task
-from cli.cmd import CONFIG_HELP, TASK_ID_RE, parse_config_overrides
+from cli.cmd import CONFIG_HELP, TASK_ID_RE, add_workspace_names, parse_config_overrides
 from cli.config_file import read_yaml
 from cli.context import pack_context
 from cli.errors import CliError
@@ -42,7 +42,15 @@ from harness.task_config import ServiceConfig
 if TYPE_CHECKING:
     from cli.parser import Handler, SubParsers
 
-COMMON_HEADERS = ("id", "username", "description", "state", "exitStatus", "resourcePool")
+COMMON_HEADERS = (
+    "id",
+    "username",
+    "description",
+    "state",
+    "exitStatus",
+    "resourcePool",
+    "workspaceName",
+)
 # Seconds between polls of the task while waiting for it to become ready.
 POLL_SECONDS = 0.5
 # Once placed, a task that is still not ready after this long is reported (not killed).
@@ -325,6 +333,7 @@ def list_tasks(kind: Kind, args: argparse.Namespace) -> None:
         for t in items:
             print(t["id"])
         return
+    add_workspace_names(sess, items)
     if args.json:
         render.print_json(items)
         return
@@ -334,6 +343,7 @@ def list_tasks(kind: Kind, args: argparse.Namespace) -> None:
 def describe_task(kind: Kind, args: argparse.Namespace) -> None:
     sess = setup_session(args)
     item = _public(fetch(sess, kind, expand_id(sess, kind, args.task_id)))
+    add_workspace_names(sess, [item])
     if args.json:
         render.print_json(item)
         return

@@ -34,6 +34,7 @@ TENSORBOARD = service.Kind(
         "trialIds",
         "exitStatus",
         "resourcePool",
+        "workspaceName",
     ),
 )
 

@@ -92,6 +92,8 @@ class ServiceFake(FakeMaster):
         if rest[:1] == ["tasks"] and len(rest) == 2 and rest[1] in self.progressions:
             steps = self.progressions[rest[1]]
             return 200, {"task": steps.pop(0) if len(steps) > 1 else steps[0]}
+        if rest == ["workspaces"]:
+            return 200, {"workspaces": [{"id": 1, "name": "Uncategorized"}]}
         if rest[:1] and rest[0] in NOUNS:
             return self._route_service(method, rest, body, me)
         return super().route(method, path, query, body, me, tok)
@@ -123,6 +125,7 @@ class ServiceFake(FakeMaster):
             "state": "STATE_QUEUED",
             "username": me,
             "resourcePool": "default",
+            "workspaceId": 1,
             "registeredTime": f"2024-05-01T12:00:{count:02d}Z",
             "serviceAddress": f"/proxy/{task_id}/",
             "isReady": False,
@@ -461,9 +464,22 @@ def test_list_describe_logs_and_kill_by_prefix(fake: ServiceFake, det: Det) -> N
     det("notebook", "start", "-d", "--config", "description=second")
     fake.services["notebooks"][_id(2)]["username"] = "admin"
 
+    fake.services["notebooks"][_id(2)]["workspaceId"] = 7
+
     listed = det("notebook", "list")
     header = [h.strip() for h in listed.out.splitlines()[0].split("|")]
-    assert header == ["id", "username", "description", "state", "exitStatus", "resourcePool"]
+    assert header == [
+        "id",
+        "username",
+        "description",
+        "state",
+        "exitStatus",
+        "resourcePool",
+        "workspaceName",
+    ]
+    assert listed.out.splitlines()[2].rstrip().endswith("| Uncategorized")
+    everyone = det("notebook", "list", "-a").out
+    assert everyone.splitlines()[3].rstrip().endswith("| missing workspace id 7")
     assert _id(1) in listed.out and _id(2) not in listed.out and "STATE_" not in listed.out
     assert det("notebook", "list", "--all", "-q").out == f"{_id(1)}\n{_id(2)}\n"
     assert det("notebook", "ls", "-a", "--csv").out.startswith("id,username,description")
