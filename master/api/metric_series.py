@@ -113,7 +113,7 @@ class SeriesCache:
         for their names) and the newest metrics row id read (the cursor for the next
         incremental read)."""
         connection = session.connection()
-        chosen = names and all(map(extractable, names)) and supported(connection)
+        chosen = names and all(map(extractable, names)) and supported(connection, len(set(names)))
         wanted = set(names) if chosen else None
         with self._lock:
             every = [(trial_id, group) for trial_id in trial_ids for group in GROUPS]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from master import models
+from master.api import metric_values
 from master.api.metric_series import GROUPS, SeriesCache, series_reply
 from master.db import Database, migrate
 
@@ -19,7 +20,9 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def database(db_url: str) -> Iterator[Database]:
+def database(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    # PostgreSQL takes several names out in SQL too here (by default it reads whole rows).
+    monkeypatch.setattr(metric_values, "POSTGRESQL_NAMES", 100)
     db = Database(db_url)
     migrate(db.engine)
     with db.session() as session:
@@ -161,3 +164,19 @@ def test_a_row_sqlite_json_refuses_is_decoded_whole(db_url: str, database: Datab
         (1, "training", "loss"): [[1, 1.0], [3, 3.0]],
         (1, "training", "lr"): [[2, 0.5], [3, 0.25]],
     }
+
+
+def test_postgresql_reads_whole_rows_for_several_names(
+    db_url: str, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metric_values, "POSTGRESQL_NAMES", 1)  # the default
+    fill(database)
+    with database.session() as session:
+        connection = session.connection()
+        postgresql = not db_url.startswith("sqlite")
+        assert metric_values.supported(connection, 1)
+        assert metric_values.supported(connection, 2) is not postgresql
+    cache = SeriesCache()
+    body = read(database, cache, ["loss", "lr"])
+    assert lines(body)[(1, "training", "lr")] == [[1, 1.0], [2, 2.0], [3, 3.0]]
+    assert cache._entries[(1, "training")].metrics == (None if postgresql else {"loss", "lr"})
