@@ -44,10 +44,12 @@ def _known_pool(state: MasterState, pool: str | None) -> None:
 # ---- instances -----------------------------------------------------------------------------------
 
 
-def instance_state(row: models.ProvisionedInstance, agent: ConnectedAgent | None) -> str:
-    """starting (launched, its agent never joined), idle, busy, draining (its agent is disabled
-    or draining), disconnected (its agent joined once and is gone now), terminating,
-    terminated."""
+def instance_state(
+    row: models.ProvisionedInstance, agent: ConnectedAgent | None, running: bool = False
+) -> str:
+    """starting (launched, its agent never joined), idle, busy (an allocation runs there),
+    draining (its agent is disabled or draining), disconnected (its agent joined once and is
+    gone now), terminating, terminated."""
     if row.terminated_at is not None or row.state == InstanceState.TERMINATED.value:
         return "terminated"
     if row.state == InstanceState.TERMINATING.value:
@@ -56,7 +58,9 @@ def instance_state(row: models.ProvisionedInstance, agent: ConnectedAgent | None
         return "starting" if row.joined_at is None else "disconnected"
     if agent.draining or not agent.enabled:
         return "draining"
-    return "idle" if agent.idle_since is not None else "busy"
+    # By what runs there (the same source as the instance's ``allocations``), not by the agent's
+    # idle_since, which a just-joined agent may not have yet.
+    return "busy" if running else "idle"
 
 
 def _instance_rows(
@@ -118,7 +122,7 @@ async def list_instances(
     instances = []
     for row in rows:
         agent = agents.get(row.id)
-        current = instance_state(row, agent)
+        current = instance_state(row, agent, running=bool(running.get(row.id)))
         end = row.terminated_at or now
         uptime = max((end - row.launched_at).total_seconds(), 0.0)
         idle_since = agent.idle_since if agent is not None and current == "idle" else None
