@@ -108,7 +108,11 @@ def stop_all(records: list[ProcessRecord], grace: float) -> None:
         time.sleep(POLL_SECONDS)
     stubborn = [r for r in records if r.alive()]
     for record in stubborn:
-        print(f"{record.name} (pid {record.pid}) ignored SIGTERM; killing it", file=sys.stderr)
+        print(
+            f"{record.name} (pid {record.pid}) did not stop within {grace:g}s of SIGTERM; "
+            "killing it",
+            file=sys.stderr,
+        )
         record.signal_group(signal.SIGKILL)
     deadline = time.monotonic() + KILL_WAIT_SECONDS
     while any(r.alive() for r in stubborn) and time.monotonic() < deadline:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from agent.isolation import processes_of
-from cli.processes import ProcessRecord, _proc_start_time
+from cli.processes import ProcessRecord, _proc_start_time, start_process, stop_all
 from harness.shell.session import session_members
 from provisioner.local import _started
 
@@ -54,3 +57,21 @@ def test_a_zombie_child_counts_as_stopped_and_is_reaped() -> None:
     zombie = _exited_child()
     assert not ProcessRecord("z", zombie.pid, "", None).alive()
     assert not os.path.exists(f"/proc/{zombie.pid}")
+
+
+def test_stop_all_kills_a_process_that_outlives_sigterm_and_says_how_long_it_waited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A shell that traps SIGTERM (as a server draining open connections does) and says when
+    # the trap is set, so the test signals it only once it would survive.
+    ready = tmp_path / "ready"
+    script = f"trap '' TERM; touch {ready}; while true; do sleep 0.05; done"
+    record, proc = start_process("master", ["sh", "-c", script], tmp_path / "log")
+    while not ready.exists():
+        time.sleep(0.01)
+    stop_all([record], grace=0.2)
+    proc.wait(5)
+    assert not record.alive()
+    assert capsys.readouterr().err == (
+        f"master (pid {record.pid}) did not stop within 0.2s of SIGTERM; killing it\n"
+    )
