@@ -162,3 +162,38 @@ def test_determineds_cli_continues_an_experiment(
     assert out == f"Continued experiment {eid}\n"
     wait_experiment(api, master, experiment_id, "STATE_COMPLETED")
     assert trials(api, experiment_id)[0]["totalBatchesProcessed"] == 6
+
+
+def test_the_digits_trainer_continues_from_its_checkpoint(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    """The real PyTorchTrial trainer: 1 epoch, then continued to 2 — the second run loads the
+    first run's checkpoint and trains exactly one more epoch."""
+    from tests.integration.test_experiments_e2e import create as create_digits
+    from tests.integration.test_experiments_e2e import example_config, wait_ended
+
+    master, _ = cluster
+    api = Api(master)
+    digits = example_config("const.yaml", searcher__max_length={"epochs": 1})
+    experiment_id = create_digits(api, digits)
+    assert wait_ended(api, experiment_id)["state"] == "STATE_COMPLETED"
+    (first,) = trials(api, experiment_id)
+    one_epoch = first["totalBatchesProcessed"]
+    assert one_epoch > 0
+
+    resumed = continue_(api, experiment_id, {"searcher": {"max_length": {"epochs": 2}}})
+    assert resumed.status_code == 200, resumed.text
+    ended = wait_ended(api, experiment_id)
+    assert ended["state"] == "STATE_COMPLETED", ended.get("stateReason")
+    (trial,) = trials(api, experiment_id)
+    assert trial["runId"] == 2 and trial["restarts"] == 0
+    assert trial["totalBatchesProcessed"] == 2 * one_epoch
+    assert trial["latestCheckpoint"] != first["latestCheckpoint"]
+    # Run 2 began at one epoch: no batch was trained twice, no epoch validated twice.
+    path = f"/api/v1/trials/{trial['id']}/metrics"
+    found = api.get(path, params={"group": "validation"}).json()["metrics"]
+    assert [m["stepsCompleted"] for m in found] == [one_epoch, 2 * one_epoch]
+    steps = [
+        m["stepsCompleted"] for m in api.get(path, params={"group": "training"}).json()["metrics"]
+    ]
+    assert steps == sorted(set(steps)) and steps[-1] == 2 * one_epoch
