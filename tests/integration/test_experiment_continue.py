@@ -54,10 +54,12 @@ def test_a_completed_experiment_continues_to_twice_its_length(
     assert first["totalBatchesProcessed"] == 3
     eid = str(experiment_id)
 
-    out = det.ok("e", "continue", eid, "--config", "searcher.max_length.batches=6")
-    assert out == f"Continued experiment {eid}\n"
+    # -f follows the continued trial's logs to its end, as create -f does.
+    out = det.ok("e", "continue", eid, "--config", "searcher.max_length.batches=6", "-f")
+    assert out.startswith(f"Continued experiment {eid}\n")
+    assert f"Following first trial with ID {first['id']}" in out
+    assert "run 2 latest=" in out and "searcher: done" in out
     described = experiment(api, experiment_id)
-    assert described["experiment"]["state"] in ("STATE_ACTIVE", "STATE_COMPLETED")
     assert described["config"]["searcher"]["max_length"]["batches"] == 6
     done = wait_experiment(api, master, experiment_id, "STATE_COMPLETED")
     assert done["numTrials"] == 1 and done["progress"] == 1.0
