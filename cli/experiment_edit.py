@@ -1,10 +1,11 @@
-"""``det experiment set …|delete|download|move``: Determined's verbs and messages.
+"""``det experiment set …|delete|download|continue|move``: Determined's verbs and messages.
 
 ``set`` sends Determined's ``PATCH /api/v1/experiments/{id}`` bodies (``v1PatchExperiment``);
 ``delete`` and ``set gc-policy`` ask before doing something that cannot be undone, unless
 ``--yes`` (without a terminal to ask on, they refuse and say to pass ``--yes``); ``download``
 fetches the best checkpoints (by the searcher metric, or ``--sort-by``) through
-``det checkpoint download``'s machinery.
+``det checkpoint download``'s machinery; ``continue`` sends ``--config-file`` and ``--config``
+overrides as ``overrideConfig`` YAML for the master to merge into the experiment's config.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import pprint
 import sys
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from cli import checkpoint as cli_checkpoint
+from cli.cmd import CONFIG_HELP, parse_config_overrides
+from cli.config_file import read_yaml
 from cli.errors import CliError
+from cli.experiment_create import follow_first_trial
 from cli.parser import add_group, add_verb, string_to_bool
 from cli.session import setup_session
 
@@ -144,6 +150,26 @@ def download(args: argparse.Namespace) -> None:
             print()
 
 
+def continue_experiment(args: argparse.Namespace) -> int:
+    """Determined's ``det experiment continue``: the overrides go as YAML, merged by the
+    master into the experiment's config."""
+    config: dict[str, Any] = {}
+    if args.config_file is not None:
+        name = getattr(args.config_file, "name", "config")
+        _, loaded = read_yaml(args.config_file)
+        if not isinstance(loaded, dict):
+            raise CliError(f"{name}: an experiment config must be a YAML mapping of fields")
+        config = loaded
+    config = parse_config_overrides(config, args.config)
+    sess = setup_session(args)
+    body = {"id": args.experiment_id, "overrideConfig": yaml.safe_dump(config, sort_keys=False)}
+    sess.client.post("/api/v1/experiments/continue", body)
+    print(f"Continued experiment {args.experiment_id}", flush=True)
+    if args.follow_first_trial:
+        return follow_first_trial(sess, args.experiment_id)
+    return 0
+
+
 def _experiment_id(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("experiment_id", type=int, help=help_text)
 
@@ -176,6 +202,22 @@ def register(verbs: SubParsers) -> None:
         help="straight from the checkpoint storage, or through the master",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="only print the paths")
+
+    p = add_verb(
+        verbs,
+        "continue",
+        continue_experiment,
+        "resume or recover training for a single-searcher experiment",
+    )
+    _experiment_id(p, "experiment ID to continue")
+    p.add_argument("--config-file", type=argparse.FileType("r"), help="experiment config (.yaml)")
+    p.add_argument("--config", action="append", default=[], help=CONFIG_HELP)
+    p.add_argument(
+        "-f",
+        "--follow-first-trial",
+        action="store_true",
+        help="follow logs of the trial that is being continued",
+    )
 
     p = add_verb(verbs, "move", move_experiment, "move experiment to another project")
     _experiment_id(p, "experiment ID to move")

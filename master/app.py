@@ -23,6 +23,7 @@ from master.api import (
     console,
     cost,
     errors,
+    experiment_continue,
     experiment_edit,
     experiments,
     fleet,
@@ -180,7 +181,7 @@ def create_app(config: MasterConfig) -> FastAPI:
     ):
         errors_listed = openapi.PUBLIC_ERRORS if module is cluster else openapi.API_ERRORS
         app.include_router(module.router, responses=errors_listed)
-    for router in [*services.routers, *experiment_edit.routers]:
+    for router in [*services.routers, *experiment_edit.routers, experiment_continue.router]:
         app.include_router(router, responses=openapi.API_ERRORS)
     # Last, so no console route can shadow an API one.
     app.include_router(console.router)

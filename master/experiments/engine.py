@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment_config import ExperimentConfig, SharedFSStorage
-from master.experiments import store
+from master.experiments import continuing, store
 from master.experiments.gc import CheckpointCollector
 from master.experiments.launch import TASK_TYPE
 from master.experiments.live import (
+    ContinueExperiment,
     CreateExperiment,
     EarlyExit,
     EngineError,
@@ -157,6 +158,8 @@ class ExperimentEngine:
                 return await self._create(event)
             case ExperimentAction():
                 return await self._action(event)
+            case ContinueExperiment():
+                return await self._continue(event)
             case KillTrial():
                 return await self._kill_trial(event)
             case ValidationCompleted():
@@ -304,6 +307,30 @@ class ExperimentEngine:
         else:
             plan.kill(f"killed by {event.by}")
         await self._finish(plan)
+
+    async def _continue(self, event: ContinueExperiment) -> None:
+        """Reopen an ended experiment in the database, then restore it as after a restart:
+        its reopened trial is launched from its latest checkpoint."""
+        live = self.experiments.get(event.experiment_id)
+        if live is not None:
+            raise EngineError(409, continuing.not_ended_message(live.id, live.state.value))
+        reopen = partial(
+            continuing.reopen,
+            experiment_id=event.experiment_id,
+            config=event.config,
+            searchers=self.searchers,
+            renamed=event.renamed,
+        )
+        reopened = await self.db.run(reopen)
+        for stored in await self.db.run(partial(store.load_unfinished, only=event.experiment_id)):
+            await self._restore(stored)
+        found = self.find_trial(reopened.trial_id)
+        if found is not None:
+            text = (
+                f"experiment {event.experiment_id} continued by {event.by}: trial "
+                f"{reopened.trial_id} trains from {reopened.trained} to {reopened.length}"
+            )
+            await self.runs.note(found[1], text, "INFO")
 
     def _queued(self, allocation_id: str) -> bool:
         live = self.state.scheduler.allocations.get(allocation_id)

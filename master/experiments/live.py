@@ -89,6 +89,16 @@ class ExperimentAction(Event):
 
 
 @dataclass
+class ContinueExperiment(Event):
+    """Reopen an ended single-trial experiment under ``config`` (``continuing``)."""
+
+    experiment_id: int
+    config: ExperimentConfig
+    renamed: dict[str, str]
+    by: str
+
+
+@dataclass
 class KillTrial(Event):
     trial_id: int
     by: str

@@ -218,13 +218,15 @@ class StoredExperiment:
     trials: list[StoredTrial]
 
 
-def load_unfinished(session: Session) -> list[StoredExperiment]:
-    """Every experiment not yet terminal, with its trials and the unfinished ones' last runs."""
-    experiments = session.scalars(
-        select(models.Experiment)
-        .where(models.Experiment.state.not_in([s.value for s in EXPERIMENT_TERMINAL]))
-        .order_by(models.Experiment.id)
-    ).all()
+def load_unfinished(session: Session, only: int | None = None) -> list[StoredExperiment]:
+    """Every experiment not yet terminal (or only experiment ``only``, if it is not), with
+    its trials and the unfinished ones' last runs."""
+    query = select(models.Experiment).where(
+        models.Experiment.state.not_in([s.value for s in EXPERIMENT_TERMINAL])
+    )
+    if only is not None:
+        query = query.where(models.Experiment.id == only)
+    experiments = session.scalars(query.order_by(models.Experiment.id)).all()
     terminal = {s.value for s in TRIAL_TERMINAL}
     out = []
     for experiment in experiments:
