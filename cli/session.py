@@ -186,10 +186,13 @@ def choose_user(requested_user: str | None, store: TokenStore) -> tuple[str, str
     return DEFAULT_USER, DEFAULT_PASSWORD, True
 
 
-def prompt_password(prompt: str, how_to_give: str = "set DET_PASS") -> str:
+LOGIN_PASSWORD_HOW = "set DET_PASS, or write the password as one line to stdin"
+
+
+def prompt_password(prompt: str, how_to_give: str = LOGIN_PASSWORD_HOW) -> str:
     """Prompt on the terminal; without one, read a line from stdin (like Determined's CLI),
-    without getpass's warning about echoing. ``how_to_give`` completes the error when there is
-    neither ("no password given ...; set DET_PASS")."""
+    without getpass's warning about echoing. With neither, the error names whose password was
+    wanted (from ``prompt``) and ``how_to_give`` says how to give it."""
     try:
         if not sys.stdin.isatty():
             line = sys.stdin.readline()
@@ -198,8 +201,9 @@ def prompt_password(prompt: str, how_to_give: str = "set DET_PASS") -> str:
             return line.rstrip("\n")
         return getpass.getpass(prompt)
     except EOFError:
+        wanted = prompt.strip().rstrip(":")
         raise CliError(
-            f"no password given and none can be prompted for (no terminal); {how_to_give}"
+            f"{wanted}: none given and none can be prompted for (no terminal); {how_to_give}"
         ) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import pytest
 
 from cli.errors import CliError
 from cli.main import describe_error
-from cli.session import TokenStore, choose_user, env_password_for, flotilla_home
+from cli.session import (
+    TokenStore,
+    choose_user,
+    env_password_for,
+    flotilla_home,
+    prompt_password,
+)
 from harness.client import ForbiddenError, MasterUnreachableError, UnauthenticatedError
 from tests.unit.test_cli_fake_master import cli_env_fixture  # noqa: F401  (fixture by name)
 
@@ -104,3 +111,17 @@ def test_det_pass_is_only_used_for_its_user(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_errors_become_one_line(error: Exception, line: str) -> None:
     assert describe_error("list agents", error) == line
+
+
+def test_a_password_is_read_from_stdin_without_a_terminal_and_its_absence_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("Passw0rd1\n"))
+    assert prompt_password("Password for user 'admin': ") == "Passw0rd1"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CliError) as raised:
+        prompt_password("Password for user 'admin': ")
+    assert str(raised.value) == (
+        "Password for user 'admin': none given and none can be prompted for (no terminal); "
+        "set DET_PASS, or write the password as one line to stdin"
+    )
