@@ -133,10 +133,17 @@ def test_experiments_labels_trials_logs_and_checkpoints(det: Seeds) -> None:
         created,
     ), created
     det.ok("experiment", "kill", "2")  # only its creation is the seed's
+    for exp_id, config in ((3, "distributed.yaml"), (4, "adaptive.yaml")):
+        assert f"Created experiment {exp_id}\n" in det.ok("experiment", "create", config, ".")
+        det.ok("experiment", "kill", str(exp_id))
 
     listed = {row["ID"]: row for row in table(det.ok("experiment"))}
     assert listed["1"]["State"] == "COMPLETED" and listed["1"]["Progress"] == "100.0%"
-    assert listed["2"]["State"] in ("STOPPING_CANCELED", "CANCELED")
+    assert [listed[i]["Name"] for i in ("2", "3", "4")] == [
+        "digits_pytorch_const",
+        "digits_pytorch_distributed",
+        "digits_pytorch_adaptive_search",
+    ]
 
     assert det.ok("e", "label", "add", "1", "foobar") == "Added label 'foobar' to experiment 1\n"
     missing = det("e", "label", "add", "17", "foobar")
@@ -198,3 +205,12 @@ def test_version_and_deactivating_the_default_user(det: Seeds) -> None:
     assert "determined" not in {row["Username"] for row in table(det.ok("user", "list"))}
     everyone = {row["Username"]: row for row in table(det.ok("user", "list", "--all"))}
     assert everyone["determined"]["Active"] == "False"
+
+    # `det -u admin user change-password`, then `det auth login` (Determined's alias of `det
+    # user login`) with the new password from DET_PASS.
+    assert det.ok("-u", "admin", "user", "change-password", stdin="Adm1nPassw0rd\n") == ""
+    assert det.ok("auth", "login", "admin", env={"DET_PASS": "Adm1nPassw0rd"}) == ""
+    assert det.ok("user", "whoami") == "You are logged in as user 'admin'\n"
+    wrong = det("auth", "login", "admin", env={"DET_PASS": ""})
+    assert wrong.returncode == 1
+    assert wrong.stderr == "Failed to log in: invalid username or password\n"
