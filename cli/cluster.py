@@ -56,6 +56,15 @@ def show_cost(args: argparse.Namespace) -> None:
         for g in report["groups"]
     ]
     render.print_table([args.by.title(), "Cost", "Slot Hours"], rows)
+    if not any(g.get("idle") for g in report["groups"]):
+        # Not an admin: the report holds this user's tasks only (the master says nothing
+        # fleet-wide to them), so no idle money or efficiency to print.
+        print(
+            f"\nYour tasks' share: {render.format_usd(report['totalUsd'])} from "
+            f"{report['since']} to {report['until']}. The fleet's total, its idle money and "
+            "efficiency are for admins."
+        )
+        return
     efficiency = report.get("efficiency")
     used = "" if efficiency is None else f"; {efficiency:.0%} of the paid slot-time ran tasks"
     print(

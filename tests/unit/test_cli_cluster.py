@@ -70,3 +70,31 @@ def test_cost_table_names_the_idle_line_and_the_efficiency(
     ]
     assert "(idle: no task on it)" in out
     assert "67% of the paid slot-time ran tasks" in out
+
+
+def test_an_ordinary_users_cost_says_it_is_their_share(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from cli import cluster
+
+    class Client:
+        def get(self, path: str, params: dict[str, str]) -> dict[str, object]:
+            return {
+                "since": "2026-03-01T00:00:00Z",
+                "until": "2026-03-01T12:00:00Z",
+                "totalUsd": 2.0,
+                "idleUsd": 0.0,
+                "instanceHours": 0.0,
+                "efficiency": None,
+                "groups": [{"key": "alice", "usd": 2.0, "slotHours": 2.0, "idle": False}],
+            }
+
+    class Session:
+        client = Client()
+
+    monkeypatch.setattr(cluster, "setup_session", lambda args: Session())
+    cluster.show_cost(argparse.Namespace(since="24h", until=None, by="user", json=False))
+    out = capsys.readouterr().out
+    assert "Your tasks' share: $2.00" in out and "idle (no task on it)" not in out
