@@ -129,8 +129,10 @@ def fits_sideways(page: Page) -> bool:
     )
 
 
-def create_experiment(api: Api, config_file: str) -> int:
+def create_experiment(api: Api, config_file: str, epochs: int | None = None) -> int:
     config = yaml.safe_load((EXAMPLE / config_file).read_text())
+    if epochs is not None:
+        config["searcher"]["max_length"] = {"epochs": epochs}
     body = {"config": yaml.safe_dump(config), "modelDefinition": pack_context(EXAMPLE)}
     response = api.post("/api/v1/experiments", json=body)
     assert response.status_code == 200, response.text
@@ -190,7 +192,9 @@ def test_the_learning_curve_and_the_logs_grow_while_digits_trains(
     master: Master, new_context: Any, shoot: Any
 ) -> None:
     api = Api(master, "determined")
-    experiment_id = create_experiment(api, "const.yaml")
+    # Long enough to still be training through every check below on a fast machine (the test
+    # kills it when done): the checks watch points and log lines arrive while it trains.
+    experiment_id = create_experiment(api, "const.yaml", epochs=200)
     try:
         page = sign_in(new_context(), master, "determined")
         expect(page.get_by_test_id(f"experiment-row-{experiment_id}")).to_be_visible()
@@ -314,7 +318,7 @@ def test_the_fleet_grows_for_queued_work_and_an_idle_instance_counts_down_to_ter
 
     # Three 2-slot jobs for a pool of at most two 2-slot instances: two instances are launched,
     # the third job waits in the queue (with its reason) until one is free.
-    work = [api.run(f"echo fleet test {n}; sleep 6", slots=2) for n in range(3)]
+    work = [api.run(f"echo fleet test {n}; sleep 12", slots=2) for n in range(3)]
     open_view(page, master, "queue", "queue")
     waiting = page.get_by_test_id(f"job-row-{work[2]}")
     expect(waiting).to_be_visible()
