@@ -72,11 +72,14 @@ class LaunchRequest(WireModel):
     workspace_id: int | None = None
     template_name: str | None = None
     data: dict[str, Any] | None = None
+    # Determined's "answer with the merged config, launch nothing"; its CLI always sends it.
+    preview: bool | None = None
 
 
 class LaunchTensorboardRequest(LaunchRequest):
-    experiment_ids: list[Int64] = []
-    trial_ids: list[Int64] = []
+    # Determined's CLI sends null for the ids it was not given.
+    experiment_ids: list[Int64] | None = None
+    trial_ids: list[Int64] | None = None
 
 
 @dataclass
@@ -199,12 +202,13 @@ def _tensorboard_launch(state: MasterState, body: LaunchRequest) -> Launch:
         with state.db.session() as session:
             return session.get(model, row_id) is not None
 
-    runs = tensorboard_dirs(root, body.experiment_ids, body.trial_ids, exists)
+    experiment_ids, trial_ids = body.experiment_ids or [], body.trial_ids or []
+    runs = tensorboard_dirs(root, experiment_ids, trial_ids, exists)
     return Launch(
         argv=["python", "-m", "harness.tensorboard", *runs],
         env={},
         secrets={},
-        extra={"experiment_ids": body.experiment_ids, "trial_ids": body.trial_ids},
+        extra={"experiment_ids": experiment_ids, "trial_ids": trial_ids},
     )
 
 
@@ -237,6 +241,11 @@ def make_router(
     ) -> dict[str, Any]:
         state = _state(request)
         body = await _read_body(request, body_model)
+        if body.preview:
+            raise bad_request(
+                "preview: previews (the merged config without a launch) are not supported; "
+                "launch without preview"
+            )
         config = parse_config(body.config, kind.config_model, kind.singular)
         timeout = config.effective_idle_timeout(kind.default_idle_timeout(state.config))
         # Off the event loop: launchers read the disk, the database, or make keys.

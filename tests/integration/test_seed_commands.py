@@ -24,6 +24,7 @@ from tests.integration.cluster import free_port
 from tests.integration.test_cli import DET_TIMEOUT_SECONDS, Cli, table
 
 REPO = Path(__file__).resolve().parents[2]
+DETERMINED_DET = REPO / ".venv-determined" / "bin" / "det"  # Determined 0.38.1's own CLI
 # A followed experiment trains the digits model to the end (tens of seconds on a busy machine).
 FOLLOW_TIMEOUT_SECONDS = 300
 ALICE_PASSWORD = "Alic3Passw0rd"
@@ -44,9 +45,10 @@ class Seeds:
         stdin: str = "",
         env: dict[str, str] | None = None,
         timeout: float = DET_TIMEOUT_SECONDS,
+        program: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.cli.argv(args),
+            [str(program), *args] if program else self.cli.argv(args),
             input=stdin,
             capture_output=True,
             text=True,
@@ -195,6 +197,22 @@ def test_notebook_with_the_current_directory_tensorboard_and_lists(det: Seeds) -
     boards = table(det.ok("tensorboard", "list"))
     assert [(b["id"], b["experimentIds"]) for b in boards] == [(board_id, "[1]")]
     det.ok("tensorboard", "kill", board_id)
+
+
+@pytest.mark.skipif(not DETERMINED_DET.exists(), reason="no .venv-determined (Determined's CLI)")
+def test_determineds_own_cli_starts_a_notebook_and_a_tensorboard(det: Seeds) -> None:
+    # It sends `preview` and null `trialIds`; the master takes both.
+    admin = {"DET_USER": "admin", "DET_PASS": ""}
+    for noun, expected in (("notebook", "Jupyter Notebook is running"), ("tensorboard", "")):
+        args = (noun, "start", "-c", ".") if noun == "notebook" else (noun, "start", "1")
+        started = det(*args, env=admin, program=DETERMINED_DET)
+        assert started.returncode == 0, started.stderr + started.stdout
+        task_id = re.findall(rf"Launched {noun} \(id: ([0-9a-f-]{{36}})", started.stdout)[0]
+        assert expected in started.stdout
+        det.ok(noun, "kill", task_id)
+    preview = det("notebook", "start", "--preview", env=admin, program=DETERMINED_DET)
+    said = preview.stdout + preview.stderr
+    assert preview.returncode == 1 and "preview: previews (the merged config" in said, said
 
 
 def test_version_and_deactivating_the_default_user(det: Seeds) -> None:
