@@ -26,7 +26,20 @@ if TYPE_CHECKING:
     from cli.parser import SubParsers
 
 USERS_PAGE_LIMIT = 100
-USER_HEADERS = ["User Id", "Username", "Display Name", "Admin", "Active", "Remote"]
+USER_HEADERS = [
+    "User Id",
+    "Username",
+    "Display Name",
+    "Admin",
+    "Active",
+    "Remote",
+    "Agent Uid",
+    "Agent Gid",
+    "Agent User",
+    "Agent Group",
+]
+# The keys of a user's ``agentUserGroup`` behind Determined's last four columns.
+AGENT_USER_GROUP_KEYS = ("agentUid", "agentGid", "agentUser", "agentGroup")
 
 
 def password_complexity_problems(password: str | None) -> list[str]:
@@ -100,6 +113,7 @@ def list_users(args: argparse.Namespace) -> None:
             _na(u.get("admin")),
             _na(u.get("active")),
             _na(u.get("remote", False)),
+            *(_na((u.get("agentUserGroup") or {}).get(k)) for k in AGENT_USER_GROUP_KEYS),
         ]
         for u in users
     ]

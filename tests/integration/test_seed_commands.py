@@ -107,6 +107,7 @@ def test_log_in_create_a_user_and_use_det_user_and_det_pass(det: Seeds) -> None:
     users = {row["Username"]: row for row in table(det.ok("user", "list"))}
     assert set(users) == {"admin", "determined", "alice"}
     assert users["alice"]["Admin"] == "False" and users["alice"]["Active"] == "True"
+    assert list(users["alice"])[-4:] == ["Agent Uid", "Agent Gid", "Agent User", "Agent Group"]
 
 
 def test_experiments_labels_trials_logs_and_checkpoints(det: Seeds) -> None:

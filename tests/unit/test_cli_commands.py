@@ -234,6 +234,10 @@ def test_user_create_requires_admin_and_strong_password(
     assert det("user", "deactivate", "carol").code == 0
     listed = det("user", "list")
     assert "carol" not in listed.out and "carol" in det("user", "list", "--all").out
+    # Determined's columns, the agent user and group last (N/A: none is set per user here).
+    header = [cell.strip() for cell in listed.out.splitlines()[0].split("|")]
+    assert header[-5:] == ["Remote", "Agent Uid", "Agent Gid", "Agent User", "Agent Group"]
+    assert listed.out.splitlines()[2].split("|")[-1].strip() == "N/A"
 
 
 def test_master_info_is_yaml_by_default(fake_master: FakeMaster, det: Det) -> None:
