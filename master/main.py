@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         log_level=config.log_level.lower(),
         ws_ping_interval=None,  # liveness is the agent protocol's own ping/pong
         access_log=config.log_level.upper() == "DEBUG",
+        # Streams that never end by themselves (log follows, proxied notebooks and their
+        # kernels' sockets) would hold a stop forever; after this, they are cut.
+        timeout_graceful_shutdown=10,
     )
 
 

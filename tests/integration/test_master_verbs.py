@@ -62,3 +62,44 @@ def test_master_config_and_logs(cluster: tuple[Master, list[Agent]], tmp_path: P
         determined("user", "login", "admin", stdin="\n")
         assert yaml.safe_load(determined("master", "config"))["agent_join_token"] == "********"
         assert "master.app: master" in determined("master", "logs", "--tail", "100")
+
+
+def test_a_stop_does_not_wait_for_streams_that_never_end(
+    cluster: tuple[Master, list[Agent]],
+) -> None:
+    """A follow stream left open (here the master's own log) must not hold SIGTERM forever:
+    uvicorn's graceful shutdown is bounded (10 s), then the stream is cut."""
+    import threading
+    import time
+
+    import httpx
+
+    from tests.integration.cluster import Api
+
+    master, _ = cluster
+    api = Api(master)
+    opened = threading.Event()
+
+    def follow() -> None:
+        headers = {"Authorization": f"Bearer {api.token}"}
+        try:
+            with httpx.stream(
+                "GET",
+                f"{master.url}/api/v1/master/logs",
+                params={"follow": "true"},
+                headers=headers,
+                timeout=None,
+            ) as response:
+                opened.set()
+                for _ in response.iter_lines():
+                    pass
+        except httpx.HTTPError:
+            pass  # cut by the stop: what the test wants
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert opened.wait(15), "the follow stream did not open"
+    started = time.monotonic()
+    master.stop(timeout=40)
+    assert master.proc is not None and master.proc.returncode is not None
+    assert time.monotonic() - started < 30
