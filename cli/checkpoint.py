@@ -442,11 +442,8 @@ def delete_checkpoints(args: argparse.Namespace) -> None:
     print(f"Deletion of checkpoints {args.checkpoints_uuids} is in progress")
 
 
-def register(nouns: SubParsers) -> None:
-    _, verbs = add_group(nouns, "c|heckpoint", "manage checkpoints")
-
-    p = add_verb(verbs, "download", download, "download checkpoint from persistent storage")
-    p.add_argument("uuid", help="Download a checkpoint by specifying its UUID.")
+def add_download_options(p: argparse.ArgumentParser) -> None:
+    """``-o``, ``-q`` and ``--mode`` of every verb that downloads a checkpoint."""
     p.add_argument(
         "-o",
         "--output-dir",
@@ -466,6 +463,14 @@ def register(nouns: SubParsers) -> None:
             "the storage is reachable from here and via the master otherwise."
         ),
     )
+
+
+def register(nouns: SubParsers) -> None:
+    _, verbs = add_group(nouns, "c|heckpoint", "manage checkpoints")
+
+    p = add_verb(verbs, "download", download, "download checkpoint from persistent storage")
+    p.add_argument("uuid", help="Download a checkpoint by specifying its UUID.")
+    add_download_options(p)
 
     p = add_verb(verbs, "delete", delete_checkpoints, "delete checkpoints")
     p.add_argument("checkpoints_uuids", help="comma-separated list of checkpoints to delete")

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cli import render
-from cli.checkpoint import DOWNLOAD_MODES, download_checkpoint, render_checkpoint, safe_uuid
+from cli.checkpoint import (
+    add_download_options,
+    download_checkpoint,
+    render_checkpoint,
+    safe_uuid,
+)
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.session import Session, setup_session
@@ -269,21 +274,7 @@ def register(nouns: SubParsers) -> None:
     p.add_argument(
         "version", type=int, nargs="?", default=-1, help="version number (default: the latest)"
     )
-    p.add_argument(
-        "-o",
-        "--output-dir",
-        default=None,
-        help="Desired output directory for the checkpoint (default: checkpoints/<uuid>).",
-    )
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="Only print the path to the checkpoint."
-    )
-    p.add_argument(
-        "--mode",
-        choices=DOWNLOAD_MODES,
-        default="auto",
-        help="'direct', 'master' or 'auto', as for 'det checkpoint download'",
-    )
+    add_download_options(p)
 
     p = add_verb(verbs, "delete", delete, "delete model")
     p.add_argument("name", help="unique name of the model")
