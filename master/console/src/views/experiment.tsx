@@ -2,6 +2,7 @@ import { useMemo, useState } from "preact/hooks";
 import { getJson } from "../api";
 import { Chart } from "../components/Chart";
 import { ErrorBox, Loading } from "../components/ErrorBox";
+import { MetricCharts } from "../components/MetricCharts";
 import { ExperimentActions, LabelEditor } from "../components/ExperimentActions";
 import { StateBadge } from "../components/StateBadge";
 import { Table, type Column } from "../components/Table";
@@ -9,7 +10,7 @@ import { formatDuration, formatInt, formatMetric, formatUsd } from "../format";
 import { hparamPlots, isLogHparam } from "../hparams";
 import { useNow, usePoll } from "../poll";
 import type { RouteProps } from "../routes";
-import { allNames, chartPairs, linesOf, pairCandidates, useSeries } from "../series";
+import { allNames, chartPairs, pairCandidates, useSeries } from "../series";
 import type { Experiment, MetricsWorkload, Trial } from "../types";
 import { experimentSeconds, ProgressCell } from "./experiments";
 
@@ -195,19 +196,7 @@ export function ExperimentView({ params }: RouteProps) {
       {series.loaded && pairs.length === 0 && (
         <p class="muted">No {metric || "metric"} reported yet; the charts appear with the first report.</p>
       )}
-      <div class="charts">
-        {pairs.map(({ group, name }) => (
-          <Chart
-            key={`${group}-${name}`}
-            testid={`chart-${group}-${name}`}
-            title={`${name} (${group})`}
-            xLabel="batches"
-            yLabel={name}
-            logScale={logScale}
-            lines={linesOf(series.store, group, name).map((s) => ({ label: `trial ${s.trialId}`, points: s.points }))}
-          />
-        ))}
-      </div>
+      <MetricCharts store={series.store} charts={pairs} logScale={logScale} />
 
       <h2>Trials</h2>
       <ErrorBox error={trials.error} what="load the trials" />

@@ -1,7 +1,7 @@
 import { useState } from "preact/hooks";
 import { downloadTo, getJson } from "../api";
-import { Chart } from "../components/Chart";
 import { ErrorBox, Loading } from "../components/ErrorBox";
+import { MetricCharts } from "../components/MetricCharts";
 import { LogView } from "../components/LogView";
 import { StateBadge } from "../components/StateBadge";
 import { Table, type Column } from "../components/Table";
@@ -9,7 +9,7 @@ import { formatBytes, formatDuration, formatInt, formatMetric, formatRelative } 
 import { flattenHparams } from "../hparams";
 import { useNow, usePoll } from "../poll";
 import type { RouteProps } from "../routes";
-import { linesOf, useSeries } from "../series";
+import { useSeries } from "../series";
 import type { Checkpoint, MetricGroup, Trial } from "../types";
 import { trialSeconds } from "./experiment";
 
@@ -155,19 +155,7 @@ export function TrialView({ params }: RouteProps) {
       <ErrorBox error={series.error} what="load the metrics" />
       {!series.loaded && !series.error && <Loading what="the metrics" />}
       {series.loaded && charts.length === 0 && <p class="muted">No metrics reported yet.</p>}
-      <div class="charts">
-        {charts.map(({ group, name }) => (
-          <Chart
-            key={`${group}-${name}`}
-            testid={`chart-${group}-${name}`}
-            title={`${name} (${group})`}
-            xLabel="batches"
-            yLabel={name}
-            logScale={logScale}
-            lines={linesOf(series.store, group, name).map((s) => ({ label: `trial ${s.trialId}`, points: s.points }))}
-          />
-        ))}
-      </div>
+      <MetricCharts store={series.store} charts={charts} logScale={logScale} />
 
       <h2>Hyperparameters</h2>
       {Object.keys(hparams).length === 0 ? (
