@@ -1,8 +1,10 @@
 """The console's browser tests: Debian's ``chromium`` driven by Playwright for Python (never
 ``playwright install``), against a real master serving the real build of master/console.
 
-- The browser is started once per session; each test gets a fresh context (cookies and
-  sessionStorage of its own), so signing in as one user never leaks into the next test.
+- The browser is started once per module, and stopped after it: while Playwright's sync API is
+  started it keeps an event loop running in the main thread, and every later test calling
+  ``asyncio.run`` would fail. Each test gets a fresh context (cookies and sessionStorage of its
+  own), so signing in as one user never leaks into the next test.
 - Without chromium the tests are skipped with the reason, unless ``FLOTILLA_REQUIRE_BROWSER`` is
   set (CI sets it), when they fail: CI must never skip them silently. ``FLOTILLA_CHROMIUM`` names
   another browser binary.
@@ -57,7 +59,7 @@ def chromium() -> str:
     return executable
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
     executable = chromium
     with sync_playwright() as playwright:

@@ -419,7 +419,10 @@ def test_the_cost_page_totals_equal_the_api(
     master: Master, started_at: datetime, new_context: Any, shoot: Any
 ) -> None:
     # A closed range in the past (datetime-local inputs hold minutes), covering the instances
-    # the earlier tests ran: the figures cannot move while they are compared.
+    # the earlier tests ran, taken once every instance has ended: an instance or allocation
+    # still ending would get its end time recorded inside the range between the API's reading
+    # and the page's, and the figures would move while they are compared.
+    wait_until("every instance to end", lambda: alive_instances(Api(master)) == [], timeout=120)
     until = minute(datetime.now(UTC))
     if until <= minute(started_at):
         time.sleep(61 - datetime.now(UTC).second)
