@@ -27,9 +27,10 @@ from sqlalchemy.orm import Session
 from harness.storage import CheckpointNotFound, build_storage, validate_uuid
 from master import auth, models
 from master.api.errors import ApiError, bad_request, not_found
+from master.api.experiment_schemas import CheckpointReply
 from master.api.experiments import master_state
 from master.api.openapi import TAR, documented, streamed
-from master.api.schemas import BINARY, CheckpointReply, Empty
+from master.api.schemas import BINARY, Empty
 from master.api.trials import LooseBody, load_trial, trial_token_for
 from master.api.wire import WireModel
 from master.experiments import views

@@ -20,6 +20,7 @@ from harness.experiment_config import ConfigError, ExperimentConfig, parse_exper
 from master import auth, models
 from master.api.errors import ApiError, bad_request
 from master.api.experiment_create import _check_capacity
+from master.api.experiment_schemas import ExperimentCreated
 from master.api.experiments import (
     check_owner,
     engine_call,
@@ -28,7 +29,6 @@ from master.api.experiments import (
     master_state,
 )
 from master.api.openapi import documented
-from master.api.schemas import ExperimentCreated
 from master.api.wire import WireModel
 from master.experiments import views
 from master.experiments.continuing import not_ended_message

@@ -32,9 +32,10 @@ from harness.experiment_config import ConfigError, parse_experiment_config
 from harness.storage import build_storage
 from master import auth, models
 from master.api.errors import ApiError, bad_request, not_found
+from master.api.experiment_schemas import ExperimentCreated
 from master.api.experiments import check_owner, engine_of, load_experiment, master_state
 from master.api.openapi import documented
-from master.api.schemas import Empty, ExperimentCreated
+from master.api.schemas import Empty
 from master.api.wire import Int64, WireModel
 from master.experiments import views
 from master.experiments.gc import COMPLETED, mark_deleted, pinned_checkpoints

@@ -29,11 +29,8 @@ from master.api.checkpoint_pages import checkpoint_page
 from master.api.cost import experiments_with_cost
 from master.api.errors import ApiError, bad_request, forbidden, not_found
 from master.api.experiment_create import CreateExperimentRequest, new_experiment
-from master.api.openapi import documented
-from master.api.paging import page, sort_order
-from master.api.schemas import (
+from master.api.experiment_schemas import (
     CheckpointList,
-    Empty,
     ExperimentCreated,
     ExperimentList,
     ExperimentReply,
@@ -41,6 +38,9 @@ from master.api.schemas import (
     ModelDefinition,
     TrialList,
 )
+from master.api.openapi import documented
+from master.api.paging import page, sort_order
+from master.api.schemas import Empty
 from master.api.wire import Int64
 from master.experiments import views
 from master.experiments.engine import ExperimentEngine

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from master.api.experiment_schemas import Checkpoint
 from master.api.openapi import Shape
-from master.api.schemas import Checkpoint, Pagination
+from master.api.schemas import Pagination
 
 
 class Model(Shape):

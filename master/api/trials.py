@@ -23,6 +23,13 @@ from sqlalchemy.orm import Session
 from master import auth, models
 from master.api.checkpoint_pages import checkpoint_page
 from master.api.errors import ApiError, bad_request, not_found
+from master.api.experiment_schemas import (
+    CheckpointList,
+    MetricsList,
+    SearcherOperation,
+    TrialReply,
+    WorkloadList,
+)
 from master.api.experiments import (
     check_owner,
     engine_call,
@@ -31,15 +38,7 @@ from master.api.experiments import (
 )
 from master.api.openapi import NDJSON, documented, streamed
 from master.api.paging import page, sort_order_desc
-from master.api.schemas import (
-    TRIAL_LOG_LINE,
-    CheckpointList,
-    Empty,
-    MetricsList,
-    SearcherOperation,
-    TrialReply,
-    WorkloadList,
-)
+from master.api.schemas import TRIAL_LOG_LINE, Empty
 from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
 from master.api.wire import Int64, WireModel, timestamp
 from master.experiments import views
