@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from harness.experiment_config import ConfigError, ExperimentConfig, parse_experiment_config
 from master import auth, models
 from master.api.errors import ApiError, bad_request
-from master.api.experiment_create import _check_capacity
+from master.api.experiment_create import check_capacity
 from master.api.experiment_schemas import ExperimentCreated
 from master.api.experiments import (
     check_owner,
@@ -123,7 +123,7 @@ async def continue_experiment(
     pool = config.resources.resource_pool
     if pool is not None and pool not in pools:
         raise bad_request(f"resources.resource_pool: unknown pool '{pool}'; available: {pools}")
-    _check_capacity(config, state)
+    check_capacity(config, state)
     renamed = {k: v for k, v in override.items() if k in ("name", "description")}
     event = ContinueExperiment(
         experiment_id=body.id,

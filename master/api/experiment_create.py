@@ -110,7 +110,7 @@ def _check_request(body: CreateExperimentRequest, state: MasterState) -> Experim
     return config
 
 
-def _check_capacity(config: ExperimentConfig, state: MasterState) -> None:
+def check_capacity(config: ExperimentConfig, state: MasterState) -> None:
     """Refuse an experiment whose trials can never be placed: more slots per trial than its
     pool can ever offer (an elastic pool: ``max_instances`` × slots per instance), naming what
     every pool can give. A pool whose capacity is not known yet (no agents) refuses nothing."""
@@ -149,7 +149,7 @@ async def new_experiment(
     With ``validateOnly`` the caller answers from the event's ``config`` and never posts it.
     """
     config = _check_request(body, state)
-    _check_capacity(config, state)
+    check_capacity(config, state)
     try:
         engine.validate(config)
     except EngineError as exc:
