@@ -9,7 +9,7 @@ import pytest
 
 from harness.experiment_config import parse_experiment_config
 from master.api.errors import ApiError
-from master.api.experiment_create import _check_capacity
+from master.api.experiment_create import check_capacity
 from master.config import load_config
 from master.scheduler.fit import PoolCapacity
 
@@ -44,7 +44,7 @@ CAPACITIES = {
 
 def test_a_trial_bigger_than_an_elastic_pool_can_grow_is_refused() -> None:
     with pytest.raises(ApiError) as caught:
-        _check_capacity(experiment(1000), state(CAPACITIES))  # type: ignore[arg-type]
+        check_capacity(experiment(1000), state(CAPACITIES))  # type: ignore[arg-type]
     assert caught.value.status == 400
     assert caught.value.message == (
         "resources.slots_per_trial: each trial needs 1000 slots, but resource pool 'default' "
@@ -55,4 +55,4 @@ def test_a_trial_bigger_than_an_elastic_pool_can_grow_is_refused() -> None:
 
 @pytest.mark.parametrize(("slots", "pool"), [(8, None), (2, "static"), (64, "unknown")])
 def test_what_fits_or_is_not_known_yet_is_accepted(slots: int, pool: str | None) -> None:
-    _check_capacity(experiment(slots, pool), state(CAPACITIES))  # type: ignore[arg-type]
+    check_capacity(experiment(slots, pool), state(CAPACITIES))  # type: ignore[arg-type]
