@@ -43,6 +43,9 @@ RUNTIME_EXTRAS = ("master", "agent", "cli", "aws", "gcs", "train", "notebook")
 DISTRIBUTIONS = {
     "yaml": "pyyaml",
     "google.auth": "google-auth",
+    "google.oauth2": "google-auth",
+    "google.api_core": "google-api-core",
+    "google.cloud.storage": "google-cloud-storage",
     "argon2": "argon2-cffi",
     "pydantic_core": "pydantic-core",
     "psycopg2": "psycopg2-binary",
