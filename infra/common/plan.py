@@ -163,10 +163,21 @@ class PlanSection:
     lines: list[str] = field(default_factory=list)
 
 
+def _integral(value: Any) -> Any:
+    """The engine's JSON numbers are floats; show 30.0 as 30."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _value(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, default=str)
+    return json.dumps(_integral(value), sort_keys=True, default=str)
 
 
 def render_plan(
