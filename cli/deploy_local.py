@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cli import progress
+from cli import deploy_gcp, progress
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
@@ -462,3 +462,4 @@ def register(nouns: SubParsers) -> None:
     p.add_argument(
         "--delete-db", action="store_true", help="also delete the default SQLite database"
     )
+    deploy_gcp.register(kinds)

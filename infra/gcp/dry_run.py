@@ -129,7 +129,8 @@ def firewall_lines(resources: list[PlannedResource]) -> list[str]:
     for r in resources:
         if r.type != "gcp:compute/firewall:Firewall":
             continue
-        sources = r.inputs.get("sourceRanges") or [f"tag {t}" for t in r.inputs.get("sourceTags")]
+        tags = r.inputs.get("sourceTags") or []
+        sources = r.inputs.get("sourceRanges") or [f"tag {t}" for t in tags]
         targets = ", ".join(r.inputs.get("targetTags") or ["all instances"])
         arrow = f"{targets} <- {', '.join(sources)}"
         lines.append(f"{arrow:<60} {_allows(r.inputs):<16} {r.inputs.get('description', '')}")
@@ -142,7 +143,9 @@ def iam_lines(resources: list[PlannedResource]) -> list[str]:
         if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole":
             lines.append(f"custom role {r.inputs['roleId']}: {', '.join(r.inputs['permissions'])}")
         elif r.type == "gcp:projects/iAMMember:IAMMember":
-            lines.append(f"project {r.inputs['project']}: {r.inputs['role']} to {r.inputs['member']}")
+            lines.append(
+                f"project {r.inputs['project']}: {r.inputs['role']} to {r.inputs['member']}"
+            )
         elif r.type == "gcp:serviceaccount/iAMMember:IAMMember":
             lines.append(
                 f"service account {r.inputs['serviceAccountId']}: {r.inputs['role']} to "
@@ -189,9 +192,11 @@ def estimate(settings: GcpDeploySettings, resources: list[PlannedResource]) -> E
     gcs = table.price(settings.region, "gcs_gb_month", "standard")
     backups = table.price(settings.region, "cloudsql_gb_month", "backup")
     gpu = f" + {settings.gpu_num}x {settings.agent_gpu_type}" if settings.agent_gpu_type else ""
+    stored = f"checkpoints in GCS: ${gcs}/GB-month as they accumulate"
+    if settings.db == "cloudsql":
+        stored += f"; Cloud SQL backups ${backups}/GB-month"
     result.notes += [
-        f"checkpoints in GCS: ${gcs}/GB-month as they accumulate; Cloud SQL backups "
-        f"${backups}/GB-month",
+        stored,
         "free: VPC network, subnetwork, firewall rules, service accounts, custom role, "
         "private services access peering",
         f"agents are extra: {settings.agent_machine_type}{gpu} per second while they run (1 "
@@ -216,7 +221,10 @@ def render(settings: GcpDeploySettings) -> tuple[str, list[Violation]]:
         result.resources,
         key_settings,
         [
-            PlanSection("Firewall rules (ingress; all other ingress is denied)", firewall_lines(result.resources)),
+            PlanSection(
+                "Firewall rules (ingress; all other ingress is denied)",
+                firewall_lines(result.resources),
+            ),
             PlanSection("IAM", iam_lines(result.resources)),
             PlanSection("Policy pack (mandatory on up)", verdict),
         ],

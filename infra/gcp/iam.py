@@ -37,6 +37,8 @@ MASTER_COMPUTE_PERMISSIONS: tuple[str, ...] = (
 )
 BUCKET_ROLE = "roles/storage.objectAdmin"
 ACT_AS_ROLE = "roles/iam.serviceAccountUser"
+
+
 def custom_role_id(cluster_id: str, who: str) -> str:
     """``^[a-zA-Z0-9_.]{3,64}$``: hyphens are not allowed in role ids."""
     return f"flotilla_{cluster_id.replace('-', '_')}_{who}"

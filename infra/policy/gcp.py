@@ -178,5 +178,7 @@ POLICIES: list[Any] = [
     _resource_policy(
         "gcp-cloudsql-private", "Cloud SQL instances have no public IP.", _cloudsql_private
     ),
-    _resource_policy("gcp-shielded-vm", "VMs are Shielded VMs without serial console.", _shielded_vm),
+    _resource_policy(
+        "gcp-shielded-vm", "VMs are Shielded VMs without serial console.", _shielded_vm
+    ),
 ]
