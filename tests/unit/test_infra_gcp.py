@@ -21,6 +21,7 @@ from infra.policy.runner import check
 
 BASE = {"cluster_id": "demo", "project": "my-project-1", "inbound_cidr": "203.0.113.0/24"}
 FIREWALL = "gcp:compute/firewall:Firewall"
+SUBNET = "projects/my-project-1/regions/us-central1/subnetworks/flotilla-demo-subnet"
 
 
 def settings(**fields: Any) -> GcpDeploySettings:
@@ -203,7 +204,7 @@ def test_the_master_config_wires_the_gcp_pool_to_what_the_stack_made(default_pla
         "boot_disk_source_image": "projects/my-project-1/global/images/family/flotilla-agent",
         "network_interface": {
             "network": "projects/my-project-1/global/networks/flotilla-demo-net",
-            "subnetwork": "projects/my-project-1/regions/us-central1/subnetworks/flotilla-demo-subnet",
+            "subnetwork": SUBNET,
             "external_ip": False,
         },
         "network_tags": ["flotilla-demo-agent"],
