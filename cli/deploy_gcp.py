@@ -79,6 +79,9 @@ def settings_from_args(args: argparse.Namespace) -> GcpDeploySettings:
         for error in e.errors():
             where = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
+            head, sep, rest = message.partition(": ")
+            if not where and sep and head in GcpDeploySettings.model_fields:
+                where, message = head, rest  # a cross-field check naming its field first
             problems.append(f"{_flag(where)}: {message}" if where else message)
         raise CliError("invalid deployment: " + "; ".join(problems)) from None
 

@@ -112,6 +112,7 @@ def delete_agents(
     """Stop the master, delete the cluster's agent VMs and wait until they are gone (or
     ``wait_s`` passes: then ``remaining`` names them). Idempotent."""
     from google.api_core import exceptions as api_exceptions
+    from google.cloud.compute_v1 import DeleteInstanceRequest, StopInstanceRequest
 
     report = TeardownReport()
     deadline = clock() + wait_s
@@ -122,10 +123,12 @@ def delete_agents(
         on_progress(f"stopping the master {master.name} so it launches no more agents")
         try:
             instances.stop(
-                project=project,
-                zone=_zone(master),
-                instance=master.name,
-                request_id=_request_id(cluster_id, "stop", master.name),
+                request=StopInstanceRequest(
+                    project=project,
+                    zone=_zone(master),
+                    instance=master.name,
+                    request_id=_request_id(cluster_id, "stop", master.name),
+                )
             )
         except api_exceptions.NotFound:
             continue  # deleted meanwhile: it launches nothing either
@@ -147,10 +150,12 @@ def delete_agents(
             on_progress(f"deleting {vm.name} in {_zone(vm)}" + (" (Spot)" if spot else ""))
             with contextlib.suppress(api_exceptions.NotFound):  # already gone: idempotent
                 instances.delete(
-                    project=project,
-                    zone=_zone(vm),
-                    instance=vm.name,
-                    request_id=_request_id(cluster_id, "delete", _zone(vm), vm.name),
+                    request=DeleteInstanceRequest(
+                        project=project,
+                        zone=_zone(vm),
+                        instance=vm.name,
+                        request_id=_request_id(cluster_id, "delete", _zone(vm), vm.name),
+                    )
                 )
             report.deleted.append(vm.name)
             if spot:
