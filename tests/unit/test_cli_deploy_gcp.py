@@ -70,23 +70,38 @@ def test_dry_run_prints_the_plan_and_estimate_offline(tmp_path: Path) -> None:
     assert not (tmp_path / "flotilla" / "pulumi").exists()  # no state was written
 
 
-def test_bad_flags_are_named_with_what_is_allowed(tmp_path: Path) -> None:
-    done = det([*UP[:4], "Bad_Id", *UP[5:], "--gpu-num", "-1", "--dry-run"], tmp_path)
-    assert done.returncode == 1
-    assert "--cluster-id: 'Bad_Id' is not a cluster id" in done.stderr
-    assert "--gpu-num: Input should be greater than or equal to 0" in done.stderr
-    done = det([*UP, "--zone", "europe-west1-b", "--dry-run"], tmp_path)
-    assert done.returncode == 1
-    assert "--zone: 'europe-west1-b' is not a zone of region us-central1" in done.stderr
-    done = det([*UP, "--db", "local", "--db-tier", "db-g1-small"], tmp_path)
-    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+def run_det(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``det`` in this process (faster than a subprocess, for everything but the offline run)."""
+    from cli.main import main
+
+    try:
+        code = main(args)
+    except SystemExit as exit:  # argparse's own errors
+        code = int(exit.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def test_up_without_the_pulumi_cli_says_how_to_install_it(tmp_path: Path) -> None:
-    done = det([*UP, "--yes"], tmp_path)
-    assert done.returncode == 1
-    assert "the Pulumi CLI is not installed" in done.stderr
-    assert "--dry-run works without it" in done.stderr
+def test_bad_flags_are_named_with_what_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_det([*UP[:4], "Bad_Id", *UP[5:], "--gpu-num", "-1", "--dry-run"], capsys)
+    assert code == 1
+    assert "--cluster-id: 'Bad_Id' is not a cluster id" in err
+    assert "--gpu-num: Input should be greater than or equal to 0" in err
+    code, _, err = run_det([*UP, "--zone", "europe-west1-b", "--dry-run"], capsys)
+    assert code == 1
+    assert "--zone: 'europe-west1-b' is not a zone of region us-central1" in err
+    code, _, err = run_det([*UP, "--db", "local", "--db-tier", "db-g1-small"], capsys)
+    assert code == 2 and "not allowed with argument" in err
+
+
+def test_up_without_the_pulumi_cli_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `pulumi` anywhere
+    code, _, err = run_det([*UP, "--yes"], capsys)
+    assert code == 1
+    assert "the Pulumi CLI is not installed" in err
+    assert "--dry-run works without it" in err
 
 
 # ---- down: the agents first -------------------------------------------------------------------
@@ -121,7 +136,7 @@ def launch(endpoint: str, zone: str, name: str, cluster: str, spot: bool = False
 
 
 def test_down_deletes_the_clusters_agents_in_every_zone_and_nothing_else(
-    compute: tuple[str, FakeComputeState], tmp_path: Path
+    compute: tuple[str, FakeComputeState], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     endpoint, state = compute
     launch(endpoint, "us-central1-a", "flotilla-demo-agent-1", "demo")
@@ -142,13 +157,10 @@ def test_down_deletes_the_clusters_agents_in_every_zone_and_nothing_else(
     lists = [path for method, path, _ in state.requests if "aggregated/instances" in path]
     assert lists and all("flotilla-deployment" in path for path in lists)
 
-    again = det(
-        ["deploy", "gcp", "down", "--cluster-id", "demo", "--project", PROJECT, "--agents-only"],
-        tmp_path,
-        FLOTILLA_COMPUTE_ENDPOINT=endpoint,
-    )
-    assert again.returncode == 0, again.stderr
-    assert "no agent VMs were running" in again.stdout
+    down = ["deploy", "gcp", "down", "--cluster-id", "demo", "--project", PROJECT]
+    code, out, err = run_det([*down, "--agents-only", "--compute-endpoint", endpoint], capsys)
+    assert code == 0, err
+    assert "no agent VMs were running" in out
 
 
 def test_down_reports_agents_that_will_not_go_and_destroys_nothing(
@@ -224,3 +236,147 @@ def test_down_stops_a_running_master_before_deleting_agents() -> None:
     assert report.stopped_masters == ["flotilla-demo-master"]
     assert report.deleted == ["flotilla-demo-agent-1"]
     assert ("list", 'labels.flotilla-deployment = "demo"') in calls
+
+
+# ---- up and down through the Automation API seam, with a recording workspace ---------------
+
+
+class FakeStack:
+    """A stack whose ``up`` runs the program under Pulumi's mocks with the stack's config, so
+    the secrets ``deploy_up`` generated reach the program as they would on a real ``up``."""
+
+    def __init__(self, name: str, program: Any, log: list[str]) -> None:
+        self.name = name
+        self.program = program
+        self.config: dict[str, tuple[str, bool]] = {}
+        self.log = log
+
+    def get_config(self, key: str) -> str | None:
+        return self.config[key][0] if key in self.config else None
+
+    def set_config(self, key: str, value: str, *, secret: bool = False) -> None:
+        self.config[key] = (value, secret)
+
+    def preview(self, on_output: Any, policy_packs: list[str]) -> dict[str, int]:
+        self.log.append(f"preview {policy_packs}")
+        return {"create": 23}
+
+    def up(self, on_output: Any, policy_packs: list[str]) -> dict[str, Any]:
+        from infra.common.plan import run_program
+        from infra.gcp.dry_run import _computed
+
+        self.log.append("up")
+        config = {key: value for key, (value, _secret) in self.config.items()}
+        result = run_program(
+            self.program,
+            project="flotilla-gcp",
+            stack=self.name,
+            config=config,
+            computed=_computed(config["gcp:project"]),
+        )
+        db_user = next(r for r in result.resources if r.name == "db-user")
+        assert db_user.inputs["password"] == config["flotilla:dbPassword"]
+        return result.outputs
+
+    def destroy(self, on_output: Any) -> None:
+        self.log.append("destroy")
+
+    def outputs(self) -> dict[str, Any]:
+        return {"project": "my-project-1", "master_url": "http://198.51.100.20:8080"}
+
+
+class FakeWorkspace:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.stacks: dict[str, FakeStack] = {}
+
+    def select_or_create(self, name: str, program: Any) -> FakeStack:
+        stack = self.stacks.get(name) or FakeStack(name, program, self.log)
+        stack.program = program
+        self.stacks[name] = stack
+        return stack
+
+    def select(self, name: str, program: Any) -> FakeStack:
+        return self.stacks[name]
+
+    def list_stacks(self) -> list[Any]:
+        from infra.common.automation import StackInfo
+
+        return [StackInfo(name) for name in self.stacks]
+
+    def remove(self, name: str) -> None:
+        self.log.append(f"remove {name}")
+        del self.stacks[name]
+
+
+@pytest.fixture
+def workspace(monkeypatch: pytest.MonkeyPatch) -> FakeWorkspace:
+    import cli.deploy_gcp
+
+    fake = FakeWorkspace()
+    monkeypatch.setattr(cli.deploy_gcp, "_workspace", lambda args: fake)
+    return fake
+
+
+def test_up_generates_secrets_once_previews_with_the_pack_and_prints_the_url(
+    workspace: FakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+    from infra.policy.pack import PACK_DIR
+
+    assert main(["deploy", "gcp", "up", *UP[3:], "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "Preview of demo: 23 to create" in out
+    assert "Master: http://198.51.100.20:8080" in out
+    assert workspace.log == [f"preview {[str(PACK_DIR)]}", "up"]
+    stack = workspace.stacks["demo"]
+    assert stack.config["gcp:project"] == ("my-project-1", False)
+    token, secret = stack.config["flotilla:joinToken"]
+    assert secret and len(token) >= 32
+    assert main(["deploy", "gcp", "up", *UP[3:], "--yes", "--max-dynamic-agents", "9"]) == 0
+    assert stack.config["flotilla:joinToken"] == (token, True)  # kept across re-runs
+
+
+def test_up_asks_before_applying(
+    workspace: FakeWorkspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["deploy", "gcp", "up", *UP[3:]]) == 0
+    assert "Nothing changed." in capsys.readouterr().out
+    assert "up" not in workspace.log
+
+
+def test_down_deletes_agents_before_destroying_the_stack(
+    workspace: FakeWorkspace,
+    compute: tuple[str, FakeComputeState],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cli.main import main
+
+    endpoint, state = compute
+    workspace.select_or_create("demo", lambda: {})
+    launch(endpoint, "us-central1-b", "flotilla-demo-agent-1", "demo")
+
+    def destroyed(on_output: Any) -> None:
+        assert state.live() == []  # the agents went first
+        workspace.log.append("destroy")
+
+    monkeypatch.setattr(workspace.stacks["demo"], "destroy", destroyed)
+    args = ["deploy", "gcp", "down", "--cluster-id", "demo", "--project", PROJECT]
+    assert main([*args, "--compute-endpoint", endpoint]) == 0
+    assert workspace.log == ["destroy", "remove demo"]
+    assert "deleted 1 agent VM(s)" in capsys.readouterr().out
+
+
+def test_list_shows_each_deployment(
+    workspace: FakeWorkspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+
+    workspace.select_or_create("demo", lambda: {})
+    assert main(["deploy", "gcp", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "my-project-1" in out and "http://198.51.100.20:8080" in out
