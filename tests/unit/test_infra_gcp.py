@@ -241,7 +241,8 @@ def test_the_rendered_master_yaml_is_a_valid_master_config(default_plan: Plan) -
     from master.config import MasterConfig
 
     parsed = MasterConfig.model_validate(rendered_master_yaml(default_plan))
-    assert parsed.resource_pools[0].provider.type == "gcp"
+    provider = parsed.resource_pools[0].provider
+    assert provider is not None and provider.type == "gcp"
 
 
 def test_db_local_and_an_existing_network_skip_cloud_sql_and_the_network() -> None:
@@ -368,3 +369,11 @@ def test_a_region_without_prices_says_so_instead_of_guessing() -> None:
     text, violations = render(settings(region="asia-east1"))
     assert violations == []
     assert "No monthly estimate: no prices for region asia-east1" in text
+
+
+def test_the_pack_holds_each_clouds_rules_under_unique_names() -> None:
+    from infra.policy.pack import all_policies
+
+    names = [policy.name for policy in all_policies()]
+    assert len(names) == len(set(names))
+    assert {policy.name for policy in POLICIES} <= set(names)
