@@ -111,6 +111,7 @@ def test_a_corrupted_download_fails_its_checksum(
         via_proxy = GCSStorageManager(CONFIG, client=admin_client(endpoint))
         with pytest.raises(GCSError, match=r"exp/3/u4/weights.bin: .*(?i:checksum)"):
             via_proxy.download("u4", tmp_path / "dst")
+    assert not (tmp_path / "dst" / "weights.bin").exists()  # no corrupt file left behind
 
 
 def test_a_missing_bucket_is_reported(emulator: str, monkeypatch: pytest.MonkeyPatch) -> None:
