@@ -144,6 +144,7 @@ def startup_script(settings: GcpDeploySettings, wiring: MasterWiring) -> str:
 
 def master_yaml_from_script(script: str, external_url: str) -> str:
     """The ``master.yaml`` the script writes, with ``external_url`` as it appends it."""
-    start = script.index(f"<<'{MASTER_YAML_MARKER}'\n") + len(MASTER_YAML_MARKER) + 4
+    opening = f"<<'{MASTER_YAML_MARKER}'\n"
+    start = script.index(opening) + len(opening)
     end = script.index(f"\n{MASTER_YAML_MARKER}\n", start)
     return script[start:end] + f"\nexternal_url: {external_url}\n"

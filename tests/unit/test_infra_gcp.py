@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -377,3 +378,61 @@ def test_the_pack_holds_each_clouds_rules_under_unique_names() -> None:
     names = [policy.name for policy in all_policies()]
     assert len(names) == len(set(names))
     assert {policy.name for policy in POLICIES} <= set(names)
+
+
+# ---- the master's startup script, run in a scratch root -------------------------------------
+
+
+def run_startup_script(script: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    """Run the rendered script as GCE would, with ``curl`` (the metadata server), ``systemctl``,
+    ``pg_isready`` and ``sudo`` stubbed on PATH; returns the scratch root and the stubs' calls."""
+    import subprocess
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    calls = tmp_path / "calls"
+    for name, body in {
+        "curl": 'echo "curl $*" >> "$CALLS"; printf 10.20.0.2',
+        "systemctl": 'echo "systemctl $*" >> "$CALLS"',
+        "pg_isready": "exit 0",
+        "sudo": 'echo "sudo $*" >> "$CALLS"; cat > "$CALLS.sql"',
+    }.items():
+        stub = stubs / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(0o755)
+    root = tmp_path / "root"
+    (tmp_path / "startup.sh").write_text(script)
+    subprocess.run(
+        ["bash", str(tmp_path / "startup.sh")],
+        env={"PATH": f"{stubs}:/usr/bin:/bin", "FLOTILLA_ROOT": str(root), "CALLS": str(calls)},
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return root, calls.read_text().splitlines()
+
+
+def test_the_startup_script_writes_a_private_master_yaml_and_restarts_the_master(
+    default_plan: Plan, tmp_path: Path
+) -> None:
+    script = default_plan.named("master").inputs["metadata"]["startup-script"]
+    root, calls = run_startup_script(script, tmp_path)
+    written = root / "etc" / "flotilla" / "master.yaml"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert (root / "etc" / "flotilla").stat().st_mode & 0o777 == 0o700
+    assert written.read_text() == master_yaml_from_script(script, "http://10.20.0.2:8080")
+    assert calls[0].startswith("curl ") and "Metadata-Flavor: Google" in calls[0]
+    assert calls[1:] == [
+        "systemctl daemon-reload",
+        "systemctl enable flotilla-master.service",
+        "systemctl restart flotilla-master.service",
+    ]
+
+
+def test_with_db_local_the_startup_script_sets_up_postgresql(tmp_path: Path) -> None:
+    script = plan(settings(db="local")).named("master").inputs["metadata"]["startup-script"]
+    root, calls = run_startup_script(script, tmp_path)
+    assert (root / "etc" / "flotilla" / "db-password").read_text() == "dry-run-db-pw\n"
+    assert "systemctl enable --now postgresql.service" in calls
+    assert any(call.startswith("sudo -u postgres psql") for call in calls)
+    assert "CREATE DATABASE flotilla OWNER flotilla" in (tmp_path / "calls.sql").read_text()
