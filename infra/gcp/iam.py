@@ -11,7 +11,8 @@ on that one account (``roles/iam.serviceAccountUser`` as a member of it).
 
 from __future__ import annotations
 
-# What each provisioner call needs, per Compute Engine's IAM reference.
+# What each provisioner call needs, per Compute Engine's IAM reference. The provider makes four
+# calls: instances.insert, instances.aggregatedList, instances.delete, zoneOperations.get.
 MASTER_COMPUTE_PERMISSIONS: tuple[str, ...] = (
     # instances.insert of an agent VM: the VM, its boot disk from the image, its subnetwork,
     # metadata (startup-script), network tags, labels and attached service account.
@@ -27,13 +28,8 @@ MASTER_COMPUTE_PERMISSIONS: tuple[str, ...] = (
     "compute.instances.get",
     "compute.instances.list",
     "compute.instances.delete",
-    # Following the insert and delete operations without blocking.
+    # Following the insert and delete operations without blocking (zoneOperations.get).
     "compute.zoneOperations.get",
-    "compute.zoneOperations.list",
-    # Zone failover and the preflight check of the machine type and GPU.
-    "compute.zones.list",
-    "compute.machineTypes.get",
-    "compute.acceleratorTypes.get",
 )
 BUCKET_ROLE = "roles/storage.objectAdmin"
 ACT_AS_ROLE = "roles/iam.serviceAccountUser"
