@@ -38,7 +38,7 @@ from master.config_determined import (
     LogConfig,
     ResourceManagerConfig,
 )
-from provisioner.config import ProviderConfig
+from provisioner.config import PoolProvider
 
 DEFAULT_PORT = 8080
 DEFAULT_POOL = "default"
@@ -52,7 +52,7 @@ class _Section(BaseModel):
 class ResourcePoolConfig(_Section):
     pool_name: str = Field(description="Name tasks use in `resources.resource_pool`.")
     description: str = Field(default="", description="Free text shown by `det resource-pool list`.")
-    provider: ProviderConfig | None = Field(
+    provider: PoolProvider | None = Field(
         default=None,
         description="Launch and terminate this pool's agents with the queue; unset: a static pool.",
     )
