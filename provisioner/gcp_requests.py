@@ -11,6 +11,7 @@ answer to.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 from google.api_core import exceptions as google_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.cloud import compute_v1
+from google.protobuf import json_format
 
 from provisioner.config import GCP_NAME_SUFFIX_CHARS, GCPProviderConfig
 from provisioner.types import ErrorClass, Market, Offer, OfferKey, ProviderError
@@ -255,5 +257,7 @@ def insert_body(
 
 
 def as_dict(instance: compute_v1.Instance) -> dict[str, Any]:
-    """The Instance as the REST body the client sends (camelCase JSON), for tests and logs."""
-    return dict(compute_v1.Instance.to_dict(instance, use_integers_for_enums=False))
+    """The Instance as the REST body the client sends (camelCase JSON, as its transport writes
+    it with protobuf's ``MessageToJson``), for tests and logs."""
+    message = compute_v1.Instance.pb(instance)
+    return dict(json.loads(json_format.MessageToJson(message, use_integers_for_enums=False)))

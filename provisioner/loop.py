@@ -149,7 +149,8 @@ class PoolLoop:
     async def run_pass(self) -> Decision:
         now = self.clock()
         instances = await asyncio.to_thread(self.provider.list_instances)
-        await self._follow_launches()
+        refused = await self._follow_launches()
+        instances = [i for i in instances if i.id not in refused]
         instances = await self._handle_interruptions(instances)
         await self.world.observed(self.pool, self.config.type, instances)
         offers = await self._current_offers(now)
@@ -233,12 +234,12 @@ class PoolLoop:
                     self.pool, result.instance_id, "terminate_failed", result.message
                 )
 
-    async def _follow_launches(self) -> None:
+    async def _follow_launches(self) -> set[str]:
         """Launches the cloud refused after accepting them: their instances are recorded as
         ended with the cloud's reason, and their offers backed off as if the launch call had
-        failed (once per offer per pass)."""
+        failed (once per offer per pass). Returns the refused instances' ids."""
         if not isinstance(self.provider, FollowsLaunches):
-            return
+            return set()
         failed = await asyncio.to_thread(self.provider.failed_launches)
         handled: set[OfferKey] = set()
         for launch in failed:
@@ -253,6 +254,7 @@ class PoolLoop:
                 continue
             handled.add(error.offer)
             await self._launch_failed(error.offer, error)
+        return {f.instance_id for f in failed if f.instance_id is not None}
 
     async def _handle_interruptions(self, instances: list[Instance]) -> list[Instance]:
         """Instances the cloud took back: their agents' work is re-queued (without spending a

@@ -117,14 +117,16 @@ class FakeComputeState:
     fail_next: list[tuple[int, str, str]] = field(default_factory=list)
     """HTTP errors (status, reason, message) for the next API calls, in order."""
     operation_delay_s: float = 0.0
-    """How long an insert's operation stays RUNNING (its instance PROVISIONING) before DONE."""
+    """How long an insert's operation stays RUNNING (its instance PROVISIONING) before DONE;
+    an injected fault then fails it only when the delay is over, as stockouts often do."""
     page_size: int = MAX_RESULTS
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     """Every call: (method, path with query, JSON body or None)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(4_000_000_000_000_000))
-    _finishing: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(zone, operation name) → when (monotonic) a RUNNING operation becomes DONE."""
+    _finishing: dict[tuple[str, str], tuple[float, Fault | None]] = field(default_factory=dict)
+    """(zone, operation name) → when (monotonic) a RUNNING operation becomes DONE, and the
+    fault it then fails with."""
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -199,24 +201,24 @@ class FakeComputeState:
         }
         if status == "DONE":
             operation["endTime"] = now
-        if error is not None:
-            region = zone.rsplit("-", 1)[0]
-            message = error.message.format(
-                zone=f"projects/{self.project}/zones/{zone}", region=region
-            )
-            operation["error"] = {"errors": [{"code": error.code, "message": message}]}
-            operation["httpErrorStatusCode"] = error.http_status
-            operation["httpErrorMessage"] = _STATUS_TEXT.get(error.http_status, "ERROR")
+        if done_at is not None:
+            self._finishing[(zone, name)] = (done_at, error)
+        elif error is not None:
+            self._fail(operation, zone, error)
         self.operations[(zone, name)] = operation
-        operation_done_at = done_at
-        if operation_done_at is not None:
-            self._finishing[(zone, name)] = operation_done_at
         return operation
+
+    def _fail(self, operation: dict[str, Any], zone: str, error: Fault) -> None:
+        region = zone.rsplit("-", 1)[0]
+        message = error.message.format(zone=f"projects/{self.project}/zones/{zone}", region=region)
+        operation["error"] = {"errors": [{"code": error.code, "message": message}]}
+        operation["httpErrorStatusCode"] = error.http_status
+        operation["httpErrorMessage"] = _STATUS_TEXT.get(error.http_status, "ERROR")
 
     def settle(self) -> None:
         """Finish operations whose delay is over: DONE, and their instance RUNNING."""
         now = time.monotonic()
-        for key, at in list(self._finishing.items()):
+        for key, (at, error) in list(self._finishing.items()):
             if at > now:
                 continue
             del self._finishing[key]
@@ -224,6 +226,10 @@ class FakeComputeState:
             operation.update(status="DONE", progress=100, endTime=rfc3339(datetime.now(UTC)))
             zone, _ = key
             name = operation["targetLink"].rsplit("/", 1)[-1]
+            if error is not None:  # refused: the VM never existed
+                self._fail(operation, zone, error)
+                self.instances.pop((zone, name), None)
+                continue
             instance = self.instances.get((zone, name))
             if instance is not None and instance["status"] == "PROVISIONING":
                 instance["status"] = "RUNNING"
@@ -498,14 +504,19 @@ class _Handler(BaseHTTPRequestHandler):
             "machineType": f"{zone_link}/machineTypes/{body['machineType'].rsplit('/', 1)[-1]}",
             "status": "PROVISIONING",
         }
-        if fault is not None:  # accepted, then refused: nothing is created
+        delay = state.operation_delay_s
+        if fault is not None and delay <= 0:  # accepted, then refused: nothing is created
             operation = state._operation(zone, "insert", instance, "DONE", error=fault)
         else:
-            delay = state.operation_delay_s
-            state.instances[(zone, name)] = instance
+            state.instances[(zone, name)] = instance  # PROVISIONING until its operation ends
             if delay > 0:
                 operation = state._operation(
-                    zone, "insert", instance, "RUNNING", done_at=time.monotonic() + delay
+                    zone,
+                    "insert",
+                    instance,
+                    "RUNNING",
+                    error=fault,
+                    done_at=time.monotonic() + delay,
                 )
             else:
                 instance["status"] = "RUNNING"
