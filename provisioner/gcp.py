@@ -22,7 +22,10 @@ How Compute Engine really behaves, and what this module does about it:
   decider's cap on the table price. A Spot VM that is ``TERMINATED`` or ``STOPPING`` with a
   ``lastStopTimestamp`` was preempted (we never stop VMs, we delete them): it is listed with
   ``interruption="preempted by GCP"`` so the loop re-queues its work without spending a
-  restart, and deletes it.
+  restart, and deletes it. (A Spot VM whose agent shut it down after losing the master
+  looks the same; it is deleted either way.) One GCP deleted before a pass saw it is only
+  "no longer listed"; telling those apart needs the ``compute.instances.preempted`` zone
+  operations, which we do not read.
 - GPUs cannot live-migrate: VMs with guest accelerators set ``onHostMaintenance=TERMINATE``.
 - Listing uses ``instances.aggregatedList`` filtered by the pool's labels: every zone of the
   project in one paginated call. Deleted VMs vanish from lists at once; a VM being deleted is
