@@ -109,8 +109,12 @@ class GCPPriceBook:
             total += gpu * instance_type.gpu_num
         return round(total, 6)
 
-    def slots(self, instance_type: GCPInstanceType) -> int:
-        """GPUs of one VM (attached plus bundled), or 1 for a CPU-only VM."""
+    def gpus(self, instance_type: GCPInstanceType) -> int:
+        """GPUs of one VM: attached (``gpu_num``) plus those its machine type bundles."""
         rate = self.table.machine_types.get(instance_type.machine_type)
         bundled = rate.gpus if rate is not None else 0
-        return max(1, instance_type.gpu_num + bundled)
+        return instance_type.gpu_num + bundled
+
+    def slots(self, instance_type: GCPInstanceType) -> int:
+        """GPUs of one VM, or 1 for a CPU-only VM."""
+        return max(1, self.gpus(instance_type))

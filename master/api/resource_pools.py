@@ -21,6 +21,7 @@ from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState
 from master.state import MasterState
 from provisioner.config import ProviderConfig, SpotFallbackPolicy
+from provisioner.gcp_prices import GCPPriceBook
 from provisioner.loop import PoolLoop
 from provisioner.prices import load_shipped_table
 
@@ -72,9 +73,9 @@ def _gpu_types() -> frozenset[str]:
 
 def slot_type(pool: ResourcePoolConfig, agents_slot_types: set[str]) -> str:
     """The pool's slot type: its agents' one type; for an elastic pool without agents, what its
-    instances will bring (an AWS type with a GPU in the price table, or a GCP one with
-    ``gpu_num``: CUDA; other types and ``local`` instances, which offer CPU slots: CPU).
-    ``TYPE_UNSPECIFIED`` only for a static pool without agents or agents of mixed types."""
+    instances will bring (an AWS type with a GPU in the price table, or a GCP one with GPUs
+    attached or bundled: CUDA; other types and ``local`` instances, which offer CPU slots:
+    CPU). ``TYPE_UNSPECIFIED`` only for a static pool without agents or agents of mixed types."""
     if agents_slot_types:
         return agents_slot_types.pop() if len(agents_slot_types) == 1 else "TYPE_UNSPECIFIED"
     provider = pool.provider
@@ -82,7 +83,7 @@ def slot_type(pool: ResourcePoolConfig, agents_slot_types: set[str]) -> str:
         return "TYPE_UNSPECIFIED"
     if provider.type == "aws" and provider.instance_type in _gpu_types():
         return "TYPE_CUDA"
-    if provider.type == "gcp" and provider.instance_type.gpu_num > 0:
+    if provider.type == "gcp" and GCPPriceBook().gpus(provider.instance_type) > 0:
         return "TYPE_CUDA"
     return "TYPE_CPU"
 
