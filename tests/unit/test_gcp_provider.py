@@ -463,3 +463,27 @@ def test_a_preempted_vm_has_its_work_requeued_and_is_deleted(
     assert (vm.id, "terminated", "preempted by GCP") in world.events
     assert world.interruptions == [(vm.id, "preempted by GCP")]
     assert state.live() == []
+
+
+def test_a_quota_refusal_backs_off_the_market_in_every_zone_naming_the_quota(
+    compute: tuple[str, FakeComputeState],
+) -> None:
+    endpoint, state = compute
+    for zone in ZONES:
+        state.inject(zone, "spot", QUOTA)
+    provider = make(endpoint, spot=True, spot_fallback={"policy": "spot_only"})
+    loop = loop_for(provider, FakeWorld([Demand("job", 1)]))
+    asyncio.run(loop.run_pass())
+    spot = {k: b for k, b in loop.backoffs.items() if k.market == Market.SPOT}
+    assert {k.zone for k in spot} == set(ZONES)
+    assert all("quota NVIDIA_T4_GPUS exceeded" in b.reason for b in spot.values())
+    assert state.live() == []
+
+
+def test_without_google_credentials_the_provider_says_how_to_give_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    config = gcp_config()
+    with pytest.raises(ValueError, match="no Google credentials found"):
+        GCPProvider(config, "gpu", "c1", SCRIPT, GCPPriceBook())
