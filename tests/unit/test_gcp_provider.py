@@ -30,13 +30,13 @@ from provisioner.gcp_requests import (
 from provisioner.loop import PoolLoop
 from provisioner.types import Demand, ErrorClass, InstanceState, Market, Offer, ProviderError
 from tests.fake_gcp_compute import (
-    NAME_RE,
     QUOTA,
     STOCKOUT,
     FakeComputeState,
     Fault,
     fake_compute,
 )
+from tests.fake_gcp_compute_rules import NAME_RE
 from tests.unit.test_provisioning_loop import FakeWorld
 
 PROJECT = "flotilla-test"
