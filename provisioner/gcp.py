@@ -105,7 +105,12 @@ _STATES = {
     "SUSPENDING": InstanceState.RUNNING,
     "SUSPENDED": InstanceState.RUNNING,
     "TERMINATED": InstanceState.RUNNING,
+    "DEPROVISIONING": InstanceState.TERMINATING,
 }
+# A status this table does not know (Compute adds some now and then) is listed as running, so
+# the never-joined and disconnected rules still end the VM: a VM we stopped listing would bill
+# unseen.
+_STOPPED = ("STOPPING", "TERMINATED", "DEPROVISIONING")
 
 
 @dataclass
@@ -314,7 +319,7 @@ class GCPProvider:
             raw = collect()
         except (google_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as e:
             raise as_provider_error(e, f"pool {self.pool}: listing instances", None) from e
-        return [self._to_instance(i) for i in raw if i.status in _STATES]
+        return [self._to_instance(i) for i in raw]
 
     def _to_instance(self, raw: compute_v1.Instance) -> Instance:
         labels = dict(raw.labels)
@@ -335,9 +340,9 @@ class GCPProvider:
         except (UnknownInstanceType, ValueError) as e:  # not ours to fix here: offers() says
             log.warning("pool %s: instance %s: %s", self.pool, raw.name, e)
             slots, price = self.config.instance_slots or 1, 0.0
-        state = _STATES[raw.status]
+        state = _STATES.get(raw.status, InstanceState.RUNNING)
         interruption = None
-        if spot and raw.status in ("STOPPING", "TERMINATED") and raw.last_stop_timestamp:
+        if spot and raw.status in _STOPPED and raw.last_stop_timestamp:
             interruption, state = PREEMPTED, InstanceState.TERMINATING
         return Instance(
             id=raw.name,

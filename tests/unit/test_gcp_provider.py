@@ -487,3 +487,26 @@ def test_without_google_credentials_the_provider_says_how_to_give_them(
     config = gcp_config()
     with pytest.raises(ValueError, match="no Google credentials found"):
         GCPProvider(config, "gpu", "c1", SCRIPT, GCPPriceBook())
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("STAGING", InstanceState.PENDING),
+        ("TERMINATED", InstanceState.RUNNING),  # stopped by hand: left to the agent rules
+        ("DEPROVISIONING", InstanceState.TERMINATING),
+        ("SOME_NEW_STATUS", InstanceState.RUNNING),  # never dropped from the list
+    ],
+)
+def test_an_on_demand_vm_is_listed_whatever_its_status(
+    compute: tuple[str, FakeComputeState], status: str, expected: InstanceState
+) -> None:
+    endpoint, state = compute
+    provider = make(endpoint)
+    (vm,) = provider.launch(offer(provider, "us-central1-a", Market.ON_DEMAND), 1, "gpu-1")
+    with state.lock:
+        state.instances[("us-central1-a", vm.id)].update(
+            status=status, lastStopTimestamp="2026-12-07T04:30:24.123-08:00"
+        )
+    (listed,) = provider.list_instances()
+    assert (listed.state, listed.interruption) == (expected, None)
