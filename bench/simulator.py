@@ -23,7 +23,7 @@ from bench.baseline import DeterminedPolicy
 from bench.simulation import Policy, Result, Simulation
 from bench.workload import DEFAULT_PROFILE, DEFAULT_TRACE, CloudProfile, load_profile, load_trace
 from harness.units import format_duration, parse_duration
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig, ProviderConfig
 from provisioner.decider import ScaleDecider
 from provisioner.types import Market, Offer
 
@@ -65,14 +65,14 @@ def scenarios(profile: CloudProfile, instance_type: str, max_instances: int) -> 
         "instance_slots": profile.instance_types[instance_type].slots,
         "max_instances": max_instances,
     }
-    spot = ProviderConfig.model_validate(
+    spot = AWSProviderConfig.model_validate(
         {**common, "spot": True, "spot_fallback": {"policy": "spot_then_on_demand"}}
     )
     both = offers_for(profile, instance_type, [Market.SPOT, Market.ON_DEMAND])
     return [
         Scenario(
             f"on-demand {instance_type}",
-            ProviderConfig.model_validate(common),
+            AWSProviderConfig.model_validate(common),
             offers_for(profile, instance_type, [Market.ON_DEMAND]),
         ),
         Scenario(f"spot {instance_type}, fallback", spot, both),

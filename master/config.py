@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import (
@@ -38,7 +38,7 @@ from master.config_determined import (
     LogConfig,
     ResourceManagerConfig,
 )
-from provisioner.config import ProviderConfig
+from provisioner.config import PoolProvider, ProviderType
 
 DEFAULT_PORT = 8080
 DEFAULT_POOL = "default"
@@ -52,7 +52,7 @@ class _Section(BaseModel):
 class ResourcePoolConfig(_Section):
     pool_name: str = Field(description="Name tasks use in `resources.resource_pool`.")
     description: str = Field(default="", description="Free text shown by `det resource-pool list`.")
-    provider: ProviderConfig | None = Field(
+    provider: PoolProvider | None = Field(
         default=None,
         description="Launch and terminate this pool's agents with the queue; unset: a static pool.",
     )
@@ -349,13 +349,25 @@ class ConfigError(Exception):
     """A config file that cannot be used; the message names the field and what is allowed."""
 
 
+def _field_path(loc: tuple[int | str, ...]) -> list[int | str]:
+    """A validation error's location as the field path a user writes: pydantic puts the
+    ``type`` of a pool's provider section (its union tag) after ``provider``; drop it."""
+    path: list[int | str] = []
+    for part in loc:
+        if path and path[-1] == "provider" and part in get_args(ProviderType):
+            continue
+        path.append(part)
+    return path
+
+
 def format_validation_error(
     error: ValidationError, source: str, environ: Mapping[str, str] | None = None
 ) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        variable = ENV_PREFIX + "__".join(str(p) for p in item["loc"]).upper()
+        loc = _field_path(item["loc"])
+        path = ".".join(str(part) for part in loc) or "(top level)"
+        variable = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
         origin = f" (from {variable})" if environ and variable in environ else ""
         lines.append(f"  {path}{origin}: {item['msg']}")
     return "\n".join(lines)

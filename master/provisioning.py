@@ -20,9 +20,9 @@ from master.config import MasterConfig
 from master.db import Database
 from master.scheduler.fit import PoolCapacity
 from master.scheduler.loop import Scheduler, SchedulerError
-from master.scheduler.state import AllocationState, Reschedule, SetAgentState
+from master.scheduler.state import AgentInterrupted, AllocationState, Reschedule, SetAgentState
 from provisioner.base import Provider
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig, GCPProviderConfig, PoolProvider, ProviderConfig
 from provisioner.local import LocalProvider
 from provisioner.loop import PoolLoop
 from provisioner.types import AgentInfo, Demand, Instance, InstanceState, LaunchedInstance
@@ -96,6 +96,12 @@ class MasterWorld:
                 _record_event, pool=pool, instance_id=instance_id, kind=kind, reason=reason, at=now
             )
         )
+
+    async def interrupted(self, pool: str, agent_id: str, reason: str) -> None:
+        try:
+            await self.scheduler.call(AgentInterrupted(agent_id=agent_id, reason=reason))
+        except SchedulerError:
+            log.info("agent %s: nothing to re-queue after its instance was %s", agent_id, reason)
 
     async def observed(self, pool: str, provider: str, instances: list[Instance]) -> None:
         now = self.scheduler.clock()
@@ -242,18 +248,23 @@ def _reconcile(
 
 
 def instance_slots(provider: ProviderConfig) -> int:
-    """Slots of one instance: configured, else the instance type's GPUs (AWS), else 1."""
+    """Slots of one instance: configured, else the instance type's GPUs (AWS: the price
+    table; GCP: ``gpu_num`` plus GPUs bundled with the machine type), else 1."""
     if provider.instance_slots is not None:
         return provider.instance_slots
-    if provider.type == "aws":
+    if isinstance(provider, AWSProviderConfig):
         from provisioner.prices import PriceBook
 
         return PriceBook(provider.prices).slots(provider.instance_type)
+    if isinstance(provider, GCPProviderConfig):
+        from provisioner.gcp_prices import GCPPriceBook
+
+        return GCPPriceBook(provider.prices, provider.spot_prices).slots(provider.instance_type)
     return 1
 
 
 def make_provider(
-    config: MasterConfig, pool: str, provider: ProviderConfig, cluster_id: str
+    config: MasterConfig, pool: str, provider: PoolProvider, cluster_id: str
 ) -> Provider:
     if provider.type == "local":
         return LocalProvider(
@@ -263,19 +274,26 @@ def make_provider(
             join_token=config.join_token(),
             state_dir=config.resolved_data_dir / "provisioner" / pool,
         )
-    from provisioner.aws import AWSProvider  # boto3 is only needed for AWS pools
-    from provisioner.prices import PriceBook
     from provisioner.user_data import render_user_data
 
-    prices = PriceBook(provider.prices)
     user_data = render_user_data(
         master_url=config.master_url,
         pool=pool,
         join_token=config.join_token(),
         startup_script=provider.startup_script,
         slots=instance_slots(provider),
+        cloud=provider.type,
     )
-    return AWSProvider(provider, pool, cluster_id, user_data, prices)
+    if provider.type == "gcp":
+        from provisioner.gcp import GCPProvider  # google-cloud-compute: only for GCP pools
+        from provisioner.gcp_prices import GCPPriceBook
+
+        book = GCPPriceBook(provider.prices, provider.spot_prices)
+        return GCPProvider(provider, pool, cluster_id, user_data, book)
+    from provisioner.aws import AWSProvider  # boto3 is only needed for AWS pools
+    from provisioner.prices import PriceBook
+
+    return AWSProvider(provider, pool, cluster_id, user_data, PriceBook(provider.prices))
 
 
 class Provisioning:

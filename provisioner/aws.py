@@ -55,7 +55,7 @@ from provisioner.aws_requests import (
     instance_tags,
     run_instances_params,
 )
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig
 from provisioner.prices import PriceBook, SpotPriceCache, UnknownInstanceType, latest_spot_price
 from provisioner.types import (
     ErrorClass,
@@ -121,14 +121,12 @@ class AWSProvider:
 
     def __init__(
         self,
-        config: ProviderConfig,
+        config: AWSProviderConfig,
         pool: str,
         cluster_id: str,
         user_data: str,
         prices: PriceBook,
     ):
-        if config.type != "aws" or config.image_id is None:
-            raise ValueError("AWSProvider needs a provider section with type: aws and image_id")
         self.config = config
         self.pool = pool
         self.cluster_id = cluster_id

@@ -18,7 +18,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig
 from provisioner.types import ErrorClass, Market, Offer, OfferKey, ProviderError
 
 # Tag restrictions: 50 tags per resource, keys up to 128 characters, values up to 256, and the
@@ -111,7 +111,7 @@ def price_string(price: float) -> str:
 
 
 def instance_tags(
-    config: ProviderConfig,
+    config: AWSProviderConfig,
     *,
     cluster_id: str,
     pool: str,
@@ -147,7 +147,7 @@ def instance_tags(
 
 
 def run_instances_params(
-    config: ProviderConfig,
+    config: AWSProviderConfig,
     *,
     offer: Offer,
     count: int,

@@ -6,9 +6,9 @@ thread, one call at a time per pool.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from provisioner.types import Instance, LaunchedInstance, Offer, TerminateResult
+from provisioner.types import FailedLaunch, Instance, LaunchedInstance, Offer, TerminateResult
 
 
 class Provider(Protocol):
@@ -21,7 +21,9 @@ class Provider(Protocol):
     def list_instances(self) -> list[Instance]:
         """Every live (not terminated) instance carrying this pool's tag, in one call.
 
-        Instances launched by anyone else are never listed, so never terminated."""
+        Instances launched by anyone else are never listed, so never terminated. An instance
+        the cloud took back (spot preemption) is listed with its ``interruption`` until it is
+        terminated."""
         ...
 
     def launch(self, offer: Offer, count: int, client_token: str) -> list[LaunchedInstance]:
@@ -37,4 +39,15 @@ class Provider(Protocol):
         """Terminate these instances. Idempotent: an instance already gone counts as done.
 
         Returns one result per id; never raises for one bad id."""
+        ...
+
+
+@runtime_checkable
+class FollowsLaunches(Protocol):
+    """A provider whose clouds refuse some launches after accepting them (GCP's zone
+    operations). The loop asks once per pass, right after listing."""
+
+    def failed_launches(self) -> list[FailedLaunch]:
+        """Launches refused since the last call, each returned once; never blocks on the
+        cloud's operations and never raises."""
         ...

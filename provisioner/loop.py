@@ -9,6 +9,12 @@ throttling and transient errors wait for the next pass; a config error marks the
 with the cloud's message until a launch succeeds. Every launch, termination, drain and failure
 is recorded as an instance event with its reason.
 
+Two things arrive with the list rather than from a call: launches a cloud refused after
+accepting them (GCP's zone operations, from providers that are ``FollowsLaunches``) are backed
+off like a failed launch call, and instances the cloud took back (``Instance.interruption``,
+e.g. a preempted Spot VM) have their agents' work re-queued without spending a restart and are
+terminated at once.
+
 Passes run when woken (demand changed: the target is a launch call within a second of work
 being queued) and on a periodic tick. Provider calls run on a worker thread.
 """
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from provisioner.base import Provider
+from provisioner.base import FollowsLaunches, Provider
 from provisioner.config import ProviderConfig
 from provisioner.decider import ScaleDecider
 from provisioner.types import (
@@ -82,6 +88,11 @@ class PoolWorld(Protocol):
         """What the provider listed this pass (adopt unknown instances, close vanished ones)."""
         ...
 
+    async def interrupted(self, pool: str, agent_id: str, reason: str) -> None:
+        """The cloud took back the instance of ``agent_id`` (``reason``, e.g. "preempted by
+        GCP"): its work goes back to the queue without counting as a failure."""
+        ...
+
 
 class PoolLoop:
     def __init__(
@@ -105,6 +116,7 @@ class PoolLoop:
         self.backoffs: dict[OfferKey, Backoff] = {}
         self.spot_unavailable_since: datetime | None = None
         self._offers: tuple[list[Offer], datetime] | None = None
+        self._interrupted: set[str] = set()  # instances whose interruption was handled
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Called when the status line changes, so waiting tasks can say why they wait.
@@ -137,6 +149,9 @@ class PoolLoop:
     async def run_pass(self) -> Decision:
         now = self.clock()
         instances = await asyncio.to_thread(self.provider.list_instances)
+        refused = await self._follow_launches()
+        instances = [i for i in instances if i.id not in refused]
+        instances = await self._handle_interruptions(instances)
         await self.world.observed(self.pool, self.config.type, instances)
         offers = await self._current_offers(now)
         demand = await self.world.demand(self.pool)
@@ -219,6 +234,56 @@ class PoolLoop:
                     self.pool, result.instance_id, "terminate_failed", result.message
                 )
 
+    async def _follow_launches(self) -> set[str]:
+        """Launches the cloud refused after accepting them: their instances are recorded as
+        ended with the cloud's reason, and their offers backed off as if the launch call had
+        failed (once per offer per pass). Returns the refused instances' ids."""
+        if not isinstance(self.provider, FollowsLaunches):
+            return set()
+        failed = await asyncio.to_thread(self.provider.failed_launches)
+        handled: set[OfferKey] = set()
+        for launch in failed:
+            error = launch.error
+            if launch.instance_id is not None:
+                reason = f"launch refused: {error.message}"
+                await self.world.terminated(self.pool, launch.instance_id, reason)
+            if error.offer is None or error.offer in handled:
+                await self.world.event(
+                    self.pool, None, f"launch_failed:{error.error_class.value}", error.message
+                )
+                continue
+            handled.add(error.offer)
+            await self._launch_failed(error.offer, error)
+        return {f.instance_id for f in failed if f.instance_id is not None}
+
+    async def _handle_interruptions(self, instances: list[Instance]) -> list[Instance]:
+        """Instances the cloud took back: their agents' work is re-queued (without spending a
+        restart) and they are terminated at once. Returns the instances still listed."""
+        taken = [i for i in instances if i.interruption is not None]
+        self._interrupted &= {i.id for i in taken}
+        fresh = [i for i in taken if i.id not in self._interrupted]
+        for instance in fresh:
+            reason = instance.interruption or "interrupted"
+            await self.world.interrupted(self.pool, instance.agent_id or instance.id, reason)
+            await self.world.event(self.pool, instance.id, "interrupted", reason)
+        if not fresh:
+            return instances
+        reasons = {i.id: i.interruption or "interrupted" for i in fresh}
+        results = await asyncio.to_thread(self.provider.terminate, list(reasons))
+        gone = set()
+        for result in results:
+            if result.ok:
+                gone.add(result.instance_id)
+                self._interrupted.add(result.instance_id)
+                await self.world.terminated(
+                    self.pool, result.instance_id, reasons[result.instance_id]
+                )
+            else:
+                await self.world.event(
+                    self.pool, result.instance_id, "terminate_failed", result.message
+                )
+        return [i for i in instances if i.id not in gone]
+
     async def _launch(self, decision: Decision) -> bool:
         """Execute the launches; True when a capacity error means the decider should retry."""
         for launch in decision.launches:
@@ -228,33 +293,34 @@ class PoolLoop:
                     self.provider.launch, launch.offer, launch.count, token
                 )
             except ProviderError as exc:
-                return await self._launch_failed(launch.offer, exc)
+                return await self._launch_failed(launch.offer.key, exc)
             self.status.degraded = None
             self.backoffs.pop(launch.offer.key, None)
             for instance in created:
                 await self.world.launched(self.pool, self.config.type, instance, launch.reason)
         return False
 
-    async def _launch_failed(self, offer: Offer, exc: ProviderError) -> bool:
+    async def _launch_failed(self, offer: OfferKey, exc: ProviderError) -> bool:
         now = self.clock()
         kind = exc.error_class
         await self.world.event(self.pool, None, f"launch_failed:{kind.value}", exc.message)
         if kind == ErrorClass.CAPACITY:
-            self._back_off(offer.key, now, exc.message)
+            self._back_off(offer, now, exc.message)
             return True
         if kind == ErrorClass.QUOTA:
-            for candidate in self._offers[0] if self._offers else [offer]:
+            keys = [o.key for o in self._offers[0]] if self._offers else [offer]
+            for candidate in keys:
                 if candidate.market == offer.market:
-                    self._back_off(candidate.key, now, exc.message)
+                    self._back_off(candidate, now, exc.message)
             return True
         if kind == ErrorClass.CONFIG:
             # Retrying cannot help until someone fixes the config: wait like a capacity error
             # (doubling), so a waiting task does not trigger a failed launch every pass.
             self.status.degraded = exc.message
-            self._back_off(offer.key, now, exc.message)
+            self._back_off(offer, now, exc.message)
             return False
         # Throttling and transient errors: nothing wrong with the offer; try again soon.
-        self.backoffs[offer.key] = Backoff(offer.key, now + TRANSIENT_BACKOFF, 0, exc.message)
+        self.backoffs[offer] = Backoff(offer, now + TRANSIENT_BACKOFF, 0, exc.message)
         return False
 
     def _back_off(self, key: OfferKey, now: datetime, reason: str) -> None:

@@ -64,7 +64,9 @@ class Offer:
 @dataclass(frozen=True)
 class Instance:
     """A machine the provider launched for a pool. ``agent_id`` is the agent it runs (the
-    instance id on clouds), set once known."""
+    instance id on clouds), set once known. ``interruption`` says why the cloud took it back
+    (e.g. "preempted by GCP"): its work is re-queued without spending a restart, and it is
+    terminated."""
 
     id: str
     instance_type: str
@@ -75,6 +77,7 @@ class Instance:
     state: InstanceState
     launched_at: datetime
     agent_id: str | None = None
+    interruption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,3 +181,12 @@ class ProviderError(Exception):
         self.error_class = error_class
         self.message = message
         self.offer = offer
+
+
+@dataclass(frozen=True)
+class FailedLaunch:
+    """A launch the cloud accepted, then refused (a GCP zone operation that ended in error).
+    ``instance_id`` is the instance it would have been; None when none was named."""
+
+    instance_id: str | None
+    error: ProviderError

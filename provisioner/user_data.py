@@ -4,8 +4,12 @@
 How user-data really behaves, and what that means here:
 
 - EC2 caps user-data at 16 KB before base64 encoding; a larger one fails RunInstances with
-  InvalidParameterValue. We check the rendered size here, where the message can name
-  ``startup_script``.
+  InvalidParameterValue. GCE takes the same script as the ``startup-script`` metadata value
+  (up to 256 KB per value), run by its guest agent as root on every boot. We check the
+  rendered size against the cloud's limit here, where the message can name ``startup_script``.
+- Each cloud names its instances its own way: the script asks EC2's metadata service
+  (IMDSv2) for the instance id, or GCE's metadata server for the instance name; the lookup is
+  a snippet of ``agent_image/`` per cloud (``instance-id-<cloud>.sh``).
 - Anything on the instance can read its user-data from the metadata service, so the join token
   in it is as secret as the instance is. The script writes the agent's config readable by root
   only; a task that can reach the metadata service can still read it (see docs/agent-image.md).
@@ -25,12 +29,19 @@ import string
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 # "User data is limited to 16 KB, in raw form, before it is base64-encoded." (EC2 User Guide)
 USER_DATA_MAX_BYTES = 16 * 1024
+# GCE metadata: "The maximum size of a single metadata value is 256 KB."
+GCE_METADATA_VALUE_MAX_BYTES = 256 * 1024
+Cloud = Literal["aws", "gcp"]
+_MAX_BYTES: dict[str, tuple[int, str]] = {
+    "aws": (USER_DATA_MAX_BYTES, "EC2's user-data limit"),
+    "gcp": (GCE_METADATA_VALUE_MAX_BYTES, "GCE's metadata value limit"),
+}
 
 TEMPLATE_NAME = "user-data.sh.tmpl"
 AGENT_CONFIG_PATH = "/etc/flotilla/agent.yaml"
@@ -54,12 +65,12 @@ class _Template(string.Template):
     delimiter = "@@"
 
 
-def _template_text() -> str:
-    """The template from the source tree, else from an installed ``agent_image`` package."""
-    in_tree = Path(__file__).resolve().parent.parent / "agent_image" / TEMPLATE_NAME
+def _template_text(name: str = TEMPLATE_NAME) -> str:
+    """A file of ``agent_image/`` from the source tree, else from the installed package."""
+    in_tree = Path(__file__).resolve().parent.parent / "agent_image" / name
     if in_tree.is_file():
         return in_tree.read_text(encoding="utf-8")
-    return resources.files("agent_image").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+    return resources.files("agent_image").joinpath(name).read_text(encoding="utf-8")
 
 
 def _heredoc_body(text: str, marker: str, what: str) -> str:
@@ -90,12 +101,14 @@ def render_user_data(
     startup_script: str = "",
     extra_env: Mapping[str, str] | None = None,
     slots: int | None = None,
+    cloud: Cloud = "aws",
 ) -> str:
     """The boot script for an instance of ``pool``: its agent joins ``master_url`` with
     ``join_token`` under the instance id, after ``startup_script`` ran with ``extra_env``
     (which the agent and its tasks also get). ``slots`` is how many CPU slots the agent offers
-    when the instance has no GPU (GPUs, when present, are found by the agent). Raises
-    ``ValueError`` for a value the script cannot carry or a result over EC2's user-data limit."""
+    when the instance has no GPU (GPUs, when present, are found by the agent). ``cloud`` picks
+    how the script learns the instance's id. Raises ``ValueError`` for a value the script
+    cannot carry or a result over the cloud's limit."""
     env = dict(extra_env or {})
     _check_env(env)
     config: dict[str, Any] = {
@@ -114,6 +127,7 @@ def render_user_data(
         f"  export {name}={shlex.quote(value)}" for name, value in env.items()
     )
     rendered = _Template(_template_text()).substitute(
+        instance_id_lookup=_template_text(f"instance-id-{cloud}.sh").rstrip("\n"),
         agent_yaml=_heredoc_body(agent_yaml, AGENT_YAML_MARKER, "the agent config"),
         systemd_environment=_heredoc_body(systemd_environment, AGENT_ENV_MARKER, "extra_env"),
         startup_script=_heredoc_body(
@@ -122,9 +136,10 @@ def render_user_data(
         shell_exports=shell_exports or "  :",
     )
     size = len(rendered.encode("utf-8"))
-    if size > USER_DATA_MAX_BYTES:
+    limit, what = _MAX_BYTES[cloud]
+    if size > limit:
         raise ValueError(
-            f"user-data is {size} bytes, over EC2's limit of {USER_DATA_MAX_BYTES} bytes; "
+            f"user-data is {size} bytes, over {what} of {limit} bytes; "
             "shorten provider.startup_script (or have it download a longer script)"
         )
     return rendered

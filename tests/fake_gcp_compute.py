@@ -31,14 +31,14 @@ injected per zone and market (``inject``: e.g. ``ZONE_RESOURCE_POOL_EXHAUSTED`` 
 zone, ``QUOTA_EXCEEDED``) and for the next calls (``fail_next``: e.g. 403 ``rateLimitExceeded``).
 Spot VMs can be preempted (``preempt``): status ``TERMINATED`` with ``lastStopTimestamp`` and
 a ``compute.instances.preempted`` zone operation, as GCP reports it.
-Timestamps are RFC 3339 with Google's Pacific offset, like the real API's.
+Timestamps are RFC 3339 with Google's Pacific offset, like the real API's. The filter grammar
+and the insert validation live in ``tests.fake_gcp_compute_rules``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -49,18 +49,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fake_gcp_compute_rules import (
+    STATUS_TEXT,
+    ApiError,
+    check_instance,
+    invalid,
+    matches,
+    parse_filter,
+)
+
 API_PREFIX = "/compute/v1/projects/"
 # Google answers timestamps in US Pacific time ("2026-12-07T04:30:24.123-08:00").
 _PACIFIC = timezone(timedelta(hours=-8))
-# RFC 1035 names: "The first character must be a lowercase letter, and all following
-# characters must be a dash, lowercase letter, or digit, except the last character, which
-# cannot be a dash." (63 characters at most)
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Labels: "Keys must start with a lowercase letter … can contain only lowercase letters,
-# numeric characters, underscores, and dashes"; at most 64 labels, 63 characters each.
-LABEL_KEY_RE = re.compile(r"^[a-z][-_a-z0-9]{0,62}$")
-LABEL_VALUE_RE = re.compile(r"^[-_a-z0-9]{0,63}$")
-MAX_LABELS = 64
 # instances.list maxResults: "Acceptable values are 0 to 500, inclusive. (Default: 500)"
 MAX_RESULTS = 500
 # zoneOperations.wait returns "when the operation is done or … after approximately 2 minutes";
@@ -117,14 +117,16 @@ class FakeComputeState:
     fail_next: list[tuple[int, str, str]] = field(default_factory=list)
     """HTTP errors (status, reason, message) for the next API calls, in order."""
     operation_delay_s: float = 0.0
-    """How long an insert's operation stays RUNNING (its instance PROVISIONING) before DONE."""
+    """How long an insert's operation stays RUNNING (its instance PROVISIONING) before DONE;
+    an injected fault then fails it only when the delay is over, as stockouts often do."""
     page_size: int = MAX_RESULTS
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     """Every call: (method, path with query, JSON body or None)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(4_000_000_000_000_000))
-    _finishing: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(zone, operation name) → when (monotonic) a RUNNING operation becomes DONE."""
+    _finishing: dict[tuple[str, str], tuple[float, Fault | None]] = field(default_factory=dict)
+    """(zone, operation name) → when (monotonic) a RUNNING operation becomes DONE, and the
+    fault it then fails with."""
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -199,24 +201,24 @@ class FakeComputeState:
         }
         if status == "DONE":
             operation["endTime"] = now
-        if error is not None:
-            region = zone.rsplit("-", 1)[0]
-            message = error.message.format(
-                zone=f"projects/{self.project}/zones/{zone}", region=region
-            )
-            operation["error"] = {"errors": [{"code": error.code, "message": message}]}
-            operation["httpErrorStatusCode"] = error.http_status
-            operation["httpErrorMessage"] = _STATUS_TEXT.get(error.http_status, "ERROR")
+        if done_at is not None:
+            self._finishing[(zone, name)] = (done_at, error)
+        elif error is not None:
+            self._fail(operation, zone, error)
         self.operations[(zone, name)] = operation
-        operation_done_at = done_at
-        if operation_done_at is not None:
-            self._finishing[(zone, name)] = operation_done_at
         return operation
+
+    def _fail(self, operation: dict[str, Any], zone: str, error: Fault) -> None:
+        region = zone.rsplit("-", 1)[0]
+        message = error.message.format(zone=f"projects/{self.project}/zones/{zone}", region=region)
+        operation["error"] = {"errors": [{"code": error.code, "message": message}]}
+        operation["httpErrorStatusCode"] = error.http_status
+        operation["httpErrorMessage"] = STATUS_TEXT.get(error.http_status, "ERROR")
 
     def settle(self) -> None:
         """Finish operations whose delay is over: DONE, and their instance RUNNING."""
         now = time.monotonic()
-        for key, at in list(self._finishing.items()):
+        for key, (at, error) in list(self._finishing.items()):
             if at > now:
                 continue
             del self._finishing[key]
@@ -224,139 +226,14 @@ class FakeComputeState:
             operation.update(status="DONE", progress=100, endTime=rfc3339(datetime.now(UTC)))
             zone, _ = key
             name = operation["targetLink"].rsplit("/", 1)[-1]
+            if error is not None:  # refused: the VM never existed
+                self._fail(operation, zone, error)
+                self.instances.pop((zone, name), None)
+                continue
             instance = self.instances.get((zone, name))
             if instance is not None and instance["status"] == "PROVISIONING":
                 instance["status"] = "RUNNING"
                 instance["lastStartTimestamp"] = operation["endTime"]
-
-
-_STATUS_TEXT = {
-    400: "BAD REQUEST",
-    403: "FORBIDDEN",
-    404: "NOT FOUND",
-    409: "CONFLICT",
-    429: "TOO MANY REQUESTS",
-    503: "SERVICE UNAVAILABLE",
-}
-_REASONS = {400: "invalid", 403: "forbidden", 404: "notFound", 409: "alreadyExists"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason or _REASONS.get(status, "backendError")
-
-
-# ---- filters -------------------------------------------------------------------------------
-
-_TERM = re.compile(
-    r"""\s*\(?\s*(?P<field>[A-Za-z][\w.\-]*)\s*(?P<op>=|!=|\beq\b|\bne\b)\s*
-    (?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s()"]+))\s*\)?\s*""",
-    re.VERBOSE,
-)
-
-
-def parse_filter(text: str) -> list[tuple[str, bool, str]]:
-    """``(field, equal?, value)`` terms that must all hold. Raises ``ApiError`` 400 for what
-    this fake does not understand (OR, wildcards, other fields)."""
-    terms: list[tuple[str, bool, str]] = []
-    rest = text.strip()
-    while rest:
-        match = _TERM.match(rest)
-        if match is None:
-            raise ApiError(400, f"Invalid value for field 'filter': '{text}'. Invalid list filter.")
-        name = match["field"]
-        if name not in ("name", "status", "zone") and not name.startswith("labels."):
-            raise ApiError(
-                400, f"Invalid value for field 'filter': '{text}'. Unknown field {name}."
-            )
-        value = match["quoted"] if match["quoted"] is not None else match["bare"]
-        terms.append((name, match["op"] in ("=", "eq"), value))
-        rest = rest[match.end() :]
-        if rest.upper().startswith("AND "):
-            rest = rest[4:]
-        elif rest.upper().startswith("OR "):
-            raise ApiError(400, f"Invalid value for field 'filter': '{text}'. OR is not supported.")
-    return terms
-
-
-def _matches(instance: dict[str, Any], terms: list[tuple[str, bool, str]]) -> bool:
-    for name, equal, value in terms:
-        if name.startswith("labels."):
-            actual = instance.get("labels", {}).get(name[len("labels.") :])
-        elif name == "zone":
-            actual = instance["zone"].rsplit("/", 1)[-1]
-        else:
-            actual = instance.get(name)
-        if (actual == value) != equal:
-            return False
-    return True
-
-
-# ---- validation of an insert ---------------------------------------------------------------
-
-
-def _invalid(field_path: str, value: Any, why: str = "") -> ApiError:
-    detail = f" {why}" if why else ""
-    return ApiError(400, f"Invalid value for field '{field_path}': '{value}'.{detail}")
-
-
-def _check_instance(state: FakeComputeState, zone: str, body: dict[str, Any]) -> str:
-    """Validate an Instance body as Compute would; returns the market."""
-    name = body.get("name", "")
-    if not NAME_RE.match(name):
-        raise _invalid(
-            "resource.name",
-            name,
-            "Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'",
-        )
-    machine_type = body.get("machineType", "")
-    if not re.search(rf"(^|/)zones/{re.escape(zone)}/machineTypes/[a-z0-9-]+$", machine_type):
-        raise _invalid("resource.machineType", machine_type, "Must be a machine type in the zone.")
-    disks = body.get("disks") or []
-    boot = [d for d in disks if d.get("boot")]
-    if len(boot) != 1:
-        raise ApiError(400, "Invalid value for field 'resource.disks': exactly one boot disk.")
-    image = boot[0].get("initializeParams", {}).get("sourceImage", "")
-    if not image:
-        raise ApiError(
-            400, "Required field 'resource.disks[0].initializeParams.sourceImage' not specified"
-        )
-    image_path = image.split("/compute/v1/")[-1]
-    if state.images is not None and image_path not in state.images:
-        raise ApiError(404, f"The resource '{image_path}' was not found")
-    if not body.get("networkInterfaces"):
-        raise ApiError(400, "Required field 'resource.networkInterfaces' not specified")
-    labels = body.get("labels") or {}
-    if len(labels) > MAX_LABELS:
-        raise _invalid("labels", len(labels), f"At most {MAX_LABELS} labels.")
-    for key, value in labels.items():
-        if not LABEL_KEY_RE.match(key):
-            raise _invalid(f"labels.{key}", key, "Label keys must start with a lowercase letter.")
-        if not LABEL_VALUE_RE.match(value):
-            raise _invalid(
-                f"labels.{key}",
-                value,
-                "Label values may contain only lowercase letters, digits, '_' and '-'.",
-            )
-    for accelerator in body.get("guestAccelerators") or []:
-        kind = accelerator.get("acceleratorType", "")
-        if not re.search(rf"(^|/)zones/{re.escape(zone)}/acceleratorTypes/[a-z0-9-]+$", kind):
-            raise _invalid("resource.guestAccelerators[0].acceleratorType", kind)
-        scheduling = body.get("scheduling") or {}
-        if scheduling.get("onHostMaintenance") != "TERMINATE":
-            raise ApiError(400, "Instances with guest accelerators do not support live migration.")
-    scheduling = body.get("scheduling") or {}
-    spot = scheduling.get("provisioningModel") == "SPOT" or scheduling.get("preemptible")
-    if spot and scheduling.get("automaticRestart"):
-        raise ApiError(
-            400,
-            "Invalid value for field 'resource.scheduling.automaticRestart': "
-            "'true'. Preemptible instances cannot be automatically restarted.",
-        )
-    return "spot" if spot else "on-demand"
 
 
 # ---- the server ----------------------------------------------------------------------------
@@ -476,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
             return state.operations[state.requests_by_id[request_id]]
         if not isinstance(body, dict):
             raise ApiError(400, "Required field 'resource' not specified")
-        market = _check_instance(state, zone, body)
+        market = check_instance(state.images, zone, body)
         fault = state.faults.get((zone, market))
         if fault is not None and fault.sync:
             raise ApiError(fault.http_status, fault.message, fault.reason or None)
@@ -498,14 +375,19 @@ class _Handler(BaseHTTPRequestHandler):
             "machineType": f"{zone_link}/machineTypes/{body['machineType'].rsplit('/', 1)[-1]}",
             "status": "PROVISIONING",
         }
-        if fault is not None:  # accepted, then refused: nothing is created
+        delay = state.operation_delay_s
+        if fault is not None and delay <= 0:  # accepted, then refused: nothing is created
             operation = state._operation(zone, "insert", instance, "DONE", error=fault)
         else:
-            delay = state.operation_delay_s
-            state.instances[(zone, name)] = instance
+            state.instances[(zone, name)] = instance  # PROVISIONING until its operation ends
             if delay > 0:
                 operation = state._operation(
-                    zone, "insert", instance, "RUNNING", done_at=time.monotonic() + delay
+                    zone,
+                    "insert",
+                    instance,
+                    "RUNNING",
+                    error=fault,
+                    done_at=time.monotonic() + delay,
                 )
             else:
                 instance["status"] = "RUNNING"
@@ -530,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _page(self, items: list[dict[str, Any]], query: dict[str, str]) -> tuple[list[Any], str]:
         size = int(query.get("maxResults", MAX_RESULTS))
         if not 0 <= size <= MAX_RESULTS:
-            raise _invalid("maxResults", size, f"Must be 0 to {MAX_RESULTS}.")
+            raise invalid("maxResults", size, f"Must be 0 to {MAX_RESULTS}.")
         size = min(size or MAX_RESULTS, self.server.state.page_size)
         start = int(query.get("pageToken") or 0)
         page = items[start : start + size]
@@ -539,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _filtered(self, query: dict[str, str]) -> list[dict[str, Any]]:
         terms = parse_filter(query.get("filter", ""))
         state = self.server.state
-        return [i for key, i in sorted(state.instances.items()) if _matches(i, terms)]
+        return [i for key, i in sorted(state.instances.items()) if matches(i, terms)]
 
     def _list(self, zone: str, query: dict[str, str]) -> dict[str, Any]:
         found = [i for i in self._filtered(query) if i["zone"].endswith(f"/zones/{zone}")]

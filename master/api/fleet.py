@@ -221,7 +221,7 @@ def _pool_views(state: MasterState) -> dict[str, PoolView]:
             agents=len(agents),
             most_free_on_one_agent=max(free, default=0),
             free_slots=sum(free),
-            instance_type=provider.instance_type if provider else "",
+            instance_type=provider.instance_type_name if provider else "",
             starting=len(starting),
             starting_market=markets[0] if len(markets) == 1 else "",
             starting_slots=tuple(i.slots for i in starting),

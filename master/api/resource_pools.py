@@ -21,6 +21,7 @@ from master.config import ResourcePoolConfig
 from master.scheduler.state import AllocationState
 from master.state import MasterState
 from provisioner.config import ProviderConfig, SpotFallbackPolicy
+from provisioner.gcp_prices import GCPPriceBook
 from provisioner.loop import PoolLoop
 from provisioner.prices import load_shipped_table
 
@@ -29,6 +30,7 @@ POOL_TYPES = {
     None: "RESOURCE_POOL_TYPE_STATIC",
     "local": "RESOURCE_POOL_TYPE_STATIC",
     "aws": "RESOURCE_POOL_TYPE_AWS",
+    "gcp": "RESOURCE_POOL_TYPE_GCP",
 }
 
 
@@ -71,15 +73,17 @@ def _gpu_types() -> frozenset[str]:
 
 def slot_type(pool: ResourcePoolConfig, agents_slot_types: set[str]) -> str:
     """The pool's slot type: its agents' one type; for an elastic pool without agents, what its
-    instances will bring (an AWS type with a GPU in the price table: CUDA; other AWS types and
-    ``local`` instances, which offer CPU slots: CPU). ``TYPE_UNSPECIFIED`` only for a static pool
-    without agents or agents of mixed types."""
+    instances will bring (an AWS type with a GPU in the price table, or a GCP one with GPUs
+    attached or bundled: CUDA; other types and ``local`` instances, which offer CPU slots:
+    CPU). ``TYPE_UNSPECIFIED`` only for a static pool without agents or agents of mixed types."""
     if agents_slot_types:
         return agents_slot_types.pop() if len(agents_slot_types) == 1 else "TYPE_UNSPECIFIED"
     provider = pool.provider
     if provider is None:
         return "TYPE_UNSPECIFIED"
     if provider.type == "aws" and provider.instance_type in _gpu_types():
+        return "TYPE_CUDA"
+    if provider.type == "gcp" and GCPPriceBook().gpus(provider.instance_type) > 0:
         return "TYPE_CUDA"
     return "TYPE_CPU"
 
@@ -92,7 +96,7 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
         failure = state.provisioning.failed.get(pool.pool_name, "provider not started")
         return {
             "provider": pool.provider.type,
-            "instanceType": pool.provider.instance_type,
+            "instanceType": pool.provider.instance_type_name,
             "spot": pool.provider.spot,
             **_limits(pool.provider),
             "fallback": {"active": False, "reason": None},
@@ -106,7 +110,7 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
     status = loop.status
     return {
         "provider": pool.provider.type,
-        "instanceType": pool.provider.instance_type,
+        "instanceType": pool.provider.instance_type_name,
         "spot": pool.provider.spot,
         **_limits(pool.provider),
         "fallback": _fallback(loop, state.clock()),
@@ -171,7 +175,7 @@ async def list_resource_pools(
                 "minAgents": provider.min_instances if provider else len(agents),
                 "maxAgents": provider.max_instances if provider else len(agents),
                 "slotsPerAgent": max((len(a.slots) for a in agents), default=0),
-                "instanceType": provider.instance_type if provider else "",
+                "instanceType": provider.instance_type_name if provider else "",
                 "auxContainerCapacity": 0,
                 "auxContainersRunning": 0,
                 "stats": {"queuedCount": queued, "scheduledCount": len(allocations) - queued},

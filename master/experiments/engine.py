@@ -191,6 +191,7 @@ class ExperimentEngine:
                 exit_code=exit_code,
                 reason=reason,
                 rejected=reason.startswith("rejected:"),
+                interrupted=allocation.interrupted,
             )
         )
 
@@ -392,6 +393,7 @@ class ExperimentEngine:
             event.reason,
             preempted=preempted,
             rejected=event.rejected,
+            interrupted=event.interrupted,
         )
         await self._finish(plan)
 

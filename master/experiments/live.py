@@ -133,6 +133,7 @@ class RunExited(Event):
     exit_code: int | None
     reason: str
     rejected: bool = False
+    interrupted: bool = False  # the cloud took its machine back (spot preemption)
 
 
 @dataclass

@@ -165,8 +165,11 @@ class Plan:
         *,
         preempted: bool,
         rejected: bool,
+        interrupted: bool = False,
     ) -> None:
-        """The trial's run ended: decide what that means, then tell the searcher."""
+        """The trial's run ended: decide what that means, then tell the searcher. An
+        ``interrupted`` run (its machine was taken back by the cloud) counts as killed without
+        meaning to stop the trial: it runs again, and no restart is spent."""
         experiment = self.experiment
         trial.allocation_id = None
         trial.task_id = None
@@ -176,7 +179,7 @@ class Plan:
                 exit_code=exit_code,
                 reason=reason,
                 preempted=preempted,
-                killed=trial.killed,
+                killed=trial.killed or interrupted,
                 early_exit=trial.early_exit,
                 has_pending_ops=experiment.search.has_pending(trial.request_id),
                 closed=experiment.search.is_closed(trial.request_id),

@@ -7,6 +7,7 @@ methods run on the scheduler's loop like every other handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from functools import partial
@@ -17,6 +18,7 @@ from agent.protocol import (
     AgentOptions,
     AllocationExited,
     AllocationStarted,
+    KillAllocation,
     Reject,
     Welcome,
 )
@@ -24,6 +26,7 @@ from master.scheduler import store
 from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
+    AgentInterrupted,
     AgentReport,
     Allocation,
     AllocationState,
@@ -213,6 +216,28 @@ class AgentEvents:
                     f"agent '{event.agent_id}' lost its connection to the master and did not "
                     f"reconnect within {wait:g}s; the task is considered failed",
                 )
+
+    async def _agent_interrupted(self, event: AgentInterrupted) -> None:
+        """End everything on an agent whose instance the cloud took back, at once (no wait for
+        a reconnect that cannot come), marked as interrupted; stop sending it work."""
+        self.lost.pop(event.agent_id, None)
+        agent = self.agents.get(event.agent_id)
+        if agent is not None:
+            agent.enabled, agent.draining = False, True
+        for allocation in list(self.allocations.values()):
+            if event.agent_id not in allocation.agent_slots:
+                continue
+            allocation.interrupted = True
+            await self._agent_lost_allocation(
+                allocation, f"agent '{event.agent_id}': its instance was {event.reason}"
+            )
+            if allocation.state == AllocationState.QUEUED:  # it had not started: nothing ended
+                allocation.interrupted = False
+            if agent is not None and allocation.state == AllocationState.TERMINATED:
+                with contextlib.suppress(ConnectionError):  # the machine is going anyway
+                    await agent.link.send(
+                        KillAllocation(allocation_id=allocation.id, reason=event.reason)
+                    )
 
     async def _agent_lost_allocation(self, allocation: Allocation, reason: str) -> None:
         """An agent no longer runs ``allocation``: fail it, unless it never started there —

@@ -33,6 +33,7 @@ from master.scheduler.fit import AgentCapacity, PoolCapacity, fit, static_capaci
 from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
+    AgentInterrupted,
     AgentReport,
     Allocation,
     AllocationReady,
@@ -147,6 +148,8 @@ class Scheduler(AgentEvents):
                 return await self._set_slot_state(event)
             case ReconnectDeadline():
                 return await self._reconnect_deadline(event)
+            case AgentInterrupted():
+                return await self._agent_interrupted(event)
             case Reschedule():
                 return None
         raise TypeError(f"unknown event {event!r}")

@@ -115,6 +115,9 @@ class Allocation:
     service: bool = False
     service_ready: bool = False
     proxy_address: str | None = None
+    # The cloud took back a machine it ran on (spot preemption): its end is no failure of the
+    # task, and a trial runs again from its checkpoint without spending a restart.
+    interrupted: bool = False
 
     @property
     def is_ready(self) -> bool:
@@ -177,6 +180,16 @@ class AgentReport(Event):
     agent_id: str
     link: AgentLink
     message: AllocationStarted | AllocationExited
+
+
+@dataclass
+class AgentInterrupted(Event):
+    """The cloud took back the instance under ``agent_id`` (``reason``, e.g. "preempted by
+    GCP"): whatever ran there ended now, as an interruption, whether or not the agent is still
+    connected."""
+
+    agent_id: str
+    reason: str
 
 
 @dataclass

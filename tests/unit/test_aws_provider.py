@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from provisioner.aws import AWSProvider
 from provisioner.aws_requests import classify
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig
 from provisioner.prices import PriceBook
 from provisioner.types import ErrorClass, InstanceState, Market, Offer, ProviderError
 from provisioner.user_data import render_user_data
@@ -36,7 +36,7 @@ def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def make(pool: str = "gpu", cluster: str = "c1", **fields: Any) -> AWSProvider:
     settings = {"type": "aws", "instance_type": "g5.xlarge", "image_id": AMI, "region": REGION}
-    config = ProviderConfig.model_validate({**settings, **fields})
+    config = AWSProviderConfig.model_validate({**settings, **fields})
     return AWSProvider(config, pool, cluster, USER_DATA, PriceBook(config.prices))
 
 

@@ -209,6 +209,20 @@ def test_a_crash_restarts_then_fails_the_experiment_with_the_reason() -> None:
     assert "exited r1 EXITED_REASON_ERRORED" in events(experiment)
 
 
+def test_a_run_whose_machine_was_taken_back_runs_again_without_spending_a_restart() -> None:
+    experiment = start()
+    trial = running(experiment.trials[1])
+    reason = "agent 'vm-1': its instance was preempted by GCP"
+    for run in (2, 3):  # more interruptions than max_restarts (1) allows crashes
+        p = finish(plan(experiment))
+        p.run_ended(trial, None, reason, preempted=False, rejected=False, interrupted=True)
+        p.settle()
+        assert (trial.state, trial.restarts) == (TrialState.ACTIVE, 0)
+        assert p.launches == [trial]
+        running(trial, run)
+    assert experiment.state == ExperimentState.ACTIVE
+
+
 def test_pause_asks_running_trials_to_stop_and_activate_relaunches() -> None:
     experiment = start()
     trial = running(experiment.trials[1])

@@ -63,6 +63,20 @@ def test_durations_accept_shorthands(tmp_path: Path) -> None:
         ("resource_pools: [{pool_name: a}, {pool_name: a}]\n", "duplicate pool_name"),
         ("- a list\n", "expected a mapping of settings"),
         ("port: [\n", "is not valid YAML"),
+        (
+            "resource_pools: [{pool_name: a, provider: {type: gcp, project: p, zone: z, "
+            "instance_type: {machine_type: n1-standard-8}, boot_disk_source_image: i, "
+            "image_id: ami-1}}]\n",
+            "resource_pools.0.provider.image_id: Extra inputs are not permitted",
+        ),
+        (
+            "resource_pools: [{pool_name: a, provider: {type: aws, image_id: ami-1}}]\n",
+            "resource_pools.0.provider.instance_type: Field required",
+        ),
+        (
+            "resource_pools: [{pool_name: a, provider: {type: azure}}]\n",
+            "resource_pools.0.provider: Input tag 'azure' found using 'type' does not match",
+        ),
     ],
 )
 def test_bad_files_name_the_field(tmp_path: Path, text: str, expected: str) -> None:

@@ -71,6 +71,7 @@ class FakeWorld:
     def __init__(self, demand: list[Demand]) -> None:
         self.pending = demand
         self.events: list[tuple[str | None, str, str]] = []
+        self.interruptions: list[tuple[str, str]] = []
 
     async def demand(self, pool: str) -> list[Demand]:
         return self.pending
@@ -94,6 +95,9 @@ class FakeWorld:
 
     async def observed(self, pool: str, provider: str, instances: list[Instance]) -> None:
         return None
+
+    async def interrupted(self, pool: str, agent_id: str, reason: str) -> None:
+        self.interruptions.append((agent_id, reason))
 
 
 def make_loop(provider: FakeProvider, world: FakeWorld, **config: Any) -> PoolLoop:

@@ -16,6 +16,16 @@ def pool(provider: dict[str, Any] | None) -> ResourcePoolConfig:
     return ResourcePoolConfig.model_validate({"pool_name": "p", "provider": provider})
 
 
+def gcp(instance_type: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "gcp",
+        "project": "p",
+        "zone": "us-central1-a",
+        "instance_type": instance_type,
+        "boot_disk_source_image": "projects/p/global/images/agent",
+    }
+
+
 @pytest.mark.parametrize(
     ("provider", "expected"),
     [
@@ -23,6 +33,12 @@ def pool(provider: dict[str, Any] | None) -> ResourcePoolConfig:
         ({"type": "local"}, "TYPE_CPU"),
         ({"type": "aws", "instance_type": "g4dn.xlarge", "image_id": "ami-1"}, "TYPE_CUDA"),
         ({"type": "aws", "instance_type": "m5.large", "image_id": "ami-1"}, "TYPE_CPU"),
+        (
+            gcp({"machine_type": "n1-standard-8", "gpu_type": "nvidia-l4", "gpu_num": 1}),
+            "TYPE_CUDA",
+        ),
+        (gcp({"machine_type": "g2-standard-8"}), "TYPE_CUDA"),  # its L4 comes with the type
+        (gcp({"machine_type": "e2-standard-4"}), "TYPE_CPU"),
     ],
 )
 def test_an_empty_pool_has_the_slot_type_of_its_instances(

@@ -26,7 +26,7 @@ from bench.workload import (
     lower_bound,
     percentile,
 )
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig, ProviderConfig
 from provisioner.decider import ScaleDecider
 from provisioner.types import InstanceState, Market, Offer
 
@@ -46,7 +46,7 @@ OFFER = Offer("g5.xlarge", "us-east-1a", Market.ON_DEMAND, 3.6, 1)  # $0.001 a s
 
 
 def pool(**fields: object) -> ProviderConfig:
-    return ProviderConfig.model_validate(
+    return AWSProviderConfig.model_validate(
         {"type": "aws", "image_id": "ami-x", "instance_type": "g5.xlarge", **fields}
     )
 

@@ -168,3 +168,35 @@ def test_no_metadata_service_no_agent(fake_instance):
     assert done.returncode != 0
     assert "IMDSv2" in done.stderr
     assert not (tmp_path / "systemctl.log").exists()
+
+
+FAKE_GCE_CURL = """#!/bin/bash
+# GCE's metadata server: the Metadata-Flavor header is required.
+args="$*"
+if [[ "$args" == *"Metadata-Flavor: Google"* && "$args" == *"/computeMetadata/v1/instance/name" ]]
+then
+  echo -n flotilla-agent-0123456789ab; exit 0
+fi
+exit 22
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_on_gcp_the_agent_is_named_after_the_instance(fake_instance):
+    tmp_path, env = fake_instance
+    (tmp_path / "bin" / "curl").write_text(FAKE_GCE_CURL)
+    script = render(cloud="gcp")
+    assert "169.254.169.254" not in script
+    done = run(script, env)
+    assert done.returncode == 0, done.stderr
+    config = load_config(tmp_path / "root" / "etc" / "flotilla" / "agent.yaml", {}, {})
+    assert config.agent_id == "flotilla-agent-0123456789ab"
+    calls = (tmp_path / "systemctl.log").read_text().splitlines()
+    assert calls == ["daemon-reload", "enable --now flotilla-agent.service"]
+
+
+def test_gcp_takes_a_longer_startup_script_than_ec2():
+    script = render(cloud="gcp", startup_script="#" * USER_DATA_MAX_BYTES)
+    assert len(script) > USER_DATA_MAX_BYTES
+    with pytest.raises(ValueError, match="GCE's metadata value limit"):
+        render(cloud="gcp", startup_script="#" * (256 * 1024))

@@ -10,7 +10,9 @@ Environment (from the experiment config's ``environment_variables``):
 
 - ``FAKE_STEP_SECONDS``: sleep per batch (default 0);
 - ``FAKE_CRASH_AT``: checkpoint and exit 3 once this many batches are trained in this run;
-- ``FAKE_IGNORE_PREEMPTION``: never look at the preemption signal.
+- ``FAKE_IGNORE_PREEMPTION``: never look at the preemption signal;
+- ``FAKE_CHECKPOINT_EVERY``: also checkpoint every this many batches (a machine that vanishes
+  mid-operation leaves something to resume from).
 
 With ``DET_WARM_START_CHECKPOINT`` it reads that checkpoint from ``DET_WARM_START_STORAGE`` and
 prints what it found, but trains from step 0.
@@ -42,6 +44,7 @@ STORAGE = build_storage(json.loads(os.environ["DET_CHECKPOINT_STORAGE"]))
 STEP_SECONDS = float(os.environ.get("FAKE_STEP_SECONDS", "0"))
 CRASH_AT = int(os.environ.get("FAKE_CRASH_AT", "0"))
 IGNORE_PREEMPTION = bool(os.environ.get("FAKE_IGNORE_PREEMPTION"))
+CHECKPOINT_EVERY = int(os.environ.get("FAKE_CHECKPOINT_EVERY", "0"))
 
 
 def call(method: str, path: str, body: Any = None) -> Any:
@@ -142,6 +145,8 @@ def main() -> int:
                 checkpoint(steps)
                 print(f"crashing at {steps}", flush=True)
                 return 3
+            if CHECKPOINT_EVERY and steps % CHECKPOINT_EVERY == 0 and steps < length:
+                checkpoint(steps)
             if not IGNORE_PREEMPTION and preempted():
                 checkpoint(steps)
                 call("POST", f"/api/v1/allocations/{ALLOCATION}/signals/ack_preemption")
