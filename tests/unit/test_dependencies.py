@@ -38,14 +38,21 @@ WHERE = {
     "bench": ("dev",),
     "infra": ("deploy",),  # `det deploy aws|gcp`: the programs, their dry run and policy pack
 }
+# Files that run only where an extra beyond their tree's is installed, and that extra: the master
+# imports the GCP provider only for a `type: gcp` pool, installed with `flotilla[master,gcp]`.
+FILE_EXTRAS = {
+    Path("provisioner/gcp.py"): ("gcp",),
+    Path("provisioner/gcp_requests.py"): ("gcp",),
+}
 # Extras that name what a machine runs, as opposed to the tools of development.
-RUNTIME_EXTRAS = ("master", "agent", "cli", "aws", "gcs", "train", "notebook")
+RUNTIME_EXTRAS = ("master", "agent", "cli", "aws", "gcp", "gcs", "train", "notebook")
 # Import names whose distribution is named otherwise (the longest dotted prefix wins).
 DISTRIBUTIONS = {
     "yaml": "pyyaml",
     "google.auth": "google-auth",
     "google.oauth2": "google-auth",
     "google.api_core": "google-api-core",
+    "google.protobuf": "protobuf",
     "google.cloud.storage": "google-cloud-storage",
     "google.cloud.compute_v1": "google-cloud-compute",
     "argon2": "argon2-cffi",
@@ -150,7 +157,9 @@ def _imports(node: ast.AST, optional: bool) -> Iterator[tuple[str, bool]]:
     if isinstance(node, ast.Import):
         yield from ((alias.name, optional) for alias in node.names)
     elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-        yield node.module, optional
+        # `from google.cloud import compute_v1` imports google.cloud.compute_v1 (a namespace
+        # package's distribution is named by the submodule).
+        yield from ((f"{node.module}.{alias.name}", optional) for alias in node.names)
     if isinstance(node, ast.Try) and _catches_import_error(node):
         for statement in node.body:
             yield from _imports(statement, True)
@@ -198,7 +207,8 @@ def test_every_import_is_declared_where_its_code_runs() -> None:
         available = extras[""].union(*(extras[e] for e in installed))
         reported = set()
         for found in third_party_imports(tree):
-            if found.distribution in (anywhere if found.optional else available):
+            here = available.union(*(extras[e] for e in FILE_EXTRAS.get(found.file, ())))
+            if found.distribution in (anywhere if found.optional else here):
                 continue
             if (found.file, found.distribution) in reported:
                 continue
@@ -206,7 +216,8 @@ def test_every_import_is_declared_where_its_code_runs() -> None:
             where = (
                 "any extra (the import is optional)"
                 if found.optional
-                else "the dependencies or the extras " + ", ".join(installed)
+                else "the dependencies or the extras "
+                + ", ".join((*installed, *FILE_EXTRAS.get(found.file, ())))
             )
             problems.append(
                 f"{found.file} imports {found.module} (distribution {found.distribution}), "
@@ -233,6 +244,7 @@ def test_the_checker_sees_optional_lazy_and_type_only_imports() -> None:
     source = """
 import os, yaml
 from google.auth import default
+from google.cloud import compute_v1
 def later():
     import torch.nn
 try:
@@ -246,12 +258,16 @@ if TYPE_CHECKING:
     assert found == [
         ("os", False),
         ("yaml", False),
-        ("google.auth", False),
+        ("google.auth.default", False),
+        ("google.cloud.compute_v1", False),
         ("torch.nn", False),
         ("brotli", True),
     ]
     assert Import(Path("x.py"), "google.auth.transport", False).distribution == "google-auth"
     assert Import(Path("x.py"), "yaml", False).distribution == "pyyaml"
+    assert Import(Path("x.py"), "google.cloud.compute_v1", False).distribution == (
+        "google-cloud-compute"
+    )
     assert Import(Path("x.py"), "Fast_API.routing", False).distribution == "fast-api"
 
 
