@@ -7,11 +7,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
-from harness.units import Duration, OptionalDuration
+from harness.units import (
+    ALLOWED_DURATIONS,
+    Duration,
+    format_duration,
+    parse_duration,
+)
 
 
 class _Section(BaseModel):
@@ -60,6 +72,33 @@ class NetworkInterface(_Section):
     public_ip: bool = Field(default=True, description="Give instances a public address.")
 
 
+AUTO = "auto"
+
+
+def parse_idle_period(value: object) -> timedelta | str | None:
+    """``auto`` (break-even, learned per pool), a duration, or ``off``."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid max_idle_agent_period {value!r}: expected 'auto', or {ALLOWED_DURATIONS}"
+        ) from None
+
+
+def format_idle_period(value: timedelta | str | None) -> str:
+    return value if isinstance(value, str) else format_duration(value)
+
+
+IdlePeriod = Annotated[
+    Literal["auto"] | timedelta | None,
+    BeforeValidator(parse_idle_period),
+    PlainSerializer(format_idle_period, return_type=str),
+]
+"""``auto``, a duration (``30s``, ``20m``) or ``off``."""
+
+
 class ProviderConfig(_Section):
     """How a pool's instances are launched and when they are terminated."""
 
@@ -77,10 +116,28 @@ class ProviderConfig(_Section):
     )
     min_instances: int = Field(default=0, ge=0, description="Never fewer instances than this.")
     max_instances: int = Field(default=5, ge=0, description="Never more instances than this.")
-    max_idle_agent_period: OptionalDuration = Field(
-        default=timedelta(minutes=20),
-        description="An agent idle this long is drained, then terminated; `off` keeps it.",
+    max_idle_agent_period: IdlePeriod = Field(
+        default=AUTO,
+        description=(
+            "An agent idle this long is drained, then terminated; `off` keeps it. `auto` keeps "
+            "an idle agent while keeping it is expected to cost less than booting a new one "
+            "when work comes (boot time × price plus the wait it saves), learned from the "
+            "pool's recent arrivals and boot times (docs/design/provisioning-decider.md)."
+        ),
     )
+    # ---- the fleet's cost rules (issue 16), kept together ----
+    boot_hedge: float = Field(
+        default=1.0,
+        ge=0,
+        le=4,
+        description=(
+            "Race boots: launch this fraction more instances than the pending work needs, "
+            "rounded up, start the work on the first agents to join and cancel the surplus "
+            "still starting (billed up to the cloud's minimum charge). Boot times have a long "
+            "tail, so 1 (one spare per instance) cuts the long waits; 0 turns it off."
+        ),
+    )
+    # ---- end of the fleet's cost rules ----
     max_agent_starting_period: Duration = Field(
         default=timedelta(minutes=20),
         description="An instance whose agent has not joined within this is terminated.",

@@ -36,7 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from provisioner.config import ProviderConfig, SpotFallbackPolicy
+from provisioner.config import AUTO, ProviderConfig, SpotFallbackPolicy
+from provisioner.idle_policy import BreakEven
 from provisioner.types import (
     AgentInfo,
     Backoff,
@@ -127,7 +128,7 @@ class ScaleDecider:
         work = _Pass(_Pool.of(snapshot), config, now)
         starting = work.broken()
         work.over_max()
-        work.idle(snapshot.pending)
+        work.idle(snapshot)
         starting = [i for i in starting if i.id not in work.gone]
         decision = work.decision
 
@@ -139,8 +140,20 @@ class ScaleDecider:
             for instance_id, agent in work.pool.agent_of.items()
             if instance_id not in work.gone and _is_free(agent)
         ]
-        free += [i.slots for i in starting]
-        packing = _pack(snapshot.pending, free, shape, self.gang_spare)
+        hedge = config.boot_hedge
+        race = ""
+        if hedge > 0:
+            # Race boots: pack onto idle agents only, then keep (1 + hedge) × the instances the
+            # rest needs starting; the first to join take the work, the surplus is cancelled.
+            packing = _pack(snapshot.pending, free, shape, self.gang_spare)
+            target = math.ceil(packing.new_instances * (1 + hedge))
+            race = work.race(starting, target, packing.new_instances, hedge)
+            starting = [i for i in starting if i.id not in work.gone]
+            packing.new_instances = max(0, target - len(starting))
+            free += [i.slots for i in starting]
+        else:
+            free += [i.slots for i in starting]
+            packing = _pack(snapshot.pending, free, shape, self.gang_spare)
 
         kept = len(work.pool.active) - len(work.gone)
         min_deficit = max(0, config.min_instances - kept)
@@ -152,6 +165,8 @@ class ScaleDecider:
             reasons = []
             if packing.new_instances:
                 reasons.append(_demand_reason(packing.uncovered, sum(free)))
+                if race:
+                    reasons.append(race)
             if min_deficit:
                 reasons.append(f"min_instances {config.min_instances} ({kept} live)")
             decision.launches.append(Launch(choice.offer, count, "; ".join(reasons)))
@@ -199,6 +214,21 @@ class _Pass:
         self.decision.terminations.append(Termination(instance.id, reason))
         self.gone.add(instance.id)
 
+    def race(self, starting: list[Instance], target: int, needed: int, hedge: float) -> str:
+        """``boot_hedge``: cancel starting instances beyond ``target`` (newest first, never
+        below ``min_instances``); return the launch reason's race note."""
+        note = f"racing {target} boots for {_plural(needed, 'instance')} (boot_hedge {hedge:g})"
+        surplus = len(starting) - target
+        budget = len(self.pool.active) - len(self.gone) - self.config.min_instances
+        doomed = sorted(starting, key=lambda i: (i.launched_at, i.id), reverse=True)
+        for instance in doomed[: max(0, min(surplus, budget))]:
+            self.terminate(
+                instance,
+                f"boot race: {_plural(len(starting), 'instance')} starting where "
+                f"{target} are needed (boot_hedge {hedge:g})",
+            )
+        return note
+
     def broken(self) -> list[Instance]:
         """Terminate never-joined and long-disconnected instances (even below the minimum);
         return the instances still starting, which count as capacity."""
@@ -244,36 +274,67 @@ class _Pass:
         for instance in sorted(remaining, key=rank)[:excess]:
             self.terminate(instance, f"over max_instances {self.config.max_instances}")
 
-    def idle(self, pending: tuple[Demand, ...]) -> None:
+    def idle(self, snapshot: PoolSnapshot) -> None:
         """Drain agents idle past the period; terminate them once drained and still idle. Never
         below ``min_instances``, and never drain an agent pending work could use."""
         period = self.config.max_idle_agent_period
         if period is None:
             return
+        keep = self._auto_periods(snapshot) if period == AUTO else {}
         budget = len(self.pool.active) - len(self.gone) - self.config.min_instances
-        candidates: list[tuple[datetime, AgentInfo, Instance]] = []
+        candidates: list[tuple[datetime, AgentInfo, Instance, str]] = []
         for instance in self.pool.active:
             agent = self.pool.agent_of.get(instance.id)
             if instance.id in self.gone or agent is None or agent.disconnected_since is not None:
                 continue
-            if agent.idle_since is not None and self.now - agent.idle_since >= period:
-                candidates.append((agent.idle_since, agent, instance))
+            if agent.idle_since is None:
+                continue
+            if isinstance(period, timedelta):
+                if self.now - agent.idle_since >= period:
+                    why = f"max_idle_agent_period {human_duration(period)}"
+                    candidates.append((agent.idle_since, agent, instance, why))
+            elif agent.draining:
+                candidates.append((agent.idle_since, agent, instance, "drained"))
+            elif agent.agent_id in keep and self.now - agent.idle_since >= keep[agent.agent_id][0]:
+                candidates.append((agent.idle_since, agent, instance, keep[agent.agent_id][1]))
         # Already-drained agents first (they are out of service either way), longest idle first.
         candidates.sort(key=lambda c: (not c[1].draining, c[0], c[2].id))
-        for idle_since, agent, instance in candidates:
+        for idle_since, agent, instance, why in candidates:
             if budget <= 0:
                 return
-            reason = (
-                f"idle for {human_duration(self.now - idle_since)} "
-                f"(max_idle_agent_period {human_duration(period)})"
-            )
+            reason = f"idle for {human_duration(self.now - idle_since)} ({why})"
             if agent.draining:
                 self.terminate(instance, reason)
-            elif any(_could_serve(demand, agent) for demand in pending):
+            elif any(_could_serve(demand, agent) for demand in snapshot.pending):
                 continue
             else:
                 self.decision.drains.append(Drain(agent.agent_id, reason))
             budget -= 1
+
+    def _auto_periods(self, snapshot: PoolSnapshot) -> dict[str, tuple[timedelta, str]]:
+        """``auto``: each idle agent's break-even keep period, newest idle ranked first."""
+        rule = BreakEven(snapshot.history, self.now)
+        free = [
+            agent
+            for instance in self.pool.active
+            if instance.id not in self.gone
+            and (agent := self.pool.agent_of.get(instance.id)) is not None
+            and _is_free(agent)
+        ]
+        free.sort(key=lambda a: (a.idle_since or self.now, a.agent_id), reverse=True)
+        periods: dict[str, tuple[timedelta, str]] = {}
+        depth = 0
+        basis = "learned from the last 2h" if rule.learned else "2 × boot, no history yet"
+        for agent in free:
+            depth += agent.slots
+            period = rule.keep(depth)
+            periods[agent.agent_id] = (
+                period,
+                f"max_idle_agent_period auto: {human_duration(period)} with "
+                f"{_plural(depth, 'slot')} idle, boot ~{human_duration(timedelta(seconds=rule.boot_s))}"
+                f", {basis}",
+            )
+        return periods
 
 
 def _choose_offer(snapshot: PoolSnapshot, config: ProviderConfig, now: datetime) -> _OfferChoice:

@@ -1,0 +1,72 @@
+"""The bounded memory behind ``PoolSnapshot.history``: recent arrivals and boot times.
+
+The provisioning loop (and the simulator) tell it what they see each pass; ``history(now)``
+gives the decider the last ``idle_policy.WINDOW`` of arrivals and the last ``BOOTS_USED`` boot
+times. Both are capped (``MAX_ARRIVALS``), so a pass stays cheap however busy the pool is.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+
+from provisioner.idle_policy import BOOTS_USED, WINDOW
+from provisioner.types import AgentInfo, Demand, Instance, PoolHistory
+
+MAX_ARRIVALS = 4096  # arrivals kept at most (a 2 h window rarely holds more than a few hundred)
+MAX_SEEN = 8192  # job and instance ids remembered, to count each arrival and boot once
+
+
+class HistoryRecorder:
+    def __init__(self, since: datetime) -> None:
+        self.since = since
+        self._arrivals: deque[tuple[datetime, int]] = deque(maxlen=MAX_ARRIVALS)
+        self._boots: deque[float] = deque(maxlen=BOOTS_USED)
+        self._jobs: dict[str, None] = {}
+        self._joined: dict[str, None] = {}
+        self._cached: PoolHistory | None = None
+
+    def arrived(self, at: datetime, slots: int) -> None:
+        self._arrivals.append((at, slots))
+        self._cached = None
+
+    def booted(self, seconds: float) -> None:
+        self._boots.append(max(0.0, seconds))
+        self._cached = None
+
+    def observe(
+        self,
+        now: datetime,
+        demand: list[Demand] | tuple[Demand, ...],
+        instances: list[Instance] | tuple[Instance, ...],
+        agents: list[AgentInfo] | tuple[AgentInfo, ...],
+    ) -> None:
+        """One pass's view: demand not seen before arrived now; an instance whose agent joined
+        since the last pass booted in ``now - launched_at``."""
+        for item in demand:
+            if item.job_id not in self._jobs:
+                self._remember(self._jobs, item.job_id)
+                self.arrived(now, item.slots)
+        by_instance = {a.instance_id for a in agents if a.instance_id}
+        by_agent = {a.agent_id for a in agents}
+        for instance in instances:
+            if instance.id in self._joined:
+                continue
+            if instance.id in by_instance or (instance.agent_id and instance.agent_id in by_agent):
+                self._remember(self._joined, instance.id)
+                self.booted((now - instance.launched_at).total_seconds())
+
+    def history(self, now: datetime) -> PoolHistory:
+        start = now - WINDOW
+        while self._arrivals and self._arrivals[0][0] < start:
+            self._arrivals.popleft()
+            self._cached = None
+        if self._cached is None:
+            self._cached = PoolHistory(tuple(self._arrivals), tuple(self._boots), self.since)
+        return self._cached
+
+    @staticmethod
+    def _remember(seen: dict[str, None], key: str) -> None:
+        seen[key] = None
+        if len(seen) > MAX_SEEN:
+            del seen[next(iter(seen))]
