@@ -325,14 +325,14 @@ class _Pass:
         periods: dict[str, tuple[timedelta, str]] = {}
         depth = 0
         basis = "learned from the last 2h" if rule.learned else "2 × boot, no history yet"
+        boot = human_duration(timedelta(seconds=rule.boot_s))
         for agent in free:
             depth += agent.slots
             period = rule.keep(depth)
             periods[agent.agent_id] = (
                 period,
                 f"max_idle_agent_period auto: {human_duration(period)} with "
-                f"{_plural(depth, 'slot')} idle, boot ~{human_duration(timedelta(seconds=rule.boot_s))}"
-                f", {basis}",
+                f"{_plural(depth, 'slot')} idle, boot ~{boot}, {basis}",
             )
         return periods
 

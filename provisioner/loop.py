@@ -27,6 +27,7 @@ from typing import Protocol
 from provisioner.base import Provider
 from provisioner.config import ProviderConfig
 from provisioner.decider import ScaleDecider
+from provisioner.history import HistoryRecorder
 from provisioner.types import (
     AgentInfo,
     Backoff,
@@ -104,6 +105,8 @@ class PoolLoop:
         self.status = PoolStatus()
         self.backoffs: dict[OfferKey, Backoff] = {}
         self.spot_unavailable_since: datetime | None = None
+        # Arrivals and boot times for max_idle_agent_period auto (bounded; in memory).
+        self.history = HistoryRecorder(clock())
         self._offers: tuple[list[Offer], datetime] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -142,6 +145,7 @@ class PoolLoop:
         demand = await self.world.demand(self.pool)
         agents = await self.world.agents(self.pool)
         self._expire_backoffs(now)
+        self.history.observe(now, demand, instances, agents)
         decision = self._decide(instances, offers, demand, agents, now)
         for drain in decision.drains:
             await self.world.drain(drain.agent_id, drain.reason)
@@ -181,6 +185,7 @@ class PoolLoop:
             offers=tuple(offers),
             backoffs=tuple(self.backoffs.values()),
             spot_unavailable_since=self.spot_unavailable_since,
+            history=self.history.history(now),
         )
         decision = self.decider.decide(snapshot, self.config, now)
         # The decider says whether spot was usable; the fallback delay counts from the first

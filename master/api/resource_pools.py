@@ -4,7 +4,7 @@ instances, pending demand, status and backoffs — why the fleet is the size it 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -39,7 +39,8 @@ def _limits(provider: ProviderConfig) -> dict[str, Any]:
     return {
         "minInstances": provider.min_instances,
         "maxInstances": provider.max_instances,
-        "maxIdleAgentPeriod": period.total_seconds() if period is not None else None,
+        "maxIdleAgentPeriod": period.total_seconds() if isinstance(period, timedelta) else None,
+        "idleRule": "fixed" if isinstance(period, timedelta) else period or "off",
         "market": "spot" if spot else "on-demand",
     }
 
