@@ -1,0 +1,260 @@
+"""Table tests of the fleet rules (issue 16) on the pure decider, with a fixed clock: break-even
+idle (``max_idle_agent_period: auto``), boot racing (``boot_hedge``), the bounded history the
+loop feeds them, and the config that selects them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from provisioner.config import ProviderConfig
+from provisioner.decider import ScaleDecider
+from provisioner.history import MAX_SEEN, HistoryRecorder
+from provisioner.idle_policy import BOOTS_USED, DEFAULT_BOOT_S, HORIZON, WINDOW, BreakEven
+from provisioner.types import AgentInfo, Decision, Demand, PoolHistory, PoolSnapshot
+from tests.unit.test_decider import NOW, PENDING, agent, ago, instance, offer
+
+# A steady pool: one slot arrives every minute, 30 s past each minute, for the last 2 h. From
+# any whole minute, the r-th slot arrives in 60 r - 30 s.
+STEADY = PoolHistory(
+    arrivals=tuple(
+        (NOW - WINDOW + timedelta(seconds=30 + 60 * k), 1)
+        for k in range(int(WINDOW.total_seconds() // 60))
+    ),
+    since=NOW - timedelta(hours=3),
+)
+QUIET = PoolHistory(since=NOW - timedelta(hours=3))  # observed for 3 h, nothing arrived
+
+
+def auto(**fields: Any) -> ProviderConfig:
+    return ProviderConfig.model_validate(
+        {"type": "local", "max_idle_agent_period": "auto", "boot_hedge": 0, **fields}
+    )
+
+
+def decide(cfg: ProviderConfig, history: PoolHistory = PoolHistory(), **snapshot: Any) -> Decision:
+    snapshot.setdefault("offers", (offer(),))
+    for name in ("pending", "instances", "agents", "offers"):
+        snapshot[name] = tuple(snapshot.get(name, ()))
+    return ScaleDecider().decide(PoolSnapshot("gpu", history=history, **snapshot), cfg, NOW)
+
+
+# ---- break-even keep periods -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("history", "rank", "keep_s", "learned"),
+    [
+        # Ski rental without history: keep for what a boot costs, 2 × the boot time.
+        pytest.param(PoolHistory(), 1, 2 * DEFAULT_BOOT_S, False, id="nothing known"),
+        pytest.param(PoolHistory(boot_seconds=(60, 100)), 3, 160, False, id="boots known"),
+        pytest.param(
+            PoolHistory(since=NOW - timedelta(minutes=40)), 1, 240, False, id="too short to learn"
+        ),
+        # Learned: keep while the wait for the r-th slot (60 r - 30 s) is under a boot (240 s).
+        pytest.param(STEADY, 1, 30, True, id="steady, first idle slot"),
+        pytest.param(STEADY, 4, 210, True, id="steady, 4th idle slot"),
+        pytest.param(STEADY, 5, 0, True, id="steady, 5th: a boot is cheaper"),
+        pytest.param(QUIET, 1, 0, True, id="nothing arrives"),
+    ],
+)
+def test_break_even_keep_period(
+    history: PoolHistory, rank: int, keep_s: float, learned: bool
+) -> None:
+    rule = BreakEven(history, NOW)
+    assert rule.learned is learned
+    assert rule.keep(rank) == timedelta(seconds=keep_s)
+
+
+def test_long_gaps_are_kept_up_to_the_horizon_when_a_boot_is_dear() -> None:
+    # Boots of 20 min: every arrival within the 30 min horizon is worth waiting for.
+    history = PoolHistory(STEADY.arrivals, (1200.0,), STEADY.since)
+    assert BreakEven(history, NOW).keep(20) == timedelta(seconds=60 * 20 - 30)
+    assert BreakEven(history, NOW).keep(200) <= HORIZON
+
+
+# ---- the decider with auto ---------------------------------------------------------------------
+
+
+def test_auto_without_history_drains_after_twice_the_boot_time() -> None:
+    instances = [instance("i1"), instance("i2")]
+    agents = [agent("i1", idle=5), agent("i2", idle=3)]
+    decision = decide(auto(), instances=instances, agents=agents)
+    assert [(d.agent_id, d.reason) for d in decision.drains] == [
+        (
+            "agent-i1",
+            "idle for 5m (max_idle_agent_period auto: 4m with 2 slots idle, boot ~2m, "
+            "2 × boot, no history yet)",
+        )
+    ]
+
+
+def test_auto_ranks_idle_agents_newest_first_and_keeps_those_work_will_reach() -> None:
+    instances = [instance("a"), instance("b"), instance("c")]
+    agents = [agent("a", idle=20 / 60), agent("b", idle=80 / 60), agent("c", idle=5)]
+    decision = decide(auto(), STEADY, instances=instances, agents=agents)
+    # a: 1 slot deep, keep 30 s; b: 2 deep, keep 90 s; c: 3 deep, keep 150 s.
+    assert [(d.agent_id, d.reason) for d in decision.drains] == [
+        (
+            "agent-c",
+            "idle for 5m (max_idle_agent_period auto: 2m30s with 3 slots idle, boot ~2m, "
+            "learned from the last 2h)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "agents", "pending", "drained", "terminated"),
+    [
+        pytest.param(auto(), [agent("i1", idle=3, draining=True)], [], [], ["i1"], id="drained"),
+        pytest.param(auto(), [agent("i1", idle=10)], [Demand("j", 1)], [], [], id="work waits"),
+        pytest.param(auto(min_instances=1), [agent("i1", idle=10)], [], [], [], id="minimum"),
+        pytest.param(auto(), [agent("i1")], [], [], [], id="busy"),
+        pytest.param(
+            auto(max_idle_agent_period="off"), [agent("i1", idle=600)], [], [], [], id="off"
+        ),
+    ],
+)
+def test_auto_respects_the_other_rules(
+    cfg: ProviderConfig,
+    agents: list[AgentInfo],
+    pending: list[Demand],
+    drained: list[str],
+    terminated: list[str],
+) -> None:
+    decision = decide(cfg, QUIET, instances=[instance("i1")], agents=agents, pending=pending)
+    assert [d.agent_id for d in decision.drains] == drained
+    assert [t.instance_id for t in decision.terminations] == terminated
+
+
+# ---- boot racing -------------------------------------------------------------------------------
+
+
+def race(hedge: float, **fields: Any) -> ProviderConfig:
+    return auto(boot_hedge=hedge, **fields)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "snapshot", "launched", "cancelled"),
+    [
+        pytest.param(race(1), dict(pending=[Demand("j", 1)]), 2, [], id="one job, two boots"),
+        pytest.param(
+            race(0.5, max_instances=10),
+            dict(pending=[Demand("g", 4, single_agent=False)]),
+            6,
+            [],
+            id="gang of 4: 6 boots",
+        ),
+        pytest.param(
+            race(1),
+            dict(
+                pending=[Demand("j", 1)],
+                instances=[instance("s1", 1, PENDING), instance("s2", 0.5, PENDING)],
+            ),
+            0,
+            [],
+            id="already racing",
+        ),
+        pytest.param(
+            race(1),
+            dict(instances=[instance("s1", 1, PENDING), instance("s2", 0.5, PENDING)]),
+            0,
+            ["s2", "s1"],
+            id="work started: cancel newest first",
+        ),
+        pytest.param(
+            race(1, min_instances=1),
+            dict(instances=[instance("s1", 1, PENDING), instance("s2", 0.5, PENDING)]),
+            0,
+            ["s2"],
+            id="never below the minimum",
+        ),
+        pytest.param(
+            race(1),
+            dict(pending=[Demand("j", 1)], instances=[instance("i1")], agents=[agent("i1", 0)]),
+            0,
+            [],
+            id="an idle agent takes it",
+        ),
+        pytest.param(
+            race(1, max_instances=1), dict(pending=[Demand("j", 1)]), 1, [], id="max_instances"
+        ),
+    ],
+)
+def test_boot_race(
+    cfg: ProviderConfig, snapshot: dict[str, Any], launched: int, cancelled: list[str]
+) -> None:
+    decision = decide(cfg, QUIET, **snapshot)
+    assert sum(launch.count for launch in decision.launches) == launched
+    assert [t.instance_id for t in decision.terminations] == cancelled
+
+
+def test_boot_race_reasons() -> None:
+    decision = decide(race(1), pending=[Demand("j", 1)])
+    assert decision.launches[0].reason == (
+        "1 slot pending for job j; no idle capacity; racing 2 boots for 1 instance (boot_hedge 1)"
+    )
+    decision = decide(race(1), instances=[instance("s1", 1, PENDING)])
+    assert decision.terminations[0].reason == (
+        "boot race: 1 instance starting where 0 are needed (boot_hedge 1)"
+    )
+
+
+# ---- the history the loop keeps ------------------------------------------------------------------
+
+
+def test_history_counts_each_arrival_and_boot_once_and_forgets_the_old() -> None:
+    recorder = HistoryRecorder(since=ago(200))
+    booting = instance("i1", launched=2, state=PENDING)
+    recorder.observe(ago(150), [Demand("old", 4)], [booting], [])
+    recorder.observe(ago(1), [Demand("j", 1)], [booting], [])
+    recorder.observe(NOW, [Demand("j", 1), Demand("k", 2)], [booting], [agent("i1", idle=0)])
+    recorder.observe(NOW, [Demand("k", 2)], [booting], [agent("i1", idle=0)])
+    history = recorder.history(NOW)
+    assert history.arrivals == ((ago(1), 1), (NOW, 2))  # "old" fell out of the 2 h window
+    assert history.boot_seconds == (120.0,)
+    assert history.since == ago(200)
+    assert recorder.history(NOW) is history  # unchanged: no new tuple per pass
+
+
+def test_history_is_bounded() -> None:
+    recorder = HistoryRecorder(since=ago(60))
+    for n in range(BOOTS_USED + 5):
+        recorder.booted(n)
+    for n in range(MAX_SEEN + 10):
+        recorder.observe(NOW, [Demand(f"j{n}", 1)], [], [])
+    assert len(recorder.history(NOW).boot_seconds) == BOOTS_USED
+    assert len(recorder._jobs) == MAX_SEEN
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [("auto", "auto"), ("AUTO", "auto"), ("20m", timedelta(minutes=20)), ("off", None)],
+)
+def test_max_idle_agent_period_values(value: str, parsed: object) -> None:
+    assert ProviderConfig(type="local", max_idle_agent_period=value).max_idle_agent_period == parsed
+
+
+def test_new_pools_default_to_auto_and_race_one_spare() -> None:
+    pool = ProviderConfig(type="local")
+    assert (pool.max_idle_agent_period, pool.boot_hedge) == ("auto", 1.0)
+    assert pool.model_dump(mode="json")["max_idle_agent_period"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_idle_agent_period": "soon"}, "expected 'auto', or a number of seconds"),
+        ({"boot_hedge": -1}, "boot_hedge"),
+        ({"boot_hedge": 5}, "boot_hedge"),
+    ],
+)
+def test_bad_fleet_settings_name_the_field(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ProviderConfig.model_validate({"type": "local", **fields})
