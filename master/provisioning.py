@@ -242,13 +242,15 @@ def _reconcile(
 
 
 def instance_slots(provider: ProviderConfig) -> int:
-    """Slots of one instance: configured, else the instance type's GPUs (AWS), else 1."""
+    """Slots of one instance: configured, else the instance type's GPUs (AWS; the largest of
+    ``instance_types`` in a mixed pool), else 1."""
     if provider.instance_slots is not None:
         return provider.instance_slots
     if provider.type == "aws":
         from provisioner.prices import PriceBook
 
-        return PriceBook(provider.prices).slots(provider.instance_type)
+        book = PriceBook(provider.prices)
+        return max(book.slots(instance_type) for instance_type in provider.types)
     return 1
 
 

@@ -126,6 +126,22 @@ class ProviderConfig(_Section):
         ),
     )
     # ---- the fleet's cost rules (issue 16), kept together ----
+    instance_types: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Several instance types for one pool, e.g. `[g5.xlarge, g5.12xlarge]`: each job is "
+            "fitted to the cheapest type, zone and market that holds its shape, and a type "
+            "without capacity falls through to the next. Empty: `instance_type` alone."
+        ),
+    )
+    max_cost_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Never run instances costing more than this many $/hour together (spot at its "
+            "current price); queued work then says `budget cap $X/h reached`. Default: no cap."
+        ),
+    )
     boot_hedge: float = Field(
         default=1.0,
         ge=0,
@@ -183,9 +199,21 @@ class ProviderConfig(_Section):
                 f"min_instances ({self.min_instances}) is more than max_instances "
                 f"({self.max_instances})"
             )
+        if self.instance_types and self.instance_slots is not None:
+            raise ValueError(
+                "instance_slots: applies to one instance_type; with instance_types each type's "
+                "slots come from the price table"
+            )
+        if len(set(self.instance_types)) != len(self.instance_types):
+            raise ValueError(f"instance_types: each type once, got {self.instance_types}")
         if self.type == "aws":
             if self.image_id is None:
                 raise ValueError("image_id: required for type aws (an AMI with the agent)")
-            if self.instance_type == "local":
+            if "local" in self.types:
                 raise ValueError("instance_type: name an EC2 instance type, e.g. g5.xlarge")
         return self
+
+    @property
+    def types(self) -> list[str]:
+        """The pool's instance types: ``instance_types``, or the one ``instance_type``."""
+        return self.instance_types or [self.instance_type]

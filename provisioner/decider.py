@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from provisioner.config import AUTO, ProviderConfig, SpotFallbackPolicy
 from provisioner.idle_policy import BreakEven
+from provisioner.offers import fit_mixed, within_budget
 from provisioner.types import (
     AgentInfo,
     Backoff,
@@ -131,6 +132,9 @@ class ScaleDecider:
         work.idle(snapshot)
         starting = [i for i in starting if i.id not in work.gone]
         decision = work.decision
+        if len({o.instance_type for o in snapshot.offers}) > 1:
+            self._decide_mixed(work, snapshot, starting)
+            return decision
 
         choice = _choose_offer(snapshot, config, now)
         decision.spot_unavailable = choice.spot_unavailable
@@ -169,8 +173,16 @@ class ScaleDecider:
                     reasons.append(race)
             if min_deficit:
                 reasons.append(f"min_instances {config.min_instances} ({kept} live)")
-            decision.launches.append(Launch(choice.offer, count, "; ".join(reasons)))
-            status.append(f"launching {count} × {choice.offer.key}")
+            launch = Launch(choice.offer, count, "; ".join(reasons))
+            kept_launches, budget_note = within_budget(
+                [launch], work.running(), config.max_cost_per_hour
+            )
+            decision.launches += kept_launches
+            count = sum(k.count for k in kept_launches)
+            if count:
+                status.append(f"launching {count} × {choice.offer.key}")
+            if budget_note:
+                status.append(budget_note)
         waiting = sum(slots for _, slots in packing.uncovered) - count * shape
         if room < wanted and waiting > 0:
             status.append(
@@ -199,6 +211,80 @@ class ScaleDecider:
         decision.status = "; ".join(status)
         return decision
 
+    def _decide_mixed(self, work: _Pass, snapshot: PoolSnapshot, starting: list[Instance]) -> None:
+        """Several instance types: fit each job to the cheapest type that holds it
+        (``provisioner/offers.py``), race boots per type, keep within the budget."""
+        config, decision = work.config, work.decision
+        choices, notes = [], []
+        for instance_type in sorted({o.instance_type for o in snapshot.offers}):
+            mine = tuple(o for o in snapshot.offers if o.instance_type == instance_type)
+            choice = _choose_offer(replace(snapshot, offers=mine), config, work.now)
+            decision.spot_unavailable = decision.spot_unavailable or choice.spot_unavailable
+            if choice.offer is not None:
+                choices.append(choice)
+            elif choice.note:
+                notes.append(f"{instance_type}: {choice.note}")
+        # Spot counts as unavailable only when no type has a usable spot offer.
+        decision.spot_unavailable = decision.spot_unavailable and not any(
+            c.offer is not None and c.offer.market is Market.SPOT for c in choices
+        )
+        offers = [c.offer for c in choices if c.offer is not None]
+        free = [
+            agent.slots
+            for instance_id, agent in work.pool.agent_of.items()
+            if instance_id not in work.gone and _is_free(agent)
+        ]
+        hedge = config.boot_hedge
+        if hedge == 0:
+            free += [i.slots for i in starting]
+        packing = fit_mixed(snapshot.pending, free, offers, self.gang_spare)
+        room = max(0, config.max_instances - len(work.pool.live))
+        launches: list[Launch] = []
+        for fit in packing.fits.values():
+            count, reasons = fit.count, [_demand_reason(fit.uncovered, sum(free))]
+            if hedge > 0:
+                theirs = [i for i in starting if i.instance_type == fit.offer.instance_type]
+                target = math.ceil(fit.count * (1 + hedge))
+                reasons.append(work.race(theirs, target, fit.count, hedge))
+                count = max(0, target - len([i for i in theirs if i.id not in work.gone]))
+            reasons += sorted(fit.why)
+            if min(count, room):
+                launches.append(Launch(fit.offer, min(count, room), "; ".join(reasons)))
+                room -= min(count, room)
+        if hedge > 0:  # types no work was fitted to race nothing
+            fitted = set(packing.fits)
+            idle_types = [i for i in starting if i.instance_type not in fitted]
+            for instance_type in sorted({i.instance_type for i in idle_types}):
+                work.race([i for i in idle_types if i.instance_type == instance_type], 0, 0, hedge)
+        kept = len(work.pool.active) - len(work.gone)
+        deficit = min(max(0, config.min_instances - kept), room)
+        if deficit and offers:
+            cheapest = min(offers, key=lambda o: (o.price_per_hour, o.slots))
+            reason = f"min_instances {config.min_instances} ({kept} live)"
+            launches.append(Launch(cheapest, deficit, reason))
+        launches, budget_note = within_budget(launches, work.running(), config.max_cost_per_hour)
+        decision.launches = launches
+        status = [f"launching {launch.count} × {launch.offer.key}" for launch in launches]
+        if budget_note:
+            status.append(budget_note)
+        if not offers and (packing.fits or snapshot.pending):
+            status += notes or ["no offer to launch"]
+        for demand in packing.never_fit:
+            largest = max((o.slots for o in snapshot.offers), default=0)
+            status.append(
+                f"job {demand.job_id} can never fit: {_plural(demand.slots, 'slot')} on one "
+                f"agent, the largest instance type has {largest}"
+            )
+        if decision.terminations:
+            status.append(f"terminating {len(decision.terminations)}")
+        if decision.drains:
+            status.append(f"draining {_plural(len(decision.drains), 'idle agent')}")
+        pending = sum(d.slots for d in snapshot.pending)
+        decision.status = "; ".join(status) or (
+            _plural(len(work.pool.active), "instance")
+            + (f", {_plural(pending, 'slot')} pending" if pending else ", nothing pending")
+        )
+
 
 @dataclass
 class _Pass:
@@ -209,6 +295,10 @@ class _Pass:
     now: datetime
     decision: Decision = field(default_factory=Decision)
     gone: set[str] = field(default_factory=set)  # instances terminated in this pass
+
+    def running(self) -> list[Instance]:
+        """Instances still billed after this pass (for the budget cap)."""
+        return [i for i in self.pool.live if i.id not in self.gone]
 
     def terminate(self, instance: Instance, reason: str) -> None:
         self.decision.terminations.append(Termination(instance.id, reason))

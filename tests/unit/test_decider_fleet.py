@@ -14,7 +14,16 @@ from provisioner.config import ProviderConfig
 from provisioner.decider import ScaleDecider
 from provisioner.history import MAX_SEEN, HistoryRecorder
 from provisioner.idle_policy import BOOTS_USED, DEFAULT_BOOT_S, HORIZON, WINDOW, BreakEven
-from provisioner.types import AgentInfo, Decision, Demand, PoolHistory, PoolSnapshot
+from provisioner.types import (
+    AgentInfo,
+    Backoff,
+    Decision,
+    Demand,
+    Market,
+    Offer,
+    PoolHistory,
+    PoolSnapshot,
+)
 from tests.unit.test_decider import NOW, PENDING, agent, ago, instance, offer
 
 # A steady pool: one slot arrives every minute, 30 s past each minute, for the last 2 h. From
@@ -37,7 +46,7 @@ def auto(**fields: Any) -> ProviderConfig:
 
 def decide(cfg: ProviderConfig, history: PoolHistory = PoolHistory(), **snapshot: Any) -> Decision:
     snapshot.setdefault("offers", (offer(),))
-    for name in ("pending", "instances", "agents", "offers"):
+    for name in ("pending", "instances", "agents", "offers", "backoffs"):
         snapshot[name] = tuple(snapshot.get(name, ()))
     return ScaleDecider().decide(PoolSnapshot("gpu", history=history, **snapshot), cfg, NOW)
 
@@ -258,3 +267,121 @@ def test_new_pools_default_to_auto_and_race_one_spare() -> None:
 def test_bad_fleet_settings_name_the_field(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ProviderConfig.model_validate({"type": "local", **fields})
+
+
+# ---- mixed instance types and the budget cap ---------------------------------------------------
+
+SMALL = Offer("g5.xlarge", "us-east-1a", Market.ON_DEMAND, 1.0, 1)
+LARGE = Offer("g5.12xlarge", "us-east-1a", Market.ON_DEMAND, 5.0, 4)
+LARGE_B = Offer("g5.12xlarge", "us-east-1b", Market.ON_DEMAND, 5.5, 4)
+
+
+def launches(decision: Decision) -> list[tuple[str, str | None, int]]:
+    return [(x.offer.instance_type, x.offer.zone, x.count) for x in decision.launches]
+
+
+@pytest.mark.parametrize(
+    ("pending", "offers", "backoffs", "expected"),
+    [
+        pytest.param([Demand("j", 1)], [SMALL, LARGE], [], [("g5.xlarge", "us-east-1a", 1)]),
+        pytest.param(
+            [Demand("c", 2)], [SMALL, LARGE], [], [("g5.12xlarge", "us-east-1a", 1)], id="2-slot"
+        ),
+        pytest.param(
+            [Demand("c", 2), Demand("j", 1)],
+            [SMALL, LARGE],
+            [],
+            [("g5.12xlarge", "us-east-1a", 1)],
+            id="the 1-slot job shares the 4-slot instance",
+        ),
+        pytest.param(
+            [Demand("g", 8, single_agent=False)],
+            [Offer("g5.xlarge", "us-east-1a", Market.ON_DEMAND, 1.5, 1), LARGE],
+            [],
+            [("g5.12xlarge", "us-east-1a", 2)],
+            id="gang: 2 × 4 slots cheaper than 8 × 1",
+        ),
+        pytest.param(
+            [Demand("c", 2)],
+            [SMALL, LARGE, LARGE_B],
+            [Backoff(LARGE.key, NOW + timedelta(minutes=1), 1, "capacity")],
+            [("g5.12xlarge", "us-east-1b", 1)],
+            id="capacity falls through to the next zone",
+        ),
+    ],
+)
+def test_mixed_pool_fits_each_job_to_the_cheapest_type_that_holds_it(
+    pending: list[Demand], offers: list[Offer], backoffs: list[Backoff], expected: list[Any]
+) -> None:
+    decision = decide(auto(), QUIET, pending=pending, offers=offers, backoffs=backoffs)
+    assert launches(decision) == expected
+
+
+def test_mixed_pool_explains_the_choice_and_what_can_never_fit() -> None:
+    decision = decide(auto(), QUIET, pending=[Demand("c", 2)], offers=[SMALL, LARGE])
+    assert decision.launches[0].reason == (
+        "2 slots pending for job c; no idle capacity; g5.12xlarge: the cheapest type that holds "
+        "2 slots on one agent ($5.000/h)"
+    )
+    decision = decide(auto(), QUIET, pending=[Demand("n", 8)], offers=[SMALL, LARGE])
+    assert decision.launches == []
+    assert decision.status == (
+        "job n can never fit: 8 slots on one agent, the largest instance type has 4"
+    )
+
+
+def test_mixed_pool_races_boots_per_type() -> None:
+    cfg = auto(boot_hedge=1, max_instances=10)
+    decision = decide(cfg, QUIET, pending=[Demand("c", 2), Demand("g", 1)], offers=[SMALL, LARGE])
+    # The 1-slot job fits on the 4-slot instance launched for the command: one instance, raced.
+    assert launches(decision) == [("g5.12xlarge", "us-east-1a", 2)]
+
+
+@pytest.mark.parametrize(
+    ("cap", "running", "launched", "note"),
+    [
+        pytest.param(None, 0, 3, "", id="no cap"),
+        pytest.param(10.0, 0, 3, "", id="under the cap"),
+        pytest.param(2.5, 0, 2, "budget cap $2.5/h reached ($2.00/h running)", id="cut"),
+        pytest.param(2.0, 2, 0, "budget cap $2/h reached ($2.00/h running)", id="spent already"),
+    ],
+)
+def test_budget_cap(cap: float | None, running: int, launched: int, note: str) -> None:
+    cfg = auto(max_cost_per_hour=cap, max_instances=10)
+    busy = [instance(f"b{n}") for n in range(running)]
+    agents = [agent(f"b{n}") for n in range(running)]
+    decision = decide(
+        cfg, QUIET, pending=[Demand(f"j{n}", 1) for n in range(3)], instances=busy, agents=agents
+    )
+    assert sum(x.count for x in decision.launches) == launched
+    assert (note in decision.status) if note else "budget" not in decision.status
+
+
+def test_budget_cap_in_a_mixed_pool_counts_each_type_at_its_price() -> None:
+    cfg = auto(max_cost_per_hour=5.5)
+    decision = decide(
+        cfg,
+        QUIET,
+        pending=[Demand("c", 2), Demand("j", 1), Demand("k", 1), Demand("l", 1)],
+        offers=[SMALL, LARGE],
+    )
+    # The 4-slot instance ($5/h) holds the command and two jobs; the 1-slot instance ($1/h)
+    # for the last job would break the cap.
+    assert launches(decision) == [("g5.12xlarge", "us-east-1a", 1)]
+    assert "budget cap $5.5/h reached ($5.00/h running)" in decision.status
+
+
+def test_instance_types_config() -> None:
+    pool = ProviderConfig.model_validate(
+        {"type": "aws", "image_id": "ami-x", "instance_types": ["g5.xlarge", "g5.12xlarge"]}
+    )
+    assert pool.types == ["g5.xlarge", "g5.12xlarge"]
+    assert ProviderConfig(type="local").types == ["local"]
+    with pytest.raises(ValidationError, match="instance_slots: applies to one instance_type"):
+        ProviderConfig.model_validate(
+            {"type": "local", "instance_types": ["a", "b"], "instance_slots": 2}
+        )
+    with pytest.raises(ValidationError, match="instance_types: each type once"):
+        ProviderConfig.model_validate({"type": "local", "instance_types": ["a", "a"]})
+    with pytest.raises(ValidationError, match="max_cost_per_hour"):
+        ProviderConfig.model_validate({"type": "local", "max_cost_per_hour": 0})
