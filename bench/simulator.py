@@ -277,7 +277,7 @@ def selected(args: argparse.Namespace, profile: CloudProfile) -> list[Scenario]:
 
 def runs(args: argparse.Namespace) -> list[tuple[Scenario, str, Policy, str]]:
     profile = load_profile(args.profile)
-    plan = []
+    plan: list[tuple[Scenario, str, Policy, str]] = []
     for scenario in selected(args, profile):
         ours = (
             ["auto", *args.sweep_idle.split(",")] if args.sweep_idle else args.max_idle.split(",")
