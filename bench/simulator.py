@@ -250,6 +250,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"Determined at these periods (default {','.join(SWEEP)}), the decider at auto "
         "and the same",
     )
+    parser.add_argument(
+        "--warm-cost",
+        type=float,
+        default=0.0,
+        help="the decider's max_warm_cost_per_hour ($/h; default 0, the warm pool off)",
+    )
+    parser.add_argument("--boot-hedge", type=float, help="the decider's boot_hedge (default 1)")
     parser.add_argument("--scenarios", default="all", help="on-demand,spot,outage or all")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--plot", type=Path, help="with --sweep-idle: write the frontier PNG")
@@ -300,7 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(HEADER)
     for scenario, label, policy, value in runs(args):
         period = parse_idle_period(value)
-        result = simulate(scenario, policy, scenario.with_idle(period), args.trace, profile, seeds)
+        config = scenario.with_idle(period)
+        if label == "ScaleDecider":
+            fleet: dict[str, object] = {"max_warm_cost_per_hour": args.warm_cost}
+            if args.boot_hedge is not None:
+                fleet["boot_hedge"] = args.boot_hedge
+            config = config.model_copy(update=fleet)
+        result = simulate(scenario, policy, config, args.trace, profile, seeds)
         row = Row(scenario.name, label, format_idle_period(period), result)
         rows.append(row)
         print(json.dumps(row.as_json(args.seed)) if args.json else row.markdown(), flush=True)

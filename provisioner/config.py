@@ -72,7 +72,7 @@ class NetworkInterface(_Section):
     public_ip: bool = Field(default=True, description="Give instances a public address.")
 
 
-AUTO = "auto"
+AUTO: Literal["auto"] = "auto"
 
 
 def parse_idle_period(value: object) -> timedelta | str | None:
@@ -140,6 +140,16 @@ class ProviderConfig(_Section):
         description=(
             "Never run instances costing more than this many $/hour together (spot at its "
             "current price); queued work then says `budget cap $X/h reached`. Default: no cap."
+        ),
+    )
+    max_warm_cost_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Keep or launch idle capacity for the work forecast to arrive within one boot "
+            "time (recent arrivals and the same hour last week), spending at most this many "
+            "$/hour on idle instances; 0 turns the warm pool off. Reasons name the forecast: "
+            "`warm: 2 slots forecast for 14:00–14:04`."
         ),
     )
     boot_hedge: float = Field(

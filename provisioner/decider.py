@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from provisioner.config import AUTO, ProviderConfig, SpotFallbackPolicy
+from provisioner.forecast import Forecast, forecast
 from provisioner.idle_policy import BreakEven
 from provisioner.offers import fit_mixed, within_budget
 from provisioner.types import (
@@ -129,6 +130,9 @@ class ScaleDecider:
         work = _Pass(_Pool.of(snapshot), config, now)
         starting = work.broken()
         work.over_max()
+        if config.max_warm_cost_per_hour > 0:
+            boot_s = BreakEven(snapshot.history, now).boot_s
+            work.warm = forecast(snapshot.history, now, boot_s)
         work.idle(snapshot)
         starting = [i for i in starting if i.id not in work.gone]
         decision = work.decision
@@ -183,6 +187,24 @@ class ScaleDecider:
                 status.append(f"launching {count} × {choice.offer.key}")
             if budget_note:
                 status.append(budget_note)
+        if work.warm is not None and work.warm.slots and choice.offer is not None:
+            pending_slots = sum(d.slots for d in snapshot.pending)
+            spare = sum(free) + count * shape - pending_slots
+            price = choice.offer.price_per_hour
+            idle_spend = sum(i.price_per_hour for i in work.idle_instances())
+            affordable = math.floor((config.max_warm_cost_per_hour - idle_spend) / price + 1e-9)
+            more = min(math.ceil(max(0, work.warm.slots - spare) / shape), affordable, room - count)
+            if more > 0:
+                warm = Launch(choice.offer, more, work.warm.reason())
+                # Earlier launches fit the budget already: only the warm one may be cut.
+                planned = [*decision.launches, warm]
+                kept_all, _ = within_budget(planned, work.running(), config.max_cost_per_hour)
+                kept_warm = kept_all[len(decision.launches) :]
+                decision.launches += kept_warm
+                if kept_warm:
+                    status.append(f"{work.warm.reason()}: launching {kept_warm[0].count}")
+            elif work.kept_warm:
+                status.append(f"{work.warm.reason()}: {_plural(work.kept_warm, 'idle agent')} kept")
         waiting = sum(slots for _, slots in packing.uncovered) - count * shape
         if room < wanted and waiting > 0:
             status.append(
@@ -295,6 +317,40 @@ class _Pass:
     now: datetime
     decision: Decision = field(default_factory=Decision)
     gone: set[str] = field(default_factory=set)  # instances terminated in this pass
+    warm: Forecast | None = None  # with max_warm_cost_per_hour: the slots to keep warm
+    kept_warm: int = 0  # idle agents kept for the forecast
+
+    def idle_instances(self) -> list[Instance]:
+        """Instances whose agent is idle and in service (the warm pool's spend)."""
+        return [
+            i
+            for i in self.pool.active
+            if i.id not in self.gone
+            and (agent := self.pool.agent_of.get(i.id)) is not None
+            and _is_free(agent)
+        ]
+
+    def _warm_agents(self) -> dict[str, str]:
+        """Idle agents kept for the forecast (newest idle first, within the hourly cap)."""
+        if self.warm is None or not self.warm.slots:
+            return {}
+        free = [
+            (agent, instance)
+            for instance in self.idle_instances()
+            if (agent := self.pool.agent_of[instance.id]) is not None
+        ]
+        free.sort(key=lambda p: (p[0].idle_since or self.now, p[0].agent_id), reverse=True)
+        kept: dict[str, str] = {}
+        slots, spend = 0, 0.0
+        for agent, instance in free:
+            if slots >= self.warm.slots:
+                break
+            if spend + instance.price_per_hour > self.config.max_warm_cost_per_hour + 1e-9:
+                break
+            kept[agent.agent_id] = self.warm.reason()
+            slots += agent.slots
+            spend += instance.price_per_hour
+        return kept
 
     def running(self) -> list[Instance]:
         """Instances still billed after this pass (for the budget cap)."""
@@ -371,6 +427,7 @@ class _Pass:
         if period is None:
             return
         keep = self._auto_periods(snapshot) if period == AUTO else {}
+        warm = self._warm_agents()
         budget = len(self.pool.active) - len(self.gone) - self.config.min_instances
         candidates: list[tuple[datetime, AgentInfo, Instance, str]] = []
         for instance in self.pool.active:
@@ -378,6 +435,9 @@ class _Pass:
             if instance.id in self.gone or agent is None or agent.disconnected_since is not None:
                 continue
             if agent.idle_since is None:
+                continue
+            if agent.agent_id in warm and not agent.draining:
+                self.kept_warm += 1
                 continue
             if isinstance(period, timedelta):
                 if self.now - agent.idle_since >= period:

@@ -8,13 +8,15 @@ times. Both are capped (``MAX_ARRIVALS``), so a pass stays cheap however busy th
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from provisioner.idle_policy import BOOTS_USED, WINDOW
 from provisioner.types import AgentInfo, Demand, Instance, PoolHistory
 
 MAX_ARRIVALS = 4096  # arrivals kept at most (a 2 h window rarely holds more than a few hundred)
 MAX_SEEN = 8192  # job and instance ids remembered, to count each arrival and boot once
+WEEK = timedelta(days=7)
+HOURS_KEPT = 8 * 24  # slots per hour for a little over a week, for the warm pool's forecast
 
 
 class HistoryRecorder:
@@ -24,10 +26,15 @@ class HistoryRecorder:
         self._boots: deque[float] = deque(maxlen=BOOTS_USED)
         self._jobs: dict[str, None] = {}
         self._joined: dict[str, None] = {}
-        self._cached: PoolHistory | None = None
+        self._cached: tuple[int, PoolHistory] | None = None
+        self._hourly: dict[int, int] = {}  # hours since the epoch → slots that arrived
 
     def arrived(self, at: datetime, slots: int) -> None:
         self._arrivals.append((at, slots))
+        hour = _hour(at)
+        self._hourly[hour] = self._hourly.get(hour, 0) + slots
+        if len(self._hourly) > HOURS_KEPT:
+            del self._hourly[min(self._hourly)]
         self._cached = None
 
     def booted(self, seconds: float) -> None:
@@ -61,12 +68,24 @@ class HistoryRecorder:
         while self._arrivals and self._arrivals[0][0] < start:
             self._arrivals.popleft()
             self._cached = None
-        if self._cached is None:
-            self._cached = PoolHistory(tuple(self._arrivals), tuple(self._boots), self.since)
-        return self._cached
+        hour = _hour(now - WEEK)
+        if self._cached is None or self._cached[0] != hour:
+            watched = now - WEEK >= self.since
+            history = PoolHistory(
+                tuple(self._arrivals),
+                tuple(self._boots),
+                self.since,
+                self._hourly.get(hour, 0) if watched else None,
+            )
+            self._cached = (hour, history)
+        return self._cached[1]
 
     @staticmethod
     def _remember(seen: dict[str, None], key: str) -> None:
         seen[key] = None
         if len(seen) > MAX_SEEN:
             del seen[next(iter(seen))]
+
+
+def _hour(at: datetime) -> int:
+    return int(at.timestamp() // 3600)

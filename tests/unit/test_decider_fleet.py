@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from provisioner.config import ProviderConfig
 from provisioner.decider import ScaleDecider
+from provisioner.forecast import forecast
 from provisioner.history import MAX_SEEN, HistoryRecorder
 from provisioner.idle_policy import BOOTS_USED, DEFAULT_BOOT_S, HORIZON, WINDOW, BreakEven
 from provisioner.types import (
@@ -385,3 +386,62 @@ def test_instance_types_config() -> None:
         ProviderConfig.model_validate({"type": "local", "instance_types": ["a", "a"]})
     with pytest.raises(ValidationError, match="max_cost_per_hour"):
         ProviderConfig.model_validate({"type": "local", "max_cost_per_hour": 0})
+
+
+# ---- the predicted warm pool -------------------------------------------------------------------
+
+# 6 slots in the last 30 min (one every 5 min): 0.2 slots/min; a 2 min boot: 0.4 → no slot warm.
+# 30 slots in the last 30 min: 1 slot/min → 2 slots forecast for the next 2 minutes.
+BUSY = PoolHistory(
+    arrivals=tuple((NOW - timedelta(seconds=60 * k + 30), 1) for k in range(30)),
+    since=NOW - timedelta(hours=3),
+)
+
+
+def warm(cap: float, **fields: Any) -> ProviderConfig:
+    return auto(max_warm_cost_per_hour=cap, max_instances=10, **fields)
+
+
+@pytest.mark.parametrize(
+    ("history", "last_week", "slots"),
+    [
+        pytest.param(PoolHistory(), None, 0, id="nothing known"),
+        pytest.param(BUSY, None, 2, id="recent pace"),
+        pytest.param(BUSY, 0, 1, id="last week was quiet at this hour"),
+        pytest.param(QUIET, 120, 2, id="last week's rush at this hour"),
+    ],
+)
+def test_forecast(history: PoolHistory, last_week: int | None, slots: int) -> None:
+    history = PoolHistory(history.arrivals, (), history.since, last_week)
+    predicted = forecast(history, NOW, 120)
+    assert predicted.slots == slots
+    assert (
+        predicted.reason()
+        == f"warm: {slots} slot{'' if slots == 1 else 's'} forecast for 12:00–12:02"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cfg", "idle", "launched", "drained"),
+    [
+        pytest.param(warm(0), [], 0, [], id="off"),
+        pytest.param(warm(5), [], 2, [], id="launch 2 warm"),
+        pytest.param(warm(1), [], 1, [], id="cap: 1 instance an hour"),
+        pytest.param(warm(5), [("a", 10), ("b", 10), ("c", 10)], 0, ["agent-a"], id="keep 2"),
+        pytest.param(warm(5), [("a", 10)], 1, [], id="keep 1, launch 1"),
+    ],
+)
+def test_warm_pool(
+    cfg: ProviderConfig, idle: list[tuple[str, float]], launched: int, drained: list[str]
+) -> None:
+    # Agents a, b, c idle 10 min: without the forecast auto would drain all (history is quiet
+    # at rank 3 and beyond; 2 × boot without boots = 4 min).
+    instances = [instance(name) for name, _ in idle]
+    agents = [agent(name, idle=minutes) for name, minutes in idle]
+    history = PoolHistory(BUSY.arrivals, (120.0,), BUSY.since)
+    decision = decide(cfg, history, instances=instances, agents=agents)
+    warm_launches = [x for x in decision.launches if x.reason.startswith("warm: ")]
+    assert sum(x.count for x in warm_launches) == launched
+    assert all(x.reason == "warm: 2 slots forecast for 12:00–12:02" for x in warm_launches)
+    if cfg.max_warm_cost_per_hour:
+        assert sorted(d.agent_id for d in decision.drains) == drained
