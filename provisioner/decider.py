@@ -6,8 +6,12 @@ table-testable and lets ``bench/`` drive it through a simulated week.
 
 What it assumes about the snapshot:
 
-- Every offer of a pool has the same shape (a pool has one ``instance_type``); demand is packed
-  onto the ``slots`` of the offer chosen to launch.
+- With one instance type every offer has the same shape and demand is packed onto the
+  ``slots`` of the offer chosen to launch; with several (``instance_types``) each job is
+  fitted to the cheapest type that holds it (``provisioner/offers.py``), one launch per type.
+- ``max_idle_agent_period: auto`` reads ``snapshot.history`` (``provisioner/idle_policy.py``);
+  so does the warm pool (``provisioner/forecast.py``). ``boot_hedge`` above 0 makes instances
+  still starting racers rather than capacity: the surplus is cancelled as agents join.
 - An agent belongs to an instance when ``agent.instance_id`` or ``instance.agent_id`` names the
   other. Agents that cannot be associated with any live instance are ignored (they are not this
   decider's to terminate, and they are not counted as capacity).
@@ -20,9 +24,9 @@ What it assumes about the snapshot:
 - A decision's terminations are not yet done: launches are capped by ``max_instances`` minus
   every live instance, including those terminated in this very pass. Broken instances may take
   the pool below ``min_instances``; a later pass replaces them.
-- One launch per pass, on the best usable offer. When the provider answers with a capacity
-  error, the loop records a ``Backoff`` for that offer and asks again in the same pass: the next
-  offer is then chosen.
+- One launch per pass (per type in a mixed pool), on the best usable offer. When the provider
+  answers with a capacity error, the loop records a ``Backoff`` for that offer and asks again
+  in the same pass: the next offer is then chosen.
 - ``spot_max_price`` unset means the on-demand price of the same type (as on AWS); a backoff
   whose ``until`` is exactly ``now`` is over.
 - A drained agent cannot be given work back (there is no undrain), so draining agents that are
@@ -32,17 +36,16 @@ What it assumes about the snapshot:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from provisioner.config import AUTO, ProviderConfig, SpotFallbackPolicy
+from provisioner.config import AUTO, ProviderConfig
 from provisioner.forecast import Forecast, forecast
 from provisioner.idle_policy import BreakEven
-from provisioner.offers import fit_mixed, within_budget
+from provisioner.markets import choose_offer, human_duration, plural
+from provisioner.offers import demand_reason, fit_mixed, pack, within_budget
 from provisioner.types import (
     AgentInfo,
-    Backoff,
     Decision,
     Demand,
     Drain,
@@ -50,29 +53,9 @@ from provisioner.types import (
     InstanceState,
     Launch,
     Market,
-    Offer,
-    OfferKey,
     PoolSnapshot,
     Termination,
 )
-
-
-def human_duration(value: timedelta) -> str:
-    """``20m``, ``1h5m``, ``45s``, ``21m30s``: the way people write a period."""
-    seconds = max(0, round(value.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
-    return "".join(parts) or "0s"
-
-
-def clock(at: datetime) -> str:
-    """``12:04`` (UTC wall clock), with seconds only when they are not zero."""
-    return at.strftime("%H:%M:%S" if at.second else "%H:%M")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @dataclass
@@ -95,20 +78,6 @@ class _Pool:
                 agent_of[instance.id] = agent
         active = [i for i in live if i.state in (InstanceState.PENDING, InstanceState.RUNNING)]
         return cls(live, active, agent_of)
-
-
-@dataclass
-class _OfferChoice:
-    offer: Offer | None
-    note: str = ""  # why spot or on-demand was (not) chosen, for the status line
-    spot_unavailable: bool = False
-
-
-@dataclass
-class _Packing:
-    new_instances: int = 0
-    uncovered: list[tuple[str, int]] = field(default_factory=list)  # (job, slots) needing more
-    never_fit: list[Demand] = field(default_factory=list)
 
 
 class ScaleDecider:
@@ -140,7 +109,7 @@ class ScaleDecider:
             self._decide_mixed(work, snapshot, starting)
             return decision
 
-        choice = _choose_offer(snapshot, config, now)
+        choice = choose_offer(snapshot, config, now)
         decision.spot_unavailable = choice.spot_unavailable
         shape = choice.offer.slots if choice.offer else _shape(snapshot, config)
         free = [
@@ -153,7 +122,7 @@ class ScaleDecider:
         if hedge > 0:
             # Race boots: pack onto idle agents only, then keep (1 + hedge) × the instances the
             # rest needs starting; the first to join take the work, the surplus is cancelled.
-            packing = _pack(snapshot.pending, free, shape, self.gang_spare)
+            packing = pack(snapshot.pending, free, shape, self.gang_spare)
             target = math.ceil(packing.new_instances * (1 + hedge))
             race = work.race(starting, target, packing.new_instances, hedge)
             starting = [i for i in starting if i.id not in work.gone]
@@ -161,7 +130,7 @@ class ScaleDecider:
             free += [i.slots for i in starting]
         else:
             free += [i.slots for i in starting]
-            packing = _pack(snapshot.pending, free, shape, self.gang_spare)
+            packing = pack(snapshot.pending, free, shape, self.gang_spare)
 
         kept = len(work.pool.active) - len(work.gone)
         min_deficit = max(0, config.min_instances - kept)
@@ -172,7 +141,7 @@ class ScaleDecider:
         if count and choice.offer is not None:
             reasons = []
             if packing.new_instances:
-                reasons.append(_demand_reason(packing.uncovered, sum(free)))
+                reasons.append(demand_reason(packing.uncovered, sum(free)))
                 if race:
                     reasons.append(race)
             if min_deficit:
@@ -204,11 +173,11 @@ class ScaleDecider:
                 if kept_warm:
                     status.append(f"{work.warm.reason()}: launching {kept_warm[0].count}")
             elif work.kept_warm:
-                status.append(f"{work.warm.reason()}: {_plural(work.kept_warm, 'idle agent')} kept")
+                status.append(f"{work.warm.reason()}: {plural(work.kept_warm, 'idle agent')} kept")
         waiting = sum(slots for _, slots in packing.uncovered) - count * shape
         if room < wanted and waiting > 0:
             status.append(
-                f"at max_instances {config.max_instances}: {_plural(waiting, 'slot')} wait"
+                f"at max_instances {config.max_instances}: {plural(waiting, 'slot')} wait"
             )
         if choice.offer is None and wanted:
             status.append(choice.note or "no offer to launch")
@@ -216,19 +185,19 @@ class ScaleDecider:
             status.append(choice.note)
         for demand in packing.never_fit:
             status.append(
-                f"job {demand.job_id} can never fit: {_plural(demand.slots, 'slot')} on one "
+                f"job {demand.job_id} can never fit: {plural(demand.slots, 'slot')} on one "
                 f"agent, an instance has {shape}"
             )
         if decision.terminations:
             status.append(f"terminating {len(decision.terminations)}")
         if decision.drains:
-            status.append(f"draining {_plural(len(decision.drains), 'idle agent')}")
+            status.append(f"draining {plural(len(decision.drains), 'idle agent')}")
         if not status:
             pending = sum(d.slots for d in snapshot.pending)
             status.append(
-                _plural(len(work.pool.active), "instance")
+                plural(len(work.pool.active), "instance")
                 + (f", {len(starting)} starting" if starting else "")
-                + (f", {_plural(pending, 'slot')} pending" if pending else ", nothing pending")
+                + (f", {plural(pending, 'slot')} pending" if pending else ", nothing pending")
             )
         decision.status = "; ".join(status)
         return decision
@@ -240,7 +209,7 @@ class ScaleDecider:
         choices, notes = [], []
         for instance_type in sorted({o.instance_type for o in snapshot.offers}):
             mine = tuple(o for o in snapshot.offers if o.instance_type == instance_type)
-            choice = _choose_offer(replace(snapshot, offers=mine), config, work.now)
+            choice = choose_offer(replace(snapshot, offers=mine), config, work.now)
             decision.spot_unavailable = decision.spot_unavailable or choice.spot_unavailable
             if choice.offer is not None:
                 choices.append(choice)
@@ -263,7 +232,7 @@ class ScaleDecider:
         room = max(0, config.max_instances - len(work.pool.live))
         launches: list[Launch] = []
         for fit in packing.fits.values():
-            count, reasons = fit.count, [_demand_reason(fit.uncovered, sum(free))]
+            count, reasons = fit.count, [demand_reason(fit.uncovered, sum(free))]
             if hedge > 0:
                 theirs = [i for i in starting if i.instance_type == fit.offer.instance_type]
                 target = math.ceil(fit.count * (1 + hedge))
@@ -294,17 +263,17 @@ class ScaleDecider:
         for demand in packing.never_fit:
             largest = max((o.slots for o in snapshot.offers), default=0)
             status.append(
-                f"job {demand.job_id} can never fit: {_plural(demand.slots, 'slot')} on one "
+                f"job {demand.job_id} can never fit: {plural(demand.slots, 'slot')} on one "
                 f"agent, the largest instance type has {largest}"
             )
         if decision.terminations:
             status.append(f"terminating {len(decision.terminations)}")
         if decision.drains:
-            status.append(f"draining {_plural(len(decision.drains), 'idle agent')}")
+            status.append(f"draining {plural(len(decision.drains), 'idle agent')}")
         pending = sum(d.slots for d in snapshot.pending)
         decision.status = "; ".join(status) or (
-            _plural(len(work.pool.active), "instance")
-            + (f", {_plural(pending, 'slot')} pending" if pending else ", nothing pending")
+            plural(len(work.pool.active), "instance")
+            + (f", {plural(pending, 'slot')} pending" if pending else ", nothing pending")
         )
 
 
@@ -363,14 +332,14 @@ class _Pass:
     def race(self, starting: list[Instance], target: int, needed: int, hedge: float) -> str:
         """``boot_hedge``: cancel starting instances beyond ``target`` (newest first, never
         below ``min_instances``); return the launch reason's race note."""
-        note = f"racing {target} boots for {_plural(needed, 'instance')} (boot_hedge {hedge:g})"
+        note = f"racing {target} boots for {plural(needed, 'instance')} (boot_hedge {hedge:g})"
         surplus = len(starting) - target
         budget = len(self.pool.active) - len(self.gone) - self.config.min_instances
         doomed = sorted(starting, key=lambda i: (i.launched_at, i.id), reverse=True)
         for instance in doomed[: max(0, min(surplus, budget))]:
             self.terminate(
                 instance,
-                f"boot race: {_plural(len(starting), 'instance')} starting where "
+                f"boot race: {plural(len(starting), 'instance')} starting where "
                 f"{target} are needed (boot_hedge {hedge:g})",
             )
         return note
@@ -482,62 +451,9 @@ class _Pass:
             periods[agent.agent_id] = (
                 period,
                 f"max_idle_agent_period auto: {human_duration(period)} with "
-                f"{_plural(depth, 'slot')} idle, boot ~{boot}, {basis}",
+                f"{plural(depth, 'slot')} idle, boot ~{boot}, {basis}",
             )
         return periods
-
-
-def _choose_offer(snapshot: PoolSnapshot, config: ProviderConfig, now: datetime) -> _OfferChoice:
-    """The cheapest usable offer the market policy allows, and why others were not used."""
-    backoffs = {b.key: b for b in snapshot.backoffs if b.until > now}
-    on_demand = _cheapest_first(o for o in snapshot.offers if o.market is Market.ON_DEMAND)
-    usable_od = [o for o in on_demand if o.key not in backoffs]
-    od_note = "" if usable_od else _unavailable("on-demand", on_demand, backoffs)
-    policy = config.spot_fallback.policy
-    if not config.spot or policy is SpotFallbackPolicy.ON_DEMAND:
-        return _OfferChoice(usable_od[0] if usable_od else None, od_note)
-
-    spot = _cheapest_first(o for o in snapshot.offers if o.market is Market.SPOT)
-    od_price = {o.instance_type: o.price_per_hour for o in reversed(on_demand)}  # cheapest
-    notes = []
-    priced = []
-    for offer in spot:
-        cap = config.spot_max_price or od_price.get(offer.instance_type)
-        if cap is not None and offer.price_per_hour > cap:
-            notes.append(f"{offer.key} at ${offer.price_per_hour:.3f}/h is over ${cap:.3f}/h")
-        else:
-            priced.append(offer)
-    usable = [o for o in priced if o.key not in backoffs]
-    if usable:
-        return _OfferChoice(usable[0])
-    notes.insert(0, _unavailable("spot", priced, backoffs) if priced else "no spot offer")
-    why = ", ".join(notes)
-    if policy is SpotFallbackPolicy.SPOT_ONLY:
-        return _OfferChoice(None, f"{why} (spot_only)", spot_unavailable=True)
-    since = snapshot.spot_unavailable_since
-    fallback_at = (since or now) + config.spot_fallback.delay
-    if since is None or now < fallback_at:
-        note = f"{why}, trying on-demand at {clock(fallback_at)}"
-        return _OfferChoice(None, note, spot_unavailable=True)
-    if not usable_od:
-        return _OfferChoice(None, f"{why}; {od_note}", spot_unavailable=True)
-    return _OfferChoice(usable_od[0], f"{why}, trying on-demand", spot_unavailable=True)
-
-
-def _cheapest_first(offers: Iterable[Offer]) -> list[Offer]:
-    return sorted(offers, key=lambda o: (o.price_per_hour, o.zone or "", o.instance_type))
-
-
-def _unavailable(market: str, offers: list[Offer], backoffs: dict[OfferKey, Backoff]) -> str:
-    if not offers:
-        return f"no {market} offer"
-    where = ", ".join(
-        f"{'in ' + o.zone if o.zone else 'for ' + o.instance_type} "
-        f"until {clock(backoffs[o.key].until)}"
-        for o in offers
-        if o.key in backoffs
-    )
-    return f"{market} capacity unavailable {where}"
 
 
 def _shape(snapshot: PoolSnapshot, config: ProviderConfig) -> int:
@@ -553,52 +469,3 @@ def _is_free(agent: AgentInfo) -> bool:
 
 def _could_serve(demand: Demand, agent: AgentInfo) -> bool:
     return not demand.single_agent or demand.slots <= agent.slots
-
-
-def _pack(
-    pending: tuple[Demand, ...], free: list[int], shape: int, gang_spare: float = 0.0
-) -> _Packing:
-    """First-fit decreasing of the pending demand onto free slots, then onto new instances."""
-    packing = _Packing()
-    bins = sorted(free, reverse=True)  # free slots per existing or starting instance
-    fresh: list[int] = []  # free slots left on instances this pass launches
-    for demand in sorted(pending, key=lambda d: -d.slots):
-        if demand.single_agent and demand.slots > shape:
-            packing.never_fit.append(demand)
-            continue
-        if demand.single_agent:
-            for slots in (bins, fresh):
-                index = next((i for i, s in enumerate(slots) if s >= demand.slots), None)
-                if index is not None:
-                    slots[index] -= demand.slots
-                    break
-            else:
-                fresh.append(shape - demand.slots)
-                packing.new_instances += 1
-                packing.uncovered.append((demand.job_id, demand.slots))
-            continue
-        need = demand.slots
-        for slots in (bins, fresh):
-            for i, available in enumerate(slots):
-                take = min(available, need)
-                slots[i] -= take
-                need -= take
-        if need:
-            count = math.ceil(need / shape)
-            spares = math.ceil(count * gang_spare) if count >= 2 else 0
-            packing.new_instances += count + spares
-            fresh += [count * shape - need] + [shape] * spares
-            packing.uncovered.append((demand.job_id, need))
-    return packing
-
-
-def _demand_reason(uncovered: list[tuple[str, int]], free: int) -> str:
-    slots = sum(s for _, s in uncovered)
-    jobs = [job for job, _ in uncovered]
-    if len(jobs) == 1:
-        who = f"job {jobs[0]}"
-    else:
-        shown = ", ".join(jobs[:3])
-        who = f"jobs {shown}" + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
-    capacity = f"{_plural(free, 'slot')} idle or starting" if free else "no idle capacity"
-    return f"{_plural(slots, 'slot')} pending for {who}; {capacity}"

@@ -1,5 +1,6 @@
-"""Mixed instance types in one pool (``instance_types: [...]``): which type each piece of
-pending work is fitted to, and the per-pool budget cap (``max_cost_per_hour``).
+"""Packing pending work onto capacity: onto one instance shape (``pack``), or, with mixed
+instance types in one pool (``instance_types: [...]``), onto the type that fits each job
+(``fit_mixed``); and the per-pool budget cap (``max_cost_per_hour``).
 
 Fitting is first-fit decreasing like the one-type packing: the largest job first, onto idle
 (and, without boot racing, starting) capacity, then onto capacity this pass already launches,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from provisioner.markets import plural
 from provisioner.types import Demand, Instance, Launch, Offer
 
 
@@ -126,3 +128,59 @@ def within_budget(
             spend += count * price
     note = f"budget cap ${cap:g}/h reached (${spend:.2f}/h running)" if cut else ""
     return kept, note
+
+
+@dataclass
+class Packing:
+    new_instances: int = 0
+    uncovered: list[tuple[str, int]] = field(default_factory=list)  # (job, slots) needing more
+    never_fit: list[Demand] = field(default_factory=list)
+
+
+def pack(
+    pending: tuple[Demand, ...], free: list[int], shape: int, gang_spare: float = 0.0
+) -> Packing:
+    """First-fit decreasing of the pending demand onto free slots, then onto new instances."""
+    packing = Packing()
+    bins = sorted(free, reverse=True)  # free slots per existing or starting instance
+    fresh: list[int] = []  # free slots left on instances this pass launches
+    for demand in sorted(pending, key=lambda d: -d.slots):
+        if demand.single_agent and demand.slots > shape:
+            packing.never_fit.append(demand)
+            continue
+        if demand.single_agent:
+            for slots in (bins, fresh):
+                index = next((i for i, s in enumerate(slots) if s >= demand.slots), None)
+                if index is not None:
+                    slots[index] -= demand.slots
+                    break
+            else:
+                fresh.append(shape - demand.slots)
+                packing.new_instances += 1
+                packing.uncovered.append((demand.job_id, demand.slots))
+            continue
+        need = demand.slots
+        for slots in (bins, fresh):
+            for i, available in enumerate(slots):
+                take = min(available, need)
+                slots[i] -= take
+                need -= take
+        if need:
+            count = math.ceil(need / shape)
+            spares = math.ceil(count * gang_spare) if count >= 2 else 0
+            packing.new_instances += count + spares
+            fresh += [count * shape - need] + [shape] * spares
+            packing.uncovered.append((demand.job_id, need))
+    return packing
+
+
+def demand_reason(uncovered: list[tuple[str, int]], free: int) -> str:
+    slots = sum(s for _, s in uncovered)
+    jobs = [job for job, _ in uncovered]
+    if len(jobs) == 1:
+        who = f"job {jobs[0]}"
+    else:
+        shown = ", ".join(jobs[:3])
+        who = f"jobs {shown}" + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+    capacity = f"{plural(free, 'slot')} idle or starting" if free else "no idle capacity"
+    return f"{plural(slots, 'slot')} pending for {who}; {capacity}"
