@@ -41,6 +41,7 @@ def _limits(provider: ProviderConfig) -> dict[str, Any]:
         "maxInstances": provider.max_instances,
         "maxIdleAgentPeriod": period.total_seconds() if isinstance(period, timedelta) else None,
         "idleRule": "fixed" if isinstance(period, timedelta) else period or "off",
+        "maxCostPerHour": provider.max_cost_per_hour,
         "market": "spot" if spot else "on-demand",
     }
 
@@ -97,6 +98,7 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
             "spot": pool.provider.spot,
             **_limits(pool.provider),
             "fallback": {"active": False, "reason": None},
+            "spendPerHour": 0.0,
             "status": failure,
             "degraded": failure,
             "pendingSlots": 0,
@@ -111,6 +113,9 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
         "spot": pool.provider.spot,
         **_limits(pool.provider),
         "fallback": _fallback(loop, state.clock()),
+        "spendPerHour": round(
+            sum(i.price_per_hour for i in status.instances if i.state.value != "terminated"), 4
+        ),
         "status": status.summary,
         "degraded": status.degraded,
         "pendingSlots": status.pending_slots,
