@@ -124,7 +124,11 @@ class ScaleDecider:
             # rest needs starting; the first to join take the work, the surplus is cancelled.
             packing = pack(snapshot.pending, free, shape, self.gang_spare)
             target = math.ceil(packing.new_instances * (1 + hedge))
-            race = work.race(starting, target, packing.new_instances, hedge)
+            # Instances starting for the warm pool are not racers to cancel.
+            reserve = 0
+            if work.warm is not None and work.warm.slots:
+                reserve = max(0, math.ceil(work.warm.slots / shape) - work.kept_warm)
+            race = work.race(starting, target + reserve, packing.new_instances, hedge)
             starting = [i for i in starting if i.id not in work.gone]
             packing.new_instances = max(0, target - len(starting))
             free += [i.slots for i in starting]
@@ -332,7 +336,8 @@ class _Pass:
     def race(self, starting: list[Instance], target: int, needed: int, hedge: float) -> str:
         """``boot_hedge``: cancel starting instances beyond ``target`` (newest first, never
         below ``min_instances``); return the launch reason's race note."""
-        note = f"racing {target} boots for {plural(needed, 'instance')} (boot_hedge {hedge:g})"
+        racing = math.ceil(needed * (1 + hedge))
+        note = f"racing {racing} boots for {plural(needed, 'instance')} (boot_hedge {hedge:g})"
         surplus = len(starting) - target
         budget = len(self.pool.active) - len(self.gone) - self.config.min_instances
         doomed = sorted(starting, key=lambda i: (i.launched_at, i.id), reverse=True)

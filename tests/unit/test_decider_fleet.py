@@ -445,3 +445,12 @@ def test_warm_pool(
     assert all(x.reason == "warm: 2 slots forecast for 12:00–12:02" for x in warm_launches)
     if cfg.max_warm_cost_per_hour:
         assert sorted(d.agent_id for d in decision.drains) == drained
+
+
+def test_instances_starting_for_the_warm_pool_are_not_cancelled_as_boot_racers() -> None:
+    history = PoolHistory(BUSY.arrivals, (120.0,), BUSY.since)
+    starting = [instance("w1", 1, PENDING), instance("w2", 1, PENDING)]
+    decision = decide(warm(5, boot_hedge=1), history, instances=starting)
+    assert decision.terminations == [] and decision.launches == []
+    decision = decide(warm(0, boot_hedge=1), history, instances=starting)
+    assert [t.instance_id for t in decision.terminations] == ["w2", "w1"]
