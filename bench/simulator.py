@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.baseline import DeterminedPolicy
 from bench.simulation import Policy, Result, Simulation
@@ -260,6 +261,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default="all", help="on-demand,spot,outage or all")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--plot", type=Path, help="with --sweep-idle: write the frontier PNG")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        metavar="ROWS.jsonl",
+        help="draw --plot from rows saved from --json instead of simulating",
+    )
     return parser.parse_args(argv)
 
 
@@ -299,6 +306,12 @@ def runs(args: argparse.Namespace) -> list[tuple[Scenario, str, Policy, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        if not args.plot:
+            raise SystemExit("--replot: name the PNG to write with --plot")
+        saved = [json.loads(line) for line in args.replot.read_text().splitlines() if line]
+        plot_frontier(saved, args.plot, f"{args.replot.stem}, seeds {saved[0]['seeds']}")
+        return 0
     profile = load_profile(args.profile)
     seeds = [int(s) for s in args.seed.split(",")]
     started = time.monotonic()
@@ -318,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row.as_json(args.seed)) if args.json else row.markdown(), flush=True)
     if args.plot:
-        plot_frontier(rows, args.plot, f"{args.trace.name}, seeds {args.seed}")
+        drawn = [row.as_json(args.seed) for row in rows]
+        plot_frontier(drawn, args.plot, f"{args.trace.name}, seeds {args.seed}")
     if not args.json:
         print()
         print("\n".join(verdicts(rows)))
@@ -331,32 +345,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def plot_frontier(rows: list[Row], path: Path, title: str) -> None:
-    """Cost against p95 wait, one panel per scenario, a line per policy (labelled settings)."""
+def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Cost against p95 wait, one panel per scenario, a line per policy (labelled settings),
+    from rows as ``--json`` prints them. Points far off the frontier (Determined at 0s, which
+    thrashes) are left off the axes and named under the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(r.scenario for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.5), squeeze=False)
+    names = list(dict.fromkeys(str(r["scenario"]) for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.8), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
+        mine = [r for r in rows if r["scenario"] == name]
+        waits = sorted(float(r["wait_p95_s"]) for r in mine)
+        limit = 3 * waits[len(waits) // 2]
+        shown = [r for r in mine if float(r["wait_p95_s"]) <= limit]
+        off = [f"{r['policy']} {r['max_idle']}" for r in mine if r not in shown]
         for label, marker in (("Determined", "s"), ("ScaleDecider", "o")):
-            mine = [r for r in rows if r.scenario == name and r.policy == label]
-            fixed = [r for r in mine if r.max_idle != "auto"]
+            points = [r for r in shown if r["policy"] == label]
+            fixed = [r for r in points if r["max_idle"] != "auto"]
             ax.plot(
-                [r.result.wait_p95_s for r in fixed],
-                [r.result.cost for r in fixed],
+                [r["wait_p95_s"] for r in fixed],
+                [r["cost"] for r in fixed],
                 marker=marker,
-                label=label,
+                label=f"{label} (fixed periods)",
             )
-            for r in mine:
-                ax.annotate(r.max_idle, (r.result.wait_p95_s, r.result.cost), fontsize=7)
-            auto = [r for r in mine if r.max_idle == "auto"]
+            for r in points:
+                ax.annotate(str(r["max_idle"]), (r["wait_p95_s"], r["cost"]), fontsize=7)
+            auto = [r for r in points if r["max_idle"] == "auto"]
             if auto:
                 ax.plot(
-                    [r.result.wait_p95_s for r in auto],
-                    [r.result.cost for r in auto],
+                    [r["wait_p95_s"] for r in auto],
+                    [r["cost"] for r in auto],
                     marker="*",
                     markersize=14,
                     linestyle="",
@@ -364,7 +385,7 @@ def plot_frontier(rows: list[Row], path: Path, title: str) -> None:
                     label="ScaleDecider auto",
                 )
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("p95 wait (s)")
+        ax.set_xlabel("p95 wait (s)" + (f"\noff the chart: {', '.join(off)}" if off else ""))
         ax.set_ylabel("cost ($)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

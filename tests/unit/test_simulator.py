@@ -202,6 +202,11 @@ def test_json_rows_carry_the_issue_keys_and_the_sweep_draws_the_frontier(
         row["ratio"] == pytest.approx(row["cost"] / row["lower_bound"], rel=0.01) for row in rows
     )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = tmp_path / "rows.jsonl"
+    saved.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    again = tmp_path / "again.png"
+    assert main(["--replot", str(saved), "--plot", str(again)]) == 0
+    assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_gcp_profile_has_a_30_s_notice_and_a_minute_minimum() -> None:
