@@ -192,6 +192,7 @@ class ScaleDecider:
                 f"job {demand.job_id} can never fit: {plural(demand.slots, 'slot')} on one "
                 f"agent, an instance has {shape}"
             )
+        status += work.partial_gangs(snapshot.pending)
         if decision.terminations:
             status.append(f"terminating {len(decision.terminations)}")
         if decision.drains:
@@ -270,6 +271,7 @@ class ScaleDecider:
                 f"job {demand.job_id} can never fit: {plural(demand.slots, 'slot')} on one "
                 f"agent, the largest instance type has {largest}"
             )
+        status += work.partial_gangs(snapshot.pending)
         if decision.terminations:
             status.append(f"terminating {len(decision.terminations)}")
         if decision.drains:
@@ -324,6 +326,19 @@ class _Pass:
             slots += agent.slots
             spend += instance.price_per_hour
         return kept
+
+    def partial_gangs(self, pending: tuple[Demand, ...]) -> list[str]:
+        """Multi-agent jobs that idle agents are held for while the rest of their instances
+        boot: the idle they cost, for the status line."""
+        idle = sum(a.slots for a in (self.pool.agent_of[i.id] for i in self.idle_instances()))
+        notes = []
+        for demand in pending:
+            if not demand.single_agent and 0 < idle < demand.slots:
+                notes.append(
+                    f"job {demand.job_id} waits for {plural(demand.slots, 'slot')}: "
+                    f"{plural(idle, 'idle slot')} held meanwhile"
+                )
+        return notes
 
     def running(self) -> list[Instance]:
         """Instances still billed after this pass (for the budget cap)."""

@@ -454,3 +454,17 @@ def test_instances_starting_for_the_warm_pool_are_not_cancelled_as_boot_racers()
     assert decision.terminations == [] and decision.launches == []
     decision = decide(warm(0, boot_hedge=1), history, instances=starting)
     assert [t.instance_id for t in decision.terminations] == ["w2", "w1"]
+
+
+def test_a_partial_gang_accounts_its_idle_agents_in_the_status() -> None:
+    instances = [instance("a"), instance("b"), instance("s", 1, PENDING)]
+    agents = [agent("a", idle=1), agent("b", idle=1)]
+    decision = decide(
+        auto(),
+        QUIET,
+        pending=[Demand("g", 3, single_agent=False)],
+        instances=instances,
+        agents=agents,
+    )
+    assert decision.launches == [] and decision.drains == []
+    assert decision.status == "job g waits for 3 slots: 2 idle slots held meanwhile"
