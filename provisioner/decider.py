@@ -100,8 +100,7 @@ class ScaleDecider:
         starting = work.broken()
         work.over_max()
         if config.max_warm_cost_per_hour > 0:
-            boot_s = BreakEven(snapshot.history, now).boot_s
-            work.warm = forecast(snapshot.history, now, boot_s)
+            work.warm = forecast(snapshot.history, now, work.break_even(snapshot).boot_s)
         work.idle(snapshot)
         starting = [i for i in starting if i.id not in work.gone]
         decision = work.decision
@@ -294,6 +293,13 @@ class _Pass:
     gone: set[str] = field(default_factory=set)  # instances terminated in this pass
     warm: Forecast | None = None  # with max_warm_cost_per_hour: the slots to keep warm
     kept_warm: int = 0  # idle agents kept for the forecast
+    _break_even: BreakEven | None = None
+
+    def break_even(self, snapshot: PoolSnapshot) -> BreakEven:
+        """The pass's break-even rule (built once: it samples the history)."""
+        if self._break_even is None:
+            self._break_even = BreakEven(snapshot.history, self.now)
+        return self._break_even
 
     def idle_instances(self) -> list[Instance]:
         """Instances whose agent is idle and in service (the warm pool's spend)."""
@@ -452,7 +458,7 @@ class _Pass:
 
     def _auto_periods(self, snapshot: PoolSnapshot) -> dict[str, tuple[timedelta, str]]:
         """``auto``: each idle agent's break-even keep period, newest idle ranked first."""
-        rule = BreakEven(snapshot.history, self.now)
+        rule = self.break_even(snapshot)
         free = [
             agent
             for instance in self.pool.active

@@ -44,18 +44,25 @@ class BreakEven:
 
     history: PoolHistory
     now: datetime
-    _times: list[float] = field(default_factory=list)
-    _cumulative: list[int] = field(default_factory=list)
+    _times: list[float] = field(default_factory=list)  # arrival timestamps (the whole history)
+    _cumulative: list[int] = field(default_factory=list)  # slots arrived up to each
+    _samples: list[tuple[float, int, int]] = field(default_factory=list)  # (at, first, before)
+    _end: int = 0  # arrivals after now are not looked at
     _cache: dict[int, timedelta] = field(default_factory=dict)
     _span: float = 0.0  # seconds of sample points (the window less the horizon)
+    _zero_from: int | None = None  # the shallowest rank found not worth keeping
 
     def __post_init__(self) -> None:
         since = self.history.since or self.now
         start = max(self.now - WINDOW, since)
         self._span = (self.now - start - HORIZON).total_seconds()
-        recent = [(at, slots) for at, slots in self.history.arrivals if start <= at <= self.now]
-        self._times = [(at - start).total_seconds() for at, _ in recent]
-        self._cumulative = list(itertools.accumulate(slots for _, slots in recent))
+        self._times, self._cumulative = _timeline(self.history.arrivals)
+        self._end = bisect.bisect_right(self._times, self.now.timestamp())
+        step = STEP.total_seconds()
+        for n in range(int(self._span // step) + 1 if self._span >= 0 else 0):
+            at = start.timestamp() + n * step
+            first = bisect.bisect_right(self._times, at, hi=self._end)
+            self._samples.append((at, first, self._cumulative[first - 1] if first else 0))
 
     @property
     def boot_s(self) -> float:
@@ -73,10 +80,18 @@ class BreakEven:
         return self._span >= MIN_SAMPLES * STEP.total_seconds()
 
     def keep(self, rank_slots: int) -> timedelta:
-        """How long an agent ranked ``rank_slots`` deep among the idle ones is kept."""
-        if rank_slots not in self._cache:
-            self._cache[rank_slots] = self._keep(max(1, rank_slots))
-        return self._cache[rank_slots]
+        """How long an agent ranked ``rank_slots`` deep among the idle ones is kept.
+
+        Deeper ranks wait longer at every sample point, so once a rank is not worth keeping at
+        all, no deeper one is: that answer is reused without sampling again."""
+        rank = max(1, rank_slots)
+        if rank not in self._cache:
+            if self._zero_from is not None and rank >= self._zero_from:
+                return timedelta(0)
+            self._cache[rank] = self._keep(rank)
+            if not self._cache[rank] and (self._zero_from is None or rank < self._zero_from):
+                self._zero_from = rank
+        return self._cache[rank]
 
     def _keep(self, rank: int) -> timedelta:
         boot = self.boot_cost_s
@@ -103,17 +118,32 @@ class BreakEven:
     def _gaps(self, rank: int) -> tuple[list[float], int]:
         """From each sample point, seconds until ``rank`` slots arrived (within HORIZON)."""
         horizon = HORIZON.total_seconds()
-        never = 0
-        step = STEP.total_seconds()
-        points = int(self._span // step) + 1
+        times, cumulative, end = self._times, self._cumulative, self._end
         gaps = []
-        for n in range(points):
-            at = n * step
-            first = bisect.bisect_right(self._times, at)
-            before = self._cumulative[first - 1] if first else 0
-            reached = bisect.bisect_left(self._cumulative, before + rank, lo=first)
-            if reached < len(self._times) and self._times[reached] - at <= horizon:
-                gaps.append(self._times[reached] - at)
+        never = 0
+        for at, first, before in self._samples:
+            reached = bisect.bisect_left(cumulative, before + rank, first, end)
+            if reached < end and times[reached] - at <= horizon:
+                gaps.append(times[reached] - at)
             else:
                 never += 1
         return gaps, never
+
+
+# Arrivals as timestamps and running slot totals, per history tuple: the loop hands the same
+# tuple to every pass until something arrives, so each is converted once (a memo, not state:
+# the answer depends on the tuple alone).
+_TIMELINES: dict[int, tuple[tuple[tuple[datetime, int], ...], list[float], list[int]]] = {}
+_TIMELINES_KEPT = 16
+
+
+def _timeline(arrivals: tuple[tuple[datetime, int], ...]) -> tuple[list[float], list[int]]:
+    hit = _TIMELINES.get(id(arrivals))
+    if hit is not None and hit[0] is arrivals:
+        return hit[1], hit[2]
+    times = [at.timestamp() for at, _ in arrivals]
+    cumulative = list(itertools.accumulate(slots for _, slots in arrivals))
+    if len(_TIMELINES) >= _TIMELINES_KEPT:
+        del _TIMELINES[next(iter(_TIMELINES))]
+    _TIMELINES[id(arrivals)] = (arrivals, times, cumulative)
+    return times, cumulative
