@@ -468,3 +468,10 @@ def test_a_partial_gang_accounts_its_idle_agents_in_the_status() -> None:
     )
     assert decision.launches == [] and decision.drains == []
     assert decision.status == "job g waits for 3 slots: 2 idle slots held meanwhile"
+
+
+def test_ranks_past_the_first_not_worth_keeping_are_not_kept() -> None:
+    rule = BreakEven(STEADY, NOW)
+    assert rule.keep(5) == timedelta(0)
+    assert rule.keep(9) == timedelta(0)  # deeper: waits longer at every sample point
+    assert rule.keep(4) == timedelta(seconds=210)  # shallower ranks are still sampled
