@@ -1,6 +1,7 @@
 """The bounded memory behind ``PoolSnapshot.history``: recent arrivals and boot times.
 
-The provisioning loop (and the simulator) tell it what they see each pass; ``history(now)``
+The provisioning loop seeds it from the master's database when it starts (``seed``), then it
+and the simulator tell it what they see each pass; ``history(now)``
 gives the decider the last ``idle_policy.WINDOW`` of arrivals and the last ``BOOTS_USED`` boot
 times. Both are capped (``MAX_ARRIVALS``), so a pass stays cheap however busy the pool is.
 """
@@ -8,6 +9,7 @@ times. Both are capped (``MAX_ARRIVALS``), so a pass stays cheap however busy th
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from provisioner.idle_policy import BOOTS_USED, WINDOW
@@ -19,6 +21,13 @@ WEEK = timedelta(days=7)
 HOURS_KEPT = 8 * 24  # slots per hour for a little over a week, for the warm pool's forecast
 
 
+@dataclass(frozen=True)
+class HistorySeed:
+    arrivals: tuple[tuple[str, datetime, int], ...] = ()
+    boot_seconds: tuple[float, ...] = ()
+    since: datetime | None = None
+
+
 class HistoryRecorder:
     def __init__(self, since: datetime) -> None:
         self.since = since
@@ -28,6 +37,19 @@ class HistoryRecorder:
         self._joined: dict[str, None] = {}
         self._cached: tuple[int, PoolHistory] | None = None
         self._hourly: dict[int, int] = {}  # hours since the epoch → slots that arrived
+
+    def seed(self, seed: HistorySeed) -> None:
+        """What the database remembers from before this loop started (``PoolWorld.history``):
+        arrivals (job id, when, slots) oldest first, boot times, and since when the pool has
+        records. Jobs seeded here are not counted again when the loop sees them pending."""
+        for job_id, at, slots in seed.arrivals:
+            self._remember(self._jobs, job_id)
+            self.arrived(at, slots)
+        for seconds in seed.boot_seconds:
+            self.booted(seconds)
+        if seed.since is not None and seed.since < self.since:
+            self.since = seed.since
+        self._cached = None
 
     def arrived(self, at: datetime, slots: int) -> None:
         self._arrivals.append((at, slots))

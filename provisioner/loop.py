@@ -124,7 +124,19 @@ class PoolLoop:
     def wake(self) -> None:
         self._wake.set()
 
+    async def _seed_history(self) -> None:
+        """Start ``auto`` and the warm pool from what the master's database remembers, when the
+        world can say (``history(pool, now)``; the tests' fakes need not)."""
+        remember = getattr(self.world, "history", None)
+        if remember is None:
+            return
+        try:
+            self.history.seed(await remember(self.pool, self.clock()))
+        except Exception:
+            log.exception("pool %s: could not read its history; learning from now", self.pool)
+
     async def _run(self) -> None:
+        await self._seed_history()
         while True:
             try:
                 await self.run_pass()
