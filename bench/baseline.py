@@ -48,6 +48,8 @@ class DeterminedPolicy:
                 decision.terminations.append(Termination(instance.id, "never joined"))
                 kept -= 1
         period = config.max_idle_agent_period
+        if isinstance(period, str):
+            raise ValueError("max_idle_agent_period auto: Determined's policy has a fixed period")
         if period is not None:
             idle = sorted(
                 (a.idle_since, a.instance_id)

@@ -30,6 +30,8 @@ from typing import Protocol
 from bench.cloud import CapacityError, SimAgent, SimCloud, SimInstance, agent_info
 from bench.workload import CloudProfile, Job, lower_bound, percentile
 from provisioner.config import ProviderConfig
+from provisioner.history import HistoryRecorder
+from provisioner.idle_policy import HORIZON
 from provisioner.types import (
     Backoff,
     Decision,
@@ -116,6 +118,7 @@ class Simulation:
         self.peak = 0
         self.finished = 0
         self.last_finish_s = 0.0
+        self.history = HistoryRecorder(EPOCH)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -127,6 +130,8 @@ class Simulation:
             self.at(run.job.submit_s, "submit", run)
         last = max((r.job.submit_s for r in self.jobs), default=0.0)
         idle = self.config.max_idle_agent_period
+        if isinstance(idle, str):  # auto: never keeps an idle agent past the horizon
+            idle = HORIZON
         tail = TAIL_S + (idle.total_seconds() if idle is not None else 0.0)
         while self.events:
             time_s, _, kind, subject = heapq.heappop(self.events)
@@ -141,6 +146,7 @@ class Simulation:
         return self._result()
 
     def _on_submit(self, run: JobRun) -> None:
+        self.history.arrived(EPOCH + timedelta(seconds=self.now_s), run.job.slots)
         self._enqueue(run)
         self._schedule()
         self._pass()
@@ -160,6 +166,7 @@ class Simulation:
             return
         instance.state = InstanceState.RUNNING
         instance.agent = SimAgent(instance.id, instance.offer.slots, self.now_s)
+        self.history.booted(self.now_s - instance.launched_s)
         self._schedule()
 
     def _on_finish(self, token: tuple[JobRun, int]) -> None:
@@ -291,6 +298,7 @@ class Simulation:
             tuple(self.offers),
             tuple(self.backoffs.values()),
             self.spot_unavailable_since,
+            self.history.history(now),
         )
         decision = self.policy.decide(snapshot, self.config, now)
         if not decision.spot_unavailable:

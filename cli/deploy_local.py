@@ -140,6 +140,7 @@ def elastic_pool(args: argparse.Namespace) -> dict[str, Any]:
             "min_instances": args.min_agents,
             "max_instances": args.max_agents,
             "max_idle_agent_period": args.max_idle_agent_period,
+            "boot_hedge": 0,  # a local agent starts in under a second: nothing to race
             "provisioning_tick": "2s",
             "prices": {"local": args.agent_price_per_hour},
         },
@@ -319,9 +320,12 @@ def cluster_up(args: argparse.Namespace) -> int:
         state_file.unlink(missing_ok=True)
         raise
     if elastic:
+        period = str(args.max_idle_agent_period).strip().lower()
         idle = (
             "idle agents are kept"
-            if str(args.max_idle_agent_period).strip().lower() == "off"
+            if period == "off"
+            else "idle agents stop at break-even (auto)"
+            if period == "auto"
             else f"idle agents stop after {args.max_idle_agent_period}"
         )
         print(
@@ -438,7 +442,7 @@ def register(nouns: SubParsers) -> None:
     p.add_argument(
         "--max-idle-agent-period",
         default="1m",
-        help="elastic pool: stop an agent idle this long (e.g. 30s, 5m)",
+        help="elastic pool: stop an agent idle this long (e.g. 30s, 5m), or auto (break-even)",
     )
     p.add_argument("--slots-per-agent", type=int, default=1, help="slots each agent offers")
     p.add_argument(

@@ -23,6 +23,7 @@ POOL_HEADERS = [
     "Min",
     "Max",
     "Pending Slots",
+    "Spend $/h",
     "Status",
 ]
 
@@ -39,8 +40,18 @@ def pool_row(pool: dict[str, Any]) -> list[Any]:
         pool.get("minAgents"),
         pool.get("maxAgents"),
         (pool.get("provisioning") or {}).get("pendingSlots", ""),
+        _spend(pool.get("provisioning")),
         _status(pool.get("provisioning")),
     ]
+
+
+def _spend(provisioning: dict[str, Any] | None) -> str:
+    """``2.01 of 8`` against the budget cap, ``2.01`` without one; empty for a static pool."""
+    if not provisioning or provisioning.get("spendPerHour") is None:
+        return ""
+    spend = f"{provisioning['spendPerHour']:.2f}"
+    cap = provisioning.get("maxCostPerHour")
+    return f"{spend} of {cap:g}" if cap else spend
 
 
 def pool_type(pool: dict[str, Any]) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -81,6 +82,11 @@ def _default(field: FieldInfo, model: type[BaseModel], name: str) -> str:
 
 
 def _type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:  # e.g. Literal["auto"] | timedelta | None
+        return " or ".join(_type(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return " or ".join(f"`{arg}`" for arg in typing.get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     for old, new in (
         ("typing.", ""),

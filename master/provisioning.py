@@ -9,10 +9,10 @@ what every instance cost and why the fleet is the size it is.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from master import models
@@ -23,6 +23,8 @@ from master.scheduler.loop import Scheduler, SchedulerError
 from master.scheduler.state import AgentInterrupted, AllocationState, Reschedule, SetAgentState
 from provisioner.base import Provider
 from provisioner.config import AWSProviderConfig, GCPProviderConfig, PoolProvider, ProviderConfig
+from provisioner.history import HistorySeed
+from provisioner.idle_policy import BOOTS_USED
 from provisioner.local import LocalProvider
 from provisioner.loop import PoolLoop
 from provisioner.types import AgentInfo, Demand, Instance, InstanceState, LaunchedInstance
@@ -70,6 +72,11 @@ class MasterWorld:
         gone = await self.db.run(partial(_record_joins, pool=pool, joined=joined, known=known))
         return connected + lost + gone
 
+    async def history(self, pool: str, now: datetime) -> HistorySeed:
+        """The pool's arrivals of the last 8 days and its last boot times, for the loop's
+        ``auto`` idle rule and warm pool (read once, when the loop starts)."""
+        return await self.db.run(partial(_pool_history, pool=pool, now=now))
+
     async def drain(self, agent_id: str, reason: str) -> None:
         try:
             await self.scheduler.call(SetAgentState(agent_id=agent_id, enabled=False, drain=True))
@@ -108,6 +115,42 @@ class MasterWorld:
         await self.db.run(
             partial(_reconcile, pool=pool, provider=provider, instances=instances, now=now)
         )
+
+
+HISTORY_DAYS = 8  # a week for "the same hour last week", and a day's margin
+HISTORY_ARRIVALS = 20_000  # at most this many seeded arrivals (the newest)
+
+
+def _pool_history(session: Session, pool: str, now: datetime) -> HistorySeed:
+    start = now - timedelta(days=HISTORY_DAYS)
+    arrivals = session.execute(
+        select(models.Allocation.task_id, models.Allocation.created_at, models.Task.slots)
+        .join(models.Task, models.Task.id == models.Allocation.task_id)
+        .where(models.Task.resource_pool == pool, models.Allocation.created_at >= start)
+        .order_by(models.Allocation.created_at.desc())
+        .limit(HISTORY_ARRIVALS)
+    ).all()
+    boots = session.execute(
+        select(models.ProvisionedInstance.launched_at, models.ProvisionedInstance.joined_at)
+        .where(
+            models.ProvisionedInstance.resource_pool == pool,
+            models.ProvisionedInstance.joined_at.is_not(None),
+        )
+        .order_by(models.ProvisionedInstance.launched_at.desc())
+        .limit(BOOTS_USED)
+    ).all()
+    first = session.execute(
+        select(func.min(models.Task.created_at)).where(models.Task.resource_pool == pool)
+    ).scalar()
+    return HistorySeed(
+        arrivals=tuple((task, at, slots) for task, at, slots in reversed(arrivals)),
+        boot_seconds=tuple(
+            (joined - launched).total_seconds()
+            for launched, joined in reversed(boots)
+            if joined is not None
+        ),
+        since=max(first, start) if first is not None else None,
+    )
 
 
 def _record_event(
@@ -249,13 +292,15 @@ def _reconcile(
 
 def instance_slots(provider: ProviderConfig) -> int:
     """Slots of one instance: configured, else the instance type's GPUs (AWS: the price
-    table; GCP: ``gpu_num`` plus GPUs bundled with the machine type), else 1."""
+    table, the largest of ``instance_types`` in a mixed pool; GCP: ``gpu_num`` plus GPUs
+    bundled with the machine type), else 1."""
     if provider.instance_slots is not None:
         return provider.instance_slots
     if isinstance(provider, AWSProviderConfig):
         from provisioner.prices import PriceBook
 
-        return PriceBook(provider.prices).slots(provider.instance_type)
+        book = PriceBook(provider.prices)
+        return max(book.slots(instance_type) for instance_type in provider.types)
     if isinstance(provider, GCPProviderConfig):
         from provisioner.gcp_prices import GCPPriceBook
 

@@ -34,6 +34,7 @@ error codes mean are pure functions in ``provisioner.aws_requests``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -187,27 +188,26 @@ class AWSProvider:
     # -- offers ----------------------------------------------------------------------------
 
     def offers(self) -> list[Offer]:
-        """The pool's instance type in its subnet's zone (None without a subnet): spot at the
+        """The pool's instance types in its subnet's zone (None without a subnet): spot at the
         current market price when ``spot`` is on, and on-demand at the price-book price.
 
         A spot offer dearer than ``spot_max_price`` (default: on-demand) is still listed at
         its market price: refusing it is the decider's call, and it says why in the pool's
         status. Should the price rise between offer and launch, EC2 answers
         SpotMaxPriceTooLow, a capacity error."""
-        instance_type = self.config.instance_type
-        try:
-            on_demand = self.prices.on_demand(instance_type)
-            slots = self._slots(instance_type)
-        except UnknownInstanceType as e:
-            raise ProviderError(ErrorClass.CONFIG, str(e)) from None
         zone = self._subnet_zone()
         offers = []
-        if self.config.spot:
-            spot = self._spot_cache.price(
-                instance_type, zone, lambda: self._latest_spot_price(instance_type, zone)
-            )
-            offers.append(Offer(instance_type, zone, Market.SPOT, spot, slots))
-        offers.append(Offer(instance_type, zone, Market.ON_DEMAND, on_demand, slots))
+        for instance_type in self.config.types:  # several with instance_types (a mixed pool)
+            try:
+                on_demand = self.prices.on_demand(instance_type)
+                slots = self._slots(instance_type)
+            except UnknownInstanceType as e:
+                raise ProviderError(ErrorClass.CONFIG, str(e)) from None
+            if self.config.spot:
+                latest = functools.partial(self._latest_spot_price, instance_type, zone)
+                spot = self._spot_cache.price(instance_type, zone, latest)
+                offers.append(Offer(instance_type, zone, Market.SPOT, spot, slots))
+            offers.append(Offer(instance_type, zone, Market.ON_DEMAND, on_demand, slots))
         return offers
 
     def _slots(self, instance_type: str) -> int:

@@ -10,9 +10,21 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
-from harness.units import Duration, OptionalDuration
+from harness.units import (
+    ALLOWED_DURATIONS,
+    Duration,
+    format_duration,
+    parse_duration,
+)
 
 
 class _Section(BaseModel):
@@ -61,6 +73,33 @@ class NetworkInterface(_Section):
     public_ip: bool = Field(default=True, description="Give instances a public address.")
 
 
+AUTO: Literal["auto"] = "auto"
+
+
+def parse_idle_period(value: object) -> timedelta | str | None:
+    """``auto`` (break-even, learned per pool), a duration, or ``off``."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid max_idle_agent_period {value!r}: expected 'auto', or {ALLOWED_DURATIONS}"
+        ) from None
+
+
+def format_idle_period(value: timedelta | str | None) -> str:
+    return value if isinstance(value, str) else format_duration(value)
+
+
+IdlePeriod = Annotated[
+    Literal["auto"] | timedelta | None,
+    BeforeValidator(parse_idle_period),
+    PlainSerializer(format_idle_period, return_type=str),
+]
+"""``auto``, a duration (``30s``, ``20m``) or ``off``."""
+
+
 ProviderType = Literal["local", "aws", "gcp"]
 
 
@@ -85,10 +124,46 @@ class ProviderConfig(_Section):
     )
     min_instances: int = Field(default=0, ge=0, description="Never fewer instances than this.")
     max_instances: int = Field(default=5, ge=0, description="Never more instances than this.")
-    max_idle_agent_period: OptionalDuration = Field(
-        default=timedelta(minutes=20),
-        description="An agent idle this long is drained, then terminated; `off` keeps it.",
+    max_idle_agent_period: IdlePeriod = Field(
+        default=AUTO,
+        description=(
+            "An agent idle this long is drained, then terminated; `off` keeps it. `auto` keeps "
+            "an idle agent while keeping it is expected to cost less than booting a new one "
+            "when work comes (boot time × price plus the wait it saves), learned from the "
+            "pool's recent arrivals and boot times (docs/design/provisioning-decider.md)."
+        ),
     )
+    # ---- the fleet's cost rules (issue 16), kept together; mixed types: AWS's instance_types
+    max_cost_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Never run instances costing more than this many $/hour together (spot at its "
+            "current price); queued work then says `budget cap $X/h reached`. Default: no cap."
+        ),
+    )
+    max_warm_cost_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Keep or launch idle capacity for the work forecast to arrive within one boot "
+            "time (recent arrivals and the same hour last week), spending at most this many "
+            "$/hour on idle instances; 0 turns the warm pool off. Reasons name the forecast: "
+            "`warm: 2 slots forecast for 14:00–14:04`."
+        ),
+    )
+    boot_hedge: float = Field(
+        default=1.0,
+        ge=0,
+        le=4,
+        description=(
+            "Race boots: launch this fraction more instances than the pending work needs, "
+            "rounded up, start the work on the first agents to join and cancel the surplus "
+            "still starting (billed up to the cloud's minimum charge). Boot times have a long "
+            "tail, so 1 (one spare per instance) cuts the long waits; 0 turns it off."
+        ),
+    )
+    # ---- end of the fleet's cost rules ----
     max_agent_starting_period: Duration = Field(
         default=timedelta(minutes=20),
         description="An instance whose agent has not joined within this is terminated.",
@@ -124,6 +199,11 @@ class ProviderConfig(_Section):
         """The instance type as one string, as offers, instances and the console name it."""
         return "local"
 
+    @property
+    def types(self) -> list[str]:
+        """The pool's instance types by name: one, except in a mixed AWS pool."""
+        return [self.instance_type_name]
+
     @model_validator(mode="after")
     def _consistent(self) -> ProviderConfig:
         if self.min_instances > self.max_instances:
@@ -150,7 +230,9 @@ class AWSProviderConfig(ProviderConfig):
     """EC2 instances launched from an AMI with the agent baked in."""
 
     type: Literal["aws"] = Field(description="AWS EC2.")
-    instance_type: str = Field(description="EC2 instance type, e.g. `g5.xlarge`.")
+    instance_type: str = Field(
+        description="EC2 instance type, e.g. `g5.xlarge` (default: the first of `instance_types`)."
+    )
     image_id: str = Field(description="AMI with the agent baked in.")
     tag_key: str = Field(default="flotilla-pool", description="Tag marking managed instances.")
     tag_value: str | None = Field(
@@ -165,10 +247,46 @@ class AWSProviderConfig(ProviderConfig):
     endpoint_url: str | None = Field(
         default=None, description="EC2 endpoint override (moto and other AWS-compatible APIs)."
     )
+    instance_types: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Several instance types for one pool, e.g. `[g5.xlarge, g5.12xlarge]`: each job is "
+            "fitted to the cheapest type, zone and market that holds its shape, and a type "
+            "without capacity falls through to the next. Empty: `instance_type` alone."
+        ),
+    )
 
     @property
     def instance_type_name(self) -> str:
         return self.instance_type
+
+    @property
+    def types(self) -> list[str]:
+        """The pool's instance types: ``instance_types``, or the one ``instance_type``."""
+        return self.instance_types or [self.instance_type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_of_instance_types(cls, data: Any) -> Any:
+        """A mixed pool may name only ``instance_types``; ``instance_type`` is then the first."""
+        if isinstance(data, dict) and "instance_type" not in data:
+            types = data.get("instance_types")
+            if isinstance(types, list) and types:
+                data = {**data, "instance_type": types[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _mixed_types(self) -> AWSProviderConfig:
+        if self.instance_types and self.instance_slots is not None:
+            raise ValueError(
+                "instance_slots: applies to one instance_type; with instance_types each type's "
+                "slots come from the price table"
+            )
+        if len(set(self.instance_types)) != len(self.instance_types):
+            raise ValueError(f"instance_types: each type once, got {self.instance_types}")
+        if "local" in self.types:
+            raise ValueError("instance_type: name an EC2 instance type, e.g. g5.xlarge")
+        return self
 
 
 # GCP's naming rules, quoted from the Compute Engine reference. Names: "The first character

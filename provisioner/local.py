@@ -194,6 +194,9 @@ class LocalProvider:
             "--work-dir", str(work_dir),
         ]  # fmt: skip
         env = {**os.environ, "DET_AGENT_JOIN_TOKEN": self.join_token}
+        if self.config.startup_script:  # run on "boot", before the agent, as on a cloud instance
+            script = f'{self.config.startup_script}\nexec "$@"'
+            argv = ["/bin/sh", "-c", script, "startup", *argv]
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )

@@ -33,6 +33,7 @@ from typing import Protocol
 from provisioner.base import FollowsLaunches, Provider
 from provisioner.config import ProviderConfig
 from provisioner.decider import ScaleDecider
+from provisioner.history import HistoryRecorder
 from provisioner.types import (
     AgentInfo,
     Backoff,
@@ -115,6 +116,8 @@ class PoolLoop:
         self.status = PoolStatus()
         self.backoffs: dict[OfferKey, Backoff] = {}
         self.spot_unavailable_since: datetime | None = None
+        # Arrivals and boot times for max_idle_agent_period auto (bounded; in memory).
+        self.history = HistoryRecorder(clock())
         self._offers: tuple[list[Offer], datetime] | None = None
         self._interrupted: set[str] = set()  # instances whose interruption was handled
         self._wake = asyncio.Event()
@@ -133,7 +136,19 @@ class PoolLoop:
     def wake(self) -> None:
         self._wake.set()
 
+    async def _seed_history(self) -> None:
+        """Start ``auto`` and the warm pool from what the master's database remembers, when the
+        world can say (``history(pool, now)``; the tests' fakes need not)."""
+        remember = getattr(self.world, "history", None)
+        if remember is None:
+            return
+        try:
+            self.history.seed(await remember(self.pool, self.clock()))
+        except Exception:
+            log.exception("pool %s: could not read its history; learning from now", self.pool)
+
     async def _run(self) -> None:
+        await self._seed_history()
         while True:
             try:
                 await self.run_pass()
@@ -157,6 +172,7 @@ class PoolLoop:
         demand = await self.world.demand(self.pool)
         agents = await self.world.agents(self.pool)
         self._expire_backoffs(now)
+        self.history.observe(now, demand, instances, agents)
         decision = self._decide(instances, offers, demand, agents, now)
         for drain in decision.drains:
             await self.world.drain(drain.agent_id, drain.reason)
@@ -196,6 +212,7 @@ class PoolLoop:
             offers=tuple(offers),
             backoffs=tuple(self.backoffs.values()),
             spot_unavailable_since=self.spot_unavailable_since,
+            history=self.history.history(now),
         )
         decision = self.decider.decide(snapshot, self.config, now)
         # The decider says whether spot was usable; the fallback delay counts from the first

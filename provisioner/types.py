@@ -118,6 +118,21 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class PoolHistory:
+    """What the pool saw recently, for the rules that learn (``max_idle_agent_period: auto``,
+    the warm pool): when demand arrived and how many slots it asked for, oldest first, and how
+    long recent instances took from launch to their agent joining, in seconds; ``since``: when
+    the recording began (None: nothing recorded); ``same_hour_last_week``: slots that arrived
+    in the hour starting a week before now (None until the pool has been watched that long).
+    The loop keeps it bounded (``provisioner/history.py``)."""
+
+    arrivals: tuple[tuple[datetime, int], ...] = ()
+    boot_seconds: tuple[float, ...] = ()
+    since: datetime | None = None
+    same_hour_last_week: int | None = None
+
+
+@dataclass(frozen=True)
 class PoolSnapshot:
     pool: str
     pending: tuple[Demand, ...] = ()
@@ -126,6 +141,7 @@ class PoolSnapshot:
     offers: tuple[Offer, ...] = ()
     backoffs: tuple[Backoff, ...] = ()
     spot_unavailable_since: datetime | None = None
+    history: PoolHistory = field(default_factory=PoolHistory)
 
 
 @dataclass(frozen=True)

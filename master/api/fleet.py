@@ -127,7 +127,8 @@ async def list_instances(
         uptime = max((end - row.launched_at).total_seconds(), 0.0)
         idle_since = agent.idle_since if agent is not None and current == "idle" else None
         period = idle_periods.get(row.resource_pool)
-        deadline = idle_since + period if idle_since is not None and period else None
+        fixed = period if isinstance(period, timedelta) else None  # auto has no fixed deadline
+        deadline = idle_since + fixed if idle_since is not None and fixed else None
         instances.append(
             {
                 "id": row.id,

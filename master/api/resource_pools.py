@@ -4,7 +4,7 @@ instances, pending demand, status and backoffs — why the fleet is the size it 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -41,7 +41,9 @@ def _limits(provider: ProviderConfig) -> dict[str, Any]:
     return {
         "minInstances": provider.min_instances,
         "maxInstances": provider.max_instances,
-        "maxIdleAgentPeriod": period.total_seconds() if period is not None else None,
+        "maxIdleAgentPeriod": period.total_seconds() if isinstance(period, timedelta) else None,
+        "idleRule": "fixed" if isinstance(period, timedelta) else period or "off",
+        "maxCostPerHour": provider.max_cost_per_hour,
         "market": "spot" if spot else "on-demand",
     }
 
@@ -100,6 +102,7 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
             "spot": pool.provider.spot,
             **_limits(pool.provider),
             "fallback": {"active": False, "reason": None},
+            "spendPerHour": 0.0,
             "status": failure,
             "degraded": failure,
             "pendingSlots": 0,
@@ -114,6 +117,9 @@ def _provisioning(state: MasterState, pool: ResourcePoolConfig) -> dict[str, Any
         "spot": pool.provider.spot,
         **_limits(pool.provider),
         "fallback": _fallback(loop, state.clock()),
+        "spendPerHour": round(
+            sum(i.price_per_hour for i in status.instances if i.state.value != "terminated"), 4
+        ),
         "status": status.summary,
         "degraded": status.degraded,
         "pendingSlots": status.pending_slots,

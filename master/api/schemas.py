@@ -259,7 +259,18 @@ class Provisioning(Shape):
     spot: bool
     min_instances: int
     max_instances: int
-    max_idle_agent_period: float | None = Field(description="seconds; null when off")
+    max_idle_agent_period: float | None = Field(
+        description="seconds; null when off or auto (see idle_rule)"
+    )
+    idle_rule: str = Field(
+        default="fixed", description="fixed (max_idle_agent_period), auto (break-even) or off"
+    )
+    max_cost_per_hour: float | None = Field(
+        default=None, description="the pool's budget cap, $/hour; null when none"
+    )
+    spend_per_hour: float = Field(
+        default=0.0, description="$/hour of the pool's live instances (spot at its price)"
+    )
     market: str = Field(description="spot or on-demand: what the pool buys first")
     fallback: SpotFallbackState
     status: str

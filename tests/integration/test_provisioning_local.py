@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,41 @@ def test_an_agent_that_stops_answering_is_terminated_as_disconnected(
         reason = next(e["reason"] for e in _pool_events(api) if e["kind"] == "terminated")
         assert "disconnected" in reason and "never joined" not in reason
         wait_for("a replacement for min_instances", lambda: len(api.agents()) == 1, timeout=60)
+    finally:
+        cluster.close()
+        kill_provisioned_agents(tmp_path)
+
+
+def test_auto_idle_keeps_a_warm_agent_through_a_burst_and_lets_it_go_after(
+    tmp_path: Path, db_url: str
+) -> None:
+    """``max_idle_agent_period: auto`` with no history yet keeps an idle agent for twice the
+    pool's boot time (the startup script makes a boot take ~2 s): a burst of commands with ~1 s
+    gaps runs on one agent, which goes away a few seconds after the burst."""
+    pool = elastic_pool(
+        instance_slots=1,
+        max_instances=1,
+        max_idle_agent_period="auto",
+        boot_hedge=0,
+        startup_script="sleep 2",
+    )
+    cluster = running_cluster(tmp_path, db_url, agents=0, resource_pools=pool)
+    master, _ = next(cluster)
+    try:
+        api = Api(master)
+        for n in range(3):
+            task_id = api.run(f"echo burst {n}", slots=1)
+            ended = api.wait_ended(task_id, timeout=60)
+            assert ended["allocations"][0]["exitCode"] == 0
+            time.sleep(1.0)  # the agent idles between submissions
+        events = _pool_events(api)
+        kinds = [e["kind"] for e in events]
+        assert kinds.count("requested") == 1 and kinds.count("joined") == 1
+        assert "draining" not in kinds and "terminated" not in kinds
+        wait_for("the idle agent to go after the burst", lambda: api.agents() == {}, timeout=30)
+        drained = next(e for e in _pool_events(api) if e["kind"] == "draining")
+        assert "max_idle_agent_period auto" in drained["reason"]
+        assert "2 × boot, no history yet" in drained["reason"]
     finally:
         cluster.close()
         kill_provisioned_agents(tmp_path)

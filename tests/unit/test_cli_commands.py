@@ -336,3 +336,15 @@ def test_a_master_url_with_a_path_is_refused_before_anything_is_sent(
         det("-m", "localhost:8080/api/v1", "version")
     assert exited.value.code == 2
     assert "the master URL must not have a path ('/api/v1')" in capsys.readouterr().err
+
+
+def test_resource_pool_list_shows_spend_against_the_budget_cap() -> None:
+    from cli.resource_pool import POOL_HEADERS, pool_row
+
+    elastic = {"name": "gpu", "provisioning": {"provider": "aws", "status": "2 instances"}}
+    spend = POOL_HEADERS.index("Spend $/h")
+    elastic["provisioning"] |= {"spendPerHour": 2.012, "maxCostPerHour": 8.0}
+    assert pool_row(elastic)[spend] == "2.01 of 8"
+    elastic["provisioning"] |= {"maxCostPerHour": None}
+    assert pool_row(elastic)[spend] == "2.01"
+    assert pool_row({"name": "static"})[spend] == ""

@@ -35,7 +35,10 @@ def later(minutes: float) -> datetime:
 
 
 def config(**fields: Any) -> ProviderConfig:
-    return ProviderConfig.model_validate({"type": "local", **fields})
+    """A pool with the fixed rules these tests are about: a 20m idle period, no boot racing
+    (``auto`` and ``boot_hedge`` have their own tests in test_decider_fleet.py)."""
+    fixed = {"max_idle_agent_period": "20m", "boot_hedge": 0}
+    return ProviderConfig.model_validate({"type": "local", **fixed, **fields})
 
 
 def offer(market: Market = OD, zone: str = "us-east-1a", price: float = 1, slots: int = 1) -> Offer:

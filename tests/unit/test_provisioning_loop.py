@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from provisioner.config import ProviderConfig
+from provisioner.decider import ScaleDecider
 from provisioner.loop import PoolLoop
 from provisioner.types import (
     AgentInfo,
+    Decision,
     Demand,
     ErrorClass,
     Instance,
@@ -17,6 +19,7 @@ from provisioner.types import (
     LaunchedInstance,
     Market,
     Offer,
+    PoolSnapshot,
     ProviderError,
     TerminateResult,
 )
@@ -101,7 +104,14 @@ class FakeWorld:
 
 
 def make_loop(provider: FakeProvider, world: FakeWorld, **config: Any) -> PoolLoop:
-    settings: dict[str, Any] = {"type": "local", "spot": True, "max_instances": 4, **config}
+    # No boot racing: these tests count the launches of the failure handling.
+    settings: dict[str, Any] = {
+        "type": "local",
+        "spot": True,
+        "max_instances": 4,
+        "boot_hedge": 0,
+        **config,
+    }
     return PoolLoop("gpu", ProviderConfig(**settings), provider, world, lambda: NOW)
 
 
@@ -165,3 +175,22 @@ def test_throttling_waits_for_a_later_pass_without_counting_a_failure() -> None:
     backoff = loop.backoffs[ON_DEMAND.key]
     assert backoff.failures == 0 and backoff.until == NOW + timedelta(seconds=30)
     assert provider.attempts == [Market.ON_DEMAND]
+
+
+def test_the_loop_gives_the_decider_its_pools_history() -> None:
+    provider = FakeProvider()
+    world = FakeWorld([Demand("job", 2)])
+    seen: list[PoolSnapshot] = []
+
+    class Recording(ScaleDecider):
+        def decide(self, snapshot: PoolSnapshot, config: ProviderConfig, now: datetime) -> Decision:
+            seen.append(snapshot)
+            return super().decide(snapshot, config, now)
+
+    loop = PoolLoop(
+        "gpu", ProviderConfig(type="local"), provider, world, lambda: NOW, decider=Recording()
+    )
+    one_pass(loop)
+    one_pass(loop)  # the same job still pending: one arrival, not two
+    assert seen[-1].history.arrivals == ((NOW, 2),)
+    assert seen[-1].history.since == NOW

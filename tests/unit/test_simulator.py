@@ -47,7 +47,8 @@ OFFER = Offer("g5.xlarge", "us-east-1a", Market.ON_DEMAND, 3.6, 1)  # $0.001 a s
 
 def pool(**fields: object) -> ProviderConfig:
     return AWSProviderConfig.model_validate(
-        {"type": "aws", "image_id": "ami-x", "instance_type": "g5.xlarge", **fields}
+        # No boot racing: these tests follow one instance's bill.
+        {"type": "aws", "image_id": "ami-x", "instance_type": "g5.xlarge", "boot_hedge": 0} | fields
     )
 
 
@@ -175,4 +176,41 @@ def test_command_line_prints_a_table_for_a_small_trace(
     assert main(["--trace", str(trace), "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("| on-demand g5.xlarge |") == 3
-    assert "cheaper than the baseline" in out
+    assert "of Determined@20m's" in out and "vs Determined@20m" in out
+
+
+def test_json_rows_carry_the_issue_keys_and_the_sweep_draws_the_frontier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "small.jsonl"
+    trace.write_text("\n".join(DEFAULT_TRACE.read_text().splitlines()[:40]) + "\n")
+    plot = tmp_path / "frontier.png"
+    argv = ["--trace", str(trace), "--seed", "2", "--json", "--scenarios", "on-demand"]
+    assert main([*argv, "--sweep-idle", "1m,20m", "--plot", str(plot)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["policy"], r["max_idle"]) for r in rows] == [
+        ("Determined", "1m"),
+        ("Determined", "20m"),
+        ("ScaleDecider", "auto"),
+        ("ScaleDecider", "1m"),
+        ("ScaleDecider", "20m"),
+    ]
+    keys = {"scenario", "policy", "max_idle", "cost", "lower_bound", "ratio", "wait_p50_s"}
+    keys |= {"wait_p95_s", "launches", "slot_h_lost", "rejected"}
+    assert all(keys <= row.keys() for row in rows)
+    assert all(
+        row["ratio"] == pytest.approx(row["cost"] / row["lower_bound"], rel=0.01) for row in rows
+    )
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = tmp_path / "rows.jsonl"
+    saved.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    again = tmp_path / "again.png"
+    assert main(["--replot", str(saved), "--plot", str(again)]) == 0
+    assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_gcp_profile_has_a_30_s_notice_and_a_minute_minimum() -> None:
+    profile = load_profile(DEFAULT_PROFILE.parent / "gcp_profile.json")
+    assert profile.spot_notice_s == 30
+    assert (profile.billing_granularity_s, profile.billing_minimum_s) == (1, 60)
+    assert billed_seconds(10, profile.billing_granularity_s, profile.billing_minimum_s) == 60
