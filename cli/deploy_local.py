@@ -422,8 +422,8 @@ def cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(nouns: SubParsers) -> None:
-    _, kinds = add_group(nouns, "d|eploy", "manage deployments")
+def register_kind(kinds: SubParsers) -> None:
+    """``det deploy local …`` (the deploy group itself is made by :mod:`cli.deploy`)."""
     _, verbs = add_group(kinds, "local", "a cluster of processes on this machine")
     p = add_verb(verbs, "cluster-up", cluster_up, "create a local cluster")
     p.add_argument(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -253,8 +254,18 @@ def _agent_price(settings: AwsDeploySettings) -> str:
     return f"${price}/hour on-demand in us-east-1 (provisioner price table)"
 
 
-def render(settings: AwsDeploySettings) -> tuple[str, list[Violation]]:
-    """The dry run's whole text (plan, rules, IAM, policy verdict, estimate) and the violations."""
+@dataclass(frozen=True)
+class DryRun:
+    """The plan's text (resources, rules, IAM, the policies' verdict), the estimate's, and the
+    violations (none for a plan ``up`` would accept)."""
+
+    plan: str
+    estimate: str
+    violations: list[Violation]
+
+
+def render(settings: AwsDeploySettings) -> DryRun:
+    """Run the program under mocks and render what it would do."""
     result = plan(settings)
     violations = check(result.resources, all_policies(), project=PROJECT, stack=settings.cluster_id)
     verdict = [str(v) for v in violations] or ["all policies pass"]
@@ -277,4 +288,4 @@ def render(settings: AwsDeploySettings) -> tuple[str, list[Violation]]:
         cost = estimate(settings, result.resources).render()
     except PriceLookupError as e:
         cost = f"No monthly estimate: {e}"
-    return f"{text}\n\n{cost}", violations
+    return DryRun(text, cost, violations)

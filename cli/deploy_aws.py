@@ -1,0 +1,392 @@
+"""``det deploy aws up|down|list``: a whole cluster on AWS, made by the Pulumi program in
+``infra/aws`` through Pulumi's Automation API (``infra.common.automation``).
+
+``up`` validates the flags, prints the monthly estimate of the base infrastructure (from the
+program run under mocks), runs the preflight checks (credentials, region, image, vCPU quota,
+the Pulumi CLI) before any change, previews with the mandatory policy pack, asks (unless
+``--yes``), applies, prints the master's URL and ``export DET_MASTER=…`` and waits for ``/info``.
+``--dry-run`` stops after the plan and the estimate and needs neither credentials nor the Pulumi
+CLI. ``down`` stops the master and terminates the agents with boto3 first (reported even when
+Pulumi then fails), then destroys the stack. ``list`` shows the stacks.
+
+The heavy imports (pulumi, boto3, infra) happen inside the handlers: ``det`` starts without
+them, and a machine with only the ``cli`` extra gets a message naming the ``deploy`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cli.errors import CliError
+from cli.parser import add_group, add_verb
+
+if TYPE_CHECKING:
+    from cli.parser import SubParsers
+    from infra.aws.settings import AwsDeploySettings
+
+MASTER_INFO_TIMEOUT_S = 600.0
+MASTER_INFO_POLL_S = 5.0
+# Settings fields by the flag that sets them, for error messages.
+FLAG_OF = {
+    "cluster_id": "--cluster-id",
+    "region": "--region",
+    "inbound_cidr": "--inbound-cidr",
+    "ssh_cidr": "--ssh-cidr",
+    "keypair": "--keypair",
+    "image_id": "--image-id",
+    "master_instance_type": "--master-instance-type",
+    "agent_instance_type": "--agent-instance-type",
+    "max_dynamic_agents": "--max-dynamic-agents",
+    "spot_max_price": "--spot-max-price",
+    "db": "--db",
+    "db_instance_type": "--db-instance-type",
+    "vpc_id": "--vpc-id",
+    "subnet_ids": "--subnet-ids",
+    "master_port": "--master-port",
+    "log_retention_days": "--log-retention-days",
+}
+PASSPHRASE_HELP = (
+    "Pulumi encrypts stack secrets (the join token, the database password) with a passphrase "
+    "for self-managed state: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) "
+    "and keep it; every later up/down of this cluster needs the same one"
+)
+
+
+def _deploy_imports() -> None:
+    try:
+        import boto3  # noqa: F401
+        import pulumi  # noqa: F401
+        import pulumi_aws  # noqa: F401
+    except ImportError as e:
+        raise CliError(
+            f"det deploy aws needs the deploy extra ({e.name} is missing): "
+            "pip install 'flotilla[deploy]'"
+        ) from e
+
+
+def settings_from(args: argparse.Namespace) -> AwsDeploySettings:
+    """The flags as validated settings; a bad value is a CliError naming its flag."""
+    from pydantic import ValidationError
+
+    from infra.aws.settings import AwsDeploySettings
+
+    values: dict[str, Any] = {
+        "cluster_id": args.cluster_id,
+        "region": args.region,
+        "inbound_cidr": args.inbound_cidr,
+    }
+    for name in FLAG_OF:
+        value = getattr(args, name, None)
+        if value is not None and name not in values:
+            values[name] = value
+    if getattr(args, "spot", False):
+        values["spot"] = True
+    if isinstance(values.get("subnet_ids"), str):
+        values["subnet_ids"] = tuple(s for s in values["subnet_ids"].split(",") if s)
+    try:
+        return AwsDeploySettings(**values)
+    except ValidationError as e:
+        lines = []
+        for item in e.errors():
+            field = str(item["loc"][0]) if item["loc"] else ""
+            where = FLAG_OF.get(field, field) or "flags"
+            lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        raise CliError("invalid deployment settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _warn(message: str) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise CliError(f"{question} needs an answer: run in a terminal, or pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _stream(line: str) -> None:
+    print(line.rstrip("\n"), file=sys.stderr, flush=True)
+
+
+def _session(region: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=region)
+
+
+def _backend(args: argparse.Namespace, session: Any, account: str) -> str:
+    if args.state:
+        return str(args.state)
+    from infra.aws.state import default_state_bucket, ensure_state_bucket
+
+    bucket = default_state_bucket(account, args.region)
+    return ensure_state_bucket(session.client("s3", region_name=args.region), bucket, args.region)
+
+
+def _workspace(backend: str, region: str) -> Any:
+    """The real Pulumi workspace; the CLI runs our program and policy pack with this Python."""
+    from infra.aws.program import PROJECT
+    from infra.common.automation import PulumiWorkspace
+
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {
+        "AWS_REGION": region,
+        "PULUMI_PYTHON_CMD": sys.executable,
+        "PYTHONPATH": path,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+    }
+    return PulumiWorkspace(PROJECT, backend, env)
+
+
+def _require_pulumi_and_passphrase(state: str | None) -> None:
+    from infra.common.automation import DeployError, require_pulumi_cli
+
+    try:
+        require_pulumi_cli()
+    except DeployError as e:
+        raise CliError(e.message) from None
+    self_managed = state is None or not state.startswith(("https://", "http://"))
+    has_passphrase = any(
+        v in os.environ for v in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
+    )
+    if self_managed and not has_passphrase:
+        raise CliError(PASSPHRASE_HELP)
+
+
+def _wait_for_master(url: str, timeout_s: float = MASTER_INFO_TIMEOUT_S) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/info", timeout=5.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(MASTER_INFO_POLL_S)
+    return False
+
+
+def up(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if settings.inbound_is_world:
+        _warn(
+            f"--inbound-cidr {settings.inbound_cidr} opens the master's port to the whole "
+            "internet; give your network's range instead unless you mean it"
+        )
+    from infra.aws import dry_run
+
+    result = dry_run.render(settings)
+    if args.dry_run:
+        print(f"{result.plan}\n\n{result.estimate}")
+        return 1 if result.violations else 0
+    _deploy_imports()
+    print(result.estimate)
+    if result.violations:
+        refused = "; ".join(map(str, result.violations))
+        raise CliError(f"the policy pack refuses this plan: {refused}")
+    _require_pulumi_and_passphrase(args.state)
+    from infra.aws.preflight import PreflightError, preflight
+
+    session = _session(settings.region)
+    try:
+        checked = preflight(session, settings)
+    except PreflightError as e:
+        raise CliError("preflight failed:\n  " + "\n  ".join(e.problems)) from None
+    for note in checked.notes:
+        _warn(note)
+    if settings.image_id is None:
+        print(f"Using image {checked.image_id}", file=sys.stderr)
+        settings = settings.model_copy(update={"image_id": checked.image_id})
+    return _apply(args, settings, session, checked.account)
+
+
+def _apply(
+    args: argparse.Namespace, settings: AwsDeploySettings, session: Any, account: str
+) -> int:
+    from infra.aws.program import DB_PASSWORD_KEY, JOIN_TOKEN_KEY, program
+    from infra.common.automation import DeployError, deploy_up
+    from infra.policy.pack import PACK_DIR
+
+    def confirm(changes: dict[str, int]) -> bool:
+        summary = ", ".join(f"{op} {n}" for op, n in sorted(changes.items()) if op != "same")
+        if args.yes:
+            return True
+        return _confirm(f"Apply these changes to cluster {settings.cluster_id} ({summary})?")
+
+    try:
+        workspace = _workspace(_backend(args, session, account), settings.region)
+        outcome = deploy_up(
+            workspace,
+            settings.cluster_id,
+            program(settings),
+            config={"aws:region": settings.region},
+            secrets={
+                JOIN_TOKEN_KEY: lambda: secrets.token_urlsafe(32),
+                DB_PASSWORD_KEY: lambda: secrets.token_urlsafe(24),
+            },
+            policy_packs=[str(PACK_DIR)],
+            confirm=confirm,
+            on_output=_stream,
+        )
+    except DeployError as e:
+        raise CliError(e.message) from None
+    if outcome.outputs is None:
+        print("Nothing changed.")
+        return 0
+    url = str(outcome.outputs["master_url"])
+    print(f"Cluster {settings.cluster_id} is up: {url}")
+    print(f"export DET_MASTER={url}")
+    print(f"Waiting for {url}/info ...", file=sys.stderr)
+    if not _wait_for_master(url):
+        raise CliError(
+            f"the master at {url} did not answer /info within {MASTER_INFO_TIMEOUT_S:.0f} s; "
+            f"see its boot log: aws ec2 get-console-output --instance-id "
+            f"{outcome.outputs.get('master_instance_id')} --region {settings.region}"
+        )
+    print("The master answers.")
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    _deploy_imports()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.aws.agents import terminate_cluster_agents
+
+    cluster = args.cluster_id
+    if not args.yes and not _confirm(
+        f"Stop cluster {cluster} in {args.region}, terminate its agents and destroy its stack?"
+    ):
+        return 0
+    session = _session(args.region)
+    agents_ok = True
+    try:
+        report = terminate_cluster_agents(
+            session.client("ec2", region_name=args.region), cluster, on_progress=_stream
+        )
+        for line in report.lines():
+            print(f"Agents: {line}")
+        agents_ok = not report.remaining
+    except (ClientError, BotoCoreError) as e:
+        print(f"Agents: could not terminate the cluster's instances: {e}")
+        agents_ok = False
+    pulumi_ok = _destroy_stack(args, session, cluster)
+    if not (agents_ok and pulumi_ok):
+        raise CliError(f"cluster {cluster} is not fully torn down (see above); run down again")
+    return 0
+
+
+def _destroy_stack(args: argparse.Namespace, session: Any, cluster: str) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from infra.aws.program import PROJECT
+    from infra.common.automation import DeployError, deploy_destroy
+
+    try:
+        _require_pulumi_and_passphrase(args.state)
+        account = "" if args.state else session.client("sts").get_caller_identity()["Account"]
+        workspace = _workspace(_backend(args, session, account), args.region)
+        deploy_destroy(workspace, cluster, _no_program(cluster), _stream)
+    except (CliError, DeployError) as e:
+        print(f"Stack: not destroyed: {e}")
+        return False
+    except (ClientError, BotoCoreError) as e:
+        print(f"Stack: not destroyed: cannot reach the state backend: {e}")
+        return False
+    print(
+        f"Stack: {PROJECT}/{cluster} destroyed (the checkpoint bucket is kept: delete it with "
+        "`aws s3 rb --force s3://<bucket>` when you no longer need the checkpoints)"
+    )
+    return True
+
+
+def _no_program(cluster: str) -> Callable[[], dict[str, Any]]:
+    """Destroy and list need no program; Pulumi still wants one for an inline workspace."""
+
+    def program() -> dict[str, Any]:
+        raise RuntimeError(f"the program of {cluster} is not run by destroy or list")
+
+    return program
+
+
+def list_clusters(args: argparse.Namespace) -> int:
+    _deploy_imports()
+    from cli.render import print_table
+    from infra.common.automation import DeployError, list_deployments
+
+    _require_pulumi_and_passphrase(args.state)
+    session = _session(args.region)
+    account = "" if args.state else session.client("sts").get_caller_identity()["Account"]
+    try:
+        workspace = _workspace(_backend(args, session, account), args.region)
+        infos = list_deployments(workspace, _no_program("list"))
+    except DeployError as e:
+        raise CliError(e.message) from None
+    rows = []
+    for info in infos:
+        state = "deployed" if info.resource_count else "empty"
+        if info.update_in_progress:
+            state = "updating"
+        url = info.outputs.get("master_url", "")
+        rows.append([info.name, url, state, info.resource_count, info.last_update])
+    print_table(["Cluster", "Master URL", "State", "Resources", "Last update"], rows)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, *, cluster: bool = True) -> None:
+    if cluster:
+        p.add_argument("--cluster-id", required=True, help="the cluster's name (the stack's)")
+    p.add_argument("--region", required=True, help="AWS region, e.g. us-east-1")
+    p.add_argument(
+        "--state",
+        default=None,
+        help="Pulumi backend URL (default: s3://flotilla-pulumi-state-<account>-<region>, "
+        "made on first use); e.g. file://~/.flotilla/pulumi",
+    )
+
+
+def register_kind(kinds: SubParsers) -> None:
+    """``det deploy aws …`` (the deploy group itself is made by :mod:`cli.deploy`)."""
+    _, verbs = add_group(kinds, "aws", "a cluster on AWS, made with Pulumi (infra/aws)")
+    p = add_verb(verbs, "up", up, "create or update a cluster on AWS")
+    _common(p)
+    p.add_argument(
+        "--inbound-cidr",
+        required=True,
+        help="addresses allowed to reach the master, e.g. 203.0.113.0/24 (0.0.0.0/0 warns)",
+    )
+    p.add_argument("--ssh-cidr", default=None, help="allow SSH from here (default: no SSH)")
+    p.add_argument("--keypair", default=None, help="EC2 key pair for the master and agents")
+    p.add_argument("--image-id", default=None, help="AMI (default: newest from agent_image/)")
+    p.add_argument("--master-instance-type", default=None, help="default t3.medium")
+    p.add_argument("--agent-instance-type", default=None, help="default g4dn.xlarge")
+    p.add_argument("--max-dynamic-agents", type=int, default=None, help="default 5")
+    p.add_argument("--spot", action="store_true", help="launch agents on spot first")
+    p.add_argument("--spot-max-price", type=float, default=None, help="$/hour cap for spot")
+    p.add_argument(
+        "--db",
+        choices=["rds", "local"],
+        default=None,
+        help="rds (default): PostgreSQL on RDS; local: PostgreSQL on the master",
+    )
+    p.add_argument("--db-instance-type", default=None, help="RDS class, default db.t3.micro")
+    p.add_argument("--vpc-id", default=None, help="use this VPC (with --subnet-ids)")
+    p.add_argument("--subnet-ids", default=None, help="comma-separated subnets of --vpc-id")
+    p.add_argument("--master-port", type=int, default=None, help="default 8080")
+    p.add_argument("--log-retention-days", type=int, default=None, help="default 30")
+    p.add_argument("--dry-run", action="store_true", help="print plan and estimate; no changes")
+    p.add_argument("--yes", action="store_true", help="do not ask before applying")
+    p = add_verb(verbs, "down", down, "terminate a cluster's agents and destroy its stack")
+    _common(p)
+    p.add_argument("--yes", action="store_true", help="do not ask first")
+    p = add_verb(verbs, "list ls", list_clusters, "list the clusters deployed on AWS")
+    _common(p, cluster=False)

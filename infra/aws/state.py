@@ -1,0 +1,48 @@
+"""Where Pulumi keeps the state of AWS deployments: by default an S3 bucket of the account,
+``s3://flotilla-pulumi-state-<account>-<region>``, made on the first ``up`` (versioned, so a bad
+update can be rolled back by hand; encrypted; public access blocked). ``--state URL`` (e.g.
+``file://~/.flotilla/pulumi``) uses any backend Pulumi accepts instead.
+
+S3 quirk: ``CreateBucket`` in us-east-1 must not name a location constraint; everywhere else
+it must."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+STATE_BUCKET_PREFIX = "flotilla-pulumi-state"
+
+
+def default_state_bucket(account: str, region: str) -> str:
+    return f"{STATE_BUCKET_PREFIX}-{account}-{region}"
+
+
+def ensure_state_bucket(s3: Any, bucket: str, region: str) -> str:
+    """Create the state bucket if it does not exist; its ``s3://`` backend URL."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        location = {} if region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": region}}  # fmt: skip
+        s3.create_bucket(Bucket=bucket, **location)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return f"s3://{bucket}?region={region}"
