@@ -130,7 +130,11 @@ def require_pulumi_cli() -> str:
 def error_lines(transcript: str) -> str:
     """The engine's error lines from a CLI transcript, or its tail when none is marked."""
     lines = [line.rstrip() for line in transcript.splitlines() if line.strip()]
-    marked = [line.strip() for line in lines if line.strip().startswith(_ERROR_MARKERS)]
+    marked = [
+        line.strip()
+        for line in lines
+        if line.strip().startswith(_ERROR_MARKERS) or " error: " in line
+    ]
     # Policy violations put the rule and the resource on the lines after the marker.
     if any("Policy Violations" in line for line in lines):
         start = next(i for i, line in enumerate(lines) if "Policy Violations" in line)
