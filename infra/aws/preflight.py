@@ -33,7 +33,8 @@ VCPU_QUOTAS = {
     "p": ("L-417A185B", "L-7212CCBC"),  # P
 }
 # fmt: on
-STANDARD_FAMILIES = set("acdhimrtz")
+# Single-letter families (and I's im/is variants) count as standard; inf, trn, hpc, mac … do not.
+STANDARD_FAMILIES = {*"acdhimrtz", "im", "is"}
 _FAMILY = re.compile(r"^([a-z]+?)\d")
 
 
@@ -53,7 +54,7 @@ def family_group(instance_type: str) -> str | None:
         return "g"
     if family == "p":
         return "p"
-    if family[:1] in STANDARD_FAMILIES:
+    if family in STANDARD_FAMILIES:
         return "standard"
     return None
 
