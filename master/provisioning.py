@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -252,6 +253,14 @@ def instance_slots(provider: ProviderConfig) -> int:
     return 1
 
 
+def agent_logging(config: MasterConfig) -> dict[str, Any] | None:
+    """The ``logging`` section for the agents the master launches: its own CloudWatch group,
+    region and stream prefix (task logs are the master's to ship, so not that flag)."""
+    if config.logging is None:
+        return None
+    return config.logging.model_dump(mode="json", exclude={"ship_task_logs"})
+
+
 def make_provider(
     config: MasterConfig, pool: str, provider: ProviderConfig, cluster_id: str
 ) -> Provider:
@@ -274,6 +283,7 @@ def make_provider(
         join_token=config.join_token(),
         startup_script=provider.startup_script,
         slots=instance_slots(provider),
+        logging=agent_logging(config),
     )
     return AWSProvider(provider, pool, cluster_id, user_data, prices)
 
