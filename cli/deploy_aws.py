@@ -116,18 +116,9 @@ def _stream(line: str) -> None:
 
 
 def _session(region: str) -> Any:
-    import boto3
+    from infra.aws.state import session
 
-    return boto3.session.Session(region_name=region)
-
-
-def _backend(args: argparse.Namespace, session: Any, account: str) -> str:
-    if args.state:
-        return str(args.state)
-    from infra.aws.state import default_state_bucket, ensure_state_bucket
-
-    bucket = default_state_bucket(account, args.region)
-    return ensure_state_bucket(session.client("s3", region_name=args.region), bucket, args.region)
+    return session(region)
 
 
 def _workspace(backend: str, region: str) -> Any:
@@ -222,8 +213,11 @@ def _apply(
             return True
         return _confirm(f"Apply these changes to cluster {settings.cluster_id} ({summary})?")
 
+    from infra.aws.state import backend_url
+
     try:
-        workspace = _workspace(_backend(args, session, account), settings.region)
+        backend = backend_url(session, settings.region, args.state, account)
+        workspace = _workspace(backend, settings.region)
         outcome = deploy_up(
             workspace,
             settings.cluster_id,
@@ -258,9 +252,7 @@ def _apply(
 
 def down(args: argparse.Namespace) -> int:
     _deploy_imports()
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from infra.aws.agents import terminate_cluster_agents
+    from infra.aws.agents import teardown
 
     cluster = args.cluster_id
     if not args.yes and not _confirm(
@@ -268,39 +260,26 @@ def down(args: argparse.Namespace) -> int:
     ):
         return 0
     session = _session(args.region)
-    agents_ok = True
-    try:
-        report = terminate_cluster_agents(
-            session.client("ec2", region_name=args.region), cluster, on_progress=_stream
-        )
-        for line in report.lines():
-            print(f"Agents: {line}")
-        agents_ok = not report.remaining
-    except (ClientError, BotoCoreError) as e:
-        print(f"Agents: could not terminate the cluster's instances: {e}")
-        agents_ok = False
+    report = teardown(session, args.region, cluster, _stream)
+    for line in report.lines():
+        print(f"Agents: {line}")
     pulumi_ok = _destroy_stack(args, session, cluster)
-    if not (agents_ok and pulumi_ok):
+    if not (report.complete and pulumi_ok):
         raise CliError(f"cluster {cluster} is not fully torn down (see above); run down again")
     return 0
 
 
 def _destroy_stack(args: argparse.Namespace, session: Any, cluster: str) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from infra.aws.program import PROJECT
+    from infra.aws.state import backend_url
     from infra.common.automation import DeployError, deploy_destroy
 
     try:
         _require_pulumi_and_passphrase(args.state)
-        account = "" if args.state else session.client("sts").get_caller_identity()["Account"]
-        workspace = _workspace(_backend(args, session, account), args.region)
+        workspace = _workspace(backend_url(session, args.region, args.state), args.region)
         deploy_destroy(workspace, cluster, _no_program(cluster), _stream)
     except (CliError, DeployError) as e:
         print(f"Stack: not destroyed: {e}")
-        return False
-    except (ClientError, BotoCoreError) as e:
-        print(f"Stack: not destroyed: cannot reach the state backend: {e}")
         return False
     print(
         f"Stack: {PROJECT}/{cluster} destroyed (the checkpoint bucket is kept: delete it with "
@@ -324,11 +303,11 @@ def list_clusters(args: argparse.Namespace) -> int:
     from infra.common.automation import DeployError, list_deployments
 
     _require_pulumi_and_passphrase(args.state)
-    session = _session(args.region)
-    account = "" if args.state else session.client("sts").get_caller_identity()["Account"]
+    from infra.aws.state import backend_url
+
     try:
-        workspace = _workspace(_backend(args, session, account), args.region)
-        infos = list_deployments(workspace, _no_program("list"))
+        backend = backend_url(_session(args.region), args.region, args.state)
+        infos = list_deployments(_workspace(backend, args.region), _no_program("list"))
     except DeployError as e:
         raise CliError(e.message) from None
     rows = []

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from infra.aws.iam import TAG_DEPLOYMENT
 from infra.aws.program import TAG_ROLE
 from provisioner.aws_requests import TAG_MARKET
@@ -43,6 +45,11 @@ class TeardownReport:
     spot: list[str] = field(default_factory=list)
     cancelled_requests: list[str] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)
+    error: str | None = None  # what EC2 answered when the step could not finish
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and not self.remaining
 
     def lines(self) -> list[str]:
         out = []
@@ -57,6 +64,8 @@ class TeardownReport:
             out.append("no agent instances were running")
         if self.remaining:
             out.append(f"still not terminated: {', '.join(self.remaining)}")
+        if self.error:
+            out.append(f"could not finish: {self.error}")
         return out
 
 
@@ -138,3 +147,15 @@ def terminate_cluster_agents(
         sleep(poll_s)
     report.remaining = ids
     return report
+
+
+def teardown(
+    aws: Any, region: str, cluster_id: str, on_progress: Callable[[str], None]
+) -> TeardownReport:
+    """:func:`terminate_cluster_agents` with ``aws``'s EC2 client; an EC2 failure is recorded in
+    the report (``error``) instead of raised, so ``down`` always reports this step."""
+    try:
+        ec2 = aws.client("ec2", region_name=region)
+        return terminate_cluster_agents(ec2, cluster_id, on_progress=on_progress)
+    except (ClientError, BotoCoreError) as e:
+        return TeardownReport(error=str(e))

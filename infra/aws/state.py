@@ -10,9 +10,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra.common.automation import DeployError
 
 STATE_BUCKET_PREFIX = "flotilla-pulumi-state"
+
+
+def session(region: str) -> Any:
+    """A boto3 session for ``region`` (credentials from boto3's usual chain)."""
+    return boto3.session.Session(region_name=region)
+
+
+def backend_url(aws: Any, region: str, state: str | None, account: str | None = None) -> str:
+    """``state`` if given, else the default state bucket's URL (made if missing). Errors reaching
+    AWS are a DeployError saying what failed."""
+    if state:
+        return state
+    try:
+        if account is None:
+            account = str(aws.client("sts").get_caller_identity()["Account"])
+        bucket = default_state_bucket(account, region)
+        return ensure_state_bucket(aws.client("s3", region_name=region), bucket, region)
+    except (ClientError, BotoCoreError) as e:
+        raise DeployError(f"cannot reach the Pulumi state bucket in {region}: {e}") from e
 
 
 def default_state_bucket(account: str, region: str) -> str:

@@ -34,6 +34,7 @@ WHERE = {
     "agent_image": ("agent",),
     "harness": ("agent", "train"),  # task code, on an agent host
     "cli": ("cli",),
+    "infra": ("deploy",),  # det deploy aws|gcp, on an admin's machine
     "examples": ("agent", "train"),  # trial code, run by the harness
     "bench": ("dev",),
 }
