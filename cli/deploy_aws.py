@@ -194,17 +194,20 @@ def up(args: argparse.Namespace) -> int:
         raise CliError("preflight failed:\n  " + "\n  ".join(e.problems)) from None
     for note in checked.notes:
         _warn(note)
-    if settings.image_id is None:
-        print(f"Using image {checked.image_id}", file=sys.stderr)
-        settings = settings.model_copy(update={"image_id": checked.image_id})
-    return _apply(args, settings, session, checked.account)
+    return _apply(args, settings, session, checked.account, checked.image_id)
 
 
 def _apply(
-    args: argparse.Namespace, settings: AwsDeploySettings, session: Any, account: str
+    args: argparse.Namespace,
+    settings: AwsDeploySettings,
+    session: Any,
+    account: str,
+    newest_image: str,
 ) -> int:
+    """Run ``up``. Without ``--image-id`` a running cluster keeps its image (a new one would
+    replace the master); a new cluster gets the newest."""
     from infra.aws.program import DB_PASSWORD_KEY, JOIN_TOKEN_KEY, program
-    from infra.common.automation import DeployError, deploy_up
+    from infra.common.automation import DeployError, current_outputs, deploy_up
     from infra.policy.pack import PACK_DIR
 
     def confirm(changes: dict[str, int]) -> bool:
@@ -218,6 +221,12 @@ def _apply(
     try:
         backend = backend_url(session, settings.region, args.state, account)
         workspace = _workspace(backend, settings.region)
+        if settings.image_id is None:
+            running = current_outputs(workspace, settings.cluster_id, program(settings))
+            image = str(running.get("image_id") or newest_image)
+            kept = "the cluster's current" if running.get("image_id") else "the newest"
+            print(f"Using {kept} image {image} (--image-id picks another)", file=sys.stderr)
+            settings = settings.model_copy(update={"image_id": image})
         outcome = deploy_up(
             workspace,
             settings.cluster_id,

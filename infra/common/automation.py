@@ -324,6 +324,14 @@ def deploy_up(
     return UpOutcome(changes, stack.up(on_output, policy_packs))
 
 
+def current_outputs(workspace: Workspace, name: str, program: Program) -> dict[str, Any]:
+    """The outputs of stack ``name`` as last deployed; empty when there is no such stack."""
+    try:
+        return workspace.select(name, program).outputs()
+    except StackNotFound:
+        return {}
+
+
 def deploy_destroy(
     workspace: Workspace, name: str, program: Program, on_output: OutputSink
 ) -> None:

@@ -266,3 +266,12 @@ def test_no_pulumi_cli_is_a_message_with_how_to_install(monkeypatch: pytest.Monk
 def test_stack_not_found_from_the_cli_is_stack_not_found() -> None:
     with pytest.raises(StackNotFound, match="no stack 'demo'"), surfaced("open", "demo"):
         raise command_error(errors.StackNotFoundError, "error: no stack named 'demo' found\n")
+
+
+def test_current_outputs_of_a_deployed_and_a_missing_stack() -> None:
+    from infra.common.automation import current_outputs
+
+    workspace = FakeWorkspace()
+    assert current_outputs(workspace, "demo", program) == {}
+    Up(workspace)()
+    assert current_outputs(workspace, "demo", program)["master_url"] == OUTPUTS["master_url"]
