@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,130 @@ def test_deploy_local_is_still_there(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["deploy", "local", "cluster-up", "--help"])
     assert "--max-agents" in capsys.readouterr().out
+
+
+class MockedStack:
+    """A stack whose preview and up run the real program under Pulumi's mocks (the Pulumi CLI
+    cannot be installed here), with the policy pack applied as the engine would."""
+
+    def __init__(self, name: str, program: Any, record: dict[str, Any]) -> None:
+        self.name = name
+        self.program = program
+        self.record = record
+        self.config: dict[str, str] = {}
+        self.deployed: dict[str, Any] = {}
+
+    def get_config(self, key: str) -> str | None:
+        return self.config.get(key)
+
+    def set_config(self, key: str, value: str, *, secret: bool = False) -> None:
+        self.config[key] = value
+        self.record.setdefault("secrets", []).extend([key] if secret else [])
+
+    def _run(self) -> Any:
+        from infra.aws.dry_run import _calls, _computed
+        from infra.common.plan import run_program
+
+        return run_program(self.program, project="flotilla-aws", stack=self.name,
+                           config=self.config, computed=_computed,
+                           calls=_calls(self.config["aws:region"]))  # fmt: skip
+
+    def preview(self, on_output: Any, policy_packs: list[str]) -> dict[str, int]:
+        from infra.policy.pack import all_policies
+        from infra.policy.runner import check
+
+        plan = self._run()
+        self.record["policy_packs"] = policy_packs
+        self.record["violations"] = check(plan.resources, all_policies())
+        self.record["resources"] = plan.resources
+        return {"create": len(plan.resources)}
+
+    def up(self, on_output: Any, policy_packs: list[str]) -> dict[str, Any]:
+        on_output("Updating (demo)")
+        self.deployed = self._run().outputs
+        return self.deployed
+
+    def destroy(self, on_output: Any) -> None:
+        self.deployed = {}
+
+    def outputs(self) -> dict[str, Any]:
+        return self.deployed
+
+
+class MockedWorkspace:
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+        self.stacks: dict[str, MockedStack] = {}
+
+    def select_or_create(self, name: str, program: Any) -> MockedStack:
+        stack = self.stacks.setdefault(name, MockedStack(name, program, self.record))
+        stack.program = program
+        return stack
+
+    def select(self, name: str, program: Any) -> MockedStack:
+        from infra.common.automation import StackNotFound
+
+        if name not in self.stacks:
+            raise StackNotFound(name)
+        return self.stacks[name]
+
+    def list_stacks(self) -> list[Any]:
+        from infra.common.automation import StackInfo
+
+        return [StackInfo(n, resource_count=len(self.record.get("resources", [])))
+                for n in self.stacks]  # fmt: skip
+
+    def remove(self, name: str) -> None:
+        del self.stacks[name]
+
+
+def test_up_checks_applies_the_program_and_prints_the_master_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Preflight against moto (in-process), the Pulumi side through the mocked workspace."""
+    import boto3
+    from moto import mock_aws
+
+    from cli import deploy_aws
+    from infra.aws import preflight
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test")
+    workspace = MockedWorkspace()
+    waited: list[str] = []
+    monkeypatch.setattr("infra.common.automation.require_pulumi_cli", lambda: "pulumi")
+    monkeypatch.setattr(deploy_aws, "_workspace", lambda backend, region: workspace)
+    monkeypatch.setattr(deploy_aws, "_wait_for_master", lambda url: waited.append(url) or True)
+    monkeypatch.setattr(preflight, "check_quota", lambda ec2, quotas, settings: [])
+    args = [a for a in DRY_RUN if a != "--dry-run"]
+    args += ["--image-id", "ami-12c6146b", "--max-dynamic-agents", "3", "--yes", "--state",
+             "file:///tmp/unused"]  # fmt: skip
+    with mock_aws():
+        boto3.client("ec2", region_name="us-east-1")
+        assert main(args) == 0
+        captured = capsys.readouterr()
+        assert "Estimated monthly cost" in captured.out
+        assert "Cluster demo is up: http://198.51.100.10:8080" in captured.out
+        assert "export DET_MASTER=http://198.51.100.10:8080" in captured.out
+        assert waited == ["http://198.51.100.10:8080"]
+        assert sorted(workspace.record["secrets"]) == ["flotilla:dbPassword", "flotilla:joinToken"]
+        assert workspace.record["violations"] == []
+        assert workspace.record["policy_packs"][0].endswith("infra/policy")
+        master = next(r for r in workspace.record["resources"] if r.name == "master")
+        assert master.inputs["ami"] == "ami-12c6146b"
+        token = workspace.stacks["demo"].config["flotilla:joinToken"]
+        assert f"agent_join_token: {token}" in master.inputs["userData"]
+        assert "max_instances: 3" in master.inputs["userData"]
+        # A re-run keeps the generated secrets.
+        assert main(args) == 0
+        assert workspace.stacks["demo"].config["flotilla:joinToken"] == token
+        assert len(workspace.record["secrets"]) == 2
+        # list shows the stack with its URL.
+        monkeypatch.setattr("infra.aws.state.backend_url", lambda *a, **k: "file:///tmp/unused")
+        capsys.readouterr()
+        assert main(["deploy", "aws", "list", "--region", "us-east-1"]) == 0
+        listed = capsys.readouterr().out
+        assert "demo" in listed and "http://198.51.100.10:8080" in listed and "deployed" in listed
