@@ -275,3 +275,51 @@ def test_current_outputs_of_a_deployed_and_a_missing_stack() -> None:
     assert current_outputs(workspace, "demo", program) == {}
     Up(workspace)()
     assert current_outputs(workspace, "demo", program)["master_url"] == OUTPUTS["master_url"]
+
+
+class AutomationStackDouble:
+    """Stands in for ``pulumi.automation.Stack`` with its real result types, to pin how
+    ``PulumiStack`` reads them (the CLI it would drive is not installable here)."""
+
+    name = "demo"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def preview(self, **kw: Any) -> Any:
+        from pulumi.automation import PreviewResult
+        from pulumi.automation.events import OpType
+
+        self.calls.append(("preview", kw))
+        kw["on_output"]("Previewing update (demo)")
+        return PreviewResult("", "", {OpType.CREATE: 3, OpType.SAME: 1})
+
+    def up(self, **kw: Any) -> Any:
+        from pulumi.automation import OutputValue, UpResult
+
+        self.calls.append(("up", kw))
+        outputs = {"master_url": OutputValue("http://198.51.100.10:8080", False),
+                   "token": OutputValue("t", True)}  # fmt: skip
+        return UpResult("", "", None, outputs)  # type: ignore[arg-type]
+
+    def destroy(self, **kw: Any) -> Any:
+        self.calls.append(("destroy", kw))
+        raise command_error(errors.CommandError, "error: BucketNotEmpty: the bucket is not empty\n")
+
+
+def test_pulumi_stack_reads_the_automation_apis_results() -> None:
+    from infra.common.automation import PulumiStack
+
+    double = AutomationStackDouble()
+    stack = PulumiStack(double)
+    lines: list[str] = []
+    assert stack.preview(lines.append, ["/pack"]) == {"create": 3, "same": 1}
+    assert lines == ["Previewing update (demo)"]
+    assert stack.up(lines.append, ["/pack"]) == {
+        "master_url": "http://198.51.100.10:8080",
+        "token": "t",
+    }
+    assert double.calls[1][1]["policy_packs"] == ["/pack"]
+    assert double.calls[1][1]["show_secrets"] is False
+    with pytest.raises(DeployError, match="destroy demo failed:\n  error: BucketNotEmpty"):
+        stack.destroy(lines.append)
