@@ -174,7 +174,7 @@ def rule_lines(resources: list[PlannedResource]) -> list[str]:
         group = r.inputs.get("securityGroupId")
         arrow = f"{group} <- {peer}" if inbound else f"{group} -> {peer}"
         lines.append(f"{arrow:<40} {_ports(r.inputs):<12} {r.inputs.get('description', '')}")
-    return lines
+    return sorted(lines)
 
 
 def _statement_line(statement: Mapping[str, Any]) -> str:
@@ -189,7 +189,7 @@ def _statement_line(statement: Mapping[str, Any]) -> str:
 
 def iam_lines(resources: list[PlannedResource]) -> list[str]:
     lines = []
-    for r in resources:
+    for r in sorted(resources, key=lambda r: r.name):
         if r.type != "aws:iam/rolePolicy:RolePolicy":
             continue
         lines.append(f"{r.name} (role {r.inputs.get('role')}):")
@@ -204,7 +204,7 @@ def estimate(settings: AwsDeploySettings, resources: list[PlannedResource]) -> E
     """The monthly cost of what the plan creates, from the shipped table; agents are extra."""
     table = PriceTable.load(PRICE_TABLE)
     result = Estimate(table, settings.region)
-    for r in resources:
+    for r in sorted(resources, key=lambda r: r.name):
         if r.type == "aws:ec2/instance:Instance":
             kind = str(r.inputs["instanceType"])
             result.hourly(f"{r.name} instance {kind}", "ec2_instance_hour", kind)

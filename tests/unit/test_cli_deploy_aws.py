@@ -50,7 +50,8 @@ def test_the_issues_dry_run_prints_plan_and_estimate_without_credentials_or_pulu
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Plan for Flotilla cluster 'demo' in us-east-1" in out
-    for resource in ("Vpc", "SecurityGroup", "RolePolicy", "Bucket", "LogGroup", "Instance"):
+    for resource in ("ec2.Vpc", "ec2.SecurityGroup", "iam.RolePolicy", "s3.Bucket",
+                     "cloudwatch.LogGroup", "ec2.Instance", "rds.Instance", "ec2.Eip"):  # fmt: skip
         assert f"+ {resource} " in out
     assert "Security group rules:" in out
     assert "sg-master-sg <- 203.0.113.0/24" in out
