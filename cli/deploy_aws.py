@@ -219,7 +219,7 @@ def _apply(
     from infra.aws.state import backend_url
 
     try:
-        backend = backend_url(session, settings.region, args.state, account)
+        backend = backend_url(session, settings.region, args.state, account, create=True)
         workspace = _workspace(backend, settings.region)
         if settings.image_id is None:
             running = current_outputs(workspace, settings.cluster_id, program(settings))

@@ -23,18 +23,43 @@ def session(region: str) -> Any:
     return boto3.session.Session(region_name=region)
 
 
-def backend_url(aws: Any, region: str, state: str | None, account: str | None = None) -> str:
-    """``state`` if given, else the default state bucket's URL (made if missing). Errors reaching
-    AWS are a DeployError saying what failed."""
+def backend_url(
+    aws: Any, region: str, state: str | None, account: str | None = None, *, create: bool = False
+) -> str:
+    """``state`` if given, else the default state bucket's URL; ``create`` makes the bucket if
+    it is missing (``up``), otherwise a missing bucket means nothing was deployed with the
+    default state (``down``, ``list``). Errors reaching AWS are a DeployError."""
     if state:
         return state
     try:
         if account is None:
             account = str(aws.client("sts").get_caller_identity()["Account"])
         bucket = default_state_bucket(account, region)
-        return ensure_state_bucket(aws.client("s3", region_name=region), bucket, region)
+        s3 = aws.client("s3", region_name=region)
+        if create:
+            return ensure_state_bucket(s3, bucket, region)
+        if not bucket_exists(s3, bucket):
+            raise DeployError(
+                f"no Pulumi state bucket s3://{bucket}: nothing was deployed in {region} with "
+                "the default state (pass --state if up used another)"
+            )
+        return state_url(bucket, region)
     except (ClientError, BotoCoreError) as e:
         raise DeployError(f"cannot reach the Pulumi state bucket in {region}: {e}") from e
+
+
+def state_url(bucket: str, region: str) -> str:
+    return f"s3://{bucket}?region={region}"
+
+
+def bucket_exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def default_state_bucket(account: str, region: str) -> str:
@@ -43,11 +68,7 @@ def default_state_bucket(account: str, region: str) -> str:
 
 def ensure_state_bucket(s3: Any, bucket: str, region: str) -> str:
     """Create the state bucket if it does not exist; its ``s3://`` backend URL."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise
+    if not bucket_exists(s3, bucket):
         location = {} if region == "us-east-1" else {
             "CreateBucketConfiguration": {"LocationConstraint": region}}  # fmt: skip
         s3.create_bucket(Bucket=bucket, **location)
