@@ -16,14 +16,23 @@ them, and a machine with only the ``cli`` extra gets a message naming the ``depl
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.deploy_cloud import (
+    MASTER_INFO_TIMEOUT_S,
+    confirm,
+    no_program,
+    print_deployments,
+    pulumi_workspace,
+    require_deploy_extra,
+    require_pulumi_and_passphrase,
+    settings_error,
+    stream,
+    wait_for_master,
+    warn,
+)
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 
@@ -31,8 +40,6 @@ if TYPE_CHECKING:
     from cli.parser import SubParsers
     from infra.aws.settings import AwsDeploySettings
 
-MASTER_INFO_TIMEOUT_S = 600.0
-MASTER_INFO_POLL_S = 5.0
 # Settings fields by the flag that sets them, for error messages.
 FLAG_OF = {
     "cluster_id": "--cluster-id",
@@ -52,23 +59,10 @@ FLAG_OF = {
     "master_port": "--master-port",
     "log_retention_days": "--log-retention-days",
 }
-PASSPHRASE_HELP = (
-    "Pulumi encrypts stack secrets (the join token, the database password) with a passphrase "
-    "for self-managed state: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) "
-    "and keep it; every later up/down of this cluster needs the same one"
-)
 
 
 def _deploy_imports() -> None:
-    try:
-        import boto3  # noqa: F401
-        import pulumi  # noqa: F401
-        import pulumi_aws  # noqa: F401
-    except ImportError as e:
-        raise CliError(
-            f"det deploy aws needs the deploy extra ({e.name} is missing): "
-            "pip install 'flotilla[deploy]'"
-        ) from e
+    require_deploy_extra("det deploy aws", ("boto3", "pulumi", "pulumi_aws"))
 
 
 def settings_from(args: argparse.Namespace) -> AwsDeploySettings:
@@ -93,26 +87,7 @@ def settings_from(args: argparse.Namespace) -> AwsDeploySettings:
     try:
         return AwsDeploySettings(**values)
     except ValidationError as e:
-        lines = []
-        for item in e.errors():
-            field = str(item["loc"][0]) if item["loc"] else ""
-            where = FLAG_OF.get(field, field) or "flags"
-            lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-        raise CliError("invalid deployment settings:\n  " + "\n  ".join(lines)) from None
-
-
-def _warn(message: str) -> None:
-    print(f"WARNING: {message}", file=sys.stderr)
-
-
-def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        raise CliError(f"{question} needs an answer: run in a terminal, or pass --yes")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-
-
-def _stream(line: str) -> None:
-    print(line.rstrip("\n"), file=sys.stderr, flush=True)
+        raise settings_error(e, FLAG_OF) from None
 
 
 def _session(region: str) -> Any:
@@ -122,54 +97,18 @@ def _session(region: str) -> Any:
 
 
 def _workspace(backend: str, region: str) -> Any:
-    """The real Pulumi workspace; the CLI runs our program and policy pack with this Python."""
     from infra.aws.program import PROJECT
-    from infra.common.automation import PulumiWorkspace
 
-    root = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {
-        "AWS_REGION": region,
-        "PULUMI_PYTHON_CMD": sys.executable,
-        "PYTHONPATH": path,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-    }
-    return PulumiWorkspace(PROJECT, backend, env)
+    return pulumi_workspace(PROJECT, backend, {"AWS_REGION": region})
 
 
-def _require_pulumi_and_passphrase(state: str | None) -> None:
-    from infra.common.automation import DeployError, require_pulumi_cli
-
-    try:
-        require_pulumi_cli()
-    except DeployError as e:
-        raise CliError(e.message) from None
-    self_managed = state is None or not state.startswith(("https://", "http://"))
-    has_passphrase = any(
-        v in os.environ for v in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
-    )
-    if self_managed and not has_passphrase:
-        raise CliError(PASSPHRASE_HELP)
-
-
-def _wait_for_master(url: str, timeout_s: float = MASTER_INFO_TIMEOUT_S) -> bool:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/info", timeout=5.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(MASTER_INFO_POLL_S)
-    return False
+_wait_for_master = wait_for_master
 
 
 def up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.inbound_is_world:
-        _warn(
+        warn(
             f"--inbound-cidr {settings.inbound_cidr} opens the master's port to the whole "
             "internet; give your network's range instead unless you mean it"
         )
@@ -184,7 +123,7 @@ def up(args: argparse.Namespace) -> int:
     if result.violations:
         refused = "; ".join(map(str, result.violations))
         raise CliError(f"the policy pack refuses this plan: {refused}")
-    _require_pulumi_and_passphrase(args.state)
+    require_pulumi_and_passphrase(args.state)
     from infra.aws.preflight import PreflightError, preflight
 
     session = _session(settings.region)
@@ -193,7 +132,7 @@ def up(args: argparse.Namespace) -> int:
     except PreflightError as e:
         raise CliError("preflight failed:\n  " + "\n  ".join(e.problems)) from None
     for note in checked.notes:
-        _warn(note)
+        warn(note)
     return _apply(args, settings, session, checked.account, checked.image_id)
 
 
@@ -210,11 +149,11 @@ def _apply(
     from infra.common.automation import DeployError, current_outputs, deploy_up
     from infra.policy.pack import PACK_DIR
 
-    def confirm(changes: dict[str, int]) -> bool:
+    def ask(changes: dict[str, int]) -> bool:
         summary = ", ".join(f"{op} {n}" for op, n in sorted(changes.items()) if op != "same")
         if args.yes:
             return True
-        return _confirm(f"Apply these changes to cluster {settings.cluster_id} ({summary})?")
+        return confirm(f"Apply these changes to cluster {settings.cluster_id} ({summary})?")
 
     from infra.aws.state import backend_url
 
@@ -237,8 +176,8 @@ def _apply(
                 DB_PASSWORD_KEY: lambda: secrets.token_urlsafe(24),
             },
             policy_packs=[str(PACK_DIR)],
-            confirm=confirm,
-            on_output=_stream,
+            confirm=ask,
+            on_output=stream,
         )
     except DeployError as e:
         raise CliError(e.message) from None
@@ -264,12 +203,12 @@ def down(args: argparse.Namespace) -> int:
     from infra.aws.agents import teardown
 
     cluster = args.cluster_id
-    if not args.yes and not _confirm(
+    if not args.yes and not confirm(
         f"Stop cluster {cluster} in {args.region}, terminate its agents and destroy its stack?"
     ):
         return 0
     session = _session(args.region)
-    report = teardown(session, args.region, cluster, _stream)
+    report = teardown(session, args.region, cluster, stream)
     for line in report.lines():
         print(f"Agents: {line}")
     pulumi_ok = _destroy_stack(args, session, cluster)
@@ -284,9 +223,9 @@ def _destroy_stack(args: argparse.Namespace, session: Any, cluster: str) -> bool
     from infra.common.automation import DeployError, deploy_destroy
 
     try:
-        _require_pulumi_and_passphrase(args.state)
+        require_pulumi_and_passphrase(args.state)
         workspace = _workspace(backend_url(session, args.region, args.state), args.region)
-        deploy_destroy(workspace, cluster, _no_program(cluster), _stream)
+        deploy_destroy(workspace, cluster, no_program(cluster), stream)
     except (CliError, DeployError) as e:
         print(f"Stack: not destroyed: {e}")
         return False
@@ -297,36 +236,19 @@ def _destroy_stack(args: argparse.Namespace, session: Any, cluster: str) -> bool
     return True
 
 
-def _no_program(cluster: str) -> Callable[[], dict[str, Any]]:
-    """Destroy and list need no program; Pulumi still wants one for an inline workspace."""
-
-    def program() -> dict[str, Any]:
-        raise RuntimeError(f"the program of {cluster} is not run by destroy or list")
-
-    return program
-
-
 def list_clusters(args: argparse.Namespace) -> int:
     _deploy_imports()
-    from cli.render import print_table
     from infra.common.automation import DeployError, list_deployments
 
-    _require_pulumi_and_passphrase(args.state)
+    require_pulumi_and_passphrase(args.state)
     from infra.aws.state import backend_url
 
     try:
         backend = backend_url(_session(args.region), args.region, args.state)
-        infos = list_deployments(_workspace(backend, args.region), _no_program("list"))
+        infos = list_deployments(_workspace(backend, args.region), no_program("list"))
     except DeployError as e:
         raise CliError(e.message) from None
-    rows = []
-    for info in infos:
-        state = "deployed" if info.resource_count else "empty"
-        if info.update_in_progress:
-            state = "updating"
-        url = info.outputs.get("master_url", "")
-        rows.append([info.name, url, state, info.resource_count, info.last_update])
-    print_table(["Cluster", "Master URL", "State", "Resources", "Last update"], rows)
+    print_deployments(infos)
     return 0
 
 

@@ -231,3 +231,29 @@ def test_up_checks_applies_the_program_and_prints_the_master_url(
         assert main(["deploy", "aws", "list", "--region", "us-east-1"]) == 0
         listed = capsys.readouterr().out
         assert "demo" in listed and "http://198.51.100.10:8080" in listed and "deployed" in listed
+
+
+def test_asking_without_a_terminal_points_at_yes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from cli.deploy_cloud import confirm
+    from cli.errors import CliError
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    with pytest.raises(CliError, match="pass --yes"):
+        confirm("Apply these changes?")
+
+
+def test_self_managed_state_needs_a_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.deploy_cloud import PASSPHRASE_HELP, require_pulumi_and_passphrase
+    from cli.errors import CliError
+
+    monkeypatch.setattr("infra.common.automation.require_pulumi_cli", lambda: "pulumi")
+    for name in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CliError) as caught:
+        require_pulumi_and_passphrase("file:///tmp/state")
+    assert caught.value.message == PASSPHRASE_HELP
+    require_pulumi_and_passphrase("https://api.pulumi.com")  # Pulumi Cloud manages secrets
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "x")
+    require_pulumi_and_passphrase(None)
