@@ -101,8 +101,8 @@ def require_directory(src: Path) -> None:
 
 
 class ObjectStorage(ABC):
-    """The interface on top of five object primitives; checkpoint ``uuid`` is every object
-    under ``<prefix>/<uuid>/``.
+    """The interface on top of four object primitives (and two batch hooks); checkpoint
+    ``uuid`` is every object under ``<prefix>/<uuid>/``.
 
     Objects are uploaded one by one, so readers could see a partial checkpoint while an upload
     is running; that is harmless because the master only learns of a checkpoint once its upload
@@ -130,6 +130,17 @@ class ObjectStorage(ABC):
     @abstractmethod
     def _delete_keys(self, keys: list[str]) -> None:
         """Delete these objects; ones already gone are not an error."""
+
+    def _put_files(self, pairs: list[tuple[Path, str]]) -> None:
+        """Upload each ``(local path, key)``; a backend with a parallel transfer manager
+        overrides this (boto3 already parallelises within a file, so S3 keeps the loop)."""
+        for path, key in pairs:
+            self._put_file(path, key)
+
+    def _get_files(self, pairs: list[tuple[str, Path]]) -> None:
+        """Download each ``(key, local path)``; parent directories exist already."""
+        for key, path in pairs:
+            self._get_file(key, path)
 
     # ---- the interface ----------------------------------------------------------------------
 
@@ -174,18 +185,19 @@ class ObjectStorage(ABC):
         stale = [key for rel, (key, _size) in self._objects(uuid).items() if rel not in sizes]
         if stale:
             self._delete_keys(stale)
-        for rel in sizes:
-            self._put_file(src / rel, prefix + rel)
+        self._put_files([(src / rel, prefix + rel) for rel in sizes])
         return sizes
 
     def download(self, uuid: str, dst: Path) -> None:
         objects = self._objects(uuid)
         if not objects:
             raise CheckpointNotFound(uuid, self.location(uuid))
+        pairs = []
         for rel, (key, _size) in objects.items():
             target = dst / safe_relative(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._get_file(key, target)
+            pairs.append((key, target))
+        self._get_files(pairs)
 
     def delete(self, uuid: str) -> None:
         keys = [key for key, _size in self._list(self.key_prefix(uuid))]

@@ -34,9 +34,9 @@ WHERE = {
     "agent_image": ("agent",),
     "harness": ("agent", "train"),  # task code, on an agent host
     "cli": ("cli",),
-    "infra": ("deploy",),  # det deploy aws|gcp, on an admin's machine
     "examples": ("agent", "train"),  # trial code, run by the harness
     "bench": ("dev",),
+    "infra": ("deploy",),  # `det deploy aws|gcp`: the programs, their dry run and policy pack
 }
 # Extras that name what a machine runs, as opposed to the tools of development.
 RUNTIME_EXTRAS = ("master", "agent", "cli", "aws", "gcs", "train", "notebook")
@@ -44,6 +44,10 @@ RUNTIME_EXTRAS = ("master", "agent", "cli", "aws", "gcs", "train", "notebook")
 DISTRIBUTIONS = {
     "yaml": "pyyaml",
     "google.auth": "google-auth",
+    "google.oauth2": "google-auth",
+    "google.api_core": "google-api-core",
+    "google.cloud.storage": "google-cloud-storage",
+    "google.cloud.compute_v1": "google-cloud-compute",
     "argon2": "argon2-cffi",
     "pydantic_core": "pydantic-core",
     "psycopg2": "psycopg2-binary",

@@ -1,5 +1,5 @@
 """The StorageManager contract, run against every backend: shared_fs on tmp_path, S3 on moto in
-server mode, GCS on the loopback fake (tests/fake_gcs.py) with a token from the environment."""
+server mode, GCS on gcp-storage-emulator (tests/gcs_emulator.py) through google-cloud-storage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from harness.storage import CheckpointNotFound, StorageManager, build_storage
-from tests.fake_gcs import fake_gcs
+from tests.gcs_emulator import admin_client, gcs_emulator
 from tests.moto_logs import REGION, moto_server
 
 BIG = 9 * 1024 * 1024 + 12345  # over the 8 MiB multipart threshold
@@ -47,6 +47,12 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+@pytest.fixture(scope="module")
+def gcs_endpoint() -> Iterator[str]:
+    with gcs_emulator() as endpoint:
+        yield endpoint
+
+
 @pytest.fixture(params=["shared_fs", "s3", "gcs"])
 def storage(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -76,10 +82,11 @@ def storage(
             }
         )
     else:
-        with fake_gcs("checkpoints", token="secret-token") as (endpoint, _state):
-            monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
-            monkeypatch.setenv("GOOGLE_OAUTH_ACCESS_TOKEN", "secret-token")
-            yield build_storage({"type": "gcs", "bucket": "checkpoints", "prefix": "experiments/7"})
+        endpoint = request.getfixturevalue("gcs_endpoint")
+        bucket = f"checkpoints-{uuidlib.uuid4().hex[:12]}"
+        admin_client(endpoint).create_bucket(bucket)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        yield build_storage({"type": "gcs", "bucket": bucket, "prefix": "experiments/7"})
 
 
 def test_round_trip_of_a_tree_with_a_big_file(storage: StorageManager, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""``det deploy gcp``: the Pulumi program (pulumi-gcp) of a Flotilla cluster on GCP."""
