@@ -122,3 +122,17 @@ def test_violations_come_back_as_mandatory_diagnostics(analyzer: Any) -> None:
     [diagnostic] = analyze_stack(analyzer, without_block)
     assert diagnostic.policyName == "s3-private-encrypted"
     assert diagnostic.urn.endswith("::checkpoints")
+
+
+def test_the_gcp_programs_resources_pass_too(analyzer: Any) -> None:
+    """One pack serves both clouds: the GCP program's resources, sent as the engine sends them."""
+    from infra.gcp.dry_run import plan
+    from infra.gcp.settings import GcpDeploySettings
+
+    settings = GcpDeploySettings(
+        cluster_id="demo", project="my-project-1", inbound_cidr="203.0.113.0/24"
+    )
+    resources = [r for r in plan(settings).resources if not r.type.startswith("pulumi:")]
+    for resource in resources:
+        assert analyze(analyzer, resource) == [], resource.name
+    assert analyze_stack(analyzer, resources) == []
