@@ -1,6 +1,7 @@
-# The Flotilla agent AMI: Ubuntu 22.04, Python 3.11, this repository's wheel with the agent
-# extra, the flotilla-agent systemd unit, and (optionally) the NVIDIA driver and container
-# toolkit. See README.md beside this file for how to build it.
+# The Flotilla AMI: Ubuntu 22.04, Python 3.11, this repository's wheel with the master and agent
+# extras, the flotilla-agent and flotilla-master systemd units, PostgreSQL (disabled), and
+# (optionally) the NVIDIA driver and container toolkit. Pool instances run the agent; the master
+# instance of `det deploy aws up` runs the master. See README.md beside this file.
 #
 #   pip wheel --no-deps -w dist .
 #   packer init agent_image/agent.pkr.hcl
@@ -88,6 +89,8 @@ locals {
   wheel_name = basename(var.wheel)
   image_tags = merge(var.tags, {
     "flotilla:image"      = "agent"
+    # Holds det-master too: `det deploy aws up` looks images up by both tags.
+    "flotilla:master"     = "yes"
     "flotilla:wheel"      = local.wheel_name
     "flotilla:nvidia"     = var.install_nvidia ? var.nvidia_driver_branch : "none"
     "flotilla:source-ami" = data.amazon-ami.ubuntu.id
@@ -135,12 +138,18 @@ build {
     destination = "/tmp/flotilla-agent.service"
   }
 
+  provisioner "file" {
+    source      = "${path.root}/flotilla-master.service"
+    destination = "/tmp/flotilla-master.service"
+  }
+
   provisioner "shell" {
     script          = "${path.root}/install.sh"
     execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
     environment_vars = [
       "FLOTILLA_WHEEL=/tmp/${local.wheel_name}",
       "FLOTILLA_UNIT=/tmp/flotilla-agent.service",
+      "FLOTILLA_MASTER_UNIT=/tmp/flotilla-master.service",
       "INSTALL_NVIDIA=${var.install_nvidia}",
       "NVIDIA_DRIVER_BRANCH=${var.nvidia_driver_branch}",
       "INSTALL_CONTAINER_TOOLKIT=${var.install_container_toolkit}",

@@ -1,10 +1,13 @@
 #!/bin/bash
-# Bakes the Flotilla agent into an Ubuntu 22.04 image. Run as root by Packer (agent.pkr.hcl) on
-# the build instance, after it uploaded the wheel and the systemd unit to /tmp.
+# Bakes Flotilla into an Ubuntu 22.04 image: det-agent for pool instances and det-master (with
+# PostgreSQL, for `det deploy aws up --db local`) for the master instance `det deploy aws up`
+# makes. Neither service is enabled: user-data starts the one the instance is for. Run as root by
+# Packer (agent.pkr.hcl) on the build instance, after it uploaded the wheel and units to /tmp.
 #
 # Environment (set by agent.pkr.hcl):
 #   FLOTILLA_WHEEL             path of the flotilla wheel to install (required)
 #   FLOTILLA_UNIT              path of flotilla-agent.service (default /tmp/flotilla-agent.service)
+#   FLOTILLA_MASTER_UNIT       path of flotilla-master.service (default /tmp/flotilla-master.service)
 #   INSTALL_NVIDIA             "true" to install the NVIDIA datacenter driver (default true)
 #   NVIDIA_DRIVER_BRANCH       driver branch, e.g. 535 (default 535)
 #   INSTALL_CONTAINER_TOOLKIT  "true" to install Docker and the NVIDIA container toolkit
@@ -13,6 +16,7 @@ set -euo pipefail
 
 : "${FLOTILLA_WHEEL:?set FLOTILLA_WHEEL to the path of the flotilla wheel}"
 FLOTILLA_UNIT="${FLOTILLA_UNIT:-/tmp/flotilla-agent.service}"
+FLOTILLA_MASTER_UNIT="${FLOTILLA_MASTER_UNIT:-/tmp/flotilla-master.service}"
 INSTALL_NVIDIA="${INSTALL_NVIDIA:-true}"
 NVIDIA_DRIVER_BRANCH="${NVIDIA_DRIVER_BRANCH:-535}"
 INSTALL_CONTAINER_TOOLKIT="${INSTALL_CONTAINER_TOOLKIT:-false}"
@@ -30,6 +34,10 @@ apt-get install -y --no-install-recommends ca-certificates curl gnupg software-p
 add-apt-repository -y ppa:deadsnakes/ppa
 apt-get update
 apt-get install -y --no-install-recommends python3.11 python3.11-venv
+
+echo "==> PostgreSQL (only a master deployed with --db local starts it)"
+apt-get install -y --no-install-recommends postgresql
+systemctl disable --now postgresql.service
 
 if [ "$INSTALL_NVIDIA" = "true" ]; then
   echo "==> NVIDIA driver ${NVIDIA_DRIVER_BRANCH}-server"
@@ -50,15 +58,17 @@ if [ "$INSTALL_CONTAINER_TOOLKIT" = "true" ]; then
   systemctl enable docker
 fi
 
-echo "==> flotilla agent into $VENV"
+echo "==> flotilla master and agent into $VENV"
 python3.11 -m venv "$VENV"
 "$VENV/bin/pip" install --no-cache-dir --upgrade pip
-"$VENV/bin/pip" install --no-cache-dir "flotilla[agent] @ file://${FLOTILLA_WHEEL}"
+"$VENV/bin/pip" install --no-cache-dir "flotilla[master,agent] @ file://${FLOTILLA_WHEEL}"
 ln -sf "$VENV/bin/det-agent" /usr/local/bin/det-agent
+ln -sf "$VENV/bin/det-master" /usr/local/bin/det-master
 "$VENV/bin/det-agent" --version
 
-echo "==> systemd unit (enabled at boot by user-data, once the config exists)"
+echo "==> systemd units (one enabled at boot by user-data, once its config exists)"
 install -m 0644 "$FLOTILLA_UNIT" /etc/systemd/system/flotilla-agent.service
+install -m 0644 "$FLOTILLA_MASTER_UNIT" /etc/systemd/system/flotilla-master.service
 install -d -m 0700 /etc/flotilla
 systemctl daemon-reload
 
@@ -68,5 +78,5 @@ systemctl disable --now apt-daily.timer apt-daily-upgrade.timer unattended-upgra
 
 echo "==> cleaning up"
 apt-get clean
-rm -rf /var/lib/apt/lists/* "$FLOTILLA_WHEEL" "$FLOTILLA_UNIT"
+rm -rf /var/lib/apt/lists/* "$FLOTILLA_WHEEL" "$FLOTILLA_UNIT" "$FLOTILLA_MASTER_UNIT"
 cloud-init clean --logs

@@ -219,7 +219,7 @@ def list_deployments(args: argparse.Namespace) -> int:
 
 
 def register(kinds: SubParsers) -> None:
-    """``gcp`` under ``det deploy`` (registered by cli.deploy_local's noun)."""
+    """``gcp`` under ``det deploy`` (registered by :mod:`cli.deploy`)."""
     _, verbs = add_group(kinds, "gcp", "a cluster on Google Cloud (Compute Engine, Cloud SQL, GCS)")
     p = add_verb(verbs, "up", up, "create or update a GCP deployment")
     p.add_argument("--cluster-id", required=True, help="the deployment's name (stack, labels)")

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cli import deploy_gcp, progress
+from cli import progress
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
@@ -426,8 +426,8 @@ def cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(nouns: SubParsers) -> None:
-    _, kinds = add_group(nouns, "d|eploy", "manage deployments")
+def register_kind(kinds: SubParsers) -> None:
+    """``det deploy local …`` (the deploy group itself is made by :mod:`cli.deploy`)."""
     _, verbs = add_group(kinds, "local", "a cluster of processes on this machine")
     p = add_verb(verbs, "cluster-up", cluster_up, "create a local cluster")
     p.add_argument(
@@ -466,4 +466,3 @@ def register(nouns: SubParsers) -> None:
     p.add_argument(
         "--delete-db", action="store_true", help="also delete the default SQLite database"
     )
-    deploy_gcp.register(kinds)

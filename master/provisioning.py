@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -308,6 +309,14 @@ def instance_slots(provider: ProviderConfig) -> int:
     return 1
 
 
+def agent_logging(config: MasterConfig) -> dict[str, Any] | None:
+    """The ``logging`` section for the agents the master launches: its own CloudWatch group,
+    region and stream prefix (task logs are the master's to ship, so not that flag)."""
+    if config.logging is None:
+        return None
+    return config.logging.model_dump(mode="json", exclude={"ship_task_logs"})
+
+
 def make_provider(
     config: MasterConfig, pool: str, provider: PoolProvider, cluster_id: str
 ) -> Provider:
@@ -328,6 +337,7 @@ def make_provider(
         startup_script=provider.startup_script,
         slots=instance_slots(provider),
         cloud=provider.type,
+        logging=agent_logging(config),
     )
     if provider.type == "gcp":
         from provisioner.gcp import GCPProvider  # google-cloud-compute: only for GCP pools

@@ -102,13 +102,15 @@ def render_user_data(
     extra_env: Mapping[str, str] | None = None,
     slots: int | None = None,
     cloud: Cloud = "aws",
+    logging: Mapping[str, Any] | None = None,
 ) -> str:
     """The boot script for an instance of ``pool``: its agent joins ``master_url`` with
     ``join_token`` under the instance id, after ``startup_script`` ran with ``extra_env``
     (which the agent and its tasks also get). ``slots`` is how many CPU slots the agent offers
     when the instance has no GPU (GPUs, when present, are found by the agent). ``cloud`` picks
-    how the script learns the instance's id. Raises ``ValueError`` for a value the script
-    cannot carry or a result over the cloud's limit."""
+    how the script learns the instance's id. ``logging`` is the agent config's ``logging``
+    section (the master passes its own, so agents ship to the same CloudWatch group). Raises
+    ``ValueError`` for a value the script cannot carry or a result over the cloud's limit."""
     env = dict(extra_env or {})
     _check_env(env)
     config: dict[str, Any] = {
@@ -119,6 +121,8 @@ def render_user_data(
     }
     if slots is not None:
         config["slots"] = slots
+    if logging is not None:
+        config["logging"] = dict(logging)
     agent_yaml = yaml.safe_dump(config, sort_keys=False, width=1_000_000).rstrip("\n")
     systemd_environment = "\n".join(
         f'Environment="{name}={_systemd_quote(value)}"' for name, value in env.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def rule_lines(resources: list[PlannedResource]) -> list[str]:
         group = r.inputs.get("securityGroupId")
         arrow = f"{group} <- {peer}" if inbound else f"{group} -> {peer}"
         lines.append(f"{arrow:<40} {_ports(r.inputs):<12} {r.inputs.get('description', '')}")
-    return lines
+    return sorted(lines)
 
 
 def _statement_line(statement: Mapping[str, Any]) -> str:
@@ -188,7 +189,7 @@ def _statement_line(statement: Mapping[str, Any]) -> str:
 
 def iam_lines(resources: list[PlannedResource]) -> list[str]:
     lines = []
-    for r in resources:
+    for r in sorted(resources, key=lambda r: r.name):
         if r.type != "aws:iam/rolePolicy:RolePolicy":
             continue
         lines.append(f"{r.name} (role {r.inputs.get('role')}):")
@@ -203,7 +204,7 @@ def estimate(settings: AwsDeploySettings, resources: list[PlannedResource]) -> E
     """The monthly cost of what the plan creates, from the shipped table; agents are extra."""
     table = PriceTable.load(PRICE_TABLE)
     result = Estimate(table, settings.region)
-    for r in resources:
+    for r in sorted(resources, key=lambda r: r.name):
         if r.type == "aws:ec2/instance:Instance":
             kind = str(r.inputs["instanceType"])
             result.hourly(f"{r.name} instance {kind}", "ec2_instance_hour", kind)
@@ -253,8 +254,18 @@ def _agent_price(settings: AwsDeploySettings) -> str:
     return f"${price}/hour on-demand in us-east-1 (provisioner price table)"
 
 
-def render(settings: AwsDeploySettings) -> tuple[str, list[Violation]]:
-    """The dry run's whole text (plan, rules, IAM, policy verdict, estimate) and the violations."""
+@dataclass(frozen=True)
+class DryRun:
+    """The plan's text (resources, rules, IAM, the policies' verdict), the estimate's, and the
+    violations (none for a plan ``up`` would accept)."""
+
+    plan: str
+    estimate: str
+    violations: list[Violation]
+
+
+def render(settings: AwsDeploySettings) -> DryRun:
+    """Run the program under mocks and render what it would do."""
     result = plan(settings)
     violations = check(result.resources, all_policies(), project=PROJECT, stack=settings.cluster_id)
     verdict = [str(v) for v in violations] or ["all policies pass"]
@@ -277,4 +288,4 @@ def render(settings: AwsDeploySettings) -> tuple[str, list[Violation]]:
         cost = estimate(settings, result.resources).render()
     except PriceLookupError as e:
         cost = f"No monthly estimate: {e}"
-    return f"{text}\n\n{cost}", violations
+    return DryRun(text, cost, violations)

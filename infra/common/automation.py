@@ -127,10 +127,29 @@ def require_pulumi_cli() -> str:
     return path
 
 
+def _transcript_lines(transcript: str) -> list[str]:
+    """The lines of ``str(CommandError)`` (" code: N", " stdout: …", " stderr: …") without the
+    labels the wrapper adds."""
+    lines = []
+    for line in transcript.splitlines():
+        text = line.strip()
+        if not text or text.startswith("code:"):
+            continue
+        for label in ("stdout:", "stderr:"):
+            text = text.removeprefix(label).strip()
+        if text:
+            lines.append(text)
+    return lines
+
+
 def error_lines(transcript: str) -> str:
     """The engine's error lines from a CLI transcript, or its tail when none is marked."""
-    lines = [line.rstrip() for line in transcript.splitlines() if line.strip()]
-    marked = [line.strip() for line in lines if line.strip().startswith(_ERROR_MARKERS)]
+    lines = _transcript_lines(transcript)
+    marked = [
+        line.strip()
+        for line in lines
+        if line.strip().startswith(_ERROR_MARKERS) or " error: " in line
+    ]
     # Policy violations put the rule and the resource on the lines after the marker.
     if any("Policy Violations" in line for line in lines):
         start = next(i for i, line in enumerate(lines) if "Policy Violations" in line)
@@ -184,16 +203,20 @@ class PulumiStack:
     def preview(self, on_output: OutputSink, policy_packs: list[str]) -> dict[str, int]:
         with surfaced("preview", self.name):
             result = self._stack.preview(on_output=on_output, policy_packs=policy_packs)
-        return {str(op): int(count) for op, count in (result.change_summary or {}).items()}
+        summary = result.change_summary or {}
+        # Keys are OpType members (a str Enum whose str() is "OpType.CREATE"): use the value.
+        return {str(getattr(op, "value", op)): int(count) for op, count in summary.items()}
 
     def up(self, on_output: OutputSink, policy_packs: list[str]) -> dict[str, Any]:
         with surfaced("up", self.name):
-            result = self._stack.up(on_output=on_output, policy_packs=policy_packs)
+            result = self._stack.up(
+                on_output=on_output, policy_packs=policy_packs, show_secrets=False
+            )
         return {key: out.value for key, out in result.outputs.items()}
 
     def destroy(self, on_output: OutputSink) -> None:
         with surfaced("destroy", self.name):
-            self._stack.destroy(on_output=on_output)
+            self._stack.destroy(on_output=on_output, show_secrets=False)
 
     def outputs(self) -> dict[str, Any]:
         with surfaced("read outputs of", self.name):
@@ -318,6 +341,14 @@ def deploy_up(
     if not confirm(changes):
         return UpOutcome(changes, None)
     return UpOutcome(changes, stack.up(on_output, policy_packs))
+
+
+def current_outputs(workspace: Workspace, name: str, program: Program) -> dict[str, Any]:
+    """The outputs of stack ``name`` as last deployed; empty when there is no such stack."""
+    try:
+        return workspace.select(name, program).outputs()
+    except StackNotFound:
+        return {}
 
 
 def deploy_destroy(

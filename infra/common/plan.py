@@ -68,6 +68,14 @@ class PlannedResource:
         """The token's last part: ``aws:ec2/securityGroup:SecurityGroup`` → ``SecurityGroup``."""
         return self.type.rsplit(":", 1)[-1]
 
+    @property
+    def label(self) -> str:
+        """Module and kind, as a plan shows them: ``aws:rds/instance:Instance`` → ``rds.Instance``
+        (so an RDS instance and an EC2 instance read apart)."""
+        parts = self.type.split(":")
+        module = parts[1].split("/")[0] if len(parts) == 3 else ""
+        return f"{module}.{self.kind}" if module and module != "index" else self.kind
+
 
 @dataclass
 class Plan:
@@ -186,11 +194,13 @@ def render_plan(
     key_settings: Callable[[PlannedResource], Mapping[str, Any]],
     sections: Sequence[PlanSection] = (),
 ) -> str:
-    """The plan as text: ``title``, each resource as ``+ Kind name`` with its key settings (the
-    cloud chooses them) indented below, then each section."""
+    """The plan as text: ``title``, each resource (sorted by type and name, so the text is the
+    same on every run) as ``+ module.Kind name`` with its key settings (the cloud chooses them)
+    indented below, then each section."""
     lines = [title, ""]
-    for resource in resources:
-        lines.append(f"+ {resource.kind:<28} {resource.name}")
+    width = max((len(r.label) for r in resources), default=0)
+    for resource in sorted(resources, key=lambda r: (r.label, r.name)):
+        lines.append(f"+ {resource.label:<{width}}  {resource.name}")
         for key, value in key_settings(resource).items():
             if value is None or value == [] or value == {}:
                 continue

@@ -1,5 +1,7 @@
 """AWS rules of the pack. Each looks only at ``aws:`` type tokens, reads properties in the
-engine's camelCase, and treats numbers as possibly floats (the engine's JSON numbers).
+engine's camelCase, and treats numbers as possibly floats (the engine's JSON numbers). Under the
+engine, lists and maps arrive as pulumi_policy's read-only proxies (a ``Sequence`` and a
+``Mapping``, not ``list`` and ``dict``), so the rules test for those abstract types.
 
 - ``iam-no-star-on-star``: no Allow statement with action ``*`` (or ``*:*``) on resource ``*``
   in any inline or managed policy, and no attachment of AWS's ``AdministratorAccess``.
@@ -14,7 +16,7 @@ engine's camelCase, and treats numbers as possibly floats (the engine's JSON num
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
@@ -68,10 +70,12 @@ DB_INSTANCE = "aws:rds/instance:Instance"
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return [value]
 
 
-def _document(value: Any) -> dict[str, Any]:
+def _document(value: Any) -> Mapping[str, Any]:
     """An IAM policy document from a property: JSON text or an already-parsed mapping."""
     if isinstance(value, str):
         try:
@@ -79,14 +83,14 @@ def _document(value: Any) -> dict[str, Any]:
         except json.JSONDecodeError:
             return {}
         return parsed if isinstance(parsed, dict) else {}
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, Mapping) else {}
 
 
-def star_on_star_statements(document: Any) -> list[dict[str, Any]]:
+def star_on_star_statements(document: Any) -> list[Mapping[str, Any]]:
     """The Allow statements of ``document`` that grant every action on every resource."""
     found = []
     for statement in _as_list(_document(document).get("Statement")):
-        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+        if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow":
             continue
         actions = _as_list(statement.get("Action"))
         resources = _as_list(statement.get("Resource"))
@@ -133,6 +137,7 @@ def _s3_private_encrypted(args: StackValidationArgs, report: ReportViolation) ->
         and any(
             (rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
             for rule in _as_list(r.props.get("rules"))
+            if isinstance(rule, Mapping)
         )
     }
     public_acl = {
@@ -169,18 +174,18 @@ def _covers_ssh(protocol: Any, from_port: Any, to_port: Any) -> bool:
         return True  # unknown ports: assume the worst
 
 
-def _world_cidrs(rule: dict[str, Any]) -> list[str]:
+def _world_cidrs(rule: Mapping[str, Any]) -> list[str]:
     cidrs = _as_list(rule.get("cidrBlocks")) + _as_list(rule.get("ipv6CidrBlocks"))
     cidrs += _as_list(rule.get("cidrIpv4")) + _as_list(rule.get("cidrIpv6"))
     return [c for c in cidrs if c in WORLD]
 
 
-def _ingress_rules(args: ResourceValidationArgs) -> Iterable[dict[str, Any]]:
+def _ingress_rules(args: ResourceValidationArgs) -> Iterable[Mapping[str, Any]]:
     props = args.props
     if args.resource_type == SECURITY_GROUP:
-        yield from (r for r in _as_list(props.get("ingress")) if isinstance(r, dict))
+        yield from (r for r in _as_list(props.get("ingress")) if isinstance(r, Mapping))
     elif args.resource_type == SECURITY_GROUP_RULE and props.get("type") == "ingress":
-        yield dict(props)
+        yield props
     elif args.resource_type == INGRESS_RULE:
         yield {
             "protocol": props.get("ipProtocol"),

@@ -5,6 +5,7 @@ checked against a recording stand-in for the Instances client."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,8 +59,9 @@ def test_dry_run_prints_the_plan_and_estimate_offline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Plan for Flotilla cluster 'demo' in project my-project-1, us-central1" in out
-    assert "+ Instance                     master" in out
-    assert "+ DatabaseInstance             db" in out
+    # The plan labels resources module.Kind, aligned (infra.common.plan.render_plan).
+    assert re.search(r"^\+ compute\.Instance +master$", out, re.MULTILINE)
+    assert re.search(r"^\+ sql\.DatabaseInstance +db$", out, re.MULTILINE)
     assert "flotilla-demo-master <- 203.0.113.0/24" in out
     assert "<- 198.51.100.7/32" in out and "tcp 22" in out
     assert "custom role flotilla_demo_master: compute.instances.create" in out

@@ -200,3 +200,30 @@ def test_gcp_takes_a_longer_startup_script_than_ec2():
     assert len(script) > USER_DATA_MAX_BYTES
     with pytest.raises(ValueError, match="GCE's metadata value limit"):
         render(cloud="gcp", startup_script="#" * (256 * 1024))
+
+
+def test_the_masters_logging_section_reaches_the_agent_config():
+    from master.config import MasterConfig
+    from master.provisioning import agent_logging
+
+    master = MasterConfig.model_validate(
+        {
+            "logging": {
+                "type": "cloudwatch",
+                "log_group": "/flotilla/demo",
+                "region": "us-east-1",
+                "ship_task_logs": True,
+            }
+        }
+    )
+    config = agent_config_from_user_data(render(logging=agent_logging(master)), "i-0abc123")
+    assert config["logging"] == {
+        "type": "cloudwatch",
+        "log_group": "/flotilla/demo",
+        "region": "us-east-1",
+        "endpoint_url": None,
+        "retention_days": 30,
+        "stream_prefix": "",
+    }
+    assert "logging" not in agent_config_from_user_data(render(), "i-0abc123")
+    assert agent_logging(MasterConfig()) is None
