@@ -21,6 +21,7 @@ How Pulumi's mocks behave, and what this module does about them:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,12 @@ def run_program(
     from pulumi.runtime.settings import SETTINGS
     from pulumi.runtime.stack import run_pulumi_func
 
+    # Pulumi's mocks drive the program on the thread's current event loop; after an
+    # ``asyncio.run`` in this thread (another caller, a test) there is none, so make one.
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     record: list[PlannedResource] = []
     outputs: dict[str, Any] = {}
     runtime_config.set_all_config(dict(config or {}))
