@@ -416,7 +416,7 @@ def test_a_stockout_moves_the_launch_to_the_next_zone_in_the_same_pass(
 ) -> None:
     endpoint, state = compute
     state.inject("us-central1-a", "spot", STOCKOUT)
-    provider = make(endpoint, spot=True)
+    provider = make(endpoint, spot=True, boot_hedge=0)  # one launch: no boot racing
     world = FakeWorld([Demand("job", 1)])
     asyncio.run(loop_for(provider, world).run_pass())
     (vm,) = state.live()
@@ -432,7 +432,7 @@ def test_a_refusal_seen_later_backs_the_zone_off_and_closes_the_instance(
     endpoint, state = compute
     state.operation_delay_s = 0.2
     state.inject("us-central1-a", "spot", STOCKOUT)
-    provider = make(endpoint, spot=True)
+    provider = make(endpoint, spot=True, boot_hedge=0)  # one launch: no boot racing
     world = FakeWorld([Demand("job", 1)])
     loop = loop_for(provider, world)
     asyncio.run(loop.run_pass())  # accepted in zone a, PROVISIONING until refused
