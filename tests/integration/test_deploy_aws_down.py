@@ -18,7 +18,7 @@ from cli.main import main
 from infra.aws.agents import cluster_instances, terminate_cluster_agents
 from infra.aws.master_config import master_yaml_from_user_data
 from provisioner.aws import AWSProvider
-from provisioner.config import ProviderConfig
+from provisioner.config import AWSProviderConfig
 from provisioner.prices import PriceBook
 from provisioner.types import Market, Offer
 from provisioner.user_data import render_user_data
@@ -65,7 +65,7 @@ def deployed_pool(ec2: Any) -> dict[str, Any]:
 def launch(provider: dict[str, Any], deployment: str, spot: int, on_demand: int) -> list[str]:
     """Instances launched by the real AWS provider for ``deployment``."""
     section = {**provider, "custom_tags": [{"key": "flotilla:deployment", "value": deployment}]}
-    config = ProviderConfig.model_validate(section)
+    config = AWSProviderConfig.model_validate(section)
     user_data = render_user_data("http://10.40.0.5:8080", "aws", "join", "", {})
     aws = AWSProvider(config, "aws", f"master-{deployment}", user_data, PriceBook({}))
     ids = []
