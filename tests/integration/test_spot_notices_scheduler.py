@@ -8,10 +8,12 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from agent.protocol import AllocationStarted, InterruptionNotice, NoticeKind, StartAllocation
 from master import models
+from master.config import load_config
 from master.scheduler.state import (
     AgentDisconnected,
     AgentNotice,
@@ -113,5 +115,50 @@ def test_a_rebalance_recommendation_under_replace_preempts_nothing(
         assert [m for m in link.sent if isinstance(m, StartAllocation)][-1].allocation_id == (
             trial.allocation_id
         )
+
+    run(db_url, tmp_path, body)
+
+
+@pytest.mark.parametrize("policy", ["ignore", "migrate"])
+def test_the_pools_rebalance_policy_decides_what_a_recommendation_does(
+    db_url: str, tmp_path: Path, policy: str
+) -> None:
+    """ignore: the agent keeps getting work; migrate: trials are also asked to move now."""
+
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        scheduler.config = load_config(
+            None,
+            environ={},
+            data_dir=str(tmp_path),
+            db={"url": db_url},
+            resource_pools=[
+                {"pool_name": "default", "provider": {"type": "local", "rebalance": policy}}
+            ],
+        )
+        asked: list[tuple[str, Preemption]] = []
+
+        async def preempt(allocation: Allocation, why: Preemption) -> None:
+            asked.append((allocation.id, why))
+
+        scheduler.preempt_hooks["TRIAL"] = preempt
+        link, _ = await connect(state, hello("i-1", 2))
+        trial = await submit(state, 1, "TRIAL")
+        await started(state, link, "i-1", trial.allocation_id)
+        heard: list[str] = []
+        scheduler.notice_hooks.append(lambda pool, agent, notice: heard.append(agent.id))
+        await scheduler.call(
+            AgentNotice(agent_id="i-1", link=link, notice=notice(NoticeKind.REBALANCE))
+        )
+        assert heard == ["i-1"]
+        later = await submit(state, 1)
+        if policy == "ignore":
+            assert asked == [] and not scheduler.agents["i-1"].interrupting
+            assert later.allocation_id in link.started()
+        else:
+            assert [a for a, _ in asked] == [trial.allocation_id]
+            assert asked[0][1].deadline is None
+            assert asked[0][1].reason.startswith("rebalance recommendation for i-1")
+            assert later.allocation_id not in link.started()
 
     run(db_url, tmp_path, body)
