@@ -317,11 +317,13 @@ class AgentEvents:
         replacement launched); migrate (replace, and trials are asked to checkpoint and move).
         Either way the notice hooks (the provisioner) hear about it in this same event."""
         agent = self.agents.get(event.agent_id)
-        if agent is None or agent.link is not event.link:
+        if agent is None or (event.link is not None and agent.link is not event.link):
             return
         notice = event.notice
-        if agent.notice is not None and agent.notice.kind is NoticeKind.INTERRUPTION:
-            return  # already being reclaimed: a later rebalance or repeat changes nothing
+        if agent.notice is not None and (
+            agent.notice.kind is NoticeKind.INTERRUPTION or notice.kind is NoticeKind.REBALANCE
+        ):
+            return  # heard already (from the agent and the cluster-side signal, say)
         interruption = notice.kind is NoticeKind.INTERRUPTION
         policy = self._rebalance_policy(agent.pool)
         log.warning(

@@ -223,10 +223,11 @@ class Reschedule(Event):
 
 @dataclass
 class AgentNotice(Event):
-    """The agent's metadata service announced a spot interruption or rebalance."""
+    """The agent's metadata service announced a spot interruption or rebalance; ``link`` None:
+    the cluster-side signal (``master/spot_queue.py``) said so about the agent's instance."""
 
     agent_id: str
-    link: AgentLink
+    link: AgentLink | None
     notice: InterruptionNotice
 
 
