@@ -25,6 +25,7 @@ docs/benchmarks.md for why.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -108,7 +109,7 @@ def one_round(workdir: Path) -> list[float]:
         agent.env.update(DET_AGENT_METADATA_URL=fake.url, DET_AGENT_METADATA_SERVICE="aws")
         agent.start()
         api = Api(master)
-        wait_for("the spot agent", lambda: len(api.agents()) == 1, 60)
+        wait_for("the spot agent", lambda: len(api.agents()) == 1, 60, [agent.log_path])
         experiment_id = create(api, CONFIG)
         wait_for(
             "the trial to train",
@@ -157,6 +158,7 @@ def live(rounds: int) -> None:
     rows = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="spot-notice-") as tmp:
+            os.chmod(tmp, 0o711)  # task uids (isolation uid, as root) pass through it
             rows.append(one_round(Path(tmp)))
     print(
         f"\nNotice -> running again elsewhere, digits trial, {rounds} round(s), seconds from "
