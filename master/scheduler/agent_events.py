@@ -40,6 +40,7 @@ from master.scheduler.state import (
     SetSlotState,
     link_peer_host,
 )
+from provisioner.config import ProviderConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -356,10 +357,11 @@ class AgentEvents:
             hook(agent.pool, agent, notice)
 
     def _rebalance_policy(self, pool: str) -> str:
+        """The pool's ``rebalance`` policy; a pool without a provider gets the default."""
         for config in self.config.resource_pools:
             if config.pool_name == pool and config.provider is not None:
                 return config.provider.rebalance.value
-        return "replace"
+        return str(ProviderConfig.model_fields["rebalance"].default.value)
 
     async def _set_agent_state(self, event: SetAgentState) -> ConnectedAgent:
         agent = self.agents.get(event.agent_id)
