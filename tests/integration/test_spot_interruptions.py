@@ -10,8 +10,8 @@ One training covers both clouds: the trial starts on ``a-spot-aws``, is interrup
 an AWS instance-action, resumes on ``b-spot-gcp``, is preempted there by GCP and resumes on the
 replacement the provisioner launched; it must end exactly as an uninterrupted run of the same
 config does. Which free agent gets the trial is the scheduler's documented tie-break (fewest
-free slots, then agent id: ``a-…`` < ``b-…`` < the provider's ``default-…``); the first
-replacement idles out before the second notice, so each notice needs a launch of its own.
+free slots, then agent id: ``a-…`` < ``b-…`` < the provider's ``default-…``). Before the
+second notice a command occupies the first replacement, so that notice needs a launch too.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def spot_pool() -> list[dict[str, Any]]:
                 "instance_slots": 1,
                 "min_instances": 0,
                 "max_instances": 2,
-                "max_idle_agent_period": "2s",
+                "max_idle_agent_period": "10m",
                 "provisioning_tick": "10s",  # only the notice should wake the loop in time
             },
         }
@@ -186,15 +186,18 @@ def test_a_trial_checkpoints_on_each_notice_and_resumes_elsewhere_exactly(
     )
     before = _trained(api, experiment_id)
     wait_for("it to train there", lambda: _trained(api, experiment_id) > before, 120, logs)
+    # The first replacement is busy with other work when the second notice comes.
+    busy = api.run("sleep 600", slots=1)
     wait_for(
-        "the idle first replacement to be terminated",
-        lambda: any(e["kind"] == "terminated" for e in _events(api)),
+        "the command to run on the first replacement",
+        lambda: api.task(busy)["allocations"][-1]["state"] == "STATE_RUNNING",
         60,
         logs,
     )
     _interrupt(fakes["gcp"], "gcp")
 
     result = outcome(api, experiment_id)
+    api.post(f"/api/v1/commands/{busy}/kill")
     trial = result["trial"]
     assert trial["restarts"] == 0 and trial["runId"] >= 3
     assert result["batches"] == reference["batches"]
