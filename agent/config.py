@@ -126,6 +126,17 @@ class AgentConfig(BaseModel):
         description="Seconds the agent may hold task log lines before sending them; the "
         "master's welcome message overrides it.",
     )
+    metadata_url: str = Field(
+        default="http://169.254.169.254",
+        description="Base URL of the instance metadata service the agent watches for spot "
+        "interruption notices (AWS IMDSv2 and GCP both answer on the link-local address). "
+        "Where nothing answers, the watch stops after one log line.",
+    )
+    metadata_service: Literal["auto", "aws", "gcp", "off"] = Field(
+        default="auto",
+        description="Which metadata service to watch at metadata_url: auto asks which one "
+        "answers; off never watches. See docs/spot.md.",
+    )
     logging: CloudWatchConfig | None = Field(
         default=None,
         description="Ship the agent's own logs to CloudWatch Logs, spooled on disk until "
@@ -135,6 +146,14 @@ class AgentConfig(BaseModel):
     @field_validator("master_url")
     @classmethod
     def _check_master_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host; got {value!r}")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _check_metadata_url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL with a host; got {value!r}")

@@ -46,6 +46,7 @@ from agent.protocol import (
     Welcome,
 )
 from agent.runner import Runner
+from agent.spot import SpotWatcher
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class Daemon:
     async def run(self) -> int:
         link = asyncio.create_task(self._link_loop(), name="master link")
         stop = asyncio.create_task(self._stopping.wait(), name="stop request")
+        spot = asyncio.create_task(self._watch_spot(), name="spot notices")
         try:
             await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
             if link.done():
@@ -178,11 +180,25 @@ class Daemon:
             log.info("agent stopped")
             return EXIT_OK
         finally:
-            for task in (link, stop):
+            for task in (link, stop, spot):
                 task.cancel()
-            await asyncio.gather(link, stop, return_exceptions=True)
+            await asyncio.gather(link, stop, spot, return_exceptions=True)
             await self.runner.kill_all("the agent is exiting")
             self.runner.close()
+
+    async def _watch_spot(self) -> None:
+        """Forward the metadata service's spot notices to the master (see ``agent/spot.py``);
+        a watcher that fails is logged, never the agent's end."""
+        cfg = self.config
+        if cfg.metadata_service == "off":
+            return
+        watcher = SpotWatcher(cfg.metadata_url, cfg.metadata_service, self.outbox.put)
+        try:
+            await watcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("spot notices: the watcher failed; not watching any more")
 
     async def _deliver_queued(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_FLUSH_TIMEOUT

@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: the spot watcher's polls (agent/spot.py) would flood.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config, _flags(args), os.environ)
         mode = _prepare_work_dir(config)

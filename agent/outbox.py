@@ -14,11 +14,17 @@ import asyncio
 from collections import deque
 from datetime import UTC, datetime
 
-from agent.protocol import AllocationExited, AllocationStarted, LogBatch, LogEntry
+from agent.protocol import (
+    AllocationExited,
+    AllocationStarted,
+    InterruptionNotice,
+    LogBatch,
+    LogEntry,
+)
 
 MAX_BUFFERED_LOG_ENTRIES = 100_000
 
-Outgoing = AllocationStarted | AllocationExited | LogBatch
+Outgoing = AllocationStarted | AllocationExited | LogBatch | InterruptionNotice
 
 
 def dropped_notice(allocation_id: str, count: int, limit: int) -> LogBatch:

@@ -13,9 +13,10 @@ Order of a connection:
    agent kills every running allocation the master does not list. Or ``reject`` (unknown pool)
    and the master closes the socket.
 3. Then any order: ``start_allocation`` / ``kill_allocation`` from the master;
-   ``allocation_started``, ``allocation_exited`` and ``log_batch`` from the agent. The master
-   sends ``ping`` every ``ping_interval`` seconds and the agent answers ``pong``; either side
-   that hears nothing for ``ping_timeout`` seconds treats the connection as lost.
+   ``allocation_started``, ``allocation_exited``, ``log_batch`` and ``interruption_notice``
+   (the cloud is about to reclaim this spot instance, see ``agent/spot.py``) from the agent.
+   The master sends ``ping`` every ``ping_interval`` seconds and the agent answers ``pong``;
+   either side that hears nothing for ``ping_timeout`` seconds treats the connection as lost.
 
 Messages the agent could not send while disconnected (exits, logs) are queued and sent after the
 next ``hello``/``welcome``, in order.
@@ -123,8 +124,33 @@ class Pong(_Message):
     seq: int
 
 
+class NoticeKind(StrEnum):
+    """What the instance's metadata service announced."""
+
+    # The cloud reclaims the instance at ``deadline`` (AWS spot instance-action, GCP preempted).
+    INTERRUPTION = "interruption"
+    # AWS rebalance recommendation: the instance is at elevated risk; no deadline yet.
+    REBALANCE = "rebalance"
+
+
+class InterruptionNotice(_Message):
+    """The agent's instance is being reclaimed (or is at risk of it), as its metadata service
+    said. Sent once per notice; queued like every message while the master is unreachable."""
+
+    type: Literal["interruption_notice"] = "interruption_notice"
+    kind: NoticeKind
+    cloud: Literal["aws", "gcp"] = Field(description="Whose metadata service said so.")
+    deadline: datetime | None = Field(
+        description="When the instance is reclaimed (UTC): AWS's instance-action time, or GCP's "
+        "preemption time plus its 30 s; None for a rebalance recommendation."
+    )
+    noticed_at: datetime = Field(description="When the agent saw the notice (UTC).")
+    detail: str = Field(default="", description="The cloud's own words, e.g. 'terminate'.")
+
+
 AgentMessage = Annotated[
-    Hello | AllocationStarted | AllocationExited | LogBatch | Pong, Field(discriminator="type")
+    Hello | AllocationStarted | AllocationExited | LogBatch | Pong | InterruptionNotice,
+    Field(discriminator="type"),
 ]
 AgentMessageAdapter: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 

@@ -14,7 +14,10 @@ connected, non-draining agents: a single-agent job on one agent with enough free
 multi-agent job on free slots anywhere. A single-agent job larger than an instance is rejected at
 submission (the master's scheduler rejects what can never fit) and left out of every figure.
 A spot notice stops the jobs on that instance at once; they go back to the queue having lost
-their progress since the last checkpoint (one every ``CHECKPOINT_S`` of progress).
+their progress since the last checkpoint (one every ``CHECKPOINT_S`` of progress). With
+``notice_checkpoint_s`` set (the master's notice handling, docs/spot.md) a job instead saves a
+checkpoint at notice time when that many seconds fit in the notice (``spot_notice_s``): it loses
+only the checkpoint's own slot time; otherwise it loses its progress as without the handling.
 """
 
 from __future__ import annotations
@@ -96,8 +99,10 @@ class Simulation:
         seed: int = 0,
         tick_s: float = 5.0,
         spot_outages: tuple[tuple[float, float], ...] = (),
+        notice_checkpoint_s: float | None = None,
     ) -> None:
         self.profile, self.config, self.offers, self.policy = profile, config, offers, policy
+        self.notice_checkpoint_s = notice_checkpoint_s
         self.tick_s = tick_s
         self.cloud = SimCloud(profile, seed, spot_outages)
         shape = max(o.slots for o in offers)
@@ -183,7 +188,7 @@ class Simulation:
         if instance.state is InstanceState.TERMINATED:
             return
         self.cloud.bill.interruptions += 1
-        self._evict(instance)
+        self._evict(instance, notice=True)
         instance.state = InstanceState.TERMINATING
         self.at(self.now_s + self.profile.spot_notice_s, "reclaim", instance)
         self._schedule()
@@ -255,13 +260,22 @@ class Simulation:
         run.agents, run.started_s = (), None
         return progress
 
-    def _evict(self, instance: SimInstance) -> None:
-        """Stop the jobs on an instance that is going away and queue them again."""
+    def _evict(self, instance: SimInstance, notice: bool = False) -> None:
+        """Stop the jobs on an instance that is going away and queue them again; on a spot
+        notice with ``notice_checkpoint_s`` that fits, they checkpoint first."""
         agent, instance.agent = instance.agent, None
         if agent is None:
             return
+        saving = self.notice_checkpoint_s
+        saved = notice and saving is not None and saving <= self.profile.spot_notice_s
         for run in [self.by_id[job_id] for job_id in agent.running]:
             progress = run.checkpointed_s + self._stop(run)
+            if saved:
+                assert saving is not None
+                self.lost_slot_s += saving * run.job.slots
+                run.checkpointed_s = progress
+                self._enqueue(run)
+                continue
             kept = math.floor(progress / CHECKPOINT_S) * CHECKPOINT_S
             self.lost_slot_s += (progress - kept) * run.job.slots
             run.checkpointed_s = kept

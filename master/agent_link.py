@@ -25,6 +25,7 @@ from agent.protocol import (
     AllocationExited,
     AllocationStarted,
     Hello,
+    InterruptionNotice,
     LogBatch,
     MasterMessage,
     Ping,
@@ -32,7 +33,7 @@ from agent.protocol import (
     Reject,
 )
 from master.logs import LogLine
-from master.scheduler.state import AgentConnected, AgentDisconnected, AgentReport
+from master.scheduler.state import AgentConnected, AgentDisconnected, AgentNotice, AgentReport
 from master.state import MasterState
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,10 @@ async def agent_socket(websocket: WebSocket) -> None:
                 # before the log batches that follow this message.
                 await state.scheduler.call(
                     AgentReport(agent_id=agent_id, link=link, message=message)
+                )
+            elif isinstance(message, InterruptionNotice):
+                await state.scheduler.call(
+                    AgentNotice(agent_id=agent_id, link=link, notice=message)
                 )
             elif isinstance(message, Pong):
                 continue

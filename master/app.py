@@ -123,11 +123,20 @@ def create_app(config: MasterConfig) -> FastAPI:
         provisioning = Provisioning(config, scheduler, db, cluster_id)
         state.provisioning = provisioning
         provisioning.start()
+        spot_queue = None
+        if config.spot_events is not None:
+            from master.spot_queue import SpotQueue
+
+            events = config.spot_events
+            spot_queue = SpotQueue(scheduler, events.queue_url, events.region, events.endpoint_url)
+            spot_queue.start()
         log.info("master %s up at %s (cluster %s)", __version__, config.master_url, cluster_id)
         try:
             yield
         finally:
             await idle.stop()
+            if spot_queue is not None:
+                await spot_queue.stop()
             await provisioning.stop()
             await engine.stop()
             await scheduler.stop()

@@ -136,6 +136,19 @@ class LoginConfig(_Section):
     )
 
 
+class SpotEventsConfig(_Section):
+    """An SQS queue an EventBridge rule feeds with EC2 spot interruption warnings and
+    rebalance recommendations (docs/spot.md), read by the master itself."""
+
+    queue_url: str = Field(
+        min_length=1, description="The SQS queue's URL, e.g. https://sqs.<region>.amazonaws.com/…"
+    )
+    region: str | None = Field(default=None, description="AWS region; default from the SDK.")
+    endpoint_url: str | None = Field(
+        default=None, description="SQS endpoint override (moto and other AWS-compatible APIs)."
+    )
+
+
 class MasterConfig(_Section):
     """Everything `det-master` reads at start."""
 
@@ -254,6 +267,12 @@ class MasterConfig(_Section):
         default=None,
         description="Ship the master's logs (and optionally task logs) to CloudWatch Logs; "
         "unset: logs stay on stderr and task logs in the database. See docs/logging.md.",
+    )
+    spot_events: SpotEventsConfig | None = Field(
+        default=None,
+        description="Also read spot notices from an SQS queue fed by EventBridge, so an "
+        "instance whose agent hangs is handled too; unset: agents' own notices only. See "
+        "docs/spot.md.",
     )
 
     def _adopt(self, ours: str, value: str | None, theirs: str) -> None:

@@ -22,6 +22,7 @@ from master.db import Database
 from master.scheduler.fit import PoolCapacity
 from master.scheduler.loop import Scheduler, SchedulerError
 from master.scheduler.state import AgentInterrupted, AllocationState, Reschedule, SetAgentState
+from master.spot_timeline import SpotTimeline
 from provisioner.base import Provider
 from provisioner.config import AWSProviderConfig, GCPProviderConfig, PoolProvider, ProviderConfig
 from provisioner.history import HistorySeed
@@ -39,11 +40,22 @@ class MasterWorld:
         self.db = db
 
     async def demand(self, pool: str) -> list[Demand]:
-        return [
+        """Queued tasks, and the tasks on agents whose instance is being reclaimed (spot
+        notice, acted-on rebalance): their replacement is wanted now, not once they re-queue."""
+        queued = [
             Demand(job_id=a.task_id, slots=a.slots, single_agent=a.single_agent)
             for a in self.scheduler.allocations.values()
             if a.pool == pool and a.state == AllocationState.QUEUED
         ]
+        interrupting = {agent.id for agent in self.scheduler.agents.values() if agent.interrupting}
+        displaced = [
+            Demand(job_id=f"{a.task_id} on reclaimed {agent_id}", slots=len(slots))
+            for a in self.scheduler.allocations.values()
+            if a.pool == pool and a.state != AllocationState.QUEUED and a.kill_reason is None
+            for agent_id, slots in a.agent_slots.items()
+            if agent_id in interrupting
+        ]
+        return queued + displaced
 
     async def agents(self, pool: str) -> list[AgentInfo]:
         connected = [
@@ -53,6 +65,7 @@ class MasterWorld:
                 slots=len(a.slots),
                 idle_since=a.idle_since,
                 draining=a.draining or not a.enabled,
+                interrupting=a.interrupting,
             )
             for a in self.scheduler.agents.values()
             if a.pool == pool
@@ -387,6 +400,7 @@ class Provisioning:
             )
             scheduler.pool_status[pool.pool_name] = partial(_summary, loop)
         scheduler.demand_hooks.append(self.wake)
+        self.timeline = SpotTimeline(scheduler, world.event, self.wake)
 
     def wake(self, pool: str) -> None:
         loop = self.loops.get(pool)

@@ -37,6 +37,12 @@ class SpotFallbackPolicy(StrEnum):
     ON_DEMAND = "on_demand"
 
 
+class RebalancePolicy(StrEnum):
+    IGNORE = "ignore"
+    REPLACE = "replace"
+    MIGRATE = "migrate"
+
+
 class SpotFallback(_Section):
     policy: SpotFallbackPolicy = Field(
         default=SpotFallbackPolicy.SPOT_THEN_ON_DEMAND,
@@ -180,6 +186,13 @@ class ProviderConfig(_Section):
         default=None, gt=0, description="Highest spot price to pay, $/hour; default on-demand."
     )
     spot_fallback: SpotFallback = Field(default_factory=SpotFallback)
+    rebalance: RebalancePolicy = Field(
+        default=RebalancePolicy.REPLACE,
+        description="On an AWS rebalance recommendation (an instance at elevated risk of "
+        "interruption): `ignore` it; `replace` launches a replacement at once and places "
+        "nothing new on the instance; `migrate` also asks its trials to checkpoint and move. "
+        "See docs/spot.md.",
+    )
     capacity_backoff: CapacityBackoff = Field(default_factory=CapacityBackoff)
     provisioning_tick: Duration = Field(
         default=timedelta(seconds=10),

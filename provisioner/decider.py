@@ -31,6 +31,10 @@ What it assumes about the snapshot:
   whose ``until`` is exactly ``now`` is over.
 - A drained agent cannot be given work back (there is no undrain), so draining agents that are
   idle past the period are terminated even while demand is pending.
+- An instance whose agent is ``interrupting`` (a spot notice) counts as gone: not capacity,
+  not towards ``min_instances`` or ``max_instances``; the work still on it is in ``pending``
+  (the master adds it), so its replacement is launched in the pass that first sees the notice.
+  Once idle it is terminated (it cannot be given work).
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class _Pool:
     live: list[Instance]  # not TERMINATED
     active: list[Instance]  # neither TERMINATING nor TERMINATED
     agent_of: dict[str, AgentInfo]  # instance id → its agent
+    # Instances whose agent is interrupting, with that agent: counted as gone already.
+    reclaimed: list[tuple[Instance, AgentInfo]] = field(default_factory=list)
 
     @classmethod
     def of(cls, snapshot: PoolSnapshot) -> _Pool:
@@ -76,8 +82,11 @@ class _Pool:
             instance = by_id.get(agent.instance_id or "") or by_agent_id.get(agent.agent_id)
             if instance is not None:
                 agent_of[instance.id] = agent
+        reclaimed = [(i, agent_of.pop(i.id)) for i in live if _interrupting(agent_of.get(i.id))]
+        gone = {i.id for i, _ in reclaimed}
+        live = [i for i in live if i.id not in gone]
         active = [i for i in live if i.state in (InstanceState.PENDING, InstanceState.RUNNING)]
-        return cls(live, active, agent_of)
+        return cls(live, active, agent_of, reclaimed)
 
 
 class ScaleDecider:
@@ -97,6 +106,7 @@ class ScaleDecider:
 
     def decide(self, snapshot: PoolSnapshot, config: ProviderConfig, now: datetime) -> Decision:
         work = _Pass(_Pool.of(snapshot), config, now)
+        work.reclaimed()
         starting = work.broken()
         work.over_max()
         if config.max_warm_cost_per_hour > 0:
@@ -370,6 +380,14 @@ class _Pass:
             )
         return note
 
+    def reclaimed(self) -> None:
+        """Terminate instances being reclaimed by their cloud once their agent is idle (they
+        already count as gone: not added to ``gone``, which adjusts the live counts)."""
+        for instance, agent in self.pool.reclaimed:
+            if agent.idle_since is not None and instance.state is not InstanceState.TERMINATING:
+                reason = "idle after a spot interruption notice or rebalance recommendation"
+                self.decision.terminations.append(Termination(instance.id, reason))
+
     def broken(self) -> list[Instance]:
         """Terminate never-joined and long-disconnected instances (even below the minimum);
         return the instances still starting, which count as capacity."""
@@ -487,6 +505,10 @@ def _shape(snapshot: PoolSnapshot, config: ProviderConfig) -> int:
     if snapshot.offers:
         return max(o.slots for o in snapshot.offers)
     return config.instance_slots or 1
+
+
+def _interrupting(agent: AgentInfo | None) -> bool:
+    return agent is not None and agent.interrupting
 
 
 def _is_free(agent: AgentInfo) -> bool:

@@ -85,6 +85,8 @@ class AgentInfo:
     """An agent the scheduler knows for the pool, seen from the provisioner.
 
     ``idle_since`` is None while it runs work; ``disconnected_since`` is set while it is away.
+    ``interrupting``: the cloud announced it reclaims the instance (spot notice, or a rebalance
+    recommendation the pool acts on); its instance no longer counts as capacity.
     """
 
     agent_id: str
@@ -93,6 +95,7 @@ class AgentInfo:
     idle_since: datetime | None
     draining: bool = False
     disconnected_since: datetime | None = None
+    interrupting: bool = False
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from master.experiments.states import (
     TrialState,
 )
 from master.experiments.store import NewTrialRow
-from master.scheduler.state import Allocation, AllocationState, KillTask
+from master.scheduler.state import Allocation, AllocationState, KillTask, Preemption
 from master.state import MasterState
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,8 @@ class ExperimentEngine:
             )
         )
 
-    async def _on_preempt(self, allocation: Allocation) -> None:
-        self.post(PreemptRun(allocation_id=allocation.id))
+    async def _on_preempt(self, allocation: Allocation, why: Preemption) -> None:
+        self.post(PreemptRun(allocation_id=allocation.id, reason=why.reason, deadline=why.deadline))
 
     # ---- reads for the REST API ------------------------------------------------------------
 
@@ -419,7 +419,7 @@ class ExperimentEngine:
         if found is None:
             return
         plan = self._plan(found[0])
-        plan.ask_to_stop(found[1], "the scheduler needs these slots")
+        plan.ask_to_stop(found[1], event.reason, event.deadline)
         await self._finish(plan)
 
     async def _preemption_deadline(self, event: PreemptionDeadline) -> None:
@@ -450,7 +450,7 @@ class ExperimentEngine:
         for task_id, reason in plan.kills:
             await self.state.scheduler.call(KillTask(task_id=task_id, reason=reason))
         for allocation_id in plan.preempts:
-            self.runs.ask_to_stop(experiment, allocation_id)
+            self.runs.ask_to_stop(experiment, allocation_id, plan.deadlines.get(allocation_id))
         launched: set[int] = set()
         for trial in plan.launches:
             if trial.id in launched or trial.allocation_id is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from harness.experiment_config import ExperimentConfig
@@ -147,6 +148,10 @@ class PreemptRun(Event):
     """The scheduler wants this run's slots: ask it to checkpoint and exit, then run again."""
 
     allocation_id: str
+    reason: str = "the scheduler needs these slots"
+    # Kill the run at this time if it has not exited (a spot instance's end); None: only the
+    # experiment's preemption_timeout applies.
+    deadline: datetime | None = None
 
 
 @dataclass

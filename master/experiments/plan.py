@@ -54,6 +54,7 @@ class Plan:
         self.launches: list[LiveTrial] = []
         self.kills: list[tuple[str, str]] = []  # task id, reason
         self.preempts: list[str] = []  # allocation ids to ask to checkpoint and exit
+        self.deadlines: dict[str, datetime] = {}  # of those, the ones killed at a set time
         self.notes: list[tuple[LiveTrial, str, str]] = []  # trial, text, level
         self.collect = False
 
@@ -90,9 +91,11 @@ class Plan:
             else:
                 self.ask_to_stop(trial, "the experiment was paused")
 
-    def ask_to_stop(self, trial: LiveTrial, why: str) -> None:
+    def ask_to_stop(self, trial: LiveTrial, why: str, deadline: datetime | None = None) -> None:
         assert trial.allocation_id is not None
         self.preempts.append(trial.allocation_id)
+        if deadline is not None:
+            self.deadlines[trial.allocation_id] = deadline
         self.notes.append((trial, f"{why}: asking the trial to checkpoint and exit", "INFO"))
 
     def activate(self) -> None:
@@ -186,6 +189,7 @@ class Plan:
                 restarts=trial.restarts,
                 max_restarts=experiment.config.max_restarts,
                 rejected=rejected,
+                interrupted=interrupted,
             )
         )
         trial.killed = False

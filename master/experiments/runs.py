@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -134,23 +135,31 @@ class TrialRuns:
 
     # ---- preemption ----------------------------------------------------------------------------
 
-    def ask_to_stop(self, experiment: LiveExperiment, allocation_id: str) -> None:
+    def ask_to_stop(
+        self, experiment: LiveExperiment, allocation_id: str, until: datetime | None = None
+    ) -> None:
         """Raise the run's preemption signal (once), and post :class:`PreemptionDeadline` when
-        the experiment's ``preemption_timeout`` (if any) has passed."""
-        if self.signals.is_raised(allocation_id):
-            return
+        the experiment's ``preemption_timeout`` (if any) has passed, or at ``until`` (a spot
+        instance's end) if that comes first; a later, earlier ``until`` is honoured too."""
+        raised = self.signals.is_raised(allocation_id)
         self.signals.signal(allocation_id)
+        waits = []
         timeout = experiment.config.preemption_timeout
-        if timeout is not None:
+        if timeout is not None and not raised:
+            waits.append(timeout.total_seconds())
+        if until is not None:
+            waits.append(max(0.0, (until - self.state.clock()).total_seconds()))
+        if waits:
 
             async def deadline() -> None:
-                await asyncio.sleep(timeout.total_seconds())
+                await asyncio.sleep(min(waits))
                 self._post(PreemptionDeadline(allocation_id=allocation_id))
 
             self._spawn(deadline())
 
     async def kill_after_deadline(self, experiment: LiveExperiment, trial: LiveTrial) -> None:
-        """Kill a run that did not exit within ``preemption_timeout`` of being asked to. The
+        """Kill a run that did not exit within ``preemption_timeout`` of being asked to, or by
+        its spot instance's end. The
         trial is marked ``killed``: its run's end is an interruption, not a failure."""
         timeout = experiment.config.preemption_timeout
         trial.killed = True
@@ -158,7 +167,7 @@ class TrialRuns:
         await self.state.scheduler.call(
             KillTask(
                 task_id=trial.task_id,
-                reason=f"killed: did not exit within preemption_timeout ({timeout}) of being "
-                "asked to checkpoint",
+                reason=f"killed: did not exit by its preemption deadline (preemption_timeout "
+                f"{timeout}, or its spot instance's end) after being asked to checkpoint",
             )
         )

@@ -83,6 +83,8 @@ class RunEnd:
     restarts: int
     max_restarts: int
     rejected: bool = False  # the scheduler can never place it
+    # Its instance was reclaimed by the cloud (spot): an interruption, whatever the exit.
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def decide_run_end(end: RunEnd) -> Decision:
 
     Like Determined: a stopping trial becomes terminal whatever the exit; a clean exit after
     the searcher's last operation completes it; an exit the master asked for (pause,
-    preemption) is no failure; anything else is a crash, retried from the latest checkpoint
+    preemption, a spot instance reclaimed by its cloud) is no failure and never spends
+    ``max_restarts``; anything else is a crash, retried from the latest checkpoint
     until ``max_restarts`` is spent."""
     if end.trial_state in TRIAL_STOPPING:
         state = TRIAL_STOPPING[end.trial_state]
@@ -112,7 +115,7 @@ def decide_run_end(end: RunEnd) -> Decision:
         return Decision(
             Outcome.EXITED_EARLY, TrialState.COMPLETED, reason, end.restarts, end.early_exit
         )
-    interrupted = end.killed or (end.preempted and clean)
+    interrupted = end.killed or end.interrupted or (end.preempted and clean)
     paused = end.trial_state == TrialState.PAUSED
     if interrupted or (paused and clean):
         outcome = Outcome.PAUSED if paused else Outcome.RESUME

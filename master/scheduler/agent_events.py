@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,9 @@ from agent.protocol import (
     AgentOptions,
     AllocationExited,
     AllocationStarted,
+    InterruptionNotice,
     KillAllocation,
+    NoticeKind,
     Reject,
     Welcome,
 )
@@ -27,17 +29,21 @@ from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
     AgentInterrupted,
+    AgentNotice,
     AgentReport,
     Allocation,
     AllocationState,
     ConnectedAgent,
     LostAgent,
+    NoticeHook,
+    Preemption,
     ReconnectDeadline,
     SchedulerError,
     SetAgentState,
     SetSlotState,
     link_peer_host,
 )
+from provisioner.config import ProviderConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -62,6 +68,7 @@ class AgentEvents:
         allocations: dict[str, Allocation]
         lost: dict[str, LostAgent]
         slots_disabled: dict[str, set[int]]
+        notice_hooks: list[NoticeHook]
         _timers: set[asyncio.Task[None]]
 
         def post(self, event: Event) -> None: ...
@@ -73,6 +80,8 @@ class AgentEvents:
         async def _kill(self, allocation: Allocation, reason: str) -> None: ...
 
         async def _set_state(self, allocation: Allocation, state: AllocationState) -> None: ...
+
+        async def _preempt(self, allocation: Allocation, why: Preemption = ...) -> bool: ...
 
         def _update_idle(self, agent_ids: Iterable[str], now: datetime) -> None: ...
 
@@ -180,9 +189,19 @@ class AgentEvents:
             event.agent_id,
             event.reason,
         )
+        affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
+        notice = agent.notice
+        if notice is not None and notice.kind is NoticeKind.INTERRUPTION:
+            # Its instance was reclaimed: nothing comes back to wait for.
+            for allocation in affected:
+                await self._agent_lost_allocation(
+                    allocation,
+                    f"agent '{event.agent_id}' is gone: its instance was reclaimed by "
+                    f"{notice.cloud.upper()} ({event.reason})",
+                )
+            return
         self.lost[event.agent_id] = LostAgent(pool=agent.pool, slots=len(agent.slots), since=now)
         self._start_timer(event.agent_id, now)
-        affected = [a for a in self.allocations.values() if event.agent_id in a.agent_slots]
         wait = self.config.agent_reconnect_wait.total_seconds()
         for allocation in affected:
             await self.logs.master_line(
@@ -314,6 +333,61 @@ class AgentEvents:
         if code != 0 and allocation.kill_reason is None:
             await self._kill(allocation, f"killed: its part on agent '{agent_id}' failed")
 
+    async def _agent_notice(self, event: AgentNotice) -> None:
+        """A spot interruption notice or rebalance recommendation from an agent's instance.
+
+        An interruption: nothing new is placed on the agent, every preemptible task there is
+        preempted with the notice's deadline (trials checkpoint, exit and are queued again),
+        every other task gets a line saying when its instance goes. A rebalance recommendation
+        follows the pool's ``rebalance`` policy: ignore; replace (nothing new placed there, a
+        replacement launched); migrate (replace, and trials are asked to checkpoint and move).
+        Either way the notice hooks (the provisioner) hear about it in this same event."""
+        agent = self.agents.get(event.agent_id)
+        if agent is None or (event.link is not None and agent.link is not event.link):
+            return
+        notice = event.notice
+        if agent.notice is not None and (
+            agent.notice.kind is NoticeKind.INTERRUPTION or notice.kind is NoticeKind.REBALANCE
+        ):
+            return  # heard already (from the agent and the cluster-side signal, say)
+        interruption = notice.kind is NoticeKind.INTERRUPTION
+        policy = self._rebalance_policy(agent.pool)
+        log.warning(
+            "agent %s: %s%s",
+            agent.id,
+            describe_notice(agent.id, notice),
+            "" if interruption else f" (pool policy rebalance: {policy})",
+        )
+        if not interruption and policy == "ignore":
+            for hook in self.notice_hooks:
+                hook(agent.pool, agent, notice)
+            return
+        agent.notice = notice
+        for allocation in list(self.allocations.values()):
+            if agent.id not in allocation.agent_slots:
+                continue
+            if interruption:
+                allocation.interrupted = True
+                why = Preemption(describe_notice(agent.id, notice), notice.deadline)
+                line = f"{why.reason}: this task will be stopped then"
+            else:
+                why = Preemption(describe_notice(agent.id, notice))
+                line = f"{why.reason}: nothing new is placed there"
+            moving = interruption or policy == "migrate"
+            if not (moving and allocation.preemptible and await self._preempt(allocation, why)):
+                await self.logs.master_line(
+                    allocation.task_id, allocation.id, line, self.clock(), "WARNING"
+                )
+        for hook in self.notice_hooks:
+            hook(agent.pool, agent, notice)
+
+    def _rebalance_policy(self, pool: str) -> str:
+        """The pool's ``rebalance`` policy; a pool without a provider gets the default."""
+        for config in self.config.resource_pools:
+            if config.pool_name == pool and config.provider is not None:
+                return config.provider.rebalance.value
+        return str(ProviderConfig.model_fields["rebalance"].default.value)
+
     async def _set_agent_state(self, event: SetAgentState) -> ConnectedAgent:
         agent = self.agents.get(event.agent_id)
         if agent is None:
@@ -355,3 +429,14 @@ class AgentEvents:
                     reason = f"killed: slot {event.slot_id} of agent '{agent.id}' was disabled"
                     await self._kill(allocation, reason)
         return agent
+
+
+def describe_notice(agent_id: str, notice: InterruptionNotice) -> str:
+    """``spot interruption notice for i-…, deadline 12:04:10`` (UTC), or the rebalance twin."""
+    if notice.kind is NoticeKind.INTERRUPTION and notice.deadline is not None:
+        at = notice.deadline.astimezone(UTC).strftime("%H:%M:%S")
+        return (
+            f"spot interruption notice for {agent_id}, deadline {at} UTC: "
+            f"{notice.cloud.upper()} reclaims the instance ({notice.detail})"
+        )
+    return f"rebalance recommendation for {agent_id}: {notice.cloud.upper()} says it is at risk"

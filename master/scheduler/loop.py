@@ -34,6 +34,7 @@ from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
     AgentInterrupted,
+    AgentNotice,
     AgentReport,
     Allocation,
     AllocationReady,
@@ -44,8 +45,11 @@ from master.scheduler.state import (
     Event,
     ExitHook,
     KillTask,
+    LaunchHook,
     LostAgent,
+    NoticeHook,
     PreemptHook,
+    Preemption,
     ReconnectDeadline,
     Reschedule,
     SchedulerError,
@@ -81,6 +85,8 @@ class Scheduler(AgentEvents):
         self.exit_hooks: list[ExitHook] = []
         self.preempt_hooks: dict[str, PreemptHook] = {}
         self.demand_hooks: list[DemandHook] = []
+        self.notice_hooks: list[NoticeHook] = []
+        self.launch_hooks: list[LaunchHook] = []
         # Pools whose size a provider decides: what they can ever offer, and their status line.
         self.pool_capacity: dict[str, PoolCapacity] = {}
         self.pool_status: dict[str, Callable[[], str]] = {}
@@ -142,6 +148,8 @@ class Scheduler(AgentEvents):
                 return await self._agent_disconnected(event)
             case AgentReport():
                 return await self._agent_report(event)
+            case AgentNotice():
+                return await self._agent_notice(event)
             case SetAgentState():
                 return await self._set_agent_state(event)
             case SetSlotState():
@@ -365,18 +373,23 @@ class Scheduler(AgentEvents):
         capacity.update(self.pool_capacity)
         return capacity
 
-    async def _preempt(self, allocation: Allocation) -> None:
+    async def _preempt(
+        self,
+        allocation: Allocation,
+        why: Preemption = Preemption("a higher-priority task needs these slots"),
+    ) -> bool:
+        """Ask a preemptible task to checkpoint and exit; False if nothing can ask it."""
         hook = self.preempt_hooks.get(allocation.task_type)
-        if hook is None or allocation.preempting:
-            return
+        if hook is None:
+            return False
+        if allocation.preempting and why.deadline is None:
+            return True
         allocation.preempting = True
         await self.logs.master_line(
-            allocation.task_id,
-            allocation.id,
-            "preempted: a higher-priority task needs these slots",
-            self.clock(),
+            allocation.task_id, allocation.id, f"preempted: {why.reason}", self.clock()
         )
-        await hook(allocation)
+        await hook(allocation, why)
+        return True
 
     async def _launch(self, allocation: Allocation, placement: dict[str, tuple[int, ...]]) -> None:
         allocation.agent_slots = {agent: list(slots) for agent, slots in placement.items()}
@@ -420,6 +433,8 @@ class Scheduler(AgentEvents):
                     bind_mounts=[BindMount(**m) for m in allocation.bind_mounts],
                 ),
             )
+        for hook in self.launch_hooks:
+            hook(allocation)
 
 
 async def _send(agent: ConnectedAgent, message: Any) -> None:

@@ -24,7 +24,7 @@ def agent_capacities(
             free_slot_ids=tuple(
                 s for s in free_slots(agent, allocations) if s not in agent.disabled_slots
             ),
-            schedulable=agent.enabled and not agent.draining,
+            schedulable=agent.enabled and not agent.draining and not agent.interrupting,
             running=sum(1 for a in allocations if agent.id in a.agent_slots),
         )
         for agent in agents

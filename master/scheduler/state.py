@@ -13,7 +13,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from agent.protocol import AllocationExited, AllocationStarted, Hello, MasterMessage, SlotInfo
+from agent.protocol import (
+    AllocationExited,
+    AllocationStarted,
+    Hello,
+    InterruptionNotice,
+    MasterMessage,
+    SlotInfo,
+)
 
 
 class AllocationState(StrEnum):
@@ -72,6 +79,14 @@ class ConnectedAgent:
     peer_host: str | None = None
     # Slots an admin disabled (det slot disable): nothing new is placed on them.
     disabled_slots: set[int] = field(default_factory=set)
+    # The cloud announced it reclaims this agent's instance (spot interruption notice), or
+    # recommends moving off it (rebalance, under pool policy replace or migrate): nothing new
+    # is placed here, and the provisioner counts the instance as gone.
+    notice: InterruptionNotice | None = None
+
+    @property
+    def interrupting(self) -> bool:
+        return self.notice is not None
 
 
 @dataclass(frozen=True)
@@ -110,14 +125,15 @@ class Allocation:
     outcome: tuple[int | None, str] | None = None
     preemptible: bool = False
     preempting: bool = False
+    # Its instance is being (or was) reclaimed by the cloud — a spot notice, or the machine
+    # gone: however it ends, that is an interruption, never a failure of its own (a trial
+    # runs again from its checkpoint without spending max_restarts).
+    interrupted: bool = False
     # Interactive tasks (shells, notebooks, TensorBoards) are ready only once their service
     # reported where it listens; everything else is ready as soon as it runs.
     service: bool = False
     service_ready: bool = False
     proxy_address: str | None = None
-    # The cloud took back a machine it ran on (spot preemption): its end is no failure of the
-    # task, and a trial runs again from its checkpoint without spending a restart.
-    interrupted: bool = False
 
     @property
     def is_ready(self) -> bool:
@@ -217,6 +233,16 @@ class Reschedule(Event):
 
 
 @dataclass
+class AgentNotice(Event):
+    """The agent's metadata service announced a spot interruption or rebalance; ``link`` None:
+    the cluster-side signal (``master/spot_queue.py``) said so about the agent's instance."""
+
+    agent_id: str
+    link: AgentLink | None
+    notice: InterruptionNotice
+
+
+@dataclass
 class ReconnectDeadline(Event):
     agent_id: str
     since: datetime
@@ -224,4 +250,19 @@ class ReconnectDeadline(Event):
 
 ExitHook = Callable[[Allocation, int | None, str], Awaitable[None]]
 DemandHook = Callable[[str], None]  # called with a pool whose pending demand may have changed
-PreemptHook = Callable[[Allocation], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Preemption:
+    """Why the scheduler asks a task to checkpoint and exit, and by when it must be gone
+    (None: no deadline of the scheduler's own)."""
+
+    reason: str
+    deadline: datetime | None = None
+
+
+PreemptHook = Callable[[Allocation, Preemption], Awaitable[None]]
+# Called with an allocation the scheduler just sent to its agents.
+LaunchHook = Callable[[Allocation], None]
+# Called with the agent's pool, the agent and the notice, once the scheduler handled it.
+NoticeHook = Callable[[str, ConnectedAgent, InterruptionNotice], None]

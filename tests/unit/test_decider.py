@@ -414,3 +414,42 @@ def test_negative_gang_spare_is_refused() -> None:
 )
 def test_human_duration(seconds: int, text: str) -> None:
     assert human_duration(timedelta(seconds=seconds)) == text
+
+
+# Spot interruptions
+
+
+def reclaimed(id: str, idle: float | None = None) -> AgentInfo:
+    return AgentInfo(f"agent-{id}", id, 1, None if idle is None else ago(idle), interrupting=True)
+
+
+def test_an_interrupted_instance_counts_as_gone_and_its_work_is_replaced_in_the_same_pass() -> None:
+    """The master adds the work still on the reclaimed instance to the demand; the instance is
+    neither capacity nor counted against max_instances (the cloud is taking it back)."""
+    decision = decide(
+        config(max_instances=1),
+        pending=[Demand("t1 on reclaimed i-1", 1)],
+        instances=[instance("i-1")],
+        agents=[reclaimed("i-1")],
+    )
+    assert launched(decision) == 1 and terminated(decision) == []
+    assert "1 slot pending for job t1 on reclaimed i-1" in decision.launches[0].reason
+
+
+def test_an_interrupted_instance_does_not_count_towards_min_instances() -> None:
+    decision = decide(
+        config(min_instances=1), instances=[instance("i-1")], agents=[reclaimed("i-1")]
+    )
+    assert launched(decision) == 1
+
+
+def test_an_idle_interrupted_instance_is_terminated_at_once() -> None:
+    decision = decide(
+        config(min_instances=1, max_idle_agent_period="1h"),
+        instances=[instance("i-1"), instance("i-2")],
+        agents=[reclaimed("i-1", idle=0.1), agent("i-2")],
+    )
+    assert terminated(decision) == [
+        ("i-1", "idle after a spot interruption notice or rebalance recommendation")
+    ]
+    assert launched(decision) == 0  # i-2 is the pool's one instance

@@ -158,3 +158,17 @@ def test_paging_follows_determined() -> None:
     assert page(0, -1, 250).count == 250
     assert page(0, -2, 250).count == 0
     assert page(500, 10, 250).pagination["startIndex"] == 250
+
+
+def test_a_run_whose_spot_instance_was_reclaimed_never_spends_max_restarts() -> None:
+    """Its agent vanished with the instance (no exit code) after the trial was asked to
+    checkpoint: an interruption, even with max_restarts already spent."""
+    gone = {"exit_code": None, "reason": "agent 'i-1' is gone", "has_pending_ops": True}
+    decision = decide_run_end(end(**gone, preempted=True, interrupted=True, restarts=2))
+    assert (decision.outcome, decision.state, decision.restarts) == (
+        Outcome.RESUME,
+        TrialState.ACTIVE,
+        2,
+    )
+    # The same end without the notice is a crash.
+    assert decide_run_end(end(**gone, preempted=True, restarts=2)).outcome == Outcome.FAILED

@@ -168,6 +168,31 @@ def test_an_interrupted_job_loses_the_work_since_its_last_checkpoint() -> None:
     assert sim.cloud.bill.interruptions == 1
 
 
+@pytest.mark.parametrize(
+    ("checkpoint_s", "checkpointed", "lost_per_slot"),
+    [(14.0, CHECKPOINT_S + 250, 14.0), (130.0, CHECKPOINT_S, 250.0)],
+)
+def test_with_notice_handling_a_job_checkpoints_at_the_notice_when_it_fits(
+    checkpoint_s: float, checkpointed: float, lost_per_slot: float
+) -> None:
+    """A 14 s checkpoint fits the 120 s notice: only its own time is lost. A 130 s one does
+    not: the job loses the work since its last periodic checkpoint, as without the handling."""
+    spot = replace(OFFER, market=Market.SPOT)
+    jobs = [Job("j", 0, "trial", 2, 3600, 42)]
+    sim = Simulation(
+        jobs, STEADY, pool(spot=True), [spot], ScaleDecider(), seed=1,
+        notice_checkpoint_s=checkpoint_s,
+    )  # fmt: skip
+    sim._on_submit(sim.jobs[0])
+    sim.now_s = 100
+    for instance in list(sim.instances.values()):
+        sim._on_boot(instance)
+    sim.now_s = 100 + CHECKPOINT_S + 250
+    sim._on_notice(next(iter(sim.instances.values())))
+    assert sim.jobs[0].checkpointed_s == checkpointed
+    assert sim.lost_slot_s == pytest.approx(lost_per_slot * 2)
+
+
 def test_command_line_prints_a_table_for_a_small_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,213 @@
+"""What acting on spot notices buys: ``python -m bench.spot_notice [--rounds 3] [--skip-live]``.
+
+Two parts, both printed as Markdown tables (the ones in ``docs/benchmarks.md``):
+
+1. **Live, the digits trial.** A real master (SQLite), one spot agent watching its own fake
+   AWS metadata service (``tests/fake_metadata.py``, faithful to IMDSv2) and a local-provider
+   pool for replacements. Once the trial trains, the fake starts answering an instance-action
+   two minutes ahead; the times below are the master's own records (events, checkpoint and
+   metric report times), measured from the moment the fake began to answer (same clock):
+
+       notice seen by the master -> replacement launch requested -> checkpoint stored
+       -> trial exited -> placed on another agent -> first training metric there
+
+   The agent polls every 5 s (AWS's advice), so the first stage is up to 5 s by design.
+   Checkpoints go to the master's default shared_fs storage.
+2. **Simulated week.** ``bench/data/week.jsonl`` through the simulator's spot scenarios
+   (``bench.simulator``) with and without notice handling (``Simulation.notice_checkpoint_s``:
+   a checkpoint of that many seconds at notice time when it fits the 120 s notice), reporting
+   the slot-hours lost to interruptions.
+
+Not measured: a trial with a 1 GB checkpoint on shared_fs and on S3 (moto) — see
+docs/benchmarks.md for why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Generator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from bench.simulation import Simulation
+from bench.simulator import scenarios
+from bench.workload import DEFAULT_PROFILE, DEFAULT_TRACE, load_profile, load_trace
+from provisioner.decider import ScaleDecider
+from tests.fake_metadata import FakeMetadata
+from tests.integration.cluster import (
+    Agent,
+    Api,
+    Master,
+    kill_provisioned_agents,
+    running_cluster,
+    wait_for,
+)
+from tests.integration.test_experiments_e2e import create, example_config, trials
+
+CONFIG = example_config(
+    "const.yaml",
+    searcher__max_length={"batches": 400},
+    min_validation_period={"batches": 100},
+    scheduling_unit=5,
+    hyperparameters__global_batch_size=16,
+)
+STAGES = (
+    "notice seen by the master",
+    "replacement requested",
+    "checkpoint stored",
+    "trial exited",
+    "placed on another agent",
+    "first metric there",
+)
+CHECKPOINT_SECONDS = (None, 15.0, 60.0, 150.0)  # None: no notice handling; 150 s > 120 s notice
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _pool() -> list[dict[str, Any]]:
+    return [
+        {
+            "pool_name": "default",
+            "provider": {
+                "type": "local",
+                "instance_slots": 1,
+                "max_instances": 1,
+                "max_idle_agent_period": "10m",
+                "provisioning_tick": "10s",
+            },
+        }
+    ]
+
+
+def _events(api: Api) -> list[dict[str, Any]]:
+    found = api.get("/api/v1/resource-pools/default/events", params={"limit": 1000}).json()
+    return list(reversed(found["events"]))
+
+
+def one_round(workdir: Path) -> list[float]:
+    fake = FakeMetadata("aws")
+    env = {"DET_AGENT_METADATA_SERVICE": "off"}
+    # A generator: close() stops its master (running_cluster is typed as a plain iterator).
+    cluster = cast(
+        Generator[tuple[Master, list[Agent]], None, None],
+        running_cluster(
+            workdir, f"sqlite:///{workdir / 'db'}", agents=0, env=env, resource_pools=_pool()
+        ),
+    )
+    agent = None
+    try:
+        master, _ = next(cluster)
+        agent = Agent(workdir, master, "a-spot")
+        assert agent.env is not None
+        agent.env.update(DET_AGENT_METADATA_URL=fake.url, DET_AGENT_METADATA_SERVICE="aws")
+        agent.start()
+        api = Api(master)
+        wait_for("the spot agent", lambda: len(api.agents()) == 1, 60, [agent.log_path])
+        experiment_id = create(api, CONFIG)
+        wait_for(
+            "the trial to train",
+            lambda: (t := trials(api, experiment_id)) and t[0]["totalBatchesProcessed"] > 0,
+            180,
+        )
+        (trial,) = trials(api, experiment_id)
+        began = datetime.now(UTC)
+        deadline = began + timedelta(minutes=2)
+        fake.interrupt("terminate", deadline.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+        def resumed_metric() -> datetime | None:
+            events = {e["kind"]: e for e in _events(api)}
+            if "resumed" not in events:
+                return None
+            metrics = api.get(
+                f"/api/v1/trials/{trial['id']}/metrics", params={"group": "training"}
+            ).json()["metrics"]
+            after = [_time(m["reportTime"]) for m in metrics]
+            after = [t for t in after if t > _time(events["resumed"]["time"])]
+            return min(after) if after else None
+
+        first_metric = wait_for("a metric after the resume", resumed_metric, 300)
+        events = {e["kind"]: e for e in _events(api)}
+        checkpoints = api.get(f"/api/v1/trials/{trial['id']}/checkpoints").json()["checkpoints"]
+        stored = max(_time(c["reportTime"]) for c in checkpoints)
+        times = [
+            _time(events["interruption_notice"]["time"]),
+            _time(events["requested"]["time"]),
+            stored,
+            _time(events["checkpointed"]["time"]),
+            _time(events["resumed"]["time"]),
+            first_metric,
+        ]
+        api.post(f"/api/v1/experiments/{experiment_id}/kill")
+        return [(t - began).total_seconds() for t in times]
+    finally:
+        if agent is not None:
+            agent.stop()
+        cluster.close()
+        fake.close()
+        kill_provisioned_agents(workdir)
+
+
+def live(rounds: int) -> None:
+    rows = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="spot-notice-") as tmp:
+            os.chmod(tmp, 0o711)  # task uids (isolation uid, as root) pass through it
+            rows.append(one_round(Path(tmp)))
+    print(
+        f"\nNotice -> running again elsewhere, digits trial, {rounds} round(s), seconds from "
+        "the fake metadata service's first answer (median, max):\n"
+    )
+    print("| stage | median | max |\n|---|--:|--:|")
+    for index, stage in enumerate(STAGES):
+        column = [r[index] for r in rows]
+        print(f"| {stage} | {statistics.median(column):.1f} s | {max(column):.1f} s |")
+
+
+def simulated(seed: int) -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    jobs = load_trace(DEFAULT_TRACE)
+    print(f"\nSlot-hours lost to spot interruptions, {DEFAULT_TRACE.name}, seed {seed}:\n")
+    print(
+        "| scenario | notice handling | interruptions | slot-h lost | cost |\n|---|---|--:|--:|--:|"
+    )
+    for scenario in scenarios(profile, "g5.xlarge", 200)[1:]:
+        for checkpoint_s in CHECKPOINT_SECONDS:
+            result = Simulation(
+                jobs,
+                profile,
+                scenario.config,
+                scenario.offers,
+                ScaleDecider(),
+                seed,
+                spot_outages=scenario.spot_outages,
+                notice_checkpoint_s=checkpoint_s,
+            ).run()
+            handling = "none" if checkpoint_s is None else f"{checkpoint_s:.0f} s checkpoint"
+            print(
+                f"| {scenario.name} | {handling} | {result.interruptions} | "
+                f"{result.slot_hours_lost:.1f} | ${result.cost:,.0f} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.spot_notice", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-live", action="store_true", help="only the simulated week")
+    args = parser.parse_args()
+    started = time.monotonic()
+    simulated(args.seed)
+    if not args.skip_live:
+        live(args.rounds)
+    print(f"\n({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
