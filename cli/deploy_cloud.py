@@ -41,12 +41,17 @@ def require_deploy_extra(command: str, modules: Iterable[str]) -> None:
 
 def settings_error(error: Any, flag_of: Mapping[str, str]) -> CliError:
     """A pydantic ValidationError of a deployment's settings as one CliError, each line naming
-    the flag (``flag_of``: field → flag) and what is wrong."""
+    the flag (``flag_of``: field → flag) and what is wrong. A cross-field check has no location;
+    when its message starts with a field's name (``"zone: …"``), that field's flag is named."""
     lines = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else ""
+        message = str(item["msg"]).removeprefix("Value error, ")
+        head, sep, rest = message.partition(": ")
+        if not field and sep and head in flag_of:
+            field, message = head, rest
         where = flag_of.get(field, field) or "flags"
-        lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        lines.append(f"{where}: {message}")
     return CliError("invalid deployment settings:\n  " + "\n  ".join(lines))
 
 

@@ -21,9 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import sys
 from typing import TYPE_CHECKING, Any
 
+from cli.deploy_cloud import (
+    confirm,
+    pulumi_workspace,
+    require_deploy_extra,
+    settings_error,
+    stream,
+    warn,
+)
 from cli.errors import CliError
 from cli.parser import add_group, add_verb
 from cli.session import flotilla_home
@@ -32,7 +39,6 @@ if TYPE_CHECKING:
     from cli.parser import SubParsers
     from infra.gcp.settings import GcpDeploySettings
 
-DEPLOY_EXTRA_HELP = "det deploy gcp needs the deploy extra: pip install 'flotilla[deploy]'"
 # Flags whose names differ from the settings' fields.
 _FIELD_FLAGS = {"db_tier": "--db-tier", "spot": "--spot", "image": "--image"}
 
@@ -47,12 +53,11 @@ def _flag(field: str) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> GcpDeploySettings:
     """The validated settings, or a CliError naming the flag and what it allows."""
-    try:
-        from pydantic import ValidationError
+    require_deploy_extra("det deploy gcp", ("pydantic", "infra.gcp.settings"))
+    from pydantic import ValidationError
 
-        from infra.gcp.settings import GcpDeploySettings
-    except ImportError as e:  # pragma: no cover - only without the deploy extra
-        raise CliError(f"{DEPLOY_EXTRA_HELP} ({e})") from None
+    from infra.gcp.settings import GcpDeploySettings
+
     fields: dict[str, Any] = {
         "cluster_id": args.cluster_id,
         "project": args.project,
@@ -75,23 +80,15 @@ def settings_from_args(args: argparse.Namespace) -> GcpDeploySettings:
     try:
         return GcpDeploySettings(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            message = str(error["msg"]).removeprefix("Value error, ")
-            head, sep, rest = message.partition(": ")
-            if not where and sep and head in GcpDeploySettings.model_fields:
-                where, message = head, rest  # a cross-field check naming its field first
-            problems.append(f"{_flag(where)}: {message}" if where else message)
-        raise CliError("invalid deployment: " + "; ".join(problems)) from None
+        raise settings_error(e, {f: _flag(f) for f in GcpDeploySettings.model_fields}) from None
 
 
 def _workspace(args: argparse.Namespace) -> Any:
-    from infra.common.automation import DeployError, PulumiWorkspace
+    from infra.common.automation import DeployError
     from infra.gcp.program import PROJECT
 
     try:
-        return PulumiWorkspace(PROJECT, args.state, env=_pulumi_env(args))
+        return pulumi_workspace(PROJECT, args.state, _pulumi_env(args))
     except DeployError as e:
         raise CliError(e.message) from None
 
@@ -106,10 +103,8 @@ def _pulumi_env(args: argparse.Namespace) -> dict[str, str]:
 def up(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.inbound_is_world:
-        print(
-            f"warning: --inbound-cidr {settings.inbound_cidr} opens the master's port to the "
-            "whole internet",
-            file=sys.stderr,
+        warn(
+            f"--inbound-cidr {settings.inbound_cidr} opens the master's port to the whole internet"
         )
     if args.dry_run:
         from infra.gcp.dry_run import render
@@ -121,12 +116,10 @@ def up(args: argparse.Namespace) -> int:
     from infra.gcp.program import DB_PASSWORD_KEY, JOIN_TOKEN_KEY, program
     from infra.policy.pack import PACK_DIR
 
-    def confirm(changes: dict[str, int]) -> bool:
+    def ask(changes: dict[str, int]) -> bool:
         summary = ", ".join(f"{n} to {op}" for op, n in sorted(changes.items())) or "no changes"
         print(f"Preview of {settings.cluster_id}: {summary}")
-        if args.yes:
-            return True
-        return input("Apply these changes? [y/N] ").strip().lower() in ("y", "yes")
+        return bool(args.yes) or confirm("Apply these changes?")
 
     try:
         outcome = deploy_up(
@@ -139,8 +132,8 @@ def up(args: argparse.Namespace) -> int:
                 DB_PASSWORD_KEY: lambda: secrets.token_urlsafe(24),
             },
             policy_packs=[str(PACK_DIR)],
-            confirm=confirm,
-            on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"),
+            confirm=ask,
+            on_output=stream,
         )
     except DeployError as e:
         raise CliError(e.message) from None

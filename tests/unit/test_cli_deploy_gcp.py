@@ -344,6 +344,7 @@ def test_up_asks_before_applying(
 ) -> None:
     from cli.main import main
 
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)  # asked on a terminal
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     assert main(["deploy", "gcp", "up", *UP[3:]]) == 0
     assert "Nothing changed." in capsys.readouterr().out
