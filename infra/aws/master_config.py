@@ -16,22 +16,18 @@ run the script on every boot. The boundary is fixed so that the same inputs rend
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from infra.aws.iam import TAG_DEPLOYMENT
 from infra.aws.settings import DB_PORT, POOL_NAME, AwsDeploySettings
+from infra.common.master_boot import MASTER_YAML_MARKER, master_boot_script
 
 TEMPLATE_NAME = "master-user-data.sh.tmpl"
-MASTER_YAML_MARKER = "FLOTILLA_MASTER_YAML"
-DB_PASSWORD_MARKER = "FLOTILLA_DB_PASSWORD"
 # "User data is limited to 16 KB, in raw form, before it is base64-encoded." (EC2 User Guide)
 USER_DATA_MAX_BYTES = 16 * 1024
 MIME_BOUNDARY = "==FLOTILLA-MASTER-USER-DATA=="
@@ -117,30 +113,14 @@ def master_yaml(settings: AwsDeploySettings, wiring: MasterWiring) -> str:
     return yaml.safe_dump(master_config(settings, wiring), sort_keys=False, width=1_000_000)
 
 
-class _Template(string.Template):
-    delimiter = "@@"
-
-
-def _template_text() -> str:
-    in_tree = Path(__file__).resolve().parents[2] / "agent_image" / TEMPLATE_NAME
-    if in_tree.is_file():
-        return in_tree.read_text(encoding="utf-8")
-    return resources.files("agent_image").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
-
-
-def _heredoc_body(text: str, marker: str, what: str) -> str:
-    if any(line == marker for line in text.splitlines()):
-        raise ValueError(f"{what} must not contain a line that is exactly {marker!r}")
-    return text.rstrip("\n")
-
-
 def boot_script(settings: AwsDeploySettings, wiring: MasterWiring) -> str:
     """The shell script part of the user-data (also what tests run in a scratch root)."""
-    return _Template(_template_text()).substitute(
-        master_yaml=_heredoc_body(master_yaml(settings, wiring), MASTER_YAML_MARKER, "master.yaml"),
-        db_password=_heredoc_body(wiring.db_password, DB_PASSWORD_MARKER, "the db password"),
-        local_db="true" if settings.db == "local" else "false",
-        port=str(settings.master_port),
+    return master_boot_script(
+        TEMPLATE_NAME,
+        master_yaml=master_yaml(settings, wiring),
+        db_password=wiring.db_password,
+        local_db=settings.db == "local",
+        port=settings.master_port,
     )
 
 

@@ -14,19 +14,15 @@ the project and by every process on the VM, which is why the master VM runs no u
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from infra.common.master_boot import MASTER_YAML_MARKER, master_boot_script
 from infra.gcp.settings import DB_PORT, POOL_NAME, GcpDeploySettings
 
 TEMPLATE_NAME = "master-startup-gcp.sh.tmpl"
-MASTER_YAML_MARKER = "FLOTILLA_MASTER_YAML"
-DB_PASSWORD_MARKER = "FLOTILLA_DB_PASSWORD"
 # "The maximum size of a single metadata value is 256 KB." (Compute Engine: About VM metadata)
 METADATA_VALUE_MAX_BYTES = 256 * 1024
 DATA_DIR = "/var/lib/flotilla"
@@ -111,30 +107,14 @@ def master_yaml(settings: GcpDeploySettings, wiring: MasterWiring) -> str:
     return yaml.safe_dump(master_config(settings, wiring), sort_keys=False, width=1_000_000)
 
 
-class _Template(string.Template):
-    delimiter = "@@"
-
-
-def _template_text() -> str:
-    in_tree = Path(__file__).resolve().parents[2] / "agent_image" / TEMPLATE_NAME
-    if in_tree.is_file():
-        return in_tree.read_text(encoding="utf-8")
-    return resources.files("agent_image").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
-
-
-def _heredoc_body(text: str, marker: str, what: str) -> str:
-    if any(line == marker for line in text.splitlines()):
-        raise ValueError(f"{what} must not contain a line that is exactly {marker!r}")
-    return text.rstrip("\n")
-
-
 def startup_script(settings: GcpDeploySettings, wiring: MasterWiring) -> str:
     """The master VM's ``startup-script``; ``ValueError`` if over GCE's metadata value limit."""
-    script = _Template(_template_text()).substitute(
-        master_yaml=_heredoc_body(master_yaml(settings, wiring), MASTER_YAML_MARKER, "master.yaml"),
-        db_password=_heredoc_body(wiring.db_password, DB_PASSWORD_MARKER, "the db password"),
-        local_db="true" if settings.db == "local" else "false",
-        port=str(settings.master_port),
+    script = master_boot_script(
+        TEMPLATE_NAME,
+        master_yaml=master_yaml(settings, wiring),
+        db_password=wiring.db_password,
+        local_db=settings.db == "local",
+        port=settings.master_port,
     )
     size = len(script.encode("utf-8"))
     if size > METADATA_VALUE_MAX_BYTES:
