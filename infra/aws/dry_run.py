@@ -80,16 +80,14 @@ def _calls(region: str) -> Any:
 
 def plan(settings: AwsDeploySettings, secrets: Mapping[str, str] = DRY_RUN_SECRETS) -> Plan:
     """The AWS program for ``settings`` under mocks (provider registrations left out)."""
-    result = run_program(
+    return run_program(
         program(settings),
         project=PROJECT,
         stack=settings.cluster_id,
         config={"aws:region": settings.region, **secrets},
         computed=_computed,
         calls=_calls(settings.region),
-    )
-    result.resources = [r for r in result.resources if not r.type.startswith("pulumi:providers:")]
-    return result
+    ).without_providers()
 
 
 # -- what the plan shows ------------------------------------------------------------------------

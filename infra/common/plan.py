@@ -96,6 +96,12 @@ class Plan:
                 return resource
         raise KeyError(f"no resource {name!r}; the plan has {[r.name for r in self.resources]}")
 
+    def without_providers(self) -> Plan:
+        """This plan less the provider registrations (``pulumi:providers:…``), which a dry run
+        does not show."""
+        kept = [r for r in self.resources if not r.type.startswith("pulumi:providers:")]
+        return Plan(resources=kept, outputs=self.outputs)
+
 
 def _no_computed(type_token: str, name: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}

@@ -59,15 +59,13 @@ def _computed(project: str) -> Any:
 
 def plan(settings: GcpDeploySettings, secrets: Mapping[str, str] = DRY_RUN_SECRETS) -> Plan:
     """The GCP program for ``settings`` under mocks (provider registrations left out)."""
-    result = run_program(
+    return run_program(
         program(settings),
         project=PROJECT,
         stack=settings.cluster_id,
         config={"gcp:project": settings.project, "gcp:region": settings.region, **secrets},
         computed=_computed(settings.project),
-    )
-    result.resources = [r for r in result.resources if not r.type.startswith("pulumi:providers:")]
-    return result
+    ).without_providers()
 
 
 # -- what the plan shows ------------------------------------------------------------------------
