@@ -8,13 +8,13 @@ Names follow Determined's ``det deploy aws`` where it has the flag (``--cluster-
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.cloudwatch.config import DEFAULT_RETENTION_DAYS, RETENTION_DAYS
+from infra.common.validation import cidr_block
 
 # The cluster id names the stack and prefixes AWS names; the tightest is the checkpoint bucket,
 # "flotilla-<id>-<12-digit account>-<region>" within S3's 63 characters, lowercase.
@@ -76,12 +76,7 @@ class AwsDeploySettings(BaseModel):
     @field_validator("inbound_cidr", "ssh_cidr")
     @classmethod
     def _cidr(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(ipaddress.ip_network(value, strict=True))
-        except ValueError as e:
-            raise ValueError(f"{value!r} is not a CIDR block like 203.0.113.0/24 ({e})") from e
+        return cidr_block(value)
 
     @field_validator("log_retention_days")
     @classmethod

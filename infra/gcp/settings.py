@@ -9,11 +9,12 @@ from them and the program reads nothing else.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from infra.common.validation import cidr_block
 
 # The cluster id names the stack and prefixes GCP names. The tightest limits: service account
 # ids (6-30 characters: "fl-<id>-master") and the bucket "flotilla-<id>-<project id>" (63).
@@ -120,12 +121,7 @@ class GcpDeploySettings(BaseModel):
     @field_validator("inbound_cidr", "ssh_cidr", "subnet_cidr")
     @classmethod
     def _cidr(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return str(ipaddress.ip_network(value, strict=True))
-        except ValueError as e:
-            raise ValueError(f"{value!r} is not a CIDR block like 203.0.113.0/24 ({e})") from e
+        return cidr_block(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> GcpDeploySettings:
