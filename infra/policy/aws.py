@@ -16,16 +16,17 @@ engine, lists and maps arrive as pulumi_policy's read-only proxies (a ``Sequence
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
-    ResourceValidationPolicy,
     StackValidationArgs,
     StackValidationPolicy,
 )
+
+from infra.policy.pack import resource_policy
 
 SSH_PORT = 22
 WORLD = ("0.0.0.0/0", "::/0")
@@ -212,26 +213,20 @@ def _rds_private(args: ResourceValidationArgs, report: ReportViolation) -> None:
         report("storageEncrypted must be true", None)
 
 
-def _resource_policy(
-    name: str, description: str, validate: Callable[[ResourceValidationArgs, ReportViolation], None]
-) -> ResourceValidationPolicy:
-    return ResourceValidationPolicy(name=name, description=description, validate=validate)
-
-
 POLICIES: list[Any] = [
-    _resource_policy(
+    resource_policy(
         "iam-no-star-on-star", "No IAM statement allows '*' actions on '*'.", _iam_no_star
     ),
-    _resource_policy("ec2-imdsv2-required", "Instances require IMDSv2.", _imdsv2),
+    resource_policy("ec2-imdsv2-required", "Instances require IMDSv2.", _imdsv2),
     StackValidationPolicy(
         name="s3-private-encrypted",
         description="Buckets block public access and are encrypted by default.",
         validate=_s3_private_encrypted,
     ),
-    _resource_policy(
+    resource_policy(
         "no-ssh-from-world", "No ingress from anywhere reaches port 22.", _no_ssh_from_world
     ),
-    _resource_policy(
+    resource_policy(
         "rds-private-encrypted", "Databases are not public and are encrypted.", _rds_private
     ),
 ]

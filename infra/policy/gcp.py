@@ -20,10 +20,12 @@ GKE's metadata concealment does not apply to plain VMs; a VM's metadata is guard
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import ReportViolation, ResourceValidationArgs
+
+from infra.policy.pack import resource_policy
 
 SSH_PORT = 22
 WORLD = ("0.0.0.0/0", "::/0")
@@ -157,28 +159,22 @@ def _shielded_vm(args: ResourceValidationArgs, report: ReportViolation) -> None:
         report("metadata serial-port-enable opens the interactive serial console", None)
 
 
-def _resource_policy(
-    name: str, description: str, validate: Callable[[ResourceValidationArgs, ReportViolation], None]
-) -> ResourceValidationPolicy:
-    return ResourceValidationPolicy(name=name, description=description, validate=validate)
-
-
 POLICIES: list[Any] = [
-    _resource_policy(
+    resource_policy(
         "gcp-no-broad-roles",
         "No primitive, compute.admin or storage.admin role; actAs only on one account.",
         _no_broad_roles,
     ),
-    _resource_policy(
+    resource_policy(
         "gcp-bucket-private", "Buckets: uniform access, public access prevented.", _bucket_private
     ),
-    _resource_policy(
+    resource_policy(
         "gcp-no-ssh-from-world", "No ingress from anywhere reaches port 22.", _no_ssh_from_world
     ),
-    _resource_policy(
+    resource_policy(
         "gcp-cloudsql-private", "Cloud SQL instances have no public IP.", _cloudsql_private
     ),
-    _resource_policy(
+    resource_policy(
         "gcp-shielded-vm", "VMs are Shielded VMs without serial console.", _shielded_vm
     ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ def all_policies() -> list[Any]:
             continue
         policies += module.POLICIES
     return policies
+
+
+def resource_policy(name: str, description: str, validate: Callable[[Any, Any], None]) -> Any:
+    """A ``pulumi_policy.ResourceValidationPolicy`` calling ``validate(args, report)`` on each
+    resource (the shape every cloud's resource rules take)."""
+    from pulumi_policy import ResourceValidationPolicy
+
+    return ResourceValidationPolicy(name=name, description=description, validate=validate)
 
 
 def policy_pack() -> Any:
