@@ -66,6 +66,7 @@ def spot_pool() -> list[dict[str, Any]]:
                 "min_instances": 0,
                 "max_instances": 2,
                 "max_idle_agent_period": "10m",
+                "boot_hedge": 0,  # each launch is the notice's replacement, not a boot racer
                 "provisioning_tick": "10s",  # only the notice should wake the loop in time
             },
         }
