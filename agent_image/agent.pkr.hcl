@@ -1,17 +1,25 @@
-# The Flotilla AMI: Ubuntu 22.04, Python 3.11, this repository's wheel with the master and agent
-# extras, the flotilla-agent and flotilla-master systemd units, PostgreSQL (disabled), and
+# The Flotilla image, as an AWS AMI (source amazon-ebs.agent) and a GCE image (source
+# googlecompute.agent): Ubuntu 22.04, Python 3.11, this repository's wheel with the master and
+# agent extras, the flotilla-agent and flotilla-master systemd units, PostgreSQL (disabled), and
 # (optionally) the NVIDIA driver and container toolkit. Pool instances run the agent; the master
-# instance of `det deploy aws up` runs the master. See README.md beside this file.
+# instance of `det deploy aws up` / `det deploy gcp up` runs the master. Both sources run the
+# same install.sh. See README.md beside this file.
 #
 #   pip wheel --no-deps -w dist .
-#   packer init agent_image/agent.pkr.hcl
-#   packer build -var wheel=dist/flotilla-0.1.0-py3-none-any.whl agent_image/agent.pkr.hcl
+#   packer init agent_image/
+#   packer build -only=amazon-ebs.agent -var wheel=dist/flotilla-0.1.0-py3-none-any.whl agent_image/
+#   packer build -only=googlecompute.agent -var project_id=my-project \
+#     -var wheel=dist/flotilla-0.1.0-py3-none-any.whl agent_image/
 
 packer {
   required_plugins {
     amazon = {
       version = ">= 1.3.0"
       source  = "github.com/hashicorp/amazon"
+    }
+    googlecompute = {
+      version = ">= 1.1.0"
+      source  = "github.com/hashicorp/googlecompute"
     }
   }
 }
@@ -41,7 +49,7 @@ variable "subnet_id" {
 variable "root_volume_size" {
   type        = number
   default     = 40
-  description = "GiB of the image's root volume; pools may launch with a larger one."
+  description = "GiB of the image's root volume (AMI) or boot disk (GCE); pools may launch with a larger one."
 }
 
 variable "install_nvidia" {
@@ -73,33 +81,80 @@ variable "tags" {
   description = "Extra tags on the AMI and its snapshot."
 }
 
-data "amazon-ami" "ubuntu" {
-  region      = var.region
-  owners      = ["099720109477"] # Canonical
-  most_recent = true
-  filters = {
-    name                = "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*"
-    root-device-type    = "ebs"
-    virtualization-type = "hvm"
-  }
+# GCE (googlecompute.agent) only.
+variable "project_id" {
+  type        = string
+  default     = null
+  description = "GCP project that builds and holds the GCE image (required for googlecompute.agent)."
+}
+
+variable "zone" {
+  type        = string
+  default     = "us-central1-a"
+  description = "GCE zone of the build VM."
+}
+
+variable "gce_machine_type" {
+  type        = string
+  default     = "e2-standard-4"
+  description = "GCE machine type of the build VM; it needs no GPU to install the driver."
+}
+
+variable "gce_subnetwork" {
+  type        = string
+  default     = null
+  description = "Subnetwork of the build VM (default: the project's default network)."
+}
+
+variable "image_family" {
+  type        = string
+  default     = "flotilla-agent"
+  description = "GCE image family; `det deploy gcp up` boots the family's newest image by default."
+}
+
+variable "labels" {
+  type        = map(string)
+  default     = {}
+  description = "Extra labels on the GCE image (lowercase letters, digits, - and _)."
 }
 
 locals {
   stamp      = formatdate("YYYYMMDD-hhmmss", timestamp())
   wheel_name = basename(var.wheel)
+  nvidia     = var.install_nvidia ? var.nvidia_driver_branch : "none"
   image_tags = merge(var.tags, {
-    "flotilla:image"      = "agent"
+    "flotilla:image"  = "agent"
     # Holds det-master too: `det deploy aws up` looks images up by both tags.
-    "flotilla:master"     = "yes"
-    "flotilla:wheel"      = local.wheel_name
-    "flotilla:nvidia"     = var.install_nvidia ? var.nvidia_driver_branch : "none"
-    "flotilla:source-ami" = data.amazon-ami.ubuntu.id
+    "flotilla:master" = "yes"
+    "flotilla:wheel"  = local.wheel_name
+    "flotilla:nvidia" = local.nvidia
+    # Filled in by the amazon plugin with the id source_ami_filter found.
+    "flotilla:source-ami" = "{{ .SourceAMI }}"
+  })
+  # GCE labels allow only lowercase letters, digits, - and _ (values up to 63 characters),
+  # so the AMI's tags are spelled with - and the wheel's file name is folded into that set.
+  image_labels = merge(var.labels, {
+    "flotilla-image"  = "agent"
+    "flotilla-master" = "yes"
+    "flotilla-wheel"  = substr(regex_replace(lower(local.wheel_name), "[^a-z0-9_-]", "-"), 0, 63)
+    "flotilla-nvidia" = local.nvidia
   })
 }
 
 source "amazon-ebs" "agent" {
-  region        = var.region
-  source_ami    = data.amazon-ami.ubuntu.id
+  region = var.region
+  # A filter in the source rather than an amazon-ami data source: Packer evaluates data
+  # sources even for builds -only leaves out, which would make the GCE build need AWS
+  # credentials (hashicorp/packer#12434).
+  source_ami_filter {
+    owners      = ["099720109477"] # Canonical
+    most_recent = true
+    filters = {
+      name                = "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*"
+      root-device-type    = "ebs"
+      virtualization-type = "hvm"
+    }
+  }
   instance_type = var.build_instance_type
   subnet_id     = var.subnet_id
   ssh_username  = "ubuntu"
@@ -125,8 +180,25 @@ source "amazon-ebs" "agent" {
   run_tags      = { Name = "packer-${var.ami_name_prefix}" }
 }
 
+source "googlecompute" "agent" {
+  project_id              = var.project_id
+  zone                    = var.zone
+  machine_type            = var.gce_machine_type
+  subnetwork              = var.gce_subnetwork
+  source_image_family     = "ubuntu-2204-lts"
+  source_image_project_id = ["ubuntu-os-cloud"]
+  ssh_username            = "packer"
+  disk_size               = var.root_volume_size
+  disk_type               = "pd-balanced"
+  image_name              = "${var.image_family}-${local.stamp}"
+  image_family            = var.image_family
+  image_description       = "Flotilla det-agent and det-master (${local.wheel_name}) on Ubuntu 22.04"
+  image_labels            = local.image_labels
+  labels                  = { "packer-build" = var.image_family }
+}
+
 build {
-  sources = ["source.amazon-ebs.agent"]
+  sources = ["source.amazon-ebs.agent", "source.googlecompute.agent"]
 
   provisioner "file" {
     source      = var.wheel

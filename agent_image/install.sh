@@ -1,8 +1,9 @@
 #!/bin/bash
 # Bakes Flotilla into an Ubuntu 22.04 image: det-agent for pool instances and det-master (with
-# PostgreSQL, for `det deploy aws up --db local`) for the master instance `det deploy aws up`
-# makes. Neither service is enabled: user-data starts the one the instance is for. Run as root by
-# Packer (agent.pkr.hcl) on the build instance, after it uploaded the wheel and units to /tmp.
+# PostgreSQL, for `--db local`) for the master instance `det deploy aws up` / `det deploy gcp up`
+# makes. Neither service is enabled: the boot script (EC2 user-data, GCE startup-script) starts
+# the one the instance is for. Run as root by Packer (agent.pkr.hcl) on the build instance or VM
+# of either source, after it uploaded the wheel and units to /tmp.
 #
 # Environment (set by agent.pkr.hcl):
 #   FLOTILLA_WHEEL             path of the flotilla wheel to install (required)
@@ -26,6 +27,18 @@ export DEBIAN_FRONTEND=noninteractive
 # cloud-init on the build instance may still be installing packages; wait for it.
 cloud-init status --wait >/dev/null || true
 
+# On GCE the boot script is the `startup-script` metadata value, which the guest agent's
+# google_metadata_script_runner runs (Canonical's ubuntu-os-cloud images ship it); an image
+# without it would boot VMs whose agent never starts, so refuse to build one.
+if grep -qs "Google Compute Engine" /sys/class/dmi/id/product_name; then
+  echo "==> GCE: checking the guest agent that runs startup scripts"
+  if ! command -v google_metadata_script_runner >/dev/null; then
+    echo "install.sh: google_metadata_script_runner is missing: build from an ubuntu-os-cloud" \
+      "image (family ubuntu-2204-lts) or install google-guest-agent" >&2
+    exit 1
+  fi
+fi
+
 echo "==> base packages and Python 3.11"
 apt-get update
 # Flotilla needs Python >= 3.11.4 (tarfile's data filter); Ubuntu 22.04's own python3.11 is
@@ -40,6 +53,11 @@ apt-get install -y --no-install-recommends postgresql
 systemctl disable --now postgresql.service
 
 if [ "$INSTALL_NVIDIA" = "true" ]; then
+  # DKMS builds the module for the running kernel (linux-aws on EC2, linux-gcp on GCE; both
+  # images keep it, nothing here upgrades the kernel). The module is not signed with a key the
+  # firmware trusts: a GCE VM with Shielded VM Secure Boot on does not load it. The GCP
+  # provider's pool VMs leave Secure Boot off; the master VM of `det deploy gcp up` turns it on
+  # and uses no GPU.
   echo "==> NVIDIA driver ${NVIDIA_DRIVER_BRANCH}-server"
   apt-get install -y --no-install-recommends "linux-headers-$(uname -r)" \
     "nvidia-driver-${NVIDIA_DRIVER_BRANCH}-server" "nvidia-utils-${NVIDIA_DRIVER_BRANCH}-server"
