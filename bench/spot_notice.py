@@ -33,6 +33,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -113,7 +114,7 @@ def big_context() -> Generator[Path, None, None]:
 def create(api: Api, config: dict[str, Any], context: Path) -> int:
     body = {
         "config": yaml.safe_dump(config),
-        "modelDefinition": pack_context(context),
+        "modelDefinition": pack_context(context, out=sys.stderr),
         "activate": True,
     }
     response = api.post("/api/v1/experiments", json=body)
@@ -146,7 +147,9 @@ def _events(api: Api) -> list[dict[str, Any]]:
     return list(reversed(found["events"]))
 
 
-def one_round(workdir: Path, config: dict[str, Any], context: Path) -> list[float]:
+def one_round(workdir: Path, config: dict[str, Any], context: Path) -> tuple[list[float], int]:
+    """Seconds from the notice to each of :data:`STAGES`, and the bytes of the checkpoint taken
+    at the notice (its files, as the trial reported them)."""
     fake = FakeMetadata("aws")
     env = {"DET_AGENT_METADATA_SERVICE": "off"}
     # A generator: close() stops its master (running_cluster is typed as a plain iterator).
@@ -190,7 +193,9 @@ def one_round(workdir: Path, config: dict[str, Any], context: Path) -> list[floa
         first_metric = wait_for("a metric after the resume", resumed_metric, 300)
         events = {e["kind"]: e for e in _events(api)}
         checkpoints = api.get(f"/api/v1/trials/{trial['id']}/checkpoints").json()["checkpoints"]
-        stored = max(_time(c["reportTime"]) for c in checkpoints)
+        latest = max(checkpoints, key=lambda c: _time(c["reportTime"]))
+        stored = _time(latest["reportTime"])
+        size = sum(int(n) for n in latest["resources"].values())
         times = [
             _time(events["interruption_notice"]["time"]),
             _time(events["requested"]["time"]),
@@ -200,7 +205,7 @@ def one_round(workdir: Path, config: dict[str, Any], context: Path) -> list[floa
             first_metric,
         ]
         api.post(f"/api/v1/experiments/{experiment_id}/kill")
-        return [(t - began).total_seconds() for t in times]
+        return [(t - began).total_seconds() for t in times], size
     finally:
         if agent is not None:
             agent.stop()
@@ -211,13 +216,17 @@ def one_round(workdir: Path, config: dict[str, Any], context: Path) -> list[floa
 
 def live(rounds: int, what: str, config: dict[str, Any], context: Path) -> None:
     rows = []
+    sizes = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="spot-notice-") as tmp:
             os.chmod(tmp, 0o711)  # task uids (isolation uid, as root) pass through it
-            rows.append(one_round(Path(tmp), config, context))
+            times, size = one_round(Path(tmp), config, context)
+            rows.append(times)
+            sizes.append(size)
     print(
         f"\nNotice -> running again elsewhere, {what}, {rounds} round(s), seconds from "
-        "the fake metadata service's first answer (median, max):\n"
+        "the fake metadata service's first answer (median, max); checkpoint at the notice: "
+        f"{max(sizes) / 2**20:.1f} MiB:\n"
     )
     print("| stage | median | max |\n|---|--:|--:|")
     for index, stage in enumerate(STAGES):
