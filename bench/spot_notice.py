@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -79,6 +80,11 @@ STAGES = (
 )
 CHECKPOINT_SECONDS = (None, 15.0, 60.0, 150.0)  # None: no notice handling; 150 s > 120 s notice
 BIG_TRIAL = Path(__file__).resolve().parent / "spot_trial.py"
+# What bench/spot_trial.py logs about its own checkpoint: durations, not times since the notice.
+TRIAL_TIMINGS = (
+    ("checkpoint stored, as the trial timed it", re.compile(r"stored in ([0-9.]+) s")),
+    ("checkpoint restored, as the trial timed it", re.compile(r"restored \S+ .* in ([0-9.]+) s")),
+)
 PARTS = ("simulated", "digits", "shared_fs", "s3")
 MOTO_KEYS = {"access_key": "testing", "secret_key": "testing"}
 
@@ -147,9 +153,21 @@ def _events(api: Api) -> list[dict[str, Any]]:
     return list(reversed(found["events"]))
 
 
-def one_round(workdir: Path, config: dict[str, Any], context: Path) -> tuple[list[float], int]:
-    """Seconds from the notice to each of :data:`STAGES`, and the bytes of the checkpoint taken
-    at the notice (its files, as the trial reported them)."""
+def _trial_timings(api: Api, trial_id: int) -> list[float | None]:
+    """The durations of :data:`TRIAL_TIMINGS` in the trial's logs (None where not logged)."""
+    response = api.get(f"/api/v1/trials/{trial_id}/logs")
+    response.raise_for_status()
+    text = response.text
+    found = [pattern.search(text) for _, pattern in TRIAL_TIMINGS]
+    return [float(match.group(1)) if match else None for match in found]
+
+
+def one_round(
+    workdir: Path, config: dict[str, Any], context: Path
+) -> tuple[list[float | None], int]:
+    """Seconds from the notice to each of :data:`STAGES`, then the durations of
+    :data:`TRIAL_TIMINGS` (None for a trial that does not log them), and the bytes of the
+    checkpoint taken at the notice (its files, as the trial reported them)."""
     fake = FakeMetadata("aws")
     env = {"DET_AGENT_METADATA_SERVICE": "off"}
     # A generator: close() stops its master (running_cluster is typed as a plain iterator).
@@ -205,7 +223,8 @@ def one_round(workdir: Path, config: dict[str, Any], context: Path) -> tuple[lis
             first_metric,
         ]
         api.post(f"/api/v1/experiments/{experiment_id}/kill")
-        return [(t - began).total_seconds() for t in times], size
+        stages: list[float | None] = [(t - began).total_seconds() for t in times]
+        return stages + _trial_timings(api, trial["id"]), size
     finally:
         if agent is not None:
             agent.stop()
@@ -229,8 +248,10 @@ def live(rounds: int, what: str, config: dict[str, Any], context: Path) -> None:
         f"{max(sizes) / 2**20:.1f} MiB:\n"
     )
     print("| stage | median | max |\n|---|--:|--:|")
-    for index, stage in enumerate(STAGES):
-        column = [r[index] for r in rows]
+    for index, stage in enumerate(STAGES + tuple(name for name, _ in TRIAL_TIMINGS)):
+        column = [value for r in rows if (value := r[index]) is not None]
+        if not column:
+            continue
         print(f"| {stage} | {statistics.median(column):.1f} s | {max(column):.1f} s |")
 
 
