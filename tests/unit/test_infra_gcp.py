@@ -19,6 +19,7 @@ from infra.gcp.master_config import DEPLOYMENT_LABEL, master_yaml_from_script
 from infra.gcp.settings import GcpDeploySettings
 from infra.policy.gcp import POLICIES
 from infra.policy.runner import check
+from provisioner.config import GCPProviderConfig
 
 BASE = {"cluster_id": "demo", "project": "my-project-1", "inbound_cidr": "203.0.113.0/24"}
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -224,26 +225,14 @@ def test_the_master_config_wires_the_gcp_pool_to_what_the_stack_made(default_pla
     assert config["external_url"] == "http://10.20.0.2:8080"
 
 
-def test_the_rendered_master_yaml_outside_the_pool_is_a_valid_master_config(
-    default_plan: Plan,
-) -> None:
-    from master.config import MasterConfig
-
-    config = rendered_master_yaml(default_plan)
-    config.pop("resource_pools")
-    config.pop("default_resource_pool")
-    MasterConfig.model_validate(config)
-
-
 def test_the_rendered_master_yaml_is_a_valid_master_config(default_plan: Plan) -> None:
-    config_module = pytest.importorskip("provisioner.config")
-    if not hasattr(config_module, "GCPProviderConfig"):
-        pytest.skip("the gcp pool's schema arrives with the GCP provider (issue 13, part 1)")
     from master.config import MasterConfig
 
     parsed = MasterConfig.model_validate(rendered_master_yaml(default_plan))
     provider = parsed.resource_pools[0].provider
-    assert provider is not None and provider.type == "gcp"
+    assert isinstance(provider, GCPProviderConfig)
+    assert provider.project == "my-project-1" and provider.zone is not None
+    assert parsed.checkpoint_storage is not None
 
 
 def test_db_local_and_an_existing_network_skip_cloud_sql_and_the_network() -> None:
