@@ -236,12 +236,19 @@ def _table(result: dict[str, Any]) -> None:
     debug = result.get("scheduler")
     if debug is not None:
         passes = debug["passes"]
-        lag = debug["loop_lag"]
+        lag = debug["loopLag"]
         rows += [
             ("scheduler passes", passes["count"]),
-            ("pass p50 / p99", f"{passes['p50_ms']} / {passes['p99_ms']} ms"),
-            ("events per pass (mean / max)", f"{passes['events_mean']} / {passes['events_max']}"),
-            ("event-loop lag p50 / p99", f"{lag['p50_ms']} / {lag['p99_ms']} ms"),
+            (
+                "pass p50 / p99 / max",
+                f"{passes['p50Ms']} / {passes['p99Ms']} / {passes['maxMs']} ms",
+            ),
+            ("pass transaction p50 / p99", f"{passes['flushP50Ms']} / {passes['flushP99Ms']} ms"),
+            ("events per pass (mean / max)", f"{passes['eventsMean']} / {passes['eventsMax']}"),
+            (
+                "event-loop lag p50 / p99 / max",
+                f"{lag['p50Ms']} / {lag['p99Ms']} / {lag['maxMs']} ms",
+            ),
         ]
     for name, value in rows:
         print(f"  {name:<30} {value}")

@@ -82,14 +82,16 @@ def issue_token(
     *,
     acts_as_owner: bool = False,
     proxy_task_id: str | None = None,
+    token: str | None = None,
 ) -> str:
     """A new token of ``user_id``: a ``task`` token when ``allocation_id`` is given (acting as
     the owner only with ``acts_as_owner``), a ``proxy`` token for ``/proxy/<proxy_task_id>/``
-    when that is given, else a ``login`` session."""
+    when that is given, else a ``login`` session. ``token``: the secret to store (one made by
+    :func:`new_token` before the transaction), else a fresh one."""
     if allocation_id is not None and proxy_task_id is not None:
         raise ValueError("a token is bound to an allocation or to a proxied task, not both")
     scope = TASK if allocation_id is not None else PROXY if proxy_task_id is not None else LOGIN
-    token = secrets.token_urlsafe(32)
+    token = token or new_token()
     session.add(
         models.UserSession(
             user_id=user_id,
@@ -103,6 +105,10 @@ def issue_token(
         )
     )
     return token
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def revoke_token(session: Session, token: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -45,21 +46,12 @@ class LogStore:
     ) -> None:
         if not lines:
             return
-        rows: list[dict[str, Any]] = [
-            {
-                "task_id": task_id,
-                "allocation_id": allocation_id,
-                "agent_id": agent_id,
-                "timestamp": line.timestamp,
-                "stdtype": line.stdtype,
-                "level": line.level,
-                "source": line.source,
-                # PostgreSQL's text cannot hold NUL; a task may print one.
-                "log": line.log.replace("\x00", "\ufffd"),
-            }
-            for line in lines
-        ]
-        await self.db.run(lambda s: s.execute(insert(models.TaskLog), rows))
+        rows = log_rows(task_id, allocation_id, agent_id, lines)
+        await self.db.run(partial(insert_log_rows, rows=rows))
+        self.stored(task_id, lines)
+
+    def stored(self, task_id: str, lines: Sequence[LogLine]) -> None:
+        """Tell followers and ``on_append`` about ``lines`` once they are durable."""
         if self.on_append is not None:
             self.on_append(task_id, lines)
         self.wake(task_id)
@@ -67,8 +59,7 @@ class LogStore:
     async def master_line(
         self, task_id: str, allocation_id: str | None, text: str, now: datetime, level: str = "INFO"
     ) -> None:
-        line = LogLine(now, "stdout", text, level=level, source="master")
-        await self.append(task_id, allocation_id, None, [line])
+        await self.append(task_id, allocation_id, None, [master_line(text, now, level)])
 
     def wake(self, task_id: str) -> None:
         waiter = self._waiters.pop(task_id, None)
@@ -80,6 +71,36 @@ class LogStore:
         waiter = self._waiters.setdefault(task_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.wait(), timeout)
+
+
+def master_line(text: str, now: datetime, level: str = "INFO") -> LogLine:
+    """A line the master itself writes into a task's log (state changes, failure reasons)."""
+    return LogLine(now, "stdout", text, level=level, source="master")
+
+
+def log_rows(
+    task_id: str, allocation_id: str | None, agent_id: str | None, lines: Sequence[LogLine]
+) -> list[dict[str, Any]]:
+    """``lines`` as ``task_logs`` rows, for :func:`insert_log_rows`."""
+    return [
+        {
+            "task_id": task_id,
+            "allocation_id": allocation_id,
+            "agent_id": agent_id,
+            "timestamp": line.timestamp,
+            "stdtype": line.stdtype,
+            "level": line.level,
+            "source": line.source,
+            # PostgreSQL's text cannot hold NUL; a task may print one.
+            "log": line.log.replace("\x00", "\ufffd"),
+        }
+        for line in lines
+    ]
+
+
+def insert_log_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(models.TaskLog), rows)
 
 
 def read_logs(

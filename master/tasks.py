@@ -10,9 +10,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from master import models
 from master.api.errors import bad_request
-from master.scheduler.state import AllocationState, AllocationSubmitted
+from master.scheduler.state import Allocation, AllocationState, AllocationSubmitted
+from master.scheduler.store import allocation_from_rows
 from master.state import MasterState
 
 
@@ -57,32 +60,38 @@ async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
         launch["bind_mounts"] = spec.bind_mounts
     config = {**spec.config, "launch": launch}
 
-    def write(session: Any) -> None:
-        session.add(
-            models.Task(
-                id=task_id,
-                task_type=spec.task_type,
-                owner_id=spec.owner_id,
-                description=spec.description,
-                config=config,
-                resource_pool=pool,
-                slots=spec.slots,
-                priority=spec.priority,
-                state=AllocationState.QUEUED.value,
-                created_at=now,
-            )
+    def write(session: Any) -> Allocation:
+        task = models.Task(
+            id=task_id,
+            task_type=spec.task_type,
+            owner_id=spec.owner_id,
+            description=spec.description,
+            config=config,
+            resource_pool=pool,
+            slots=spec.slots,
+            priority=spec.priority,
+            state=AllocationState.QUEUED.value,
+            created_at=now,
         )
+        session.add(task)
         session.flush()
-        session.add(
-            models.Allocation(
-                id=allocation_id,
-                task_id=task_id,
-                state=AllocationState.QUEUED.value,
-                agent_slots={},
-                created_at=now,
-            )
+        row = models.Allocation(
+            id=allocation_id,
+            task_id=task_id,
+            state=AllocationState.QUEUED.value,
+            agent_slots={},
+            created_at=now,
         )
+        session.add(row)
+        session.flush()
+        owner = session.scalars(
+            select(models.User.username).where(models.User.id == spec.owner_id)
+        ).one()
+        return allocation_from_rows(row, task, owner)
 
-    await state.db.run(write)
-    rejection = await state.scheduler.call(AllocationSubmitted(allocation_id=allocation_id))
+    # The scheduler gets the allocation as stored here: it reads nothing back.
+    allocation = await state.db.run(write)
+    rejection = await state.scheduler.call(
+        AllocationSubmitted(allocation_id=allocation_id, allocation=allocation)
+    )
     return Submitted(task_id, allocation_id, rejection)

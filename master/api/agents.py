@@ -1,23 +1,29 @@
 """``/api/v1/agents`` and ``/api/v1/resource-pools``, read from the scheduler's live state.
 
 Handlers are ``async`` so they read scheduler state on the event-loop thread, between events.
+The agent list is paged (Determined's ``sortBy``, ``orderBy``, ``offset``, ``limit``) and
+nothing proportional to the cluster is serialized on the event loop: the loop only picks the
+page and copies what the page's agents hold; a worker thread builds the JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections import Counter
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.errors import ApiError
 from master.api.openapi import documented
+from master.api.paging import page, sort_order_desc
 from master.api.schemas import AgentList, AgentReply, SlotReply
-from master.api.wire import CONTAINER_STATES, WireModel, pagination, timestamp
+from master.api.wire import CONTAINER_STATES, Int64, WireModel, timestamp
 from master.scheduler.loop import SchedulerError
 from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState, SetSlotState
 from master.state import MasterState
@@ -116,17 +122,54 @@ def _state(request: Request) -> MasterState:
     return state
 
 
+# Determined's GetAgentsRequest.SortBy; unspecified sorts by id here, as before paging.
+AGENT_SORTS = ("SORT_BY_UNSPECIFIED", "SORT_BY_ID", "SORT_BY_TIME")
+
+
 @router.get("/agents", **documented(AgentList))
 async def list_agents(
-    request: Request, _: models.User = Depends(auth.current_user)
+    request: Request,
+    offset: Int64 = 0,
+    limit: Int64 = 0,
+    sort_by: str = Query("SORT_BY_UNSPECIFIED", alias="sortBy"),
+    order_by: str = Query("ORDER_BY_UNSPECIFIED", alias="orderBy"),
+    label: str = Query("", description="Deprecated by Determined and ignored, as there."),
+    _: models.User = Depends(auth.current_user),
 ) -> dict[str, Any]:
+    """Determined's paging: ``limit`` 0 means every agent from ``offset``; a negative
+    ``offset`` counts from the end. ``SORT_BY_TIME`` sorts by registration time."""
+    if sort_by not in AGENT_SORTS:
+        raise ApiError(400, f"sortBy: {sort_by!r} is not one of {list(AGENT_SORTS)}")
+    descending = sort_order_desc(order_by)
     state = _state(request)
     scheduler = state.scheduler
-    allocations = list(scheduler.allocations.values())
-    ordered = sorted(scheduler.agents.values(), key=lambda a: a.id)
-    instances = await state.db.run(partial(_instances, agent_ids=[a.id for a in ordered]))
-    agents = [agent_json(a, allocations, instances.get(a.id)) for a in ordered]
-    return {"agents": agents, "pagination": pagination(0, 0, len(agents))}
+    if sort_by == "SORT_BY_TIME":
+        ordered = sorted(
+            scheduler.agents.values(), key=lambda a: (a.registered_at, a.id), reverse=descending
+        )
+    else:
+        ordered = sorted(scheduler.agents.values(), key=lambda a: a.id, reverse=descending)
+    window = page(offset, limit, len(ordered))
+    chosen = [_agent_copy(a) for a in ordered[window.start : window.start + window.count]]
+    wanted = {a.id for a in chosen}
+    # Copies, so the scheduler may go on changing its own objects while a thread reads these.
+    held: dict[str, list[Allocation]] = {agent_id: [] for agent_id in wanted}
+    for allocation in scheduler.allocations.values():
+        for agent_id in allocation.agent_slots.keys() & wanted:
+            held[agent_id].append(copy.copy(allocation))
+    instances = await state.db.run(partial(_instances, agent_ids=sorted(wanted)))
+
+    def build() -> list[dict[str, Any]]:
+        return [agent_json(a, held[a.id], instances.get(a.id)) for a in chosen]
+
+    agents = await asyncio.to_thread(build) if chosen else []
+    return {"agents": agents, "pagination": window.pagination}
+
+
+def _agent_copy(agent: ConnectedAgent) -> ConnectedAgent:
+    duplicate = copy.copy(agent)
+    duplicate.disabled_slots = set(agent.disabled_slots)
+    return duplicate
 
 
 @router.get("/agents/{agent_id}", **documented(AgentReply, 404))

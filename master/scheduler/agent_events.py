@@ -7,7 +7,6 @@ methods run on the scheduler's loop like every other handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from functools import partial
@@ -47,11 +46,13 @@ from provisioner.config import ProviderConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from typing import Any
 
     from master.config import MasterConfig
     from master.db import Database
     from master.logs import LogStore
     from master.scheduler.state import Event
+    from master.scheduler.work import PassWork, Write
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,24 @@ class AgentEvents:
         lost: dict[str, LostAgent]
         slots_disabled: dict[str, set[int]]
         notice_hooks: list[NoticeHook]
+        agent_records: dict[str, store.AgentRecord]
         _timers: set[asyncio.Task[None]]
+        _work: PassWork
 
         def post(self, event: Event) -> None: ...
+
+        def _write(self, fn: Write) -> None: ...
+
+        def _log(
+            self,
+            task_id: str,
+            allocation_id: str | None,
+            text: str,
+            now: datetime,
+            level: str = "INFO",
+        ) -> None: ...
+
+        def _send(self, agent: ConnectedAgent, message: Any) -> None: ...
 
         async def _finish(
             self, allocation: Allocation, exit_code: int | None, reason: str
@@ -86,13 +102,10 @@ class AgentEvents:
         def _update_idle(self, agent_ids: Iterable[str], now: datetime) -> None: ...
 
     async def _agent_connected(self, event: AgentConnected) -> Welcome | Reject:
-        """Answer a hello on the agent's link — before the pass that follows this event can
-        send it work — and return the answer."""
+        """Answer a hello on the agent's link — queued ahead of any work this pass sends it —
+        and return the answer."""
         answer = await self._admit(event)
-        try:
-            await event.link.send(answer)
-        except ConnectionError:
-            log.warning("agent %s left before its %s", event.hello.agent_id, answer.type)
+        self._work.send(event.link, answer, event.hello.agent_id)
         return answer
 
     async def _admit(self, event: AgentConnected) -> Welcome | Reject:
@@ -112,7 +125,10 @@ class AgentEvents:
             log.warning("agent %s connected again; closing its previous link", hello.agent_id)
             await previous.link.close("replaced by a newer connection of the same agent")
 
-        row = await self.db.run(partial(store.agent_joined, hello=hello, now=now))
+        row = self.agent_records.get(hello.agent_id)
+        if row is None:
+            row = self.agent_records[hello.agent_id] = store.AgentRecord(registered_at=now)
+        self._write(partial(store.agent_joined, hello=hello, now=now))
         self.agents[hello.agent_id] = ConnectedAgent(
             id=hello.agent_id,
             pool=hello.resource_pool,
@@ -138,7 +154,7 @@ class AgentEvents:
                 continue
             if allocation.id in still_running:
                 reattach.append(allocation.id)
-                await self.logs.master_line(
+                self._log(
                     allocation.task_id,
                     allocation.id,
                     f"re-attached to agent '{hello.agent_id}'",
@@ -146,7 +162,7 @@ class AgentEvents:
                 )
             elif allocation.id in exit_queued:
                 # It ended while we were away; its logs and exit follow from the agent's outbox.
-                await self.logs.master_line(
+                self._log(
                     allocation.task_id,
                     allocation.id,
                     f"re-attached to agent '{hello.agent_id}', where it ended while the master "
@@ -179,7 +195,7 @@ class AgentEvents:
             return
         del self.agents[event.agent_id]
         now = self.clock()
-        await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
+        self._write(partial(store.agent_left, agent_id=event.agent_id, now=now))
         # An agent that shut down on purpose, or that was drained or disabled first (what the
         # autoscaler does to an idle agent before stopping it), is news, not a problem.
         expected = event.shut_down or agent.draining or not agent.enabled
@@ -204,7 +220,7 @@ class AgentEvents:
         self._start_timer(event.agent_id, now)
         wait = self.config.agent_reconnect_wait.total_seconds()
         for allocation in affected:
-            await self.logs.master_line(
+            self._log(
                 allocation.task_id,
                 allocation.id,
                 f"agent '{event.agent_id}' lost its connection ({event.reason}); "
@@ -253,10 +269,8 @@ class AgentEvents:
             if allocation.state == AllocationState.QUEUED:  # it had not started: nothing ended
                 allocation.interrupted = False
             if agent is not None and allocation.state == AllocationState.TERMINATED:
-                with contextlib.suppress(ConnectionError):  # the machine is going anyway
-                    await agent.link.send(
-                        KillAllocation(allocation_id=allocation.id, reason=event.reason)
-                    )
+                # The machine is going anyway: a failed send is only logged.
+                self._send(agent, KillAllocation(allocation_id=allocation.id, reason=event.reason))
 
     async def _agent_lost_allocation(self, allocation: Allocation, reason: str) -> None:
         """An agent no longer runs ``allocation``: fail it, unless it never started there —
@@ -270,8 +284,8 @@ class AgentEvents:
         allocation.agent_slots = {}
         allocation.state = AllocationState.QUEUED
         allocation.service_ready, allocation.proxy_address = False, None
-        await self.db.run(partial(store.requeue, allocation=allocation))
-        await self.logs.master_line(
+        self._write(partial(store.requeue, allocation=allocation))
+        self._log(
             allocation.task_id,
             allocation.id,
             f"{reason}; it had not started there, so it is queued again",
@@ -291,7 +305,7 @@ class AgentEvents:
             allocation.started_at = message.started_at
             if allocation.state == AllocationState.STARTING:
                 await self._set_state(allocation, AllocationState.RUNNING)
-            await self.logs.master_line(
+            self._log(
                 allocation.task_id,
                 allocation.id,
                 f"running on agent '{event.agent_id}' (pid {message.pid})",
@@ -324,7 +338,7 @@ class AgentEvents:
         if not remaining:
             await self._finish(allocation, *allocation.outcome)
             return
-        await self.logs.master_line(
+        self._log(
             allocation.task_id,
             allocation.id,
             f"its part on agent '{agent_id}' {reason}; waiting for agent(s) {', '.join(remaining)}",
@@ -375,9 +389,7 @@ class AgentEvents:
                 line = f"{why.reason}: nothing new is placed there"
             moving = interruption or policy == "migrate"
             if not (moving and allocation.preemptible and await self._preempt(allocation, why)):
-                await self.logs.master_line(
-                    allocation.task_id, allocation.id, line, self.clock(), "WARNING"
-                )
+                self._log(allocation.task_id, allocation.id, line, self.clock(), "WARNING")
         for hook in self.notice_hooks:
             hook(agent.pool, agent, notice)
 
@@ -395,7 +407,10 @@ class AgentEvents:
         agent.enabled = event.enabled
         agent.draining = (not event.enabled) and event.drain
 
-        await self.db.run(
+        record = self.agent_records.get(agent.id)
+        if record is not None:
+            record.enabled, record.draining = agent.enabled, agent.draining
+        self._write(
             partial(
                 store.save_agent_flags,
                 agent_id=agent.id,

@@ -1,8 +1,11 @@
 """The scheduler: the one owner of cluster state.
 
-HTTP handlers and agent sockets ``post`` events; a single asyncio task consumes them in order,
-updates memory, writes the database (the durable truth), talks to agents, and after every event
-runs one scheduling pass (``fit``). Nothing else mutates agents, slots or allocations.
+HTTP handlers and agent sockets ``post`` events; a single asyncio task consumes them in order
+and updates memory. It works in passes: it takes every event queued since the last pass (up to
+``MAX_EVENTS_PER_PASS``), handles them in order, runs ONE scheduling pass (``fit``), then stores
+what they all changed in one database transaction (the durable truth) and only then talks to
+agents, calls hooks and answers the events (see ``work.py``). Nothing else mutates agents, slots
+or allocations. Each pass is timed (``stats.py``, ``GET /debug/scheduler``).
 
 On start it rebuilds from the database: queued allocations queue again; allocations that were
 running wait ``agent_reconnect_wait`` for their agent to come back and re-attach them (the agent
@@ -14,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -24,6 +29,7 @@ from agent.protocol import (
     KillAllocation,
     StartAllocation,
 )
+from master import auth
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
@@ -56,9 +62,20 @@ from master.scheduler.state import (
     SetAgentState,
     SetSlotState,
 )
+from master.scheduler.stats import SchedulerStats
+from master.scheduler.work import PassFlusher, PassWork, Write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Events one pass takes at most: a flood of submissions is answered in bounded batches.
+MAX_EVENTS_PER_PASS = 1000
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A handler's answer that is known only after the pass (e.g. whether a submission fits)."""
+
+    answer: Callable[[], Any]
 
 
 class Scheduler(AgentEvents):
@@ -90,8 +107,16 @@ class Scheduler(AgentEvents):
         # Pools whose size a provider decides: what they can ever offer, and their status line.
         self.pool_capacity: dict[str, PoolCapacity] = {}
         self.pool_status: dict[str, Callable[[], str]] = {}
+        # What the database remembers of every agent ever joined (loaded at start).
+        self.agent_records: dict[str, store.AgentRecord] = {}
+        self.stats = SchedulerStats()
+        self._work = PassWork()
+        self._flusher = PassFlusher(db, logs)
+        # Agents whose idle time may have changed in this pass (settled once, after the fit).
+        self._idle_touched: set[str] = set()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -99,15 +124,23 @@ class Scheduler(AgentEvents):
     async def start(self) -> None:
         await self._rebuild()
         self._runner = asyncio.create_task(self._run(), name="scheduler")
+        self._lag = asyncio.create_task(self.stats.watch_lag(), name="event-loop lag")
 
     async def stop(self) -> None:
-        for task in [self._runner, *self._timers]:
+        tasks = [self._runner, self._lag, *self._timers]
+        for task in tasks:
             if task is not None:
                 task.cancel()
-        for task in [self._runner, *self._timers]:
+        for task in tasks:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        self._flusher.close()
+
+    @property
+    def queue_length(self) -> int:
+        """Events waiting for the next pass."""
+        return self._queue.qsize()
 
     def post(self, event: Event) -> None:
         self._queue.put_nowait(event)
@@ -120,19 +153,87 @@ class Scheduler(AgentEvents):
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            events = [await self._queue.get()]
+            while len(events) < MAX_EVENTS_PER_PASS and not self._queue.empty():
+                events.append(self._queue.get_nowait())
+            await self._pass(events)
+
+    async def _pass(self, events: list[Event]) -> None:
+        """Handle ``events``, fit once, store everything in one transaction, then send, call
+        hooks and answer. A refused event (SchedulerError) is answered with its refusal; a
+        pass whose transaction fails answers every event with that failure."""
+        began = time.perf_counter()
+        outcomes: list[tuple[Event, Any, BaseException | None]] = []
+        for event in events:
             try:
-                result = await self._handle(event)
-                await self._schedule()
-                if event.reply is not None and not event.reply.done():
-                    event.reply.set_result(result)
+                outcomes.append((event, await self._handle(event), None))
             except SchedulerError as exc:
-                if event.reply is not None and not event.reply.done():
-                    event.reply.set_exception(exc)
+                outcomes.append((event, None, exc))
             except Exception as exc:
                 log.exception("scheduler failed to handle %s", type(event).__name__)
-                if event.reply is not None and not event.reply.done():
-                    event.reply.set_exception(exc)
+                outcomes.append((event, None, exc))
+        try:
+            await self._schedule()
+        except Exception:
+            log.exception("scheduling pass failed")
+        self._settle_idle()
+        held = time.perf_counter() - began
+        flush_began = time.perf_counter()
+        try:
+            await self._flush()
+        except Exception as exc:
+            log.exception("could not store a scheduler pass of %d event(s)", len(events))
+            outcomes = [(event, None, exc) for event, _, _ in outcomes]
+        self.stats.record_pass(len(events), held, time.perf_counter() - flush_began)
+        for event, result, error in outcomes:
+            if event.reply is None or event.reply.done():
+                continue
+            if error is not None:
+                event.reply.set_exception(error)
+            elif isinstance(result, Deferred):
+                event.reply.set_result(result.answer())
+            else:
+                event.reply.set_result(result)
+
+    async def _flush(self) -> None:
+        """Store the pass's work so far, then send its messages and call its hooks."""
+        work, self._work = self._work, PassWork()
+        if not work:
+            return
+        # Whoever no longer finds an allocation in memory reads its end from the database: the
+        # allocations this pass ended stay visible (terminated) until their end is stored.
+        for allocation in work.ended.values():
+            self.allocations.setdefault(allocation.id, allocation)
+        try:
+            await self._flusher.store(work)
+        finally:
+            for allocation_id, allocation in work.ended.items():
+                if self.allocations.get(allocation_id) is allocation:
+                    del self.allocations[allocation_id]
+        await self._flusher.deliver(work)
+
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        """Read the database as of every write queued so far (those are stored first)."""
+        await self._flush()
+        return await self.db.run(fn)
+
+    # ---- what a pass queues ------------------------------------------------------------------
+
+    def _write(self, fn: Write) -> None:
+        self._work.write(fn)
+
+    def _log(
+        self,
+        task_id: str,
+        allocation_id: str | None,
+        text: str,
+        now: datetime,
+        level: str = "INFO",
+    ) -> None:
+        self._work.master_line(task_id, allocation_id, text, now, level)
+
+    def _send(self, agent: ConnectedAgent, message: Any) -> None:
+        self._work.send(agent.link, message, agent.id)
 
     async def _handle(self, event: Event) -> Any:
         match event:
@@ -167,6 +268,7 @@ class Scheduler(AgentEvents):
     async def _rebuild(self) -> None:
         now = self.clock()
         self.pools_with_history = set(await self.db.run(store.pools_with_agents))
+        self.agent_records = await self.db.run(store.load_agent_records)
         for allocation in await self.db.run(store.load_active):
             self.allocations[allocation.id] = allocation
             for agent_id in allocation.agent_slots:
@@ -182,24 +284,28 @@ class Scheduler(AgentEvents):
 
     # ---- tasks ---------------------------------------------------------------------------
 
-    async def _submitted(self, event: AllocationSubmitted) -> str | None:
-        try:
-            allocation = await self.db.run(
-                partial(store.load_allocation, allocation_id=event.allocation_id)
-            )
-        except store.AllocationNotFound as exc:
-            raise SchedulerError(404, f"allocation {event.allocation_id} not found") from exc
+    async def _submitted(self, event: AllocationSubmitted) -> Deferred:
+        allocation = event.allocation
+        if allocation is None:
+            try:
+                allocation = await self._read(
+                    partial(store.load_allocation, allocation_id=event.allocation_id)
+                )
+            except store.AllocationNotFound as exc:
+                raise SchedulerError(404, f"allocation {event.allocation_id} not found") from exc
         self.allocations[allocation.id] = allocation
-        await self.logs.master_line(
+        self._log(
             allocation.task_id,
             allocation.id,
             f"queued: {allocation.slots} slot(s) in "
             f"resource pool '{allocation.pool}', priority {allocation.priority}",
             self.clock(),
         )
-        # Answer after a pass, with the rejection reason if it can never fit.
-        await self._schedule()
-        return allocation.kill_reason if allocation.id not in self.allocations else None
+        # Answered after the pass, with the rejection reason if it can never fit.
+        submitted = allocation
+        return Deferred(
+            lambda: submitted.kill_reason if submitted.id not in self.allocations else None
+        )
 
     async def _ready(self, event: AllocationReady) -> None:
         allocation = self.allocations.get(event.allocation_id)
@@ -225,11 +331,9 @@ class Scheduler(AgentEvents):
             )
         allocation.service_ready = True
         allocation.proxy_address = address
-        await self.db.run(partial(store.save_state, allocation=allocation))
+        self._write(partial(store.save_state, allocation=allocation))
         where = f" at {address}" if address else ""
-        await self.logs.master_line(
-            allocation.task_id, allocation.id, f"service ready{where}", self.clock()
-        )
+        self._log(allocation.task_id, allocation.id, f"service ready{where}", self.clock())
 
     def _agent_host(self, allocation: Allocation) -> str | None:
         """The address of the (first) agent running ``allocation``, as its connection shows."""
@@ -255,25 +359,25 @@ class Scheduler(AgentEvents):
             await self._finish(allocation, None, reason)
             return
         await self._set_state(allocation, AllocationState.TERMINATING)
-        await self.logs.master_line(allocation.task_id, allocation.id, reason, self.clock())
+        self._log(allocation.task_id, allocation.id, reason, self.clock())
         for agent_id in allocation.agent_slots:
             agent = self.agents.get(agent_id)
             if agent is not None and agent_id not in allocation.exited:
-                await _send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
+                self._send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
 
     async def _set_state(self, allocation: Allocation, state: AllocationState) -> None:
         allocation.state = state
-        await self.db.run(partial(store.save_state, allocation=allocation))
+        self._write(partial(store.save_state, allocation=allocation))
 
     async def _finish(self, allocation: Allocation, exit_code: int | None, reason: str) -> None:
         """End ``allocation`` for good: record why, revoke its token, free its slots."""
         allocation.state = AllocationState.TERMINATED
         now = self.clock()
-        # The reason goes into the log before the task is marked ended, so a log follower
-        # that sees the end has already been able to read why.
+        # The reason goes into the log in the same transaction that marks the task ended,
+        # so a log follower that sees the end can read why.
         level = "INFO" if exit_code == 0 else "ERROR"
-        await self.logs.master_line(allocation.task_id, allocation.id, reason, now, level)
-        await self.db.run(
+        self._log(allocation.task_id, allocation.id, reason, now, level)
+        self._write(
             partial(
                 store.save_finished,
                 allocation=allocation,
@@ -282,32 +386,43 @@ class Scheduler(AgentEvents):
                 now=now,
             )
         )
-        # Forgotten only once stored: whoever no longer finds it in memory reads its end.
+        # Forgotten by the rest of the pass now; shown to readers until its end is stored.
         self.allocations.pop(allocation.id, None)
+        self._work.ended[allocation.id] = allocation
         if len(allocation.agent_slots) > 1:
             # Ended without every part's exit (an agent was lost): stop the parts still running.
             for agent_id in allocation.agent_slots:
                 agent = self.agents.get(agent_id)
                 if agent is not None and agent_id not in allocation.exited:
-                    await _send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
-        self.logs.wake(allocation.task_id)
+                    self._send(agent, KillAllocation(allocation_id=allocation.id, reason=reason))
+        self._work.woken.add(allocation.task_id)
         self._update_idle(allocation.agent_slots, now)
         for hook in self.exit_hooks:
-            try:
-                await hook(allocation, exit_code, reason)
-            except Exception:
-                log.exception("exit hook failed for allocation %s", allocation.id)
+            self._work.call(
+                partial(hook, allocation, exit_code, reason),
+                f"exit hook for allocation {allocation.id}",
+            )
 
     def _update_idle(self, agent_ids: Iterable[str], now: datetime) -> None:
-        for agent_id in agent_ids:
+        """Note agents whose idle time may have changed; settled once per pass."""
+        self._idle_touched.update(agent_ids)
+
+    def _settle_idle(self) -> None:
+        """Agents touched in this pass: idle since now if they run nothing, else busy. One look
+        over the allocations per pass, not one per change."""
+        if not self._idle_touched:
+            return
+        busy = {agent_id for a in self.allocations.values() for agent_id in a.agent_slots}
+        now = self.clock()
+        for agent_id in self._idle_touched:
             agent = self.agents.get(agent_id)
             if agent is None:
                 continue
-            busy = any(agent_id in a.agent_slots for a in self.allocations.values())
-            if busy:
+            if agent_id in busy:
                 agent.idle_since = None
             elif agent.idle_since is None:
                 agent.idle_since = now
+        self._idle_touched.clear()
 
     # ---- the pass ------------------------------------------------------------------------
 
@@ -341,7 +456,7 @@ class Scheduler(AgentEvents):
                 reason = f"{reason}; pool '{allocation.pool}': {status()}"
             if allocation.waiting_reason != reason:
                 allocation.waiting_reason = reason
-                await self.logs.master_line(allocation.task_id, allocation_id, reason, self.clock())
+                self._log(allocation.task_id, allocation_id, reason, self.clock())
         for allocation_id in result.preemptions:
             await self._preempt(self.allocations[allocation_id])
         for allocation_id, placement in result.assignments.items():
@@ -385,10 +500,8 @@ class Scheduler(AgentEvents):
         if allocation.preempting and why.deadline is None:
             return True
         allocation.preempting = True
-        await self.logs.master_line(
-            allocation.task_id, allocation.id, f"preempted: {why.reason}", self.clock()
-        )
-        await hook(allocation, why)
+        self._log(allocation.task_id, allocation.id, f"preempted: {why.reason}", self.clock())
+        self._work.call(partial(hook, allocation, why), f"preempt hook for {allocation.id}")
         return True
 
     async def _launch(self, allocation: Allocation, placement: dict[str, tuple[int, ...]]) -> None:
@@ -397,12 +510,14 @@ class Scheduler(AgentEvents):
         now = self.clock()
         self._update_idle(allocation.agent_slots, now)
 
-        session_token = await self.db.run(
+        session_token = auth.new_token()
+        self._write(
             partial(
                 store.issue_allocation_token,
                 allocation=allocation,
                 lifetime=self.config.token_lifetime,
                 now=now,
+                token=session_token,
             )
         )
         await self._set_state(allocation, AllocationState.STARTING)
@@ -415,13 +530,13 @@ class Scheduler(AgentEvents):
             "DET_USER": allocation.owner,
         }
         for agent_id, slots in allocation.agent_slots.items():
-            await self.logs.master_line(
+            self._log(
                 allocation.task_id,
                 allocation.id,
                 f"assigned to agent '{agent_id}' slots {slots}",
                 now,
             )
-            await _send(
+            self._send(
                 self.agents[agent_id],
                 StartAllocation(
                     allocation_id=allocation.id,
@@ -435,11 +550,3 @@ class Scheduler(AgentEvents):
             )
         for hook in self.launch_hooks:
             hook(allocation)
-
-
-async def _send(agent: ConnectedAgent, message: Any) -> None:
-    try:
-        await agent.link.send(message)
-    except ConnectionError as exc:
-        # The socket's reader will report the disconnect; the reconnect wait covers the rest.
-        log.warning("could not send %s to agent %s: %s", message.type, agent.id, exc)

@@ -159,7 +159,11 @@ class Event:
 
 @dataclass
 class AllocationSubmitted(Event):
+    """A task's allocation was stored; ``allocation``: the scheduler's view of it as the
+    submitter built it in the same transaction (None: the scheduler reads it back)."""
+
     allocation_id: str
+    allocation: Allocation | None = None
 
 
 @dataclass

@@ -1,11 +1,13 @@
-"""The scheduler's reads and writes of the database: each function is one transaction's work.
+"""The scheduler's reads and writes of the database.
 
-The scheduler calls these through ``Database.run`` (on a worker thread), awaiting each before it
-handles the next event, so the database always sees its changes in order.
+The reads run at start (``load_*``). The writes are what a pass collects: the scheduler queues
+them while it handles a pass's events and runs them, in order, in the pass's one transaction
+(on its own worker thread), so the database always sees its changes in order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,21 @@ MULTI_AGENT_TASK_TYPES = frozenset({"TRIAL"})
 
 class AllocationNotFound(LookupError):
     pass
+
+
+@dataclass
+class AgentRecord:
+    """What the database remembers of an agent across its connections and master restarts;
+    the scheduler keeps every agent's in memory (loaded at start, written through)."""
+
+    registered_at: datetime
+    enabled: bool = True
+    draining: bool = False
+
+
+def allocation_from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocation:
+    """The scheduler's view of a stored allocation and its task, owned by ``owner``."""
+    return _from_rows(row, task, owner)
 
 
 def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocation:
@@ -132,10 +149,11 @@ def requeue(session: Session, allocation: Allocation) -> None:
 
 
 def issue_allocation_token(
-    session: Session, allocation: Allocation, lifetime: timedelta, now: datetime
+    session: Session, allocation: Allocation, lifetime: timedelta, now: datetime, token: str
 ) -> str:
-    """A task token of the task's owner that lives as long as the allocation: a trial's is
-    report-only; a command's, notebook's, shell's or TensorBoard's also acts as its owner."""
+    """Store ``token`` as a task token of the task's owner that lives as long as the
+    allocation: a trial's is report-only; a command's, notebook's, shell's or TensorBoard's
+    also acts as its owner."""
     owner = session.scalars(
         select(models.User.id).where(models.User.username == allocation.owner)
     ).one()
@@ -146,6 +164,7 @@ def issue_allocation_token(
         now,
         allocation_id=allocation.id,
         acts_as_owner=allocation.task_type != TRIAL_TASK_TYPE,
+        token=token,
     )
 
 
@@ -158,6 +177,18 @@ def agent_joined(session: Session, hello: Hello, now: datetime) -> models.Agent:
     row.resource_pool = hello.resource_pool
     row.last_connected_at = now
     return row
+
+
+def load_agent_records(session: Session) -> dict[str, AgentRecord]:
+    rows = session.execute(
+        select(
+            models.Agent.id, models.Agent.registered_at, models.Agent.enabled, models.Agent.draining
+        )
+    )
+    return {
+        id_: AgentRecord(registered_at, enabled, draining)
+        for id_, registered_at, enabled, draining in rows
+    }
 
 
 def pools_with_agents(session: Session) -> list[str]:

@@ -1,0 +1,117 @@
+"""What one scheduler pass has to store, say and do once its events are handled.
+
+Handlers and the fit never await the database or a socket: they queue their writes (one
+function of a session each, run in order), the task log lines they write, the messages for
+agents and the hooks to call. :meth:`PassWork.flush` then runs every write and log line in ONE
+transaction and, only once it is durable, wakes log followers, sends the messages (in the order
+queued, so a ``welcome`` precedes the work for that agent) and calls the hooks. The scheduler
+answers a pass's events after that, so nothing is answered or sent before it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from agent.protocol import MasterMessage
+from master.db import Database
+from master.logs import LogLine, LogStore, insert_log_rows, log_rows, master_line
+from master.scheduler.state import AgentLink, Allocation
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[Session], Any]
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class PassWork:
+    writes: list[Write] = field(default_factory=list)
+    log_lines: list[tuple[str, str | None, LogLine]] = field(default_factory=list)
+    sends: list[tuple[AgentLink, MasterMessage, str]] = field(default_factory=list)
+    hooks: list[tuple[Hook, str]] = field(default_factory=list)
+    woken: set[str] = field(default_factory=set)
+    # Allocations this pass ended: gone from the scheduler's memory for the rest of the pass,
+    # but shown there again while their end is being stored (see Scheduler._flush).
+    ended: dict[str, Allocation] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.log_lines or self.sends or self.hooks or self.woken)
+
+    def write(self, fn: Write) -> None:
+        self.writes.append(fn)
+
+    def master_line(
+        self,
+        task_id: str,
+        allocation_id: str | None,
+        text: str,
+        now: datetime,
+        level: str = "INFO",
+    ) -> None:
+        self.log_lines.append((task_id, allocation_id, master_line(text, now, level)))
+
+    def send(self, link: AgentLink, message: MasterMessage, agent_id: str) -> None:
+        self.sends.append((link, message, agent_id))
+
+    def call(self, hook: Hook, what: str) -> None:
+        self.hooks.append((hook, what))
+
+
+class PassFlusher:
+    """Stores a pass's work on a thread of its own: the API's many short transactions on the
+    default executor never make a pass wait for a worker."""
+
+    def __init__(self, db: Database, logs: LogStore) -> None:
+        self.db = db
+        self.logs = logs
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scheduler-db")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def store(self, work: PassWork) -> None:
+        """Run ``work``'s writes and log lines in one transaction."""
+        if not (work.writes or work.log_lines):
+            return
+        rows = [
+            row
+            for task_id, allocation_id, line in work.log_lines
+            for row in log_rows(task_id, allocation_id, None, [line])
+        ]
+
+        def transaction() -> None:
+            with self.db.session() as session:
+                for write in work.writes:
+                    write(session)
+                insert_log_rows(session, rows)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+
+    async def deliver(self, work: PassWork) -> None:
+        """What follows a durable pass: log followers woken, messages sent, hooks called."""
+        by_task: dict[str, list[LogLine]] = {}
+        for task_id, _, line in work.log_lines:
+            by_task.setdefault(task_id, []).append(line)
+        for task_id, lines in by_task.items():
+            self.logs.stored(task_id, lines)
+        for task_id in work.woken - by_task.keys():
+            self.logs.wake(task_id)
+        for link, message, agent_id in work.sends:
+            try:
+                await link.send(message)
+            except ConnectionError as exc:
+                # The socket's reader reports the disconnect; the reconnect wait covers the rest.
+                log.warning("could not send %s to agent %s: %s", message.type, agent_id, exc)
+        for hook, what in work.hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("%s failed", what)
