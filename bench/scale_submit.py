@@ -48,6 +48,7 @@ from tests.integration.cluster import JOIN_TOKEN, Master, wait_for
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 AGENTS_REQUESTS = 50
 COMMAND_CONFIG = {"entrypoint": ["true"], "resources": {"slots": 1}}
+TRANSPORT_RETRIES = 3
 END_TIMEOUT = 600.0  # seconds to wait for every command to end before giving up
 
 
@@ -100,23 +101,35 @@ def _agents_process(
     asyncio.run(serve())
 
 
-async def _submit_all(url: str, token: str, commands: int, clients: int) -> list[float]:
+async def _submit_all(url: str, token: str, commands: int, clients: int) -> tuple[list[float], int]:
+    """Each client POSTs until none are left; a connection the server dropped (uvicorn closes
+    a keep-alive connection idle 5 s, and a reply can be that late under load) is retried on a
+    new one, counted in the second value (a retried command may then exist twice)."""
     latencies: list[float] = []
+    retries = 0
     left = iter(range(commands))
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def client(http: httpx.AsyncClient) -> None:
+        nonlocal retries
         for _ in left:
             began = time.perf_counter()
-            response = await http.post("/api/v1/commands", json={"config": COMMAND_CONFIG})
+            for attempt in range(TRANSPORT_RETRIES + 1):
+                try:
+                    response = await http.post("/api/v1/commands", json={"config": COMMAND_CONFIG})
+                    break
+                except httpx.TransportError:
+                    if attempt == TRANSPORT_RETRIES:
+                        raise
+                    retries += 1
             latencies.append(time.perf_counter() - began)
             if response.status_code != 200:
                 raise RuntimeError(f"submit: HTTP {response.status_code}: {response.text[:300]}")
 
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
-    return latencies
+    return latencies, retries
 
 
 def _debug(http: httpx.Client) -> dict[str, Any] | None:
@@ -133,7 +146,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 return _measure(args, master)
             except BaseException:
-                print("\n".join(master.log_path.read_text().splitlines()[-30:]), file=sys.stderr)
+                lines = master.log_path.read_text().splitlines()
+                errors = [
+                    i for i, line in enumerate(lines) if "ERROR" in line or "Traceback" in line
+                ]
+                shown = lines[errors[0] : errors[0] + 60] if errors else lines[-30:]
+                print("\n".join(shown), file=sys.stderr)
                 raise
             finally:
                 master.stop()
@@ -173,7 +191,9 @@ def _measure(args: argparse.Namespace, master: Master) -> dict[str, Any]:
             agents_ms.append((time.perf_counter() - began) * 1e3)
 
         began = time.perf_counter()
-        latencies = asyncio.run(_submit_all(master.url, token, args.commands, args.clients))
+        latencies, retries = asyncio.run(
+            _submit_all(master.url, token, args.commands, args.clients)
+        )
         submitted_s = time.perf_counter() - began
         all_started_s = all_ended_s = float("nan")
         deadline = time.monotonic() + END_TIMEOUT
@@ -206,6 +226,7 @@ def _measure(args: argparse.Namespace, master: Master) -> dict[str, Any]:
         "submissions_per_s": round(args.commands / submitted_s, 1),
         "submit_p50_ms": round(percentile(latencies, 0.5) * 1e3, 1),
         "submit_p99_ms": round(percentile(latencies, 0.99) * 1e3, 1),
+        "submit_retries": retries,
         "all_started_s": round(all_started_s, 2),
         "all_ended_s": round(all_ended_s, 2),
         "started": started.value,
@@ -226,6 +247,7 @@ def _table(result: dict[str, Any]) -> None:
         ("agents joined in", f"{result['agents_joined_s']} s"),
         ("submissions/s", result["submissions_per_s"]),
         ("submit p50 / p99", f"{result['submit_p50_ms']} / {result['submit_p99_ms']} ms"),
+        ("submits retried (dropped connection)", result["submit_retries"]),
         ("all started after", f"{result['all_started_s']} s"),
         ("all ended after", f"{result['all_ended_s']} s"),
         (
