@@ -284,7 +284,8 @@ class AgentEvents:
         allocation.agent_slots = {}
         allocation.state = AllocationState.QUEUED
         allocation.service_ready, allocation.proxy_address = False, None
-        self._write(partial(store.requeue, allocation=allocation))
+        self._work.save(allocation)
+        self._write(partial(store.revoke_tokens, allocation_id=allocation.id))
         self._log(
             allocation.task_id,
             allocation.id,

@@ -331,7 +331,7 @@ class Scheduler(AgentEvents):
             )
         allocation.service_ready = True
         allocation.proxy_address = address
-        self._write(partial(store.save_state, allocation=allocation))
+        self._work.save(allocation)
         where = f" at {address}" if address else ""
         self._log(allocation.task_id, allocation.id, f"service ready{where}", self.clock())
 
@@ -367,7 +367,7 @@ class Scheduler(AgentEvents):
 
     async def _set_state(self, allocation: Allocation, state: AllocationState) -> None:
         allocation.state = state
-        self._write(partial(store.save_state, allocation=allocation))
+        self._work.save(allocation)
 
     async def _finish(self, allocation: Allocation, exit_code: int | None, reason: str) -> None:
         """End ``allocation`` for good: record why, revoke its token, free its slots."""

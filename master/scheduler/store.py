@@ -99,23 +99,28 @@ def load_allocation(session: Session, allocation_id: str) -> Allocation:
     return _from_rows(*row)
 
 
-def save_state(session: Session, allocation: Allocation) -> None:
-    values: dict[str, Any] = {
-        "state": allocation.state.value,
-        "is_ready": allocation.is_ready,
-        "agent_slots": allocation.agent_slots,
-        "proxy_address": allocation.proxy_address,
-    }
-    if allocation.started_at is not None:
-        values["started_at"] = allocation.started_at
-    session.execute(
-        update(models.Allocation).where(models.Allocation.id == allocation.id).values(**values)
-    )
-    session.execute(
-        update(models.Task)
-        .where(models.Task.id == allocation.task_id)
-        .values(state=allocation.state.value)
-    )
+def save_states(session: Session, allocations: list[Allocation]) -> None:
+    """Store the state of ``allocations`` as they are now (state, readiness, placement, proxy
+    address, start time once known; their tasks' state): one executemany per table."""
+    if not allocations:
+        return
+    for with_start in (True, False):
+        rows = [
+            {
+                "id": a.id,
+                "state": a.state.value,
+                "is_ready": a.is_ready,
+                "agent_slots": a.agent_slots,
+                "proxy_address": a.proxy_address,
+                **({"started_at": a.started_at} if with_start else {}),
+            }
+            for a in allocations
+            if (a.started_at is not None) == with_start
+        ]
+        if rows:
+            session.execute(update(models.Allocation), rows)
+    tasks = {a.task_id: a.state.value for a in allocations}
+    session.execute(update(models.Task), [{"id": k, "state": v} for k, v in tasks.items()])
 
 
 def save_finished(
@@ -142,10 +147,9 @@ def save_finished(
     auth.revoke_allocation_tokens(session, allocation.id)
 
 
-def requeue(session: Session, allocation: Allocation) -> None:
-    """Put an allocation that never started back in the queue; its token is revoked."""
-    save_state(session, allocation)
-    auth.revoke_allocation_tokens(session, allocation.id)
+def revoke_tokens(session: Session, allocation_id: str) -> None:
+    """An allocation that goes back to the queue loses its token."""
+    auth.revoke_allocation_tokens(session, allocation_id)
 
 
 def issue_allocation_token(

@@ -24,6 +24,7 @@ from agent.protocol import MasterMessage
 from master.db import Database
 from master.logs import LogLine, LogStore, insert_log_rows, log_rows, master_line
 from master.scheduler.state import AgentLink, Allocation
+from master.scheduler.store import save_states
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ Hook = Callable[[], Awaitable[None]]
 
 @dataclass
 class PassWork:
+    """``saves``: allocations whose state to store, as they are when the pass is stored (so
+    one row write each however often the pass changed them; stored before ``writes``, which
+    may then end them). ``writes``: every other write, in order."""
+
+    saves: dict[str, Allocation] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
     log_lines: list[tuple[str, str | None, LogLine]] = field(default_factory=list)
     sends: list[tuple[AgentLink, MasterMessage, str]] = field(default_factory=list)
@@ -43,7 +49,12 @@ class PassWork:
     ended: dict[str, Allocation] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.log_lines or self.sends or self.hooks or self.woken)
+        return bool(
+            self.saves or self.writes or self.log_lines or self.sends or self.hooks or self.woken
+        )
+
+    def save(self, allocation: Allocation) -> None:
+        self.saves[allocation.id] = allocation
 
     def write(self, fn: Write) -> None:
         self.writes.append(fn)
@@ -79,7 +90,7 @@ class PassFlusher:
 
     async def store(self, work: PassWork) -> None:
         """Run ``work``'s writes and log lines in one transaction."""
-        if not (work.writes or work.log_lines):
+        if not (work.saves or work.writes or work.log_lines):
             return
         rows = [
             row
@@ -89,6 +100,7 @@ class PassFlusher:
 
         def transaction() -> None:
             with self.db.session() as session:
+                save_states(session, list(work.saves.values()))
                 for write in work.writes:
                     write(session)
                 insert_log_rows(session, rows)
