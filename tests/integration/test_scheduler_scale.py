@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent.protocol import MasterMessage, StartAllocation
 from bench.fake_agents import FakeAgents
+from master import models
+from master.logs import read_logs
+from master.scheduler.state import AgentConnected, AllocationState
+from master.state import MasterState
 from tests.integration.cluster import JOIN_TOKEN, Api, Master, wait_for
+from tests.integration.test_scheduler_loop import FakeLink, exit_on, hello, run, submit
 from tests.integration.test_security_tokens import PASSWORD, make_user
 
 COMMANDS = 40
@@ -114,3 +121,49 @@ def test_agent_list_pages_like_determined(master: Master) -> None:
     slot = every["agents"][0]["slots"]["/agents/fake-0/slots/0"]
     assert slot["enabled"] and slot["container"] is None
     wait_for("the fake agents to leave", lambda: api.get("/api/v1/agents").json()["agents"] == [])
+
+
+class SlowLink(FakeLink):
+    """Records, for each message, whether its allocation's start was stored by then."""
+
+    def __init__(self, state: MasterState) -> None:
+        super().__init__()
+        self.state = state
+        self.stored_at_send: list[str] = []
+
+    async def send(self, message: MasterMessage) -> None:
+        if isinstance(message, StartAllocation):
+            row = await self.state.db.run(
+                lambda s: s.get_one(models.Allocation, message.allocation_id)
+            )
+            self.stored_at_send.append(row.state)
+        await super().send(message)
+
+
+def test_a_pass_batches_events_and_stores_before_it_sends_or_answers(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def body(state: MasterState) -> None:
+        scheduler = state.scheduler
+        link = SlowLink(state)
+        await scheduler.call(AgentConnected(hello=hello("a", 8), link=link))
+        before = scheduler.stats.passes
+        submitted = await asyncio.gather(*(submit(state, 1) for _ in range(8)))
+        # Eight submissions queued while the first pass ran: far fewer passes than events.
+        assert scheduler.stats.passes - before < 8
+        assert sorted(link.started()) == sorted(s.allocation_id for s in submitted)
+        # Every start went out only once its allocation was stored as starting.
+        assert link.stored_at_send == [AllocationState.STARTING.value] * 8
+        # Answered only once stored: the queued line and the state are in the database.
+        for s in submitted:
+            lines = await state.db.run(
+                partial(read_logs, task_id=s.task_id, after_id=0, limit=None)
+            )
+            assert lines[0].log.startswith("queued: 1 slot(s)")
+        first = submitted[0].allocation_id
+        await exit_on(state, link, "a", first, 0)
+        row = await state.db.run(lambda s: s.get_one(models.Allocation, first))
+        assert row.state == AllocationState.TERMINATED.value and row.exit_code == 0
+        assert first not in scheduler.allocations
+
+    run(db_url, tmp_path, body)
