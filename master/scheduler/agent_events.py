@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from master.config import MasterConfig
     from master.db import Database
     from master.logs import LogStore
+    from master.scheduler.capacity import CapacityIndex
     from master.scheduler.state import Event
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class AgentEvents:
         allocations: dict[str, Allocation]
         lost: dict[str, LostAgent]
         slots_disabled: dict[str, set[int]]
+        capacity: CapacityIndex
         notice_hooks: list[NoticeHook]
         _timers: set[asyncio.Task[None]]
 
@@ -113,7 +115,7 @@ class AgentEvents:
             await previous.link.close("replaced by a newer connection of the same agent")
 
         row = await self.db.run(partial(store.agent_joined, hello=hello, now=now))
-        self.agents[hello.agent_id] = ConnectedAgent(
+        self.agents[hello.agent_id] = agent = ConnectedAgent(
             id=hello.agent_id,
             pool=hello.resource_pool,
             slots=list(hello.slots),
@@ -129,6 +131,7 @@ class AgentEvents:
             peer_host=link_peer_host(event.link),
             disabled_slots=set(self.slots_disabled.get(hello.agent_id, ())),
         )
+        self.capacity.agent_joined(agent)
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
         exit_queued = set(hello.exited)
@@ -178,6 +181,7 @@ class AgentEvents:
         if agent is None or agent.link is not event.link:
             return
         del self.agents[event.agent_id]
+        self.capacity.agent_left(event.agent_id)
         now = self.clock()
         await self.db.run(partial(store.agent_left, agent_id=event.agent_id, now=now))
         # An agent that shut down on purpose, or that was drained or disabled first (what the
@@ -243,6 +247,7 @@ class AgentEvents:
         agent = self.agents.get(event.agent_id)
         if agent is not None:
             agent.enabled, agent.draining = False, True
+            self.capacity.agent_changed(agent)
         for allocation in list(self.allocations.values()):
             if event.agent_id not in allocation.agent_slots:
                 continue
@@ -269,6 +274,7 @@ class AgentEvents:
             return
         allocation.agent_slots = {}
         allocation.state = AllocationState.QUEUED
+        self.capacity.track(allocation)
         allocation.service_ready, allocation.proxy_address = False, None
         await self.db.run(partial(store.requeue, allocation=allocation))
         await self.logs.master_line(
@@ -289,6 +295,7 @@ class AgentEvents:
             return
         if isinstance(message, AllocationStarted):
             allocation.started_at = message.started_at
+            self.capacity.track(allocation)
             if allocation.state == AllocationState.STARTING:
                 await self._set_state(allocation, AllocationState.RUNNING)
             await self.logs.master_line(
@@ -363,6 +370,7 @@ class AgentEvents:
                 hook(agent.pool, agent, notice)
             return
         agent.notice = notice
+        self.capacity.agent_changed(agent)
         for allocation in list(self.allocations.values()):
             if agent.id not in allocation.agent_slots:
                 continue
@@ -394,6 +402,7 @@ class AgentEvents:
             raise SchedulerError(404, f"agent '{event.agent_id}' not found (or not connected)")
         agent.enabled = event.enabled
         agent.draining = (not event.enabled) and event.drain
+        self.capacity.agent_changed(agent)
 
         await self.db.run(
             partial(
@@ -423,6 +432,7 @@ class AgentEvents:
         else:
             agent.disabled_slots.add(event.slot_id)
         self.slots_disabled[agent.id] = set(agent.disabled_slots)
+        self.capacity.agent_changed(agent)
         if not event.enabled and not event.drain:
             for allocation in list(self.allocations.values()):
                 if event.slot_id in allocation.agent_slots.get(agent.id, ()):
