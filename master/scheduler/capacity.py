@@ -110,12 +110,10 @@ class CapacityIndex:
             for slot in slots:
                 if used[slot] <= 0:
                     del used[slot]
-            if not used:
-                del self._used[agent_id]
             on_agent = self._on_agent[agent_id]
             on_agent.discard(allocation_id)
             if not on_agent:
-                del self._on_agent[agent_id]
+                del self._on_agent[agent_id], self._used[agent_id]
             self._refresh(agent_id)
 
     def _refresh(self, agent_id: str) -> None:
