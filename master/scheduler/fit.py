@@ -25,9 +25,10 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from heapq import heapify, heappop, heappush
+from operator import attrgetter
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,13 @@ class _Pool:
     slots can find any either.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, capacity: PoolCapacity | None) -> None:
         self.name = name
+        self.capacity = capacity
+        # Requests of more slots than these never fit (``never_fits``, as thresholds).
+        most, total = (None, None) if capacity is None else astuple(capacity)
+        self.limit_spanning = _NEVER if total is None else total
+        self.limit_single = self.limit_spanning if most is None else most
         self.agents = 0  # every agent in the pool, schedulable or not
         self.free: dict[str, list[int]] = {}  # schedulable agents only
         self.buckets: list[list[str]] = [[]]
@@ -196,13 +202,10 @@ class _Pool:
         if len(free) > slots:
             insort(self.buckets[len(free) - slots], agent_id)
         self.total_free -= slots
-        self._loaded(agent_id)
-        return taken
-
-    def _loaded(self, agent_id: str) -> None:
         self.load[agent_id] += 1
         if self._least_loaded is not None:
             heappush(self._least_loaded, (self.load[agent_id], agent_id))
+        return taken
 
     def _place_no_slots(self) -> dict[str, tuple[int, ...]] | None:
         """Zero-slot requests: the least busy schedulable agent (lazy-deletion heap)."""
@@ -214,7 +217,8 @@ class _Pool:
         while self._least_loaded[0][0] != self.load[self._least_loaded[0][1]]:
             heappop(self._least_loaded)
         agent_id = self._least_loaded[0][1]
-        self._loaded(agent_id)
+        self.load[agent_id] += 1
+        heappush(self._least_loaded, (self.load[agent_id], agent_id))
         return {agent_id: ()}
 
     # ---- not placed -------------------------------------------------------------------------
@@ -289,10 +293,10 @@ def fit(
     def pool_of(name: str) -> _Pool:
         pool = pools.get(name)
         if pool is None:
-            pool = pools[name] = _Pool(name)
+            pool = pools[name] = _Pool(name, capacity.get(name))
         return pool
 
-    for agent in sorted(agents, key=lambda a: a.agent_id):
+    for agent in sorted(agents, key=attrgetter("agent_id")):
         pool_of(agent.pool).add(agent)
     usage: Counter[str] = Counter()
     preemptible: dict[str, list[RunningAllocation]] = {}
@@ -309,7 +313,8 @@ def fit(
         by_priority.setdefault(request.priority, []).append(request)
         if request.slots == 0:
             no_slot_pools[request.pool] += 1
-    pending_pools = [pool_of(name) for name in {r.pool for r in pending}]
+    pending_pools = [pool_of(name) for name in {r.pool: None for r in pending}]
+    entered: list[int] = []  # priorities whose requests were looked at one by one
     result = FitResult()
     preempting: set[str] = set()
 
@@ -320,14 +325,17 @@ def fit(
         for priority in sorted(by_priority):
             if settled(priority):
                 return
+            entered.append(priority)
             for request in _fair_share_order(by_priority[priority], usage):
+                pool = pools[request.pool]
                 if request.slots == 0:
                     no_slot_pools[request.pool] -= 1
-                reason = never_fits(request, capacity.get(request.pool))
-                if reason:
-                    result.unschedulable[request.allocation_id] = reason
+                elif request.slots > (
+                    pool.limit_single if request.single_agent else pool.limit_spanning
+                ):
+                    reason = never_fits(request, pool.capacity)
+                    result.unschedulable[request.allocation_id] = reason or ""
                     continue
-                pool = pools[request.pool]
                 placement = pool.place(request)
                 if placement is not None:
                     usage[request.group] += request.slots
@@ -344,15 +352,16 @@ def fit(
     decide_in_order()
     # Whatever is left can neither run nor preempt in this pass: it only waits (or is rejected).
     decided = result.assignments.keys() | result.unschedulable.keys() | result.waiting.keys()
+    undecided = set(by_priority).difference(entered)  # levels not entered: nothing decided
     verdicts: dict[tuple[str, int, bool], tuple[dict[str, str], str]] = {}
-    for requests in by_priority.values():
+    for priority, requests in by_priority.items():
         for request in requests:
-            if request.allocation_id in decided:
+            if priority not in undecided and request.allocation_id in decided:
                 continue
             key = (request.pool, request.slots, request.single_agent)
             verdict = verdicts.get(key)
             if verdict is None:
-                rejected = never_fits(request, capacity.get(request.pool))
+                rejected = never_fits(request, pools[request.pool].capacity)
                 verdict = verdicts[key] = (
                     (result.unschedulable, rejected)
                     if rejected
@@ -368,20 +377,21 @@ def _fair_share_order(requests: list[SlotRequest], usage: Counter[str]) -> Itera
     slots (``usage``, updated by the caller as it places), earliest submitted first.
 
     Only the group just served changes its usage, so a heap of each group's next request
-    keyed by (usage, submitted_at, id) gives the order in O(log groups) per request."""
-    groups: dict[str, list[SlotRequest]] = {}
-    for request in requests:
-        groups.setdefault(request.group, []).append(request)
-    heap: list[tuple[int, datetime, str, str, int]] = []
-    for group, queue in groups.items():
-        queue.sort(key=lambda r: (r.submitted_at, r.allocation_id))
-        heap.append((usage[group], queue[0].submitted_at, queue[0].allocation_id, group, 0))
+    keyed by (usage, arrival rank) gives the order in O(log groups) per request; ranks (one
+    sort by submission time, then id) keep the heap's comparisons to integers."""
+    ordered = sorted(requests, key=_ARRIVAL)
+    groups: dict[str, list[int]] = {}
+    for rank, request in enumerate(ordered):
+        groups.setdefault(request.group, []).append(rank)
+    heap = [(usage[group], ranks[0], group, 0) for group, ranks in groups.items()]
     heapify(heap)
     while heap:
-        _, _, _, group, position = heappop(heap)
-        queue = groups[group]
-        yield queue[position]
+        _, rank, group, position = heappop(heap)
+        yield ordered[rank]
+        ranks = groups[group]
         position += 1
-        if position < len(queue):
-            head = queue[position]
-            heappush(heap, (usage[group], head.submitted_at, head.allocation_id, group, position))
+        if position < len(ranks):
+            heappush(heap, (usage[group], ranks[position], group, position))
+
+
+_ARRIVAL = attrgetter("submitted_at", "allocation_id")

@@ -215,7 +215,7 @@ def test_a_request_that_found_no_room_cuts_off_larger_ones_in_its_pool() -> None
     more are not looked for again, while smaller requests still are (backfill)."""
     from master.scheduler.fit import _NEVER, _Pool
 
-    pool = _Pool("default")
+    pool = _Pool("default", None)
     for capacity in (agent("a", 4, free=3), agent("b", 4, free=2)):
         pool.add(capacity)
     assert pool.place(req("big", slots=4)) is None
