@@ -71,7 +71,7 @@ def random_cluster(
     return pending, agents, running, capacity
 
 
-@pytest.mark.parametrize("seed", range(400))
+@pytest.mark.parametrize("seed", range(200))
 def test_indexed_fit_decides_as_the_reference_does(seed: int) -> None:
     pending, agents, running, capacity = random_cluster(random.Random(seed))
     expected = reference.fit(pending, agents, running, capacity)
