@@ -164,6 +164,7 @@ def _apply_to_live(request: Request, experiment_id: int, config: dict[str, Any])
         allocation = scheduler.allocations.get(allocation_id)
         if allocation is not None and allocation.state == AllocationState.QUEUED:
             allocation.priority = live.config.resources.priority
+            scheduler.capacity.track(allocation)
 
 
 @experiments_router.delete("/{experiment_id}", **documented(Empty, 404, 409))

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from master.config import MasterConfig
     from master.db import Database
     from master.logs import LogStore
+    from master.scheduler.capacity import CapacityIndex
     from master.scheduler.state import Event
     from master.scheduler.work import PassWork, Write
 
@@ -69,6 +70,7 @@ class AgentEvents:
         allocations: dict[str, Allocation]
         lost: dict[str, LostAgent]
         slots_disabled: dict[str, set[int]]
+        capacity: CapacityIndex
         notice_hooks: list[NoticeHook]
         agent_records: dict[str, store.AgentRecord]
         _timers: set[asyncio.Task[None]]
@@ -129,7 +131,7 @@ class AgentEvents:
         if row is None:
             row = self.agent_records[hello.agent_id] = store.AgentRecord(registered_at=now)
         self._write(partial(store.agent_joined, hello=hello, now=now))
-        self.agents[hello.agent_id] = ConnectedAgent(
+        self.agents[hello.agent_id] = agent = ConnectedAgent(
             id=hello.agent_id,
             pool=hello.resource_pool,
             slots=list(hello.slots),
@@ -145,6 +147,7 @@ class AgentEvents:
             peer_host=link_peer_host(event.link),
             disabled_slots=set(self.slots_disabled.get(hello.agent_id, ())),
         )
+        self.capacity.agent_joined(agent)
         self.lost.pop(hello.agent_id, None)
         still_running = {r.allocation_id for r in hello.running}
         exit_queued = set(hello.exited)
@@ -194,6 +197,7 @@ class AgentEvents:
         if agent is None or agent.link is not event.link:
             return
         del self.agents[event.agent_id]
+        self.capacity.agent_left(event.agent_id)
         now = self.clock()
         self._write(partial(store.agent_left, agent_id=event.agent_id, now=now))
         # An agent that shut down on purpose, or that was drained or disabled first (what the
@@ -259,6 +263,7 @@ class AgentEvents:
         agent = self.agents.get(event.agent_id)
         if agent is not None:
             agent.enabled, agent.draining = False, True
+            self.capacity.agent_changed(agent)
         for allocation in list(self.allocations.values()):
             if event.agent_id not in allocation.agent_slots:
                 continue
@@ -283,6 +288,7 @@ class AgentEvents:
             return
         allocation.agent_slots = {}
         allocation.state = AllocationState.QUEUED
+        self.capacity.track(allocation)
         allocation.service_ready, allocation.proxy_address = False, None
         self._work.save(allocation)
         self._write(partial(store.revoke_tokens, allocation_id=allocation.id))
@@ -304,6 +310,7 @@ class AgentEvents:
             return
         if isinstance(message, AllocationStarted):
             allocation.started_at = message.started_at
+            self.capacity.track(allocation)
             if allocation.state == AllocationState.STARTING:
                 await self._set_state(allocation, AllocationState.RUNNING)
             self._log(
@@ -378,6 +385,7 @@ class AgentEvents:
                 hook(agent.pool, agent, notice)
             return
         agent.notice = notice
+        self.capacity.agent_changed(agent)
         for allocation in list(self.allocations.values()):
             if agent.id not in allocation.agent_slots:
                 continue
@@ -407,6 +415,7 @@ class AgentEvents:
             raise SchedulerError(404, f"agent '{event.agent_id}' not found (or not connected)")
         agent.enabled = event.enabled
         agent.draining = (not event.enabled) and event.drain
+        self.capacity.agent_changed(agent)
 
         record = self.agent_records.get(agent.id)
         if record is not None:
@@ -439,6 +448,7 @@ class AgentEvents:
         else:
             agent.disabled_slots.add(event.slot_id)
         self.slots_disabled[agent.id] = set(agent.disabled_slots)
+        self.capacity.agent_changed(agent)
         if not event.enabled and not event.drain:
             for allocation in list(self.allocations.values()):
                 if event.slot_id in allocation.agent_slots.get(agent.id, ()):

@@ -33,9 +33,10 @@ from master import auth
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
-from master.scheduler import snapshot, store
+from master.scheduler import store
 from master.scheduler.agent_events import AgentEvents
-from master.scheduler.fit import AgentCapacity, PoolCapacity, fit, static_capacity
+from master.scheduler.capacity import CapacityIndex
+from master.scheduler.fit import AgentCapacity, FitResult, PoolCapacity, fit, static_capacity
 from master.scheduler.state import (
     AgentConnected,
     AgentDisconnected,
@@ -97,6 +98,8 @@ class Scheduler(AgentEvents):
         self.lost: dict[str, LostAgent] = {}
         # Disabled slots by agent, kept across an agent's reconnects (not a master restart).
         self.slots_disabled: dict[str, set[int]] = {}
+        # Free slots per agent and pool, kept as allocations and agents change (capacity.py).
+        self.capacity = CapacityIndex()
         self.started_at = clock()
         self.pools_with_history: set[str] = set()
         self.exit_hooks: list[ExitHook] = []
@@ -271,6 +274,7 @@ class Scheduler(AgentEvents):
         self.agent_records = await self.db.run(store.load_agent_records)
         for allocation in await self.db.run(store.load_active):
             self.allocations[allocation.id] = allocation
+            self.capacity.track(allocation)
             for agent_id in allocation.agent_slots:
                 if agent_id not in self.lost:
                     self.lost[agent_id] = LostAgent(pool=allocation.pool, slots=0, since=now)
@@ -294,6 +298,7 @@ class Scheduler(AgentEvents):
             except store.AllocationNotFound as exc:
                 raise SchedulerError(404, f"allocation {event.allocation_id} not found") from exc
         self.allocations[allocation.id] = allocation
+        self.capacity.track(allocation)
         self._log(
             allocation.task_id,
             allocation.id,
@@ -389,6 +394,7 @@ class Scheduler(AgentEvents):
         # Forgotten by the rest of the pass now; shown to readers until its end is stored.
         self.allocations.pop(allocation.id, None)
         self._work.ended[allocation.id] = allocation
+        self.capacity.untrack(allocation.id)
         if len(allocation.agent_slots) > 1:
             # Ended without every part's exit (an agent was lost): stop the parts still running.
             for agent_id in allocation.agent_slots:
@@ -412,13 +418,12 @@ class Scheduler(AgentEvents):
         over the allocations per pass, not one per change."""
         if not self._idle_touched:
             return
-        busy = {agent_id for a in self.allocations.values() for agent_id in a.agent_slots}
         now = self.clock()
         for agent_id in self._idle_touched:
             agent = self.agents.get(agent_id)
             if agent is None:
                 continue
-            if agent_id in busy:
+            if self.capacity.busy(agent_id):
                 agent.idle_since = None
             elif agent.idle_since is None:
                 agent.idle_since = now
@@ -435,42 +440,51 @@ class Scheduler(AgentEvents):
         return {agent: len(slots) for agent, slots in allocation.agent_slots.items()}
 
     def free_slots(self, agent: ConnectedAgent) -> list[int]:
-        return snapshot.free_slots(agent, self.allocations.values())
+        return self.capacity.free_slots(agent)
+
+    def _plan(self) -> FitResult | None:
+        """The pass's decision from the capacity index (None: nothing is queued)."""
+        requests = self.capacity.pending()
+        if not requests:
+            return None
+        agents = self.capacity.agent_capacities()
+        return fit(requests, agents, self.capacity.running(), self._capacity(agents))
 
     async def _schedule(self) -> None:
-        allocations = list(self.allocations.values())
-        requests = snapshot.slot_requests(allocations)
-        if not requests:
+        result = self._plan()
+        if result is None:
             return
-        agents = snapshot.agent_capacities(self.agents.values(), allocations)
-        running = snapshot.running_allocations(allocations)
-        result = fit(requests, agents, running, self._capacity(agents))
         for allocation_id, reason in result.unschedulable.items():
             allocation = self.allocations[allocation_id]
             allocation.kill_reason = f"rejected: {reason}"
             await self._finish(allocation, None, allocation.kill_reason)
+        # fit shares one reason string among the requests waiting for the same thing; the
+        # pool's status is asked once per pool, and a line is logged only when a reason changed.
+        texts: dict[tuple[str, str], str] = {}
         for allocation_id, reason in result.waiting.items():
             allocation = self.allocations[allocation_id]
-            status = self.pool_status.get(allocation.pool)
-            if status is not None:
-                reason = f"{reason}; pool '{allocation.pool}': {status()}"
-            if allocation.waiting_reason != reason:
-                allocation.waiting_reason = reason
-                self._log(allocation.task_id, allocation_id, reason, self.clock())
+            text = texts.get((allocation.pool, reason))
+            if text is None:
+                status = self.pool_status.get(allocation.pool)
+                text = (
+                    reason if status is None else f"{reason}; pool '{allocation.pool}': {status()}"
+                )
+                texts[allocation.pool, reason] = text
+            if allocation.waiting_reason != text:
+                allocation.waiting_reason = text
+                self._log(allocation.task_id, allocation_id, text, self.clock())
         for allocation_id in result.preemptions:
             await self._preempt(self.allocations[allocation_id])
         for allocation_id, placement in result.assignments.items():
             await self._launch(self.allocations[allocation_id], placement)
-        if result.waiting:
-            for pool in {self.allocations[a].pool for a in result.waiting}:
-                for hook in self.demand_hooks:
-                    hook(pool)
+        for pool in {pool for pool, _ in texts}:
+            for hook in self.demand_hooks:
+                hook(pool)
 
     def capacities(self) -> dict[str, PoolCapacity]:
         """What each pool can ever offer, judged as the next pass would; a pool missing is not
         known yet (no agents). Read on the event loop, between events."""
-        allocations = list(self.allocations.values())
-        return self._capacity(snapshot.agent_capacities(self.agents.values(), allocations))
+        return self._capacity(self.capacity.agent_capacities())
 
     def _capacity(self, agents: list[AgentCapacity]) -> dict[str, PoolCapacity]:
         """What each pool can ever offer: its agents, including those briefly gone. After a
@@ -506,6 +520,7 @@ class Scheduler(AgentEvents):
 
     async def _launch(self, allocation: Allocation, placement: dict[str, tuple[int, ...]]) -> None:
         allocation.agent_slots = {agent: list(slots) for agent, slots in placement.items()}
+        self.capacity.track(allocation)
         allocation.waiting_reason = None
         now = self.clock()
         self._update_idle(allocation.agent_slots, now)

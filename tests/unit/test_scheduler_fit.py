@@ -208,3 +208,76 @@ def test_inputs_are_not_modified() -> None:
     before = list(agents[0].free_slot_ids)
     fit([req("r1"), req("r2")], agents, [])
     assert list(agents[0].free_slot_ids) == before
+
+
+def test_a_request_that_found_no_room_cuts_off_larger_ones_in_its_pool() -> None:
+    """Free slots only shrink during a pass: after 4 slots on one agent were not found, 4 or
+    more are not looked for again, while smaller requests still are (backfill)."""
+    from master.scheduler.fit import _NEVER, _Pool
+
+    pool = _Pool("default", None)
+    for capacity in (agent("a", 4, free=3), agent("b", 4, free=2)):
+        pool.add(capacity)
+    assert pool.place(req("big", slots=4)) is None
+    assert (pool.failed_single, pool.failed_spanning) == (4, _NEVER)
+    assert pool.place(req("bigger", slots=6)) is None
+    assert pool.place(req("spanning", slots=4, single_agent=False)) == {"a": (1, 2, 3), "b": (2,)}
+    assert pool.place(req("small", slots=1)) == {"b": (3,)}
+    assert pool.place(req("two", slots=2, single_agent=False)) is None
+    assert (pool.failed_single, pool.failed_spanning) == (2, 2)
+
+
+def test_a_full_pool_stops_the_scan_but_still_rejects_and_preempts() -> None:
+    """Once no pool can place or preempt anything more, the rest of the queue only waits —
+    every request waiting for the same thing shares one reason string — or is rejected."""
+    pending = [req(f"w{n}", at=n) for n in range(50)]
+    pending += [req("huge", slots=9, at=99), req("urgent", priority=10, at=100)]
+    result = fit(pending, [agent("a", 2, free=0)], [running("v", 1, priority=80, preemptible=True)])
+    assert result.preemptions == ["v"]
+    assert result.unschedulable == {
+        "huge": "requests 9 slots on one agent, but the largest agent in resource pool "
+        "'default' has 2"
+    }
+    assert len(result.waiting) == 51 and result.assignments == {}
+    assert len({id(result.waiting[f"w{n}"]) for n in range(50)}) == 1
+    assert result.waiting["w0"] == (
+        "waiting for 1 free slots in resource pool 'default' (at most 0 free on one agent now)"
+    )
+
+
+def test_zero_slot_requests_are_placed_even_when_the_pool_is_full() -> None:
+    pending = [req(f"w{n}", at=n) for n in range(5)] + [req("tb", slots=0, at=9)]
+    result = fit(pending, [agent("a", 1, free=0, running=1)], [])
+    assert result.assignments == {"tb": {"a": ()}}
+    assert sorted(result.waiting) == [f"w{n}" for n in range(5)]
+
+
+def test_ties_go_to_the_earliest_submitted_then_the_lowest_allocation_id() -> None:
+    result = fit([req("b", at=1), req("c", at=0), req("a", at=1)], [agent("x", 2)], [])
+    assert list(result.assignments) == ["c", "a"]
+
+
+def test_agents_with_equal_free_slots_tie_on_their_id() -> None:
+    result = fit([req("r", slots=2)], [agent("b", 4, free=2), agent("a", 2), agent("c", 2)], [])
+    assert result.assignments == {"r": {"a": (0, 1)}}
+
+
+def test_victims_of_equal_priority_and_start_go_in_the_order_given() -> None:
+    victims = [running(v, 1, priority=80, preemptible=True, at=5) for v in ("y", "x", "z")]
+    result = fit([req("urgent", slots=2, priority=10)], [agent("a", 3, free=0)], victims)
+    assert result.preemptions == ["y", "x"]
+
+
+def test_a_victim_is_named_once_and_only_for_a_better_priority() -> None:
+    """Requests come in priority order, so each takes the next worst victims; one of priority
+    60 may not take the priority-50 victim the first left."""
+    result = fit(
+        [req("p10", priority=10), req("p60", priority=60), req("p20", priority=20)],
+        [agent("a", 2, free=0)],
+        [
+            running("v50", 1, priority=50, preemptible=True),
+            running("v80", 1, priority=80, preemptible=True),
+        ],
+    )
+    assert result.preemptions == ["v80", "v50"]
+    assert sorted(result.waiting) == ["p10", "p20", "p60"]
