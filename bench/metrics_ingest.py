@@ -10,9 +10,10 @@ allocation its token through the master's own ``auth.issue_token`` (the credenti
 scheduler would hand the trial at launch; the trial process itself is not started: nothing but
 its reports is measured). Each trial is one ``harness.core.api.TrialAPI`` (the harness's own
 REST layer, so its queue and batching count) in a thread, calling ``report_metrics`` in a loop
-as fast as the TrialAPI lets it (it blocks when its queue is full), spread over ``--procs``
-client processes. After ``--seconds`` each flushes; the result is the rows the master stored
-(counted in the database) per second of the run, and the p50/p99 of every HTTP request the
+as fast as the TrialAPI lets it (it blocks when its queue, ``--queue`` long, is full), over
+``--procs`` client processes. After ``--seconds`` each flushes; the result is the rows the
+master stored (counted in the database) per second of the run, and the p50/p99 of every HTTP
+request the
 TrialAPIs made (a request carries one report on ``main``, many with batching).
 
 Target (2 cores, PostgreSQL): >= 5,000 reports/s from 50 trials, request p99 <= 100 ms.
@@ -120,7 +121,7 @@ class TimedClient(MasterClient):
 
 
 def _client_process(
-    url: str, trials: list[tuple[int, str, str, str]], seconds: float, out: Any
+    url: str, trials: list[tuple[int, str, str, str]], seconds: float, queue_size: int, out: Any
 ) -> None:
     """Report from each of ``trials`` (trial id, task id, allocation id, token) for
     ``seconds``; puts (reports made, request durations) on ``out``."""
@@ -133,7 +134,12 @@ def _client_process(
     def run(trial_id: int, task_id: str, allocation_id: str, token: str) -> None:
         client = TimedClient(url, token)
         api = TrialAPI(
-            client, trial_id=trial_id, trial_run_id=1, task_id=task_id, allocation_id=allocation_id
+            client,
+            trial_id=trial_id,
+            trial_run_id=1,
+            task_id=task_id,
+            allocation_id=allocation_id,
+            queue_size=queue_size,
         )
         start.wait()
         with lock:
@@ -205,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=100,
+        help="each TrialAPI's queue bound (the harness's is 1,000; smaller keeps the final "
+        "flush short on a slow master)",
+    )
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     args = parser.parse_args(argv)
 
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             procs = [
                 multiprocessing.get_context("spawn").Process(
                     target=_client_process,
-                    args=(master.url, work[i :: args.procs], args.seconds, out),
+                    args=(master.url, work[i :: args.procs], args.seconds, args.queue, out),
                 )
                 for i in range(args.procs)
             ]
