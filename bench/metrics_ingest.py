@@ -13,8 +13,7 @@ REST layer, so its queue and batching count) in a thread, calling ``report_metri
 as fast as the TrialAPI lets it (it blocks when its queue, ``--queue`` long, is full), over
 ``--procs`` client processes. After ``--seconds`` each flushes; the result is the rows the
 master stored (counted in the database) per second of the run, and the p50/p99 of every HTTP
-request the
-TrialAPIs made (a request carries one report on ``main``, many with batching).
+request the TrialAPIs made (a request carries one report on ``main``, many with batching).
 
 Target (2 cores, PostgreSQL): >= 5,000 reports/s from 50 trials, request p99 <= 100 ms.
 """
