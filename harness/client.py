@@ -298,22 +298,26 @@ class MasterClient:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         on_sent: Callable[[int], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request and return its decoded JSON body (``{}`` for an empty body).
 
         With ``on_sent``, the body goes out in chunks of :data:`UPLOAD_CHUNK_BYTES` and
-        ``on_sent(n)`` is called as each leaves (a progress bar of an upload)."""
+        ``on_sent(n)`` is called as each leaves (a progress bar of an upload). ``headers`` are
+        sent besides the token's (e.g. ``Idempotency-Key``)."""
+        extra = dict(headers or {})
         if on_sent is not None and json_body is not None:
             data = json.dumps(json_body).encode()
-            headers = {
+            sent_headers = {
                 **self._auth_headers(),
+                **extra,
                 "Content-Type": "application/json",
                 "Content-Length": str(len(data)),
             }
             content: Any = _chunks(data, on_sent)
             json_body = None
         else:
-            headers, content = self._auth_headers(), None
+            sent_headers, content = {**self._auth_headers(), **extra}, None
         with self._translate_transport_errors():
             response = self._http.request(
                 method,
@@ -321,7 +325,7 @@ class MasterClient:
                 params=_clean_params(params),
                 json=json_body,
                 content=content,
-                headers=headers,
+                headers=sent_headers,
             )
         self._raise_for_status(response)
         if not response.content.strip():
@@ -344,8 +348,11 @@ class MasterClient:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
         on_sent: Callable[[int], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        return self.request("POST", path, params=params, json_body=body, on_sent=on_sent)
+        return self.request(
+            "POST", path, params=params, json_body=body, on_sent=on_sent, headers=headers
+        )
 
     def patch(self, path: str, body: Any = None) -> Any:
         return self.request("PATCH", path, json_body=body)

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from harness.client import salted_password
-from master import models
+from master import models, token_cache
 from master.api.errors import ApiError
 
 _hasher = PasswordHasher()
@@ -112,12 +112,14 @@ def new_token() -> str:
 
 
 def revoke_token(session: Session, token: str) -> None:
+    token_cache.invalidate(session)
     session.execute(
         delete(models.UserSession).where(models.UserSession.token_hash == token_digest(token))
     )
 
 
 def revoke_allocation_tokens(session: Session, allocation_id: str) -> None:
+    token_cache.invalidate(session)
     session.execute(
         delete(models.UserSession).where(models.UserSession.allocation_id == allocation_id)
     )
@@ -128,6 +130,7 @@ def revoke_user_credentials(session: Session, user_id: int, keep_token: str | No
     ``keep_token`` (the caller's own session when they changed their own password), and
     downgrade every task token of the user to report-only, so running work goes on reporting
     but no task token can act as the user any more."""
+    token_cache.invalidate(session)
     query = delete(models.UserSession).where(
         models.UserSession.user_id == user_id, models.UserSession.scope != TASK
     )

@@ -209,6 +209,14 @@ class MasterConfig(_Section):
             "not yet back) wait for it to reconnect before they fail."
         ),
     )
+    master_unreachable_timeout: Duration = Field(
+        default=timedelta(minutes=10),
+        description=(
+            "How long a task's harness keeps retrying a report the master did not answer "
+            "(it is down or unreachable) before the task gives up; training goes on meanwhile. "
+            "Passed to every task as `DET_MASTER_UNREACHABLE_TIMEOUT` (seconds)."
+        ),
+    )
     shell_idle_timeout: OptionalDuration = Field(
         default=timedelta(hours=1),
         description=(

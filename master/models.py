@@ -301,10 +301,29 @@ class TrialMetrics(Base):
     # The searcher's metric when a validation report carries it (best-trial and GC queries).
     searcher_metric: Mapped[float | None] = mapped_column(Float)
     report_time: Mapped[datetime] = mapped_column()
+    # The harness's idempotency key of the report (None for reports without one): a repeated
+    # report is stored once (docs/design/experiments.md, "REST used by the harness").
+    report_key: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_trial_metrics_trial_group_steps", "trial_id", "group", "steps_completed"),
+        Index("ux_trial_metrics_trial_report_key", "trial_id", "report_key", unique=True),
     )
+
+
+class TrialReportKey(Base):
+    """The idempotency key of a report of a trial other than metrics (checkpoint, completed
+    operation, early exit), written in the transaction that applied it, so a repeat is
+    answered without being applied again. Deleted when the trial ends (nothing reports for an
+    ended trial) and with the trial."""
+
+    __tablename__ = "trial_report_keys"
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Checkpoint(Base):

@@ -61,6 +61,7 @@ class FakeTrialMaster:
         self.hold = False  # answer "no operation yet, not completed"
         self.preempt_when: Callable[[Call], bool] | None = None
         self.calls: list[Call] = []
+        self.batches: list[int] = []  # reports per POST /reports, in order
         self.preempted = False
         self.closing = False
         self.rendezvous_agents: dict[str, int] = {}
@@ -125,6 +126,18 @@ class FakeTrialMaster:
         trial = f"/api/v1/trials/{self.trial_id}"
         allocation = f"/api/v1/allocations/{self.allocation_id}/signals"
         with self.changed:
+            if call.method == "POST" and call.path == f"{trial}/reports":
+                # The reporter's batch: recorded as the single reports it carries, in order.
+                self.batches.append(len(call.body["reports"]))
+                for report in call.body["reports"]:
+                    kind = "metrics" if "metrics" in report else "progress"
+                    body = report["metrics"] if kind == "metrics" else report
+                    single = Call("POST", f"{trial}/{kind}", {}, body, call.authorization)
+                    self.calls.append(single)
+                    if self.preempt_when is not None and self.preempt_when(single):
+                        self.preempted = True
+                self.changed.notify_all()
+                return 200, {"stored": len(call.body["reports"]), "repeated": 0}
             if call.method == "POST":
                 self.calls.append(call)
                 if self.preempt_when is not None and self.preempt_when(call):

@@ -1,25 +1,30 @@
 """The trial's REST calls to the master, in one place (docs/design/experiments.md, "REST used by
 the harness"). Everything else in ``harness.core`` speaks through :class:`TrialAPI`.
 
-A master restart or a brief network cut should not crash a trial that has trained for hours,
-so calls that never reached the master are retried a few times; errors the master answered
-(4xx, 5xx) are not, since repeating them would not help.
+A master restart or a network cut should not crash a trial that has trained for hours, so
+every call that may not have reached the master (or whose answer was lost) is retried until the
+master has been away for ``master_unreachable_timeout`` (:mod:`harness.core.patience`); answers
+the master gave (4xx, and 5xx other than gateway errors) are not retried. Every report carries
+an idempotency key made when the report was made, the same on every retry, so the master
+applies it once however often it arrives.
 
 Reports that need no answer (metrics, progress) do not make training wait: they are queued and
-sent in order by one background thread (:mod:`harness.core.reporter`), and every other call
-first waits for that queue, so the master always sees the calls in the order they were made. A
-report that failed in the background is raised by the next call or :meth:`TrialAPI.flush`.
+sent in order by one background thread (:mod:`harness.core.reporter`), all queued ones in one
+``POST /api/v1/trials/{id}/reports``; every other call first waits for that queue, so the master
+always sees the calls in the order they were made. A report that failed in the background is
+raised by the next call or :meth:`TrialAPI.flush`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from harness.client import MasterClient, MasterUnreachableError
+from harness.client import MasterClient
+from harness.core.patience import Patience
 from harness.core.reporter import QUEUE_SIZE, Reporter
 
 log = logging.getLogger("harness.core")
@@ -29,8 +34,7 @@ log = logging.getLogger("harness.core")
 if logging.getLogger("httpx").level == logging.NOTSET:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-# Seconds to wait before each retry of a call that did not reach the master.
-RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Long polls get this much longer than they ask the master to wait before the client gives up.
 LONG_POLL_MARGIN_SECONDS = 30.0
 
@@ -41,7 +45,8 @@ class TrialAPI:
     """The REST calls of one trial run, authenticated with the allocation's token.
 
     ``client`` is used by the caller's thread and by the reporter's (``httpx.Client`` may be
-    shared between threads); ``queue_size`` bounds the reports waiting to be sent.
+    shared between threads); ``queue_size`` bounds the reports waiting to be sent; ``patience``
+    says how long to retry a master that does not answer.
     """
 
     def __init__(
@@ -52,7 +57,7 @@ class TrialAPI:
         trial_run_id: int,
         task_id: str,
         allocation_id: str,
-        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        patience: Patience | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.client = client
@@ -60,8 +65,8 @@ class TrialAPI:
         self.trial_run_id = trial_run_id
         self.task_id = task_id
         self.allocation_id = allocation_id
-        self.retry_delays = retry_delays
-        self._reporter = Reporter(maxsize=queue_size)
+        self.patience = patience or Patience()
+        self._reporter = Reporter(self._send_reports, maxsize=queue_size)
 
     def flush(self) -> None:
         """Wait until the master has answered every queued report; raises the error of one
@@ -74,33 +79,27 @@ class TrialAPI:
         self._reporter.close(raise_error=raise_error)
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        for delay in self.retry_delays:
-            try:
-                return call()
-            except MasterUnreachableError as exc:
-                log.warning("%s: %s; retrying in %.0fs", what, exc, delay)
-                time.sleep(delay)
-        return call()
+        return self.patience.call(what, call)
 
     def _post(self, path: str, body: Any = None) -> Any:
-        """POST after every queued report, and wait for the answer."""
+        """POST after every queued report, and wait for the answer; the request carries an
+        idempotency key made now and kept across retries."""
         self.flush()
-        return self._send(path, body)
+        headers = {IDEMPOTENCY_HEADER: new_key()}
+        return self._retrying(f"POST {path}", lambda: self.client.post(path, body, headers=headers))
 
-    def _send(self, path: str, body: Any) -> Any:
-        return self._retrying(f"POST {path}", lambda: self.client.post(path, body))
-
-    def _queue_post(self, path: str, body: Any) -> None:
-        """POST in the background, after every earlier report (no answer to wait for)."""
-        self._reporter.submit(f"POST {path}", lambda: self._send(path, body))
+    def _send_reports(self, reports: list[dict[str, Any]]) -> None:
+        path = f"/api/v1/trials/{self.trial_id}/reports"
+        body = {"reports": reports}
+        self._retrying(f"POST {path}", lambda: self.client.post(path, body))
 
     # ---- trials ------------------------------------------------------------------------------
 
     def report_metrics(self, group: str, steps_completed: int, metrics: dict[str, Any]) -> None:
-        """Queued (:meth:`_queue_post`)."""
-        self._queue_post(
-            f"/api/v1/trials/{self.trial_id}/metrics",
-            {
+        """Queued (:mod:`harness.core.reporter`) with its idempotency key."""
+        report = {
+            "key": new_key(),
+            "metrics": {
                 "metrics": {
                     "trialId": self.trial_id,
                     "trialRunId": self.trial_run_id,
@@ -109,11 +108,12 @@ class TrialAPI:
                 },
                 "group": group,
             },
-        )
+        }
+        self._reporter.submit(f"{group} metrics of step {steps_completed}", report)
 
     def report_progress(self, progress: float) -> None:
-        """Queued (:meth:`_queue_post`)."""
-        self._queue_post(f"/api/v1/trials/{self.trial_id}/progress", {"progress": progress})
+        """Queued (:mod:`harness.core.reporter`) with its idempotency key."""
+        self._reporter.submit(f"progress {progress:.3f}", {"key": new_key(), "progress": progress})
 
     def report_early_exit(self, reason: str) -> None:
         self._post(f"/api/v1/trials/{self.trial_id}/early_exit", {"reason": reason})
@@ -164,6 +164,11 @@ class TrialAPI:
 
     def ack_preemption(self) -> None:
         self._post(f"/api/v1/allocations/{self.allocation_id}/signals/ack_preemption")
+
+
+def new_key() -> str:
+    """A report's idempotency key (a random UUID, 32 hex digits)."""
+    return uuid.uuid4().hex
 
 
 def poll_preemption(client: MasterClient, allocation_id: str, timeout_seconds: int) -> bool:

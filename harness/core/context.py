@@ -18,6 +18,7 @@ from harness.core.api import TrialAPI
 from harness.core.checkpoint import CheckpointContext, Storage, storage_from_config
 from harness.core.distributed import DistributedContext
 from harness.core.env import TrialEnv
+from harness.core.patience import Patience
 from harness.core.preempt import PreemptContext
 from harness.core.searcher import SearcherContext
 from harness.core.train import TrainContext
@@ -85,6 +86,7 @@ class Context:
             trial_run_id=env.trial_run_id,
             task_id=env.task_id,
             allocation_id=env.allocation_id,
+            patience=Patience(env.master_unreachable_timeout),
         )
         self.train = TrainContext(self._api, distributed)
         self.checkpoint = CheckpointContext(

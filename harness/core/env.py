@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.core import patience
 from harness.service import TaskEnv
 
 _REQUIRED = (
@@ -49,6 +50,8 @@ class TrialEnv(TaskEnv):
     # checkpoint of its own, and the storage they are in (another experiment's, maybe).
     warm_start_checkpoint: str | None = None
     warm_start_storage: dict[str, Any] | None = None
+    # How long to retry a master that does not answer (DET_MASTER_UNREACHABLE_TIMEOUT).
+    master_unreachable_timeout: float = patience.DEFAULT_TIMEOUT_SECONDS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> TrialEnv:
@@ -79,6 +82,7 @@ class TrialEnv(TaskEnv):
             warm_start_storage=(
                 _json_object(env, "DET_WARM_START_STORAGE") if warm_storage else None
             ),
+            master_unreachable_timeout=patience.timeout_from_env(env),
         )
 
 

@@ -1,8 +1,11 @@
 """Sending reports without making training wait: one background thread, one FIFO queue.
 
 Training and validation metrics and progress need no answer, so :class:`~harness.core.api.
-TrialAPI` hands them to a :class:`Reporter`, whose thread sends them one after another in the
-order they were made; the training thread only waits for the queue, not for the network. Every
+TrialAPI` hands them to a :class:`Reporter`, whose thread sends them in the order they were
+made, *every report queued at that moment in one request* (up to :data:`MAX_BATCH`): the master
+stores a request's metrics in one transaction, so a trial reporting fast costs it a request per
+round trip, not per report. The training thread only waits for the queue, not for the network.
+Every
 call that does wait for the master's answer (searcher operations, completed operations,
 checkpoints, early exits, preemption acknowledgements) first :meth:`Reporter.flush`\\ es, so the
 master has stored every earlier report before it sees that call: a completed operation comes
@@ -13,7 +16,8 @@ of an unreachable master) keeps its error, and the next report or flush raises i
 call had failed, and does nothing else; the reports queued behind the failed one are not sent
 either (a synchronous caller would have stopped at the failure) and the error's note says how
 many. The queue is bounded (:data:`QUEUE_SIZE`): with the master down, report calls block once
-it is full rather than memory growing.
+it is full rather than memory growing (training pauses at its next report until the master is
+back or ``master_unreachable_timeout`` has passed).
 """
 
 from __future__ import annotations
@@ -23,24 +27,36 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("harness.core")
 
 # Reports waiting to be sent before report calls block (backpressure when the master is down).
 QUEUE_SIZE = 1000
+# Reports sent in one request at most (the master takes up to 1,000).
+MAX_BATCH = 500
 
-_Item = tuple[str, Callable[[], object]]
+_Item = tuple[str, Any]
 
 
 class Reporter:
-    """Runs the calls :meth:`submit` is given on one background thread, in order.
+    """Sends the reports :meth:`submit` is given with ``send(reports)`` on one background
+    thread, in order, as many per call as are queued (at most ``max_batch``).
 
     The thread starts with the first :meth:`submit` (workers that never report have none) and
     is a daemon; :meth:`close` (``harness.core``'s ``__exit__``) sends what is queued and stops
     it, and if the interpreter exits without that, an ``atexit`` hook still sends the queue.
     """
 
-    def __init__(self, *, maxsize: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        send: Callable[[list[Any]], object],
+        *,
+        maxsize: int = QUEUE_SIZE,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._send = send
+        self._max_batch = max_batch
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -51,9 +67,9 @@ class Reporter:
         self._failed = ""
         self._dropped = 0
 
-    def submit(self, what: str, call: Callable[[], object]) -> None:
-        """Queue ``call`` (``what`` names it in errors, e.g. ``POST /api/v1/...``) behind every
-        earlier one; blocks while the queue is full. If an earlier call failed, raises its
+    def submit(self, what: str, report: Any) -> None:
+        """Queue ``report`` (``what`` names it in errors, e.g. ``metrics of step 3``) behind
+        every earlier one; blocks while the queue is full. If an earlier one failed, raises its
         error instead and queues nothing."""
         self._raise_pending()
         with self._lock:
@@ -63,7 +79,7 @@ class Reporter:
                 self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
                 self._thread.start()
                 atexit.register(self._at_exit)
-        self._queue.put((what, call))
+        self._queue.put((what, report))
 
     def flush(self) -> None:
         """Wait until every queued call has run; raise the error of one that failed."""
@@ -97,31 +113,55 @@ class Reporter:
 
     # ---- internals ---------------------------------------------------------------------------
 
+    def _take_batch(self) -> tuple[list[_Item], bool]:
+        """The next reports to send (blocking for the first) and whether to stop after them."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            batch, stop = self._take_batch()
             try:
-                if item is None:
-                    return
-                what, call = item
-                with self._lock:
-                    if self._error is not None:
-                        self._dropped += 1
-                        continue
-                try:
-                    call()
-                except BaseException as exc:  # raised on the caller's thread later
-                    log.warning("%s failed: %s (the next report or flush raises it)", what, exc)
-                    with self._lock:
-                        self._error, self._failed, self._dropped = exc, what, 0
+                self._send_batch(batch)
             finally:
-                self._queue.task_done()
+                for _ in range(len(batch) + stop):
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _send_batch(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        with self._lock:
+            if self._error is not None:
+                self._dropped += len(batch)
+                return
+        try:
+            self._send([report for _, report in batch])
+        except BaseException as exc:  # raised on the caller's thread later
+            what = batch[0][0]
+            if len(batch) > 1:
+                what += f" (and the {len(batch) - 1} report(s) sent with it)"
+            log.warning("%s failed: %s (the next report or flush raises it)", what, exc)
+            with self._lock:
+                self._error, self._failed, self._dropped = exc, what, 0
 
     def _take_error(self) -> tuple[BaseException | None, str]:
         with self._lock:
             error, what, dropped = self._error, self._failed, self._dropped
             self._error, self._failed, self._dropped = None, "", 0
-        note = f"{what} failed in the background"
+        note = f"sending {what} failed in the background"
         if dropped:
             note += f"; the {dropped} report(s) queued after it were not sent"
         return error, note

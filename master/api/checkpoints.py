@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import partial
 from typing import IO, Any, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 from sqlalchemy.orm import Session
@@ -31,7 +31,15 @@ from master.api.experiment_schemas import CheckpointReply
 from master.api.experiments import master_state
 from master.api.openapi import TAR, documented, streamed
 from master.api.schemas import BINARY, Empty
-from master.api.trials import LooseBody, load_trial, trial_token_for
+from master.api.trial_reports import (
+    IDEMPOTENCY_HEADER,
+    LooseBody,
+    idempotency_key,
+    key_seen,
+    remember_key,
+    trial_token_for,
+)
+from master.api.trials import load_trial
 from master.api.wire import WireModel
 from master.experiments import views
 
@@ -78,8 +86,17 @@ def _size(path: str, value: int | str) -> int:
 
 
 def store_checkpoint(
-    session: Session, body: CheckpointBody, trial_id: int, allocation_id: str, now: datetime
+    session: Session,
+    body: CheckpointBody,
+    trial_id: int,
+    allocation_id: str,
+    now: datetime,
+    key: str | None = None,
 ) -> None:
+    if key is not None:
+        if key_seen(session, trial_id, key):
+            return  # reported again with its idempotency key (a retried request)
+        remember_key(session, trial_id, key, "checkpoint", now)
     existing = session.get(models.Checkpoint, body.uuid)
     if existing is not None:
         if existing.trial_id == trial_id:
@@ -112,8 +129,13 @@ def store_checkpoint(
 
 
 @router.post("", **documented(Empty, 404, 409))
-async def report_checkpoint(body: ReportCheckpointRequest, request: Request) -> dict[str, Any]:
-    """A running trial stored a checkpoint; the next run of the trial resumes from it."""
+async def report_checkpoint(
+    body: ReportCheckpointRequest,
+    request: Request,
+    key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
+) -> dict[str, Any]:
+    """A running trial stored a checkpoint; the next run of the trial resumes from it. Reporting
+    it again (same uuid, or same ``Idempotency-Key``) changes nothing."""
     allocation_id, trial_id = await trial_token_for(request, None)
     checkpoint = body.checkpoint
     if checkpoint.allocation_id not in (None, allocation_id):
@@ -138,6 +160,7 @@ async def report_checkpoint(body: ReportCheckpointRequest, request: Request) -> 
             trial_id=trial_id,
             allocation_id=allocation_id,
             now=state.clock(),
+            key=idempotency_key(key),
         )
     )
     return {}

@@ -1,32 +1,24 @@
-"""``/api/v1/trials/{id}``: what people ask of a trial (describe, logs, kill, checkpoints) and
-what a running trial reports (searcher operations, metrics, progress, early exit).
-
-A trial's reports take its run's own allocation token (``DET_SESSION_TOKEN``), checked to
-belong to a run of that very trial: a user's login token cannot report for a trial, nor can
-one trial report for another. Tokens die with their allocation, so only the current run can.
-"""
+"""``/api/v1/trials/{id}``: what people ask of a trial (describe, logs, metrics, workloads,
+kill, checkpoints). What a running trial reports is in :mod:`master.api.trial_reports`."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master import auth, models
 from master.api.checkpoint_pages import checkpoint_page
-from master.api.errors import ApiError, bad_request, not_found
+from master.api.errors import bad_request, not_found
 from master.api.experiment_schemas import (
     CheckpointList,
     MetricsList,
-    SearcherOperation,
     TrialReply,
     WorkloadList,
 )
@@ -40,10 +32,9 @@ from master.api.openapi import NDJSON, documented, streamed
 from master.api.paging import page, sort_order_desc
 from master.api.schemas import TRIAL_LOG_LINE, Empty
 from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
-from master.api.wire import Int64, WireModel, timestamp
+from master.api.wire import Int64, timestamp
 from master.experiments import views
-from master.experiments.launch import TASK_TYPE
-from master.experiments.live import EarlyExit, KillTrial, TrialProgress, ValidationCompleted
+from master.experiments.live import KillTrial
 from master.experiments.states import TRIAL_TERMINAL
 
 router = APIRouter(prefix="/api/v1/trials")
@@ -54,44 +45,6 @@ def load_trial(session: Session, trial_id: int) -> models.Trial:
     if row is None:
         raise not_found(f"trial {trial_id}")
     return row
-
-
-# ---- the trial's own token -----------------------------------------------------------------------
-
-
-def token_trial(session: Session, token: str, now: Any) -> tuple[str, int] | None:
-    """The allocation a task token belongs to and the trial it runs (None if not a trial's)."""
-    allocation_id = auth.allocation_of_token(session, token, now)
-    if allocation_id is None:
-        return None
-    allocation = session.get(models.Allocation, allocation_id)
-    if allocation is None or allocation.ended_at is not None:
-        return None
-    task = session.get(models.Task, allocation.task_id)
-    if task is None or task.task_type != TASK_TYPE or "trial_id" not in task.config:
-        return None
-    return allocation_id, int(task.config["trial_id"])
-
-
-async def trial_token_for(request: Request, trial_id: int | None) -> tuple[str, int]:
-    """``(allocation id, trial id)`` of the calling run; 401/403 unless it is a run's own token
-    (of trial ``trial_id`` when given)."""
-    state = master_state(request)
-    token = auth.request_token(request)
-    if token is None:
-        raise ApiError(401, "authentication required: this call takes the trial's own token")
-    found = await state.db.run(partial(token_trial, token=token, now=state.clock()))
-    if found is None:
-        raise ApiError(
-            403,
-            "only a running trial may report this, with its own token (DET_SESSION_TOKEN); "
-            "this token belongs to no running trial",
-        )
-    if trial_id is not None and found[1] != trial_id:
-        raise ApiError(
-            403, f"this token belongs to a run of trial {found[1]}, not of trial {trial_id}"
-        )
-    return found
 
 
 # ---- what people ask -----------------------------------------------------------------------------
@@ -300,141 +253,3 @@ async def trial_logs(
                 await state.logs.wait(latest, FOLLOW_POLL_SECONDS)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-
-# ---- what a running trial reports ----------------------------------------------------------------
-
-
-class LooseBody(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-
-class TrialMetricsBody(LooseBody):
-    trial_id: int | None = Field(default=None, alias="trialId")
-    trial_run_id: int | None = Field(default=None, alias="trialRunId")
-    steps_completed: int = Field(alias="stepsCompleted", ge=0)
-    avg_metrics: dict[str, Any] | None = Field(default=None, alias="avgMetrics")
-    metrics: dict[str, Any] | None = None  # Determined's shape: {"avgMetrics": {...}}
-
-
-class ReportMetricsRequest(WireModel):
-    metrics: TrialMetricsBody
-    group: str = Field(min_length=1, max_length=64)
-
-
-def _searcher_metric(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def store_metrics(session: Session, trial_id: int, body: ReportMetricsRequest, now: Any) -> None:
-    metrics = body.metrics
-    values = metrics.avg_metrics
-    if values is None and metrics.metrics is not None:
-        values = metrics.metrics.get("avgMetrics")
-    if not isinstance(values, dict):
-        raise bad_request("metrics.avgMetrics: expected a mapping of metric names to values")
-    trial = load_trial(session, trial_id)
-    experiment = session.get_one(models.Experiment, trial.experiment_id)
-    metric_name = experiment.config.get("searcher", {}).get("metric")
-    searcher_metric = None
-    if body.group == views.VALIDATION and metric_name in values:
-        searcher_metric = _searcher_metric(values[metric_name])
-    session.add(
-        models.TrialMetrics(
-            trial_id=trial_id,
-            trial_run_id=metrics.trial_run_id or trial.run_id,
-            group=body.group,
-            steps_completed=metrics.steps_completed,
-            metrics=values,
-            searcher_metric=searcher_metric,
-            report_time=now,
-        )
-    )
-    if metrics.steps_completed > trial.total_batches:
-        trial.total_batches = metrics.steps_completed
-
-
-@router.post("/{trial_id}/metrics", **documented(Empty, 404, 409))
-async def report_metrics(
-    trial_id: Int64, body: ReportMetricsRequest, request: Request
-) -> dict[str, Any]:
-    await trial_token_for(request, trial_id)
-    if body.metrics.trial_id not in (None, trial_id):
-        raise bad_request(f"metrics.trialId: {body.metrics.trial_id} is not trial {trial_id}")
-    state = master_state(request)
-    await state.db.run(partial(store_metrics, trial_id=trial_id, body=body, now=state.clock()))
-    return {}
-
-
-class ProgressRequest(WireModel):
-    progress: float = Field(ge=0, le=1)
-    trial_id: int | None = None
-    is_raw: bool | None = None
-
-
-@router.post("/{trial_id}/progress", **documented(Empty, 404, 409))
-async def report_progress(
-    trial_id: Int64, body: ProgressRequest, request: Request
-) -> dict[str, Any]:
-    await trial_token_for(request, trial_id)
-    # The engine stores it and moves the experiment's progress with it; a trial it no longer
-    # runs (a late report) only gets its row written.
-    if await engine_call(engine_of(request), TrialProgress(trial_id, body.progress)):
-        return {}
-
-    def write(session: Session) -> None:
-        load_trial(session, trial_id).progress = body.progress
-
-    await master_state(request).db.run(write)
-    return {}
-
-
-class EarlyExitRequest(WireModel):
-    reason: str
-
-
-@router.post("/{trial_id}/early_exit", **documented(Empty, 404, 409))
-async def report_early_exit(
-    trial_id: Int64, body: EarlyExitRequest, request: Request
-) -> dict[str, Any]:
-    await trial_token_for(request, trial_id)
-    await engine_call(engine_of(request), EarlyExit(trial_id, body.reason))
-    return {}
-
-
-@router.get("/{trial_id}/searcher/operation", **documented(SearcherOperation, 404, 409))
-async def searcher_operation(trial_id: Int64, request: Request) -> dict[str, Any]:
-    """The operation the trial should run next: ``{"op": {"validateAfter": {"length": N}} |
-    null, "completed": bool}``; ``completed`` with no op means stop cleanly."""
-    await trial_token_for(request, trial_id)
-    length, completed = engine_of(request).searcher_operation(trial_id)
-    op = {"validateAfter": {"length": length}} if length is not None else None
-    return {"op": op, "completed": completed and op is None}
-
-
-class ValidateAfterBody(WireModel):
-    length: int = Field(ge=0)
-
-
-class CompletedOp(WireModel):
-    validate_after: ValidateAfterBody
-
-
-class CompletedOperationRequest(WireModel):
-    op: CompletedOp
-    searcher_metric: Any = None
-
-
-@router.post("/{trial_id}/searcher/completed_operation", **documented(Empty, 404, 409))
-async def completed_operation(
-    trial_id: Int64, body: CompletedOperationRequest, request: Request
-) -> dict[str, Any]:
-    await trial_token_for(request, trial_id)
-    metric = _searcher_metric(body.searcher_metric)
-    if metric is None:
-        raise bad_request(f"searcherMetric: expected a finite number, got {body.searcher_metric!r}")
-    event = ValidationCompleted(trial_id, body.op.validate_after.length, metric)
-    await engine_call(engine_of(request), event)
-    return {}

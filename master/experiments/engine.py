@@ -353,13 +353,24 @@ class ExperimentEngine:
             raise EngineError(409, f"trial {trial_id} has ended; it can report nothing more")
         return found
 
+    async def _repeated(self, trial_id: int, key: str | None) -> bool:
+        """Whether a report with idempotency ``key`` was applied (events run one at a time, so
+        nothing applies it between this read and the change that stores the key)."""
+        if key is None:
+            return False
+        return await self.db.run(partial(store.report_key_seen, trial_id=trial_id, key=key))
+
     async def _validation_completed(self, event: ValidationCompleted) -> None:
+        if await self._repeated(event.trial_id, event.key):
+            return
         experiment, trial = self._reporting_trial(event.trial_id)
         plan = self._plan(experiment)
         try:
             plan.validation_completed(trial, event.metric, event.length)
         except SearchError as exc:
             raise EngineError(400, str(exc)) from exc
+        if event.key is not None:
+            plan.change.report_keys.append((trial.id, event.key, "completed_operation"))
         await self._finish(plan)
 
     async def _trial_progress(self, event: TrialProgress) -> bool:
@@ -374,9 +385,13 @@ class ExperimentEngine:
         return True
 
     async def _early_exit(self, event: EarlyExit) -> None:
+        if await self._repeated(event.trial_id, event.key):
+            return
         experiment, trial = self._reporting_trial(event.trial_id)
         plan = self._plan(experiment)
         plan.early_exit(trial, event.reason)
+        if event.key is not None:
+            plan.change.report_keys.append((trial.id, event.key, "early_exit"))
         await self._finish(plan)
 
     async def _run_exited(self, event: RunExited) -> None:

@@ -110,6 +110,7 @@ class ValidationCompleted(Event):
     trial_id: int
     length: int
     metric: float
+    key: str | None = None  # the report's idempotency key: applied once per trial
 
 
 @dataclass
@@ -124,6 +125,7 @@ class TrialProgress(Event):
 class EarlyExit(Event):
     trial_id: int
     reason: str
+    key: str | None = None  # the report's idempotency key: applied once per trial
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from master import models
@@ -35,6 +35,8 @@ class Change:
     trials: dict[int, dict[str, Any]] = field(default_factory=dict)
     new_trials: list[NewTrialRow] = field(default_factory=list)
     handled_tasks: list[str] = field(default_factory=list)  # runs whose end was processed
+    # (trial id, idempotency key, kind) of the reports this change applies, stored with it.
+    report_keys: list[tuple[int, str, str]] = field(default_factory=list)
 
     def trial(self, trial_id: int) -> dict[str, Any]:
         return self.trials.setdefault(trial_id, {})
@@ -48,11 +50,19 @@ def apply_change(session: Session, change: Change, now: datetime) -> dict[str, i
             .where(models.Experiment.id == change.experiment_id)
             .values(**change.experiment)
         )
+    terminal = {state.value for state in TRIAL_TERMINAL}
     for trial_id, values in change.trials.items():
         if values:
             session.execute(
                 update(models.Trial).where(models.Trial.id == trial_id).values(**values)
             )
+        if values.get("state") in terminal:
+            # Nothing reports for an ended trial: its report keys are not needed any more.
+            session.execute(
+                delete(models.TrialReportKey).where(models.TrialReportKey.trial_id == trial_id)
+            )
+    for trial_id, key, kind in change.report_keys:
+        session.add(models.TrialReportKey(trial_id=trial_id, key=key, kind=kind, created_at=now))
     created = {}
     for new in change.new_trials:
         row = models.Trial(
@@ -77,6 +87,12 @@ def apply_change(session: Session, change: Change, now: datetime) -> dict[str, i
         )
         _strip_files(session, task_id, change.experiment_id)
     return created
+
+
+def report_key_seen(session: Session, trial_id: int, key: str) -> bool:
+    """Whether a report of the trial with idempotency ``key`` was applied (not metrics: their
+    keys are on their rows)."""
+    return session.get(models.TrialReportKey, (trial_id, key)) is not None
 
 
 def _strip_files(session: Session, task_id: str, experiment_id: int) -> None:

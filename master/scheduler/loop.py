@@ -543,6 +543,9 @@ class Scheduler(AgentEvents):
             "DET_ALLOCATION_ID": allocation.id,
             "DET_SESSION_TOKEN": session_token,
             "DET_USER": allocation.owner,
+            "DET_MASTER_UNREACHABLE_TIMEOUT": str(
+                self.config.master_unreachable_timeout.total_seconds()
+            ),
         }
         for agent_id, slots in allocation.agent_slots.items():
             self._log(

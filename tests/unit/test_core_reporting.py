@@ -20,11 +20,11 @@ import harness.core
 from harness.client import (
     BadRequestError,
     MasterClient,
-    MasterUnreachableError,
     NotFoundError,
     tls_verify,
 )
 from harness.core.api import TrialAPI
+from harness.core.patience import MasterGoneError, Patience
 from tests.fake_trial_master import (
     FakeTrialMaster,
     experiment_config,
@@ -92,6 +92,7 @@ class Fake:
         self.gate = threading.Event()
         self.gate.set()
         self.received: list[tuple[str, Any]] = []  # (last path part, body) of each answered call
+        self.batches: list[int] = []  # reports per answered POST /reports
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         assert self.gate.wait(10), "the test never opened the gate"
@@ -100,7 +101,14 @@ class Fake:
             raise outcome
         body = json.loads(request.content) if request.content else None
         if outcome < 400:
-            self.received.append((request.url.path.rsplit("/", 1)[-1], body))
+            kind = request.url.path.rsplit("/", 1)[-1]
+            if kind == "reports":  # the reporter's batch: recorded report by report
+                self.batches.append(len(body["reports"]))
+                for one in body["reports"]:
+                    one_kind = "metrics" if "metrics" in one else "progress"
+                    self.received.append((one_kind, one.get("metrics")))
+            else:
+                self.received.append((kind, body))
         return httpx.Response(outcome, json={"message": f"no: {request.url.path}"})
 
     def steps(self) -> list[int]:
@@ -114,9 +122,13 @@ class Fake:
 
 
 def failing_step(step: int) -> Callable[[httpx.Request], int | Exception]:
+    """400 for a request carrying the metrics of ``step`` (alone or in a batch)."""
+
     def answer(request: httpx.Request) -> int:
         body = json.loads(request.content) if request.content else {}
-        return 400 if body.get("metrics", {}).get("stepsCompleted") == step else 200
+        reports = [one.get("metrics", {}) for one in body.get("reports", [])] or [body]
+        steps = [one.get("metrics", {}).get("stepsCompleted") for one in reports]
+        return 400 if step in steps else 200
 
     return answer
 
@@ -128,21 +140,24 @@ def report(api: TrialAPI, step: int) -> None:
 def test_a_failed_report_is_raised_by_the_next_flush_and_what_followed_it_is_not_sent() -> None:
     fake = Fake(failing_step(2))
     api = fake.api()
-    fake.gate.clear()  # all three are queued before the second fails
-    for step in (1, 2, 3):
+    fake.gate.clear()
+    report(api, 1)
+    wait_until(lambda: api._reporter._queue.qsize() == 0)  # 1 is being sent, at the gate
+    for step in (2, 3, 4):  # one request, which fails
         report(api, step)
+    wait_until(lambda: api._reporter._queue.qsize() == 3)
     fake.gate.set()
-    with pytest.raises(BadRequestError, match="no: /api/v1/trials/5/metrics") as caught:
+    with pytest.raises(BadRequestError, match="no: /api/v1/trials/5/reports") as caught:
         api.flush()
     assert caught.value.__notes__ == [
-        "POST /api/v1/trials/5/metrics failed in the background; the 1 report(s) queued after "
-        "it were not sent"
+        "sending training metrics of step 2 (and the 2 report(s) sent with it) failed in the "
+        "background"
     ]
-    assert fake.steps() == [1]
+    assert fake.steps() == [1] and fake.batches == [1]
     api.flush()  # raised once; reporting goes on
-    report(api, 4)
+    report(api, 6)
     api.flush()
-    assert fake.steps() == [1, 4]
+    assert fake.steps() == [1, 6]
     api.close()
 
 
@@ -154,6 +169,7 @@ def test_a_failed_report_is_raised_by_the_next_report_or_call_which_does_nothing
     with pytest.raises(BadRequestError):
         report(api, 2)  # not queued
     report(api, 3)
+    api.flush()
 
     fake.answer = lambda request: 400 if b"validation" in request.content else 200
     api.report_metrics("validation", 3, {"validation_loss": 0.5})
@@ -177,7 +193,7 @@ def test_closing_raises_a_failed_report_or_logs_it(
     report(api, 7)
     with caplog.at_level(logging.ERROR, logger="harness.core"):
         api.close(raise_error=False)
-    assert "POST /api/v1/trials/5/metrics failed in the background" in caplog.text
+    assert "sending training metrics of step 7 failed in the background" in caplog.text
     with pytest.raises(RuntimeError, match="closed"):
         report(api, 8)
 
@@ -201,15 +217,17 @@ def test_an_unreachable_master_is_retried_in_the_background() -> None:
         return httpx.ConnectError("refused") if len(attempts) <= 2 else 200
 
     fake = Fake(answer)
-    api = fake.api(retry_delays=(0.01, 0.01, 0.01))
+    api = fake.api(patience=Patience(0.5, first_delay=0.01))
+    fake.gate.clear()
     report(api, 1)
     report(api, 2)
+    fake.gate.set()
     api.flush()
-    assert fake.steps() == [1, 2] and len(attempts) == 4
+    assert fake.steps() == [1, 2] and 3 <= len(attempts) <= 4
 
     fake.answer = lambda request: httpx.ConnectError("refused")
     report(api, 3)
-    with pytest.raises(MasterUnreachableError, match="cannot reach the master"):
+    with pytest.raises(MasterGoneError, match=r"no answer for 0s .*giving up"):
         api.flush()
     api.close()
 
