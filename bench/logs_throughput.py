@@ -175,7 +175,7 @@ async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, 
         login = await http.post("/api/v1/auth/login", json={"username": "admin", "password": ""})
         http.headers["Authorization"] = f"Bearer {login.json()['token']}"
         fakes = [FakeAgent(url, f"bench-agent-{i}") for i in range(agents)]
-        go, done = asyncio.Event(), []
+        go, done = asyncio.Event(), list[float]()
         runs = [asyncio.create_task(f.run(lines, batch, go, done)) for f in fakes]
         while len((await http.get("/api/v1/agents")).json()["agents"]) < agents:
             await asyncio.sleep(0.05)

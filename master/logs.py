@@ -2,22 +2,42 @@
 
 Lines come from agents (a task's stdout/stderr, in batches) and from the master itself (state
 changes and failure reasons, ``source="master"``), so ``det task logs`` tells the whole story.
+
+Writing is the hot path (an agent fleet's output): a batch is written with one statement —
+``COPY … FROM STDIN`` on PostgreSQL, one ``executemany`` of plain tuples on SQLite — with no ORM
+object or SQLAlchemy type processing per line; other writes (an agent's last applied message
+sequence number) may share its transaction. Reading returns plain rows of :data:`LOG_COLUMNS`
+by keyset pages (``id > after``), so a long log streams in bounded memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from master import models
 from master.db import Database
+
+# One stored line, as the agent sends it: ``{"timestamp", "stdtype", "line"}`` (agent.protocol's
+# LogEntry shape, validated as a whole batch, not as an object per line).
+EntryDict = dict[str, Any]
+
+_INSERT_COLUMNS: tuple[str, ...] = ("task_id", "allocation_id", "agent_id", "timestamp")
+_INSERT_COLUMNS += ("stdtype", "level", "source", "log")
+LOG_COLUMNS = ("id", *_INSERT_COLUMNS)
+_SQLITE_INSERT = (
+    f"INSERT INTO task_logs ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * 8)})"
+)
+_PG_COPY = f"COPY task_logs ({', '.join(_INSERT_COLUMNS)}) FROM STDIN"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,68 @@ class LogLine:
     log: str
     level: str = "INFO"
     source: str = "task"
+
+
+def _text(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL; a task may print one.
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """SQLAlchemy's own SQLite DATETIME text (naive UTC), so its reader parses what we wrote."""
+    v = _utc(value)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
+def _copy_field(value: str | None) -> str:
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def insert_lines(
+    session: Session,
+    task_id: str,
+    allocation_id: str | None,
+    agent_id: str | None,
+    lines: Sequence[LogLine | EntryDict],
+) -> None:
+    """Write ``lines`` in the session's transaction with one statement."""
+    connection = session.connection()
+    rows = [
+        (
+            (line.timestamp, line.stdtype, line.level, line.source, _text(line.log))
+            if isinstance(line, LogLine)
+            else (line["timestamp"], line["stdtype"], "INFO", "task", _text(line["line"]))
+        )
+        for line in lines
+    ]
+    if connection.dialect.name == "postgresql":
+        head = "\t".join(_copy_field(v) for v in (task_id, allocation_id, agent_id))
+        buffer = io.StringIO()
+        buffer.writelines(
+            f"{head}\t{_utc(ts).isoformat()}\t{_copy_field(stdtype)}\t{level}\t{source}\t"
+            f"{log.translate(_COPY_ESCAPES)}\n"
+            for ts, stdtype, level, source, log in rows
+        )
+        buffer.seek(0)
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None
+        with contextlib.closing(dbapi.cursor()) as cursor:
+            cursor.copy_expert(_PG_COPY, buffer)
+        return
+    connection.exec_driver_sql(
+        _SQLITE_INSERT,
+        [
+            (task_id, allocation_id, agent_id, _sqlite_time(ts), stdtype, level, source, log)
+            for ts, stdtype, level, source, log in rows
+        ],
+    )
 
 
 class LogStore:
@@ -41,27 +123,21 @@ class LogStore:
         task_id: str,
         allocation_id: str | None,
         agent_id: str | None,
-        lines: Sequence[LogLine],
+        lines: Sequence[LogLine | EntryDict],
+        also: Callable[[Session], None] | None = None,
     ) -> None:
+        """Store ``lines`` (and run ``also`` in the same transaction), then wake followers."""
         if not lines:
             return
-        rows: list[dict[str, Any]] = [
-            {
-                "task_id": task_id,
-                "allocation_id": allocation_id,
-                "agent_id": agent_id,
-                "timestamp": line.timestamp,
-                "stdtype": line.stdtype,
-                "level": line.level,
-                "source": line.source,
-                # PostgreSQL's text cannot hold NUL; a task may print one.
-                "log": line.log.replace("\x00", "\ufffd"),
-            }
-            for line in lines
-        ]
-        await self.db.run(lambda s: s.execute(insert(models.TaskLog), rows))
+
+        def write(session: Session) -> None:
+            insert_lines(session, task_id, allocation_id, agent_id, lines)
+            if also is not None:
+                also(session)
+
+        await self.db.run(write)
         if self.on_append is not None:
-            self.on_append(task_id, lines)
+            self.on_append(task_id, [as_log_line(line) for line in lines])
         self.wake(task_id)
 
     async def master_line(
@@ -82,14 +158,24 @@ class LogStore:
             await asyncio.wait_for(waiter.wait(), timeout)
 
 
+def as_log_line(line: LogLine | EntryDict) -> LogLine:
+    if isinstance(line, LogLine):
+        return line
+    return LogLine(line["timestamp"], line["stdtype"], line["line"])
+
+
 def read_logs(
-    session: Session, task_id: str, after_id: int, limit: int | None
-) -> list[models.TaskLog]:
+    session: Session, task_ids: str | Sequence[str], after_id: int, limit: int | None
+) -> Sequence[Row[Any]]:
+    """Rows of :data:`LOG_COLUMNS` of the task(s) with an id above ``after_id``, in id order."""
+    table = models.TaskLog.__table__
+    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+    where = table.c.task_id == ids[0] if len(ids) == 1 else table.c.task_id.in_(ids)
     query = (
-        select(models.TaskLog)
-        .where(models.TaskLog.task_id == task_id, models.TaskLog.id > after_id)
-        .order_by(models.TaskLog.id)
+        select(*(table.c[name] for name in LOG_COLUMNS))
+        .where(where, table.c.id > after_id)
+        .order_by(table.c.id)
     )
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    return session.execute(query).all()
