@@ -236,14 +236,17 @@ def main() -> None:
         "data_dir": str(workdir / "data"),
         "db": {"url": db_url},
         "agent_join_token": JOIN_TOKEN,
-        "log_level": "WARNING",
+        "log_level": os.environ.get("BENCH_MASTER_LOG_LEVEL", "WARNING"),
     }
     (workdir / "master.yaml").write_text(yaml.safe_dump(config))
     log = (workdir / "master.log").open("wb")
+    # The master of this source tree, whatever tree the shared venv's console script points at.
+    tree = str(Path(__file__).resolve().parents[1])
     master = subprocess.Popen(
         [str(BIN / "det-master"), "--config", str(workdir / "master.yaml")],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": tree},
     )
     try:
         deadline = time.monotonic() + 60
