@@ -20,6 +20,11 @@ master's).
 Then one task's log (``--lines`` lines plus the master's own few) is read back through the REST
 route, the whole NDJSON stream consumed by httpx: *read lines/s*, best of ``--reads``.
 
+Also printed: the master process's CPU time per line (user + system, from ``/proc``) while
+storing and while reading — the figure that holds on a machine other work keeps busy, where
+the wall-clock rates measure the neighbours as much as the master. PostgreSQL's own CPU is not
+in it.
+
 Works against older protocol versions too (fields are set only where the models have them), so
 the same file measures ``main`` as "before".
 """
@@ -59,6 +64,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fields(model: type[Any], **values: Any) -> dict[str, Any]:
@@ -261,8 +272,12 @@ def main() -> None:
             if time.monotonic() > deadline or master.poll() is not None:
                 sys.exit(f"the master did not start; see {workdir / 'master.log'}")
             time.sleep(0.1)
+        cpu = cpu_seconds(master.pid)
         stored, task_ids = asyncio.run(ingest(url, args.agents, args.lines, args.batch))
+        store_cpu = cpu_seconds(master.pid) - cpu
+        cpu = cpu_seconds(master.pid)
         read, count = read_back(url, task_ids[0], args.reads)
+        read_cpu = cpu_seconds(master.pid) - cpu
     finally:
         master.terminate()
         master.wait(30)
@@ -274,7 +289,10 @@ def main() -> None:
     print(
         f"db={args.db} agents={args.agents} lines/agent={args.lines} batch={args.batch}: "
         f"stored {stored:,.0f} lines/s; read {count:,} lines at {read:,.0f} lines/s "
-        f"(best of {args.reads}); load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"(best of {args.reads}); master CPU per line: store "
+        f"{store_cpu / (args.agents * args.lines) * 1e6:.1f} us, read "
+        f"{read_cpu / (count * args.reads) * 1e6:.1f} us; "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
 
 
