@@ -13,7 +13,8 @@ agent answers ``allocation_started`` — the honest cheapest way to a running al
 accepts logs for (no process runs). Then every agent sends ``--lines`` lines in ``log_batch``es of
 ``--batch`` lines (what the real agent sends at most per batch), then ``allocation_exited``. The
 master stores each batch before it reads the next frame and records the exit after the logs, so
-the clock stops when every task has ended: *stored lines/s* = all lines / (last end − first send).
+the clock stops when every task has ended: *stored lines/s* = all lines / (the master's last
+``endTime`` − the first send; one clock, one machine).
 Frames are encoded before the clock starts (the agent's JSON encoding is the agent's CPU, not the
 master's).
 
@@ -55,6 +56,8 @@ PG_ADMIN_URL = os.environ.get(
     "FLOTILLA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 JOIN_TOKEN = "bench-join-token"
+END_POLL_SECONDS = 0.25
+ended: list[datetime] = []  # the tasks' end times, as the master recorded them
 BIN = Path(sys.executable).parent
 
 
@@ -91,7 +94,7 @@ class FakeAgent:
         self.seq += 1
         return self.seq
 
-    async def run(self, lines: int, batch: int, go: asyncio.Event, done: list[float]) -> None:
+    async def run(self, lines: int, batch: int, go: asyncio.Event) -> None:
         async with connect(
             self.ws_url,
             additional_headers={"Authorization": f"Bearer {JOIN_TOKEN}"},
@@ -160,7 +163,6 @@ class FakeAgent:
                 await ws.send(frame)
             assert self.ended is not None
             await self.ended
-            done.append(time.perf_counter())
             reader.cancel()
 
     async def _read(self, ws: Any) -> None:
@@ -174,11 +176,14 @@ class FakeAgent:
 
 
 async def _until_ended(http: httpx.AsyncClient, task_id: str) -> None:
+    """Poll slowly (each poll costs the master CPU the figures should not include); the end
+    time that counts is the master's own ``endTime``."""
     while True:
         task = (await http.get(f"/api/v1/tasks/{task_id}")).json()["task"]
         if task["endTime"]:
+            ended.append(datetime.fromisoformat(task["endTime"].replace("Z", "+00:00")))
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(END_POLL_SECONDS)
 
 
 async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, list[str]]:
@@ -186,8 +191,8 @@ async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, 
         login = await http.post("/api/v1/auth/login", json={"username": "admin", "password": ""})
         http.headers["Authorization"] = f"Bearer {login.json()['token']}"
         fakes = [FakeAgent(url, f"bench-agent-{i}") for i in range(agents)]
-        go, done = asyncio.Event(), list[float]()
-        runs = [asyncio.create_task(f.run(lines, batch, go, done)) for f in fakes]
+        go = asyncio.Event()
+        runs = [asyncio.create_task(f.run(lines, batch, go)) for f in fakes]
         while len((await http.get("/api/v1/agents")).json()["agents"]) < agents:
             await asyncio.sleep(0.05)
         task_ids = []
@@ -199,10 +204,10 @@ async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, 
         await asyncio.sleep(0.5)  # every frame encoded and waiting for `go`
         for fake, task_id in zip(fakes, task_ids, strict=True):
             fake.ended = asyncio.create_task(_until_ended(http, task_id))
-        begin = time.perf_counter()
+        begin = datetime.now(UTC)
         go.set()
         await asyncio.gather(*runs)
-        return agents * lines / (max(done) - begin), task_ids
+        return agents * lines / (max(ended) - begin).total_seconds(), task_ids
 
 
 def read_back(url: str, task_id: str, reads: int) -> tuple[float, int]:
