@@ -186,7 +186,10 @@ async def _until_ended(http: httpx.AsyncClient, task_id: str) -> None:
         await asyncio.sleep(END_POLL_SECONDS)
 
 
-async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, list[str]]:
+async def ingest(
+    url: str, pid: int, agents: int, lines: int, batch: int
+) -> tuple[float, float, list[str]]:
+    """Stored lines/s, the master's CPU seconds while storing, and the tasks."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         login = await http.post("/api/v1/auth/login", json={"username": "admin", "password": ""})
         http.headers["Authorization"] = f"Bearer {login.json()['token']}"
@@ -204,10 +207,12 @@ async def ingest(url: str, agents: int, lines: int, batch: int) -> tuple[float, 
         await asyncio.sleep(0.5)  # every frame encoded and waiting for `go`
         for fake, task_id in zip(fakes, task_ids, strict=True):
             fake.ended = asyncio.create_task(_until_ended(http, task_id))
+        cpu = cpu_seconds(pid)
         begin = datetime.now(UTC)
         go.set()
         await asyncio.gather(*runs)
-        return agents * lines / (max(ended) - begin).total_seconds(), task_ids
+        cpu = cpu_seconds(pid) - cpu
+        return agents * lines / (max(ended) - begin).total_seconds(), cpu, task_ids
 
 
 def read_back(url: str, task_id: str, reads: int) -> tuple[float, int]:
@@ -277,9 +282,9 @@ def main() -> None:
             if time.monotonic() > deadline or master.poll() is not None:
                 sys.exit(f"the master did not start; see {workdir / 'master.log'}")
             time.sleep(0.1)
-        cpu = cpu_seconds(master.pid)
-        stored, task_ids = asyncio.run(ingest(url, args.agents, args.lines, args.batch))
-        store_cpu = cpu_seconds(master.pid) - cpu
+        stored, store_cpu, task_ids = asyncio.run(
+            ingest(url, master.pid, args.agents, args.lines, args.batch)
+        )
         cpu = cpu_seconds(master.pid)
         read, count = read_back(url, task_ids[0], args.reads)
         read_cpu = cpu_seconds(master.pid) - cpu
