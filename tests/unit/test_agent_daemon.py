@@ -243,6 +243,8 @@ def test_reconnect_reattaches_and_delivers_what_happened_offline_once_in_order(t
                 ]
                 assert ours[-1].exit_code == code  # the exit comes after all its logs
             assert daemon.sessions == 2
+            await send(ws, Ack(seq=everything[-1].seq))  # else stopping waits 5 s for it
+            await until(lambda: len(daemon.outbox) == 0)
             daemon.stop()
             assert await asyncio.wait_for(agent, 5) == 0
 
