@@ -10,8 +10,11 @@ A lost link does not touch the allocations: they keep running and everything the
 waits in the :class:`~agent.outbox.Outbox`. The next hello lists what still runs; the welcome
 says what the master re-attaches, the rest is killed, then the queued messages go out in order.
 
-Delivery: a message the socket refused is sent again on the next connection. The protocol has
-no acknowledgements, so a message the socket accepted just before the link died may be lost.
+Delivery: every message the outbox sends is numbered and kept until the master acknowledges it
+(``ack``, or the next ``welcome``'s ``last_seq``); after a reconnect the unacknowledged ones go
+out again with their numbers and the master skips those it applied already — nothing is lost
+or applied twice across a reconnect. Each run of this process says who it is in ``hello``
+(``boot_id``, ``booted_at``), so the master can tell a restarted agent from a reconnected one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import logging
 import random
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,6 +39,7 @@ from agent.config import AgentConfig
 from agent.isolation import Isolation
 from agent.outbox import Outbox
 from agent.protocol import (
+    Ack,
     Hello,
     KillAllocation,
     MasterMessage,
@@ -149,6 +155,8 @@ class Daemon:
             isolation=isolation,
             uid_range=config.uid_range,
         )
+        self.boot_id = uuid.uuid4().hex  # this run of the agent process
+        self.booted_at = datetime.now(UTC)
         self.sessions = 0  # welcomes received so far
         self._stopping = asyncio.Event()
         self._connected = False
@@ -275,6 +283,8 @@ class Daemon:
     async def _serve(self, ws: ClientConnection) -> str:
         hello = Hello(
             agent_id=self.config.agent_id,
+            boot_id=self.boot_id,
+            booted_at=self.booted_at,
             version=agent_version(),
             resource_pool=self.config.resource_pool,
             slots=self.slots,
@@ -324,16 +334,18 @@ class Daemon:
         self._welcomed = True
         self.sessions += 1
         self.runner.log_batch_interval = welcome.options.log_batch_interval
+        self.outbox.rewind(welcome.last_seq)
         keep = set(welcome.reattach)
         orphans = [r.allocation_id for r in self.runner.running() if r.allocation_id not in keep]
         log.info(
             "connected to the master as %s: %d slot(s), %d of %d allocation(s) re-attached, "
-            "%d queued message(s) to send",
+            "%d queued message(s) to send (after seq %d)",
             self.config.agent_id,
             len(self.slots),
             reported - len(orphans),
             reported,
-            len(self.outbox),
+            self.outbox.pending,
+            welcome.last_seq,
         )
         for allocation_id in orphans:
             self.runner.kill(allocation_id, "not re-attached by the master after reconnecting")
@@ -344,12 +356,11 @@ class Daemon:
             message = self.outbox.take()
             if message is None:
                 continue
+            # Unacknowledged until the master says so: a send that fails here, or a frame the
+            # link loses after the socket took it, goes again after the next welcome.
             self._sending = True
             try:
                 await ws.send(message.model_dump_json())
-            except BaseException:
-                self.outbox.give_back(message)
-                raise
             finally:
                 self._sending = False
 
@@ -370,6 +381,8 @@ class Daemon:
     async def _handle(self, ws: ClientConnection, message: MasterMessage) -> None:
         if isinstance(message, Ping):
             await ws.send(Pong(seq=message.seq).model_dump_json())
+        elif isinstance(message, Ack):
+            self.outbox.ack(message.seq)
         elif isinstance(message, StartAllocation):
             self.runner.start(message)
         elif isinstance(message, KillAllocation):

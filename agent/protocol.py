@@ -7,26 +7,40 @@ so an unknown or malformed message is rejected with a pydantic error, never half
 
 Order of a connection:
 
-1. agent → ``hello``: who it is, its slots, and the allocations it is still running (after a
-   master restart or a network blip these are re-attached instead of failed).
-2. master → ``welcome``: liveness options and which of the reported allocations to keep; the
-   agent kills every running allocation the master does not list. Or ``reject`` (unknown pool)
-   and the master closes the socket.
-3. Then any order: ``start_allocation`` / ``kill_allocation`` from the master;
+1. agent → ``hello``: who it is (its id, and ``boot_id``: which run of the agent *process*), its
+   slots, and the allocations it is still running (after a master restart or a network blip
+   these are re-attached instead of failed).
+2. master → ``welcome``: liveness options, which of the reported allocations to keep (the
+   agent kills every running allocation the master does not list), and ``last_seq``: the last
+   sequence number it applied from this agent process (0: none). Or ``reject`` (unknown pool,
+   other protocol version) and the master closes the socket.
+3. The agent drops what it queued up to ``last_seq`` and sends the rest, oldest first: replayed
+   messages keep their ``seq``.
+4. Then any order: ``start_allocation`` / ``kill_allocation`` from the master;
    ``allocation_started``, ``allocation_exited``, ``log_batch`` and ``interruption_notice``
-   (the cloud is about to reclaim this spot instance, see ``agent/spot.py``) from the agent.
-   The master sends ``ping`` every ``ping_interval`` seconds and the agent answers ``pong``;
-   either side that hears nothing for ``ping_timeout`` seconds treats the connection as lost.
+   (the cloud is about to reclaim this spot instance, see ``agent/spot.py``) from the agent,
+   each with its ``seq``; ``ack`` from the master (everything up to its ``seq`` is applied and
+   stored: the agent forgets it). The master sends ``ping`` every ``ping_interval`` seconds and
+   the agent answers ``pong``; either side that hears nothing for ``ping_timeout`` seconds
+   treats the connection as lost.
 
-Messages the agent could not send while disconnected (exits, logs) are queued and sent after the
-next ``hello``/``welcome``, in order.
+Sequence numbers: every message the agent's outbox sends (:data:`Sequenced`) carries ``seq``,
+1, 2, 3, … per agent process, in send order, kept across reconnects (a message sent again after
+a reconnect keeps its number); a new agent process (a new ``boot_id``) starts again from 1. The
+master applies a message only if its ``seq`` is above the last it applied for that agent process,
+so nothing is applied twice, and the agent keeps every message until an ``ack`` (or the next
+``welcome``'s ``last_seq``) covers it, so nothing is lost. ``hello`` and ``pong`` carry none.
+
+``allocation_exited`` is also the agent's word that it has sent everything for that allocation
+(its logs go before it, in the same FIFO): the master accepts log batches for an allocation it
+has already ended, from the agent that ran it, until then.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     BaseModel,
@@ -36,8 +50,9 @@ from pydantic import (
     TypeAdapter,
     model_serializer,
 )
+from typing_extensions import TypedDict
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 AGENT_WS_PATH = "/agents/ws"
 
 
@@ -71,6 +86,12 @@ class LogEntry(_Message):
     line: str
 
 
+SEQ_DESCRIPTION = (
+    "Position of this message in its agent process's stream, from 1, set by the outbox when "
+    "the message is first sent (0: not numbered yet, never applied by the master)."
+)
+
+
 # ---- agent → master -------------------------------------------------------------------------
 
 
@@ -78,6 +99,16 @@ class Hello(_Message):
     type: Literal["hello"] = "hello"
     protocol_version: int = PROTOCOL_VERSION
     agent_id: str
+    boot_id: str = Field(
+        default="",
+        description="Identity of this run of the agent process (a uuid made at start): the "
+        "master tells an agent that restarted (its tasks died with it) from one that only "
+        "reconnected. Always set since protocol 2 (the default lets a master parse an older "
+        "agent's hello, to reject it by its protocol_version).",
+    )
+    booted_at: datetime | None = Field(
+        default=None, description="When this agent process started (UTC); set since protocol 2."
+    )
     version: str
     resource_pool: str
     slots: list[SlotInfo]
@@ -98,13 +129,18 @@ class Hello(_Message):
 
 class AllocationStarted(_Message):
     type: Literal["allocation_started"] = "allocation_started"
+    seq: int = Field(default=0, ge=0, description=SEQ_DESCRIPTION)
     allocation_id: str
     pid: int
     started_at: datetime
 
 
 class AllocationExited(_Message):
+    """The allocation ended on this agent, and everything the agent had for it (its logs) has
+    been queued before this message: the master takes no log batch for it after this."""
+
     type: Literal["allocation_exited"] = "allocation_exited"
+    seq: int = Field(default=0, ge=0, description=SEQ_DESCRIPTION)
     allocation_id: str
     exit_code: int | None = Field(
         description="Process exit code; negative for a signal; None if it never started."
@@ -115,6 +151,7 @@ class AllocationExited(_Message):
 
 class LogBatch(_Message):
     type: Literal["log_batch"] = "log_batch"
+    seq: int = Field(default=0, ge=0, description=SEQ_DESCRIPTION)
     allocation_id: str
     entries: list[LogEntry]
 
@@ -138,6 +175,7 @@ class InterruptionNotice(_Message):
     said. Sent once per notice; queued like every message while the master is unreachable."""
 
     type: Literal["interruption_notice"] = "interruption_notice"
+    seq: int = Field(default=0, ge=0, description=SEQ_DESCRIPTION)
     kind: NoticeKind
     cloud: Literal["aws", "gcp"] = Field(description="Whose metadata service said so.")
     deadline: datetime | None = Field(
@@ -153,6 +191,30 @@ AgentMessage = Annotated[
     Field(discriminator="type"),
 ]
 AgentMessageAdapter: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+Sequenced = AllocationStarted | AllocationExited | LogBatch | InterruptionNotice
+
+
+class LogEntryFrame(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    timestamp: datetime
+    stdtype: Literal["stdout", "stderr"]
+    line: str
+
+
+class LogBatchFrame(TypedDict):
+    """:class:`LogBatch` as plain dicts: the master's fast path for the one message that comes
+    by the thousand lines (a model object per line costs more than storing the line). Same
+    fields and rules as the model; a frame this rejects is parsed again with
+    :data:`AgentMessageAdapter`, whose error is the one reported."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    type: Literal["log_batch"]
+    seq: NotRequired[Annotated[int, Field(ge=0)]]
+    allocation_id: str
+    entries: list[LogEntryFrame]
+
+
+LogBatchFrameAdapter: TypeAdapter[LogBatchFrame] = TypeAdapter(LogBatchFrame)
 
 
 # ---- master → agent -------------------------------------------------------------------------
@@ -171,6 +233,20 @@ class Welcome(_Message):
         default_factory=list,
         description="Allocations from hello.running the master still wants; kill the rest.",
     )
+    last_seq: int = Field(
+        default=0,
+        ge=0,
+        description="The last seq the master applied from this agent process (hello.boot_id); "
+        "0 for a process it has not heard from. The agent sends what follows it.",
+    )
+
+
+class Ack(_Message):
+    """Everything up to ``seq`` from this agent process is applied and stored; the agent may
+    forget it. Sent every fraction of a second while there is something new to acknowledge."""
+
+    type: Literal["ack"] = "ack"
+    seq: int = Field(ge=0)
 
 
 class Reject(_Message):
@@ -222,6 +298,6 @@ class Ping(_Message):
 
 
 MasterMessage = Annotated[
-    Welcome | Reject | StartAllocation | KillAllocation | Ping, Field(discriminator="type")
+    Welcome | Reject | StartAllocation | KillAllocation | Ping | Ack, Field(discriminator="type")
 ]
 MasterMessageAdapter: TypeAdapter[MasterMessage] = TypeAdapter(MasterMessage)

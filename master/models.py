@@ -106,6 +106,18 @@ class Agent(Base):
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class AgentSequence(Base):
+    """Per agent: which run of its process the master last heard from (``boot_id``) and the last
+    message sequence number it applied from that run (see ``master/agent_sequences.py``)."""
+
+    __tablename__ = "agent_sequences"
+    agent_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    boot_id: Mapped[str] = mapped_column(String(64))
+    booted_at: Mapped[datetime] = mapped_column()
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Task(Base):
     """A unit of work of any kind (command now; trials, shells, notebooks, TensorBoards later)."""
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from master.agent_sequences import AgentSequences
 from master.config import MasterConfig
 from master.db import Database
 from master.logs import LogStore
@@ -32,3 +33,8 @@ class MasterState:
     join_token: str
     clock: Callable[[], datetime] = utc_now
     provisioning: Provisioning | None = None
+    # The agent protocol's sequence numbers: what was applied from each agent process.
+    sequences: AgentSequences = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sequences = AgentSequences(self.db)

@@ -3,7 +3,6 @@ kill, checkpoints). What a running trial reports is in :mod:`master.api.trial_re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -31,11 +30,12 @@ from master.api.experiments import (
 from master.api.openapi import NDJSON, documented, streamed
 from master.api.paging import page, sort_order_desc
 from master.api.schemas import TRIAL_LOG_LINE, Empty
-from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, log_json
+from master.api.tasks import FOLLOW_POLL_SECONDS, LOG_PAGE, LogPageEncoder
 from master.api.wire import Int64, timestamp
 from master.experiments import views
 from master.experiments.live import KillTrial
 from master.experiments.states import TRIAL_TERMINAL
+from master.logs import read_logs
 
 router = APIRouter(prefix="/api/v1/trials")
 
@@ -188,10 +188,10 @@ def trial_workloads(
 
 
 def _trial_logs(
-    session: Session, trial_id: int, after_id: int, limit: int
-) -> tuple[list[models.TaskLog], bool, str | None]:
-    """Log lines of all the trial's runs after ``after_id``, whether the trial has ended, and
-    its latest run's task (to wait on for more)."""
+    session: Session, trial_id: int, after_id: int, limit: int, encoder: LogPageEncoder
+) -> tuple[bytes, int, int, bool, str | None]:
+    """Log lines of all the trial's runs after ``after_id``, encoded (bytes, rows, last id),
+    whether the trial has ended, and its latest run's task (to wait on for more)."""
     trial = load_trial(session, trial_id)
     ended = trial.state in {s.value for s in TRIAL_TERMINAL}
     task_ids = list(
@@ -202,14 +202,10 @@ def _trial_logs(
         )
     )
     if not task_ids:
-        return [], ended, None
-    rows = session.scalars(
-        select(models.TaskLog)
-        .where(models.TaskLog.task_id.in_(task_ids), models.TaskLog.id > after_id)
-        .order_by(models.TaskLog.id)
-        .limit(limit)
-    ).all()
-    return list(rows), ended, task_ids[-1]
+        return b"", 0, after_id, ended, None
+    rows = read_logs(session, task_ids, after_id, limit)
+    last = rows[-1].id if rows else after_id
+    return encoder.encode(rows), len(rows), last, ended, task_ids[-1]
 
 
 @router.get("/{trial_id}/logs", **streamed(NDJSON, TRIAL_LOG_LINE, 404))
@@ -225,23 +221,25 @@ async def trial_logs(
     state = master_state(request)
     await state.db.run(lambda s: load_trial(s, trial_id))
 
+    # Determined's CLI prints a trial log's ``message`` as is: it ends with the newline.
+    encoder = LogPageEncoder(trial_id=trial_id)
+
     async def lines() -> AsyncIterator[bytes]:
         last, sent = 0, 0
         while True:
             while True:
                 size = min(LOG_PAGE, limit - sent) if limit else LOG_PAGE
-                rows, ended, latest = await state.db.run(
-                    partial(_trial_logs, trial_id=trial_id, after_id=last, limit=size)
+                chunk, count, last, ended, latest = await state.db.run(
+                    partial(
+                        _trial_logs, trial_id=trial_id, after_id=last, limit=size, encoder=encoder
+                    )
                 )
-                for row in rows:
-                    # Determined's CLI prints ``message`` as is: it ends with the newline.
-                    entry = {**log_json(row), "trialId": trial_id, "message": row.log + "\n"}
-                    yield (json.dumps({"result": entry}) + "\n").encode()
-                    last = row.id
-                sent += len(rows)
+                if chunk:
+                    yield chunk
+                sent += count
                 if limit and sent >= limit:
                     return
-                if len(rows) < size:
+                if count < size:
                     break
             # ``ended`` was read with the last page: every line of an ended trial is stored
             # before it ends, so nothing is left once it has.

@@ -173,17 +173,14 @@ class AgentEvents:
                     now,
                 )
             elif allocation.state != AllocationState.QUEUED:
-                await self._agent_lost_allocation(
-                    allocation,
-                    f"agent '{hello.agent_id}' reconnected without this task (agent restarted?)",
-                )
+                await self._agent_lost_allocation(allocation, _gone_reason(event))
         log.info(
             "agent %s joined pool %s with %d slots",
             hello.agent_id,
             hello.resource_pool,
             len(hello.slots),
         )
-        return Welcome(options=self._agent_options(), reattach=reattach)
+        return Welcome(options=self._agent_options(), reattach=reattach, last_seq=event.last_seq)
 
     def _agent_options(self) -> AgentOptions:
         return AgentOptions(
@@ -455,6 +452,21 @@ class AgentEvents:
                     reason = f"killed: slot {event.slot_id} of agent '{agent.id}' was disabled"
                     await self._kill(allocation, reason)
         return agent
+
+
+def _gone_reason(event: AgentConnected) -> str:
+    """Why an allocation an agent no longer mentions in its hello has ended."""
+    hello = event.hello
+    if event.restarted and hello.booted_at is not None:
+        at = hello.booted_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return (
+            f"agent '{hello.agent_id}' restarted (a new agent process started at {at} UTC): "
+            "this task's process ended with the previous one"
+        )
+    return (
+        f"agent '{hello.agent_id}' reconnected but no longer runs this task (not among the "
+        "allocations it runs or has an exit queued for)"
+    )
 
 
 def describe_notice(agent_id: str, notice: InterruptionNotice) -> str:

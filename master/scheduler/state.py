@@ -183,8 +183,14 @@ class KillTask(Event):
 
 @dataclass
 class AgentConnected(Event):
+    """A hello. ``last_seq`` is the last message the master applied from this agent process
+    (for the welcome); ``restarted``: the master knew an earlier process of this agent, so
+    whatever that one ran is gone (see ``master/agent_sequences.py``)."""
+
     hello: Hello
     link: AgentLink
+    last_seq: int = 0
+    restarted: bool = False
 
 
 @dataclass

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from agent.protocol import MasterMessage
 from master.db import Database
-from master.logs import LogLine, LogStore, insert_log_rows, log_rows, master_line
+from master.logs import LogLine, LogStore, insert_rows, line_row, master_line
 from master.scheduler.state import AgentLink, Allocation
 from master.scheduler.store import save_states
 
@@ -93,9 +93,8 @@ class PassFlusher:
         if not (work.saves or work.writes or work.log_lines):
             return
         rows = [
-            row
+            line_row(task_id, allocation_id, None, line)
             for task_id, allocation_id, line in work.log_lines
-            for row in log_rows(task_id, allocation_id, None, [line])
         ]
 
         def transaction() -> None:
@@ -103,7 +102,7 @@ class PassFlusher:
                 save_states(session, list(work.saves.values()))
                 for write in work.writes:
                     write(session)
-                insert_log_rows(session, rows)
+                insert_rows(session, rows)
 
         await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.protocol import (
+    PROTOCOL_VERSION,
     AllocationExited,
     AllocationStarted,
     DeviceType,
@@ -57,9 +58,17 @@ class FakeLink:
         return [m.allocation_id for m in self.sent if isinstance(m, StartAllocation)]
 
 
-def hello(agent_id: str, slots: int, running: tuple[str, ...] = (), version: int = 1) -> Hello:
+def hello(
+    agent_id: str,
+    slots: int,
+    running: tuple[str, ...] = (),
+    version: int = PROTOCOL_VERSION,
+    boot_id: str = "boot-1",
+) -> Hello:
     return Hello(
         agent_id=agent_id,
+        boot_id=boot_id,
+        booted_at=utc_now(),
         version="test",
         resource_pool="default",
         slots=[SlotInfo(id=i, type=DeviceType.CPU) for i in range(slots)],

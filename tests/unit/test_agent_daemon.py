@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.daemon import Daemon, backoff_delays
 from agent.protocol import (
     AGENT_WS_PATH,
+    Ack,
     AgentMessageAdapter,
     AgentOptions,
     AllocationExited,
@@ -173,6 +174,7 @@ def test_hello_welcome_start_logs_exit_ping_kill_and_stop(tmp_path):
             final = await recv(ws)  # the shutdown kill is reported before the agent leaves
             assert isinstance(final, AllocationExited)
             assert (final.exit_code, final.reason) == (-15, "the agent is shutting down")
+            await send(ws, Ack(seq=final.seq))  # the agent waits for it (up to 5 s)
             assert await asyncio.wait_for(agent, 5) == 0
 
     asyncio.run(scenario())
@@ -220,12 +222,16 @@ def test_reconnect_reattaches_and_delivers_what_happened_offline_once_in_order(t
             hello = await recv(ws)
             assert isinstance(hello, Hello)
             assert [(r.allocation_id, r.pid) for r in hello.running] == [("long", pid)]
-            await send(ws, Welcome(options=OPTIONS, reattach=["long"]))
+            # The link died after the socket took everything in `seen`: the master applied
+            # it all, and says so; the agent sends only what came after.
+            applied = max(m.seq for m in seen)
+            await send(ws, Welcome(options=OPTIONS, reattach=["long"], last_seq=applied))
             after = await recv_until(ws, exited("short"))
             go2.touch()
             after += await recv_until(ws, exited("long"))
 
             everything = seen + after
+            assert [m.seq for m in everything] == list(range(1, len(everything) + 1))
             assert log_lines(everything, "short") == ["s1", "s2"]
             assert log_lines(everything, "long") == ["l1", "l2", "l3"]
             assert log_lines(after, "short") == ["s2"] and log_lines(after, "long")[0] == "l2"
@@ -237,6 +243,8 @@ def test_reconnect_reattaches_and_delivers_what_happened_offline_once_in_order(t
                 ]
                 assert ours[-1].exit_code == code  # the exit comes after all its logs
             assert daemon.sessions == 2
+            await send(ws, Ack(seq=everything[-1].seq))  # else stopping waits 5 s for it
+            await until(lambda: len(daemon.outbox) == 0)
             daemon.stop()
             assert await asyncio.wait_for(agent, 5) == 0
 
@@ -263,6 +271,7 @@ def test_an_allocation_the_welcome_does_not_list_is_killed(tmp_path):
             assert last.exit_code == -15
             assert last.reason == "not re-attached by the master after reconnecting"
             assert daemon.runner.running() == []
+            await send(ws, Ack(seq=last.seq))
             daemon.stop()
             assert await asyncio.wait_for(agent, 5) == 0
 
@@ -371,6 +380,7 @@ def test_det_agent_on_sigterm_kills_its_tasks_reports_them_and_exits_0(tmp_path)
             process.send_signal(signal.SIGTERM)
             last = await recv(ws)
             assert (last.allocation_id, last.exit_code) == ("a1", -15)
+            await send(ws, Ack(seq=last.seq))
             await asyncio.wait_for(process.communicate(), 10)
             assert process.returncode == 0
 
@@ -441,6 +451,38 @@ def test_a_message_the_socket_refused_is_sent_first_on_the_next_connection(tmp_p
         return daemon.outbox.messages()
 
     assert asyncio.run(scenario()) == [started, exited_]
+
+
+def test_what_the_master_did_not_acknowledge_is_sent_again_with_its_numbers(tmp_path):
+    """The link dies after the socket took messages the master never applied: the next welcome's
+    last_seq is lower than what was sent, and the agent replays the rest, same numbers."""
+
+    async def scenario() -> None:
+        async with FakeMaster().running() as master:
+            daemon = Daemon(config_for(master, tmp_path / "work"), SLOTS)
+            agent = asyncio.create_task(daemon.run())
+            ws = await master.next_connection()
+            first_hello = await recv(ws)
+            await send(ws, Welcome(options=OPTIONS))
+            await send(ws, sh("a", "echo one; echo two; exit 3"))
+            seen = await recv_until(ws, exited("a"))
+            await send(ws, Ack(seq=seen[0].seq))  # only the start was applied
+            await until(lambda: len(daemon.outbox) == len(seen) - 1)
+            await ws.close()
+
+            ws = await master.next_connection()
+            hello = await recv(ws)
+            assert hello.boot_id == first_hello.boot_id  # the same process reconnects
+            assert hello.exited == ["a"]  # its exit is not acknowledged yet
+            await send(ws, Welcome(options=OPTIONS, last_seq=seen[0].seq))
+            again = await recv_until(ws, exited("a"))
+            assert again == seen[1:]
+            await send(ws, Ack(seq=again[-1].seq))
+            await until(lambda: len(daemon.outbox) == 0)
+            daemon.stop()
+            assert await asyncio.wait_for(agent, 5) == 0
+
+    asyncio.run(scenario())
 
 
 def test_a_stopped_agent_closes_with_going_away_not_an_internal_error(tmp_path):
