@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -82,6 +83,11 @@ class FakeAgent:
         self.ws: ClientConnection | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
+        # Protocol 2: every agent -> master message but pong is numbered from 1 per process;
+        # a fake agent never reconnects, so it has nothing to replay and ignores acks.
+        self.boot_id = uuid.uuid4().hex
+        self.booted_at = _now()
+        self.seq = 0
 
     async def connect(self) -> None:
         owner = self.owner
@@ -94,7 +100,12 @@ class FakeAgent:
         )
         slots = [SlotInfo(id=i, type=DeviceType.CPU, brand="fake") for i in range(owner.slots)]
         hello = Hello(
-            agent_id=self.id, version=VERSION, resource_pool=owner.resource_pool, slots=slots
+            agent_id=self.id,
+            boot_id=self.boot_id,
+            booted_at=self.booted_at,
+            version=VERSION,
+            resource_pool=owner.resource_pool,
+            slots=slots,
         )
         await self.ws.send(hello.model_dump_json())
         async with asyncio.timeout(OPEN_TIMEOUT):
@@ -136,6 +147,9 @@ class FakeAgent:
     async def _send(self, message: AllocationStarted | AllocationExited | LogBatch | Pong) -> None:
         assert self.ws is not None
         async with self._lock:
+            if not isinstance(message, Pong):
+                self.seq += 1
+                message.seq = self.seq
             await self.ws.send(message.model_dump_json())
 
     async def _run(self, allocation_id: str) -> None:
