@@ -191,8 +191,13 @@ class ChaosCluster:
         assert (doubled, missing) == ([], []), "metrics doubled, missing"
         assert sorted(stored) == list(range(1, steps + 1))
         assert self.stored_checkpoints(trial_id) == journal.checkpoints()
-        lines = self.stored_chaos_lines(trial_id)
-        assert Counter(lines) == Counter(journal.all_lines()), "stored logs differ from printed"
+        stored_lines, printed = (
+            Counter(self.stored_chaos_lines(trial_id)),
+            Counter(journal.all_lines()),
+        )
+        missing_lines = sorted((printed - stored_lines).elements())
+        doubled_lines = sorted((stored_lines - printed).elements())
+        assert (missing_lines, doubled_lines) == ([], []), "log lines missing, doubled"
 
     def close(self) -> None:
         for agent in self.agents:
