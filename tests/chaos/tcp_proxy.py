@@ -43,6 +43,7 @@ class TcpProxy:
 
     def __exit__(self, *_: object) -> None:
         self._call(self._close)
+        self._call(self._cancel_handlers)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
@@ -72,6 +73,12 @@ class TcpProxy:
             writer.transport.abort()  # an RST, not a polite FIN: the link is gone
         self._writers.clear()
 
+    async def _cancel_handlers(self) -> None:
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -80,7 +87,11 @@ class TcpProxy:
             return
         self.connections_made += 1
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except asyncio.CancelledError:  # the proxy is closing (see _cancel_handlers)
+            for each in (writer, up_writer):
+                each.transport.abort()
         self._writers -= {writer, up_writer}
 
 
