@@ -17,6 +17,14 @@ What holds secrets or other users' data is private: ``master.yaml`` (the join to
 are 0711, so tasks running as their own uids can reach their work directories but list nothing.
 The master makes ``data/`` and the database private itself.
 
+``cluster-up`` with a ``cluster.json`` looks first at what became of the cluster
+(:func:`cli.local_cluster.survey`): a running cluster is used as it is; a master restarted by hand
+(a new pid answering on the port as the same cluster) is adopted; a crashed master whose agents
+still run is started again on the saved ``master.yaml`` (same port, database, data dir, join
+token) and the agents re-attach their running tasks, nothing killed; a master that runs but does
+not answer, or another cluster on the port, is reported and ``cluster.json`` kept. Only when
+nothing of the cluster runs or answers does cluster-up start afresh.
+
 ``cluster.json`` records each process's kernel start time next to its pid, and ``cluster-down``
 signals a process group only while that pair still matches (see :mod:`cli.processes`). The join
 token reaches agents through ``DET_AGENT_JOIN_TOKEN``, not argv, so ``ps`` does not show it.
@@ -25,14 +33,13 @@ token reaches agents through ``DET_AGENT_JOIN_TOKEN``, not argv, so ``ps`` does 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,7 @@ import yaml
 
 from cli import progress
 from cli.errors import CliError
+from cli.local_cluster import ClusterState, Survey, master_identity, provisioned_agents, survey
 from cli.parser import add_group, add_verb
 from cli.processes import ProcessRecord, Started, log_tail, start_process, stop_all
 from cli.session import flotilla_home
@@ -93,41 +101,6 @@ def find_executable(name: str) -> str:
         f"cannot find {name} next to {sys.executable} or on PATH; "
         "install Flotilla with the master and agent extras (pip install 'flotilla[all]')"
     )
-
-
-@dataclass
-class ClusterState:
-    """What ``cluster.json`` holds."""
-
-    url: str
-    port: int
-    cluster_name: str
-    master: ProcessRecord
-    agents: list[ProcessRecord] = field(default_factory=list)
-    slots_per_agent: int = 1
-    db_url: str = ""
-
-    @classmethod
-    def load(cls, path: Path) -> ClusterState | None:
-        try:
-            raw = json.loads(path.read_text())
-            raw["master"] = ProcessRecord(**raw["master"])
-            raw["agents"] = [ProcessRecord(**a) for a in raw.get("agents", [])]
-            return cls(**raw)
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError, KeyError):
-            print(f"Ignoring unreadable {path}", file=sys.stderr)
-            return None
-
-    def save(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(asdict(self), indent=2) + "\n")
-        path.chmod(PRIVATE_FILE)
-
-    def processes(self) -> list[ProcessRecord]:
-        return [*self.agents, self.master]
 
 
 def elastic_pool(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,8 +198,13 @@ def wait_for_master(url: str, started: Started, everything: list[ProcessRecord])
     )
 
 
-def wait_for_agents(url: str, agents: list[Started], started: list[ProcessRecord]) -> int | None:
-    """Wait until every agent is registered; return their total slots (None if not checked)."""
+def wait_for_agents(
+    url: str,
+    agents: list[tuple[ProcessRecord, subprocess.Popen[bytes] | None]],
+    started: list[ProcessRecord],
+) -> int | None:
+    """Wait until every agent is registered; return their total slots (None if not checked).
+    An agent without a ``Popen`` (one a crashed master left running) is watched by its record."""
     password = os.environ.get("DET_PASS", "")
     client = MasterClient(url, timeout=5.0)
     try:
@@ -244,11 +222,11 @@ def wait_for_agents(url: str, agents: list[Started], started: list[ProcessRecord
     with client:
         while True:
             for record, proc in agents:
-                if proc.poll() is not None:
+                exited = proc.poll() is not None if proc else not record.alive()
+                if exited:
+                    code = f"exit code {proc.returncode}" if proc else "it is gone"
                     raise _fail(
-                        f"agent {record.name} exited during start-up (exit code {proc.returncode})",
-                        record,
-                        started,
+                        f"agent {record.name} exited during start-up ({code})", record, started
                     )
             listed = client.get("/api/v1/agents").get("agents") or []
             joined = {os.path.basename(a.get("id", "")): a for a in listed}
@@ -271,17 +249,9 @@ def cluster_up(args: argparse.Namespace) -> int:
     state_file = state / "cluster.json"
     existing = ClusterState.load(state_file)
     if existing is not None:
-        if existing.master.alive() and _master_answers(existing.url):
-            if args.port is not None and args.port != existing.port:
-                raise CliError(
-                    f"a local cluster is already running at {existing.url}, not on port "
-                    f"{args.port}; use it (det -m {existing.url} ...), or stop it first with: "
-                    "det deploy local cluster-down"
-                )
-            print(f"Cluster is already running at {existing.url}")
-            return 0
-        stop_all([r for r in existing.processes() if r.alive()], STOP_GRACE_SECONDS)
-        state_file.unlink(missing_ok=True)
+        if (handled := _resume(args, existing, state)) is not None:
+            return handled
+        state_file.unlink(missing_ok=True)  # nothing of it runs or answers any more
 
     if args.port is None:
         args.port = DEFAULT_PORT
@@ -312,6 +282,7 @@ def cluster_up(args: argparse.Namespace) -> int:
         master=ProcessRecord("master", 0, ""),
         slots_per_agent=args.slots_per_agent,
         db_url=config["db"]["url"],
+        no_gpu=args.no_gpu,
     )
     try:
         slots = _start_cluster(args, cluster, state, config_path, (master_bin, agent_bin))
@@ -342,16 +313,10 @@ def cluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_cluster(
-    args: argparse.Namespace,
-    cluster: ClusterState,
-    state: Path,
-    config_path: Path,
-    programs: tuple[str, str],
-) -> int | None:
-    """Start the master, then the agents, recording each in cluster.json as it starts."""
+def _start_master(cluster: ClusterState, state: Path, config_path: Path, master_bin: str) -> None:
+    """Start the master on ``config_path``, record it (and, once it answers, the clusterId it
+    answers with) in cluster.json."""
     state_file = state / "cluster.json"
-    master_bin, agent_bin = programs
     master = start_process(
         "master",
         [master_bin, "--config", str(config_path)],
@@ -362,26 +327,46 @@ def _start_cluster(
     print(f"Starting the master at {cluster.url} ...", file=sys.stderr)
     with progress.waiting(f"Waiting for the master at {cluster.url}"):
         wait_for_master(cluster.url, master, [master[0]])
+    cluster.cluster_id = master_identity(cluster.url) or ""
+    cluster.save(state_file)
 
+
+def _start_agent(
+    cluster: ClusterState, state: Path, index: int, agent_bin: str, env: dict[str, str]
+) -> Started:
+    agent_id = f"local-agent-{index}"
+    argv = [
+        agent_bin,
+        "--master-url",
+        cluster.url,
+        "--agent-id",
+        agent_id,
+        "--slots",
+        str(cluster.slots_per_agent),
+        "--work-dir",
+        str(state / "agents" / str(index)),
+    ]
+    if cluster.no_gpu:
+        argv.append("--no-gpu")
+    log_path = private_log(state / "logs" / f"agent-{index}.log")
+    return start_process(agent_id, argv, log_path, env=env)
+
+
+def _start_cluster(
+    args: argparse.Namespace,
+    cluster: ClusterState,
+    state: Path,
+    config_path: Path,
+    programs: tuple[str, str],
+) -> int | None:
+    """Start the master, then the agents, recording each in cluster.json as it starts."""
+    state_file = state / "cluster.json"
+    master_bin, agent_bin = programs
+    _start_master(cluster, state, config_path, master_bin)
     agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
-    agents = []
+    agents: list[tuple[ProcessRecord, subprocess.Popen[bytes] | None]] = []
     for i in range(args.agents or 0):
-        agent_id = f"local-agent-{i}"
-        argv = [
-            agent_bin,
-            "--master-url",
-            cluster.url,
-            "--agent-id",
-            agent_id,
-            "--slots",
-            str(args.slots_per_agent),
-            "--work-dir",
-            str(state / "agents" / str(i)),
-        ]
-        if args.no_gpu:
-            argv.append("--no-gpu")
-        log_path = private_log(state / "logs" / f"agent-{i}.log")
-        agents.append(start_process(agent_id, argv, log_path, env=agent_env))
+        agents.append(_start_agent(cluster, state, i, agent_bin, agent_env))
         cluster.agents.append(agents[-1][0])
         cluster.save(state_file)
     if not agents:
@@ -391,25 +376,112 @@ def _start_cluster(
         return wait_for_agents(cluster.url, agents, cluster.processes())
 
 
-def provisioned_agents(state: Path) -> list[ProcessRecord]:
-    """Agents the master's local provider launched (provisioner/local.py's state file, a JSON
-    list of ``{id, pid, …}``); in their own sessions, they outlive the master."""
-    records = []
-    for path in sorted((state / "data" / "provisioner").glob("*/instances.json")):
-        try:
-            items = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        records += [ProcessRecord(item["id"], int(item["pid"]), "") for item in items]
-    return records
+def _resume(args: argparse.Namespace, cluster: ClusterState, state: Path) -> int | None:
+    """cluster-up with a cluster.json: use what still runs (0), refuse with what was found
+    (CliError, cluster.json kept), or None when nothing of the cluster is left."""
+    found = survey(cluster, state)
+    alive = found.master_alive or found.answering is not None or found.agents_alive
+    if alive and args.port is not None and args.port != cluster.port:
+        raise CliError(
+            f"a local cluster is already running at {cluster.url}, not on port "
+            f"{args.port}; use it (det -m {cluster.url} ...), or stop it first with: "
+            "det deploy local cluster-down"
+        )
+    if found.master_alive:
+        if found.answering is None:
+            raise CliError(
+                f"the local cluster's master (pid {cluster.master.pid}) is running but does not "
+                f"answer at {cluster.url}; see {cluster.master.log}. Wait for it, or stop the "
+                "cluster with: det deploy local cluster-down"
+            )
+        print(f"Cluster is already running at {cluster.url}")
+        return 0
+    if found.adoptable is not None:
+        cluster.master = found.adoptable
+        cluster.save(state / "cluster.json")
+        print(
+            f"Cluster is already running at {cluster.url} (its master was restarted by hand: "
+            f"now pid {found.adoptable.pid}, recorded for cluster-down)"
+        )
+        return 0
+    if found.stranger is not None:
+        raise CliError(
+            f"{cluster.url} answers as another cluster ({found.stranger}), not this local "
+            f"cluster ({cluster.cluster_id or 'no id recorded'}); its master (pid "
+            f"{cluster.master.pid}) is gone. {state / 'cluster.json'} is kept: stop what "
+            f"listens on port {cluster.port}, then run cluster-up again"
+        )
+    if not found.agents_alive:
+        return None
+    return _restart_master(cluster, state, found)
+
+
+def _restart_master(cluster: ClusterState, state: Path, found: Survey) -> int:
+    """The master crashed and agents still run their tasks: start the master again with the
+    cluster's saved master.yaml (same port, database, data dir, join token) and let the agents
+    re-attach; static agents that died too are started again."""
+    config_path = state / "master.yaml"
+    if not config_path.is_file():
+        raise CliError(
+            f"the master of the local cluster at {cluster.url} is gone and its agents still "
+            f"run, but {config_path} is missing, so it cannot be started with its settings; "
+            "stop the agents with: det deploy local cluster-down"
+        )
+    if port_in_use(cluster.port):
+        raise CliError(
+            f"the master of the local cluster at {cluster.url} is gone and its agents still "
+            f"run, but port {cluster.port} is taken by something that does not answer as a "
+            f"master; free the port and run cluster-up again ({state / 'cluster.json'} is kept)"
+        )
+    master_bin, agent_bin = find_executable("det-master"), find_executable("det-agent")
+    print(
+        f"The master of the local cluster at {cluster.url} is gone; "
+        f"{len(found.agents_alive)} agent(s) still run. Restarting the master with the "
+        "cluster's saved settings ...",
+        file=sys.stderr,
+    )
+    _start_master(cluster, state, config_path, master_bin)
+    agent_env = {**os.environ, "DET_AGENT_JOIN_TOKEN": _existing_join_token(config_path) or ""}
+    alive_names = {r.name for r in found.agents_alive}
+    watched: list[tuple[ProcessRecord, subprocess.Popen[bytes] | None]] = []
+    restarted = 0
+    for i, record in enumerate(cluster.agents):
+        if record.name in alive_names:
+            watched.append((record, None))
+        else:
+            watched.append(_start_agent(cluster, state, i, agent_bin, agent_env))
+            cluster.agents[i] = watched[-1][0]
+            restarted += 1
+        cluster.save(state / "cluster.json")
+    if watched:
+        with progress.waiting(f"Waiting for {len(watched)} agent(s) to re-attach"):
+            wait_for_agents(cluster.url, watched, [])
+    print(
+        f"Cluster is up again at {cluster.url} (master restarted; "
+        f"{len(found.agents_alive)} running agent(s) re-attached"
+        + (f", {restarted} agent(s) started again" if restarted else "")
+        + ")"
+    )
+    return 0
 
 
 def cluster_down(args: argparse.Namespace) -> int:
     state = state_dir()
     state_file = state / "cluster.json"
     cluster = ClusterState.load(state_file)
-    running = [r for r in cluster.processes() if r.alive()] if cluster else []
-    running += [r for r in provisioned_agents(state) if r.alive()]
+    running: list[ProcessRecord] = []
+    if cluster is not None:
+        found = survey(cluster, state)
+        if found.stranger is not None:
+            print(
+                f"Not stopping what answers at {cluster.url}: it is another cluster "
+                f"({found.stranger})",
+                file=sys.stderr,
+            )
+        running = [r for r in cluster.processes() if r.alive()]
+        running += [r for r in provisioned_agents(state) if r.alive() and r not in running]
+        if found.adoptable is not None:  # the master restarted by hand
+            running.append(found.adoptable)
     if cluster is not None and running:
         stop_all(running, STOP_GRACE_SECONDS)
         print(f"Stopped the local cluster at {cluster.url}; logs kept in {state / 'logs'}")

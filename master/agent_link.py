@@ -129,12 +129,19 @@ async def agent_socket(websocket: WebSocket) -> None:
     assert entry is not None
     reason = "connection closed"
     last_heard = time.monotonic()
-    pinger = asyncio.create_task(_ping(link, state, lambda: last_heard))
+    # While a message is being handled (a log batch waiting for a database that restarts, say)
+    # nothing is read: the silence is the master's own, so it does not count against the agent.
+    busy = False
+    pinger = asyncio.create_task(
+        _ping(link, state, lambda: time.monotonic() if busy else last_heard)
+    )
     left = False  # the agent said goodbye (1000/1001): a normal departure
     try:
         while True:
+            if busy:
+                last_heard, busy = time.monotonic(), False
             message = _parse(await websocket.receive_text())
-            last_heard = time.monotonic()
+            last_heard, busy = time.monotonic(), True
             if isinstance(message, Pong):
                 continue
             if isinstance(message, Hello):

@@ -86,7 +86,7 @@ def create_app(config: MasterConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.master_logs = MasterLogBuffer()  # for det master logs
         app.state.master_logs.attach()
-        db = Database(config.database_url)
+        db = Database(config.database_url, config.db_unavailable_wait.total_seconds())
         migrate(db.engine)
         cluster_id = await db.run(bootstrap)
         if blank := await db.run(users_without_password):

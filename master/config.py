@@ -209,6 +209,13 @@ class MasterConfig(_Section):
             "not yet back) wait for it to reconnect before they fail."
         ),
     )
+    db_unavailable_wait: Duration = Field(
+        default=timedelta(seconds=60),
+        description=(
+            "How long a new database transaction waits for a database it cannot reach (a "
+            "PostgreSQL restart) before it fails; requests that fail so are answered 503."
+        ),
+    )
     master_unreachable_timeout: Duration = Field(
         default=timedelta(minutes=10),
         description=(

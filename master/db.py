@@ -4,6 +4,14 @@ SQLite (the embedded default) and PostgreSQL behave the same to callers. SQLite 
 with a busy timeout so the API's thread pool and the scheduler's writes do not trip over each
 other. Migrations are applied at start (``migrate``); nothing else creates tables.
 
+PostgreSQL may go away under a running master (a restart, a failover): ``pool_pre_ping`` finds a
+pooled connection the server dropped and opens a new one, and while the server cannot be
+reached at all, a new transaction waits for it (retrying the connection with capped backoff) for
+up to ``unavailable_wait`` seconds before failing. A transaction run with :meth:`Database.run`
+that loses its connection half-way is run again from the start (it was rolled back), in the same
+window; one in a :meth:`Database.session` block cannot be, and fails with the driver's error,
+which the API answers with 503 (:mod:`master.api.errors`), so the client may retry.
+
 The SQLite file holds password and token hashes and every task's logs, so it is created 0600
 (SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the database file's mode) and an
 existing one, with its companions, is brought back to 0600 at start.
@@ -12,7 +20,9 @@ existing one, with its companions, is brought back to 0600 at start.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,13 +31,23 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from master.config import MasterConfig
+
+log = logging.getLogger(__name__)
+UNAVAILABLE_WAIT_SECONDS: float = MasterConfig.model_fields[
+    "db_unavailable_wait"
+].default.total_seconds()
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+RECONNECT_FIRST_DELAY_SECONDS = 0.1
+RECONNECT_MAX_DELAY_SECONDS = 2.0
 
 
 def secure_sqlite_file(path: Path) -> None:
@@ -80,27 +100,73 @@ def migrate(engine: Engine) -> None:
 
 
 class Database:
-    """Sessions for request handlers (sync, in FastAPI's thread pool) and for async code."""
+    """Sessions for request handlers (sync, in FastAPI's thread pool) and for async code.
 
-    def __init__(self, url: str) -> None:
+    ``unavailable_wait``: seconds a new transaction waits for a database it cannot reach
+    (see the module docstring)."""
+
+    def __init__(self, url: str, unavailable_wait: float = UNAVAILABLE_WAIT_SECONDS) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.unavailable_wait = unavailable_wait
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _begin(self, deadline: float) -> Session:
+        """A session with its connection checked out (and pinged): waits, until ``deadline``
+        (monotonic), for a database that does not answer."""
+        delay = RECONNECT_FIRST_DELAY_SECONDS
+        while True:
+            session = self._sessions()
+            try:
+                session.connection()
+                return session
+            except OperationalError as exc:
+                session.close()
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == RECONNECT_FIRST_DELAY_SECONDS:  # once per transaction, not per try
+                    log.warning("the database is unreachable (%s); waiting for it", exc.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that commits on success and rolls back on error."""
-        with self._sessions() as session, session.begin():
+        session = self._begin(time.monotonic() + self.unavailable_wait)
+        try:
             yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def transaction(self, fn: Callable[[Session], T]) -> T:
+        """``fn`` in a transaction, run again from the start if the connection is lost
+        half-way (the database rolled it back), until ``unavailable_wait`` has passed."""
+        deadline = time.monotonic() + self.unavailable_wait
+        while True:
+            session = self._begin(deadline)
+            try:
+                result = fn(session)
+                session.commit()
+                return result
+            except DBAPIError as exc:
+                session.rollback()
+                if not exc.connection_invalidated or time.monotonic() >= deadline:
+                    raise
+                log.warning("lost the database connection (%s); running again", exc.orig)
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     async def run(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a transaction on a worker thread, off the event loop."""
-
-        def call() -> T:
-            with self.session() as session:
-                return fn(session)
-
-        return await asyncio.to_thread(call)
+        """Run ``fn`` in a transaction (:meth:`transaction`) on a worker thread, off the
+        event loop."""
+        return await asyncio.to_thread(self.transaction, fn)
 
     def close(self) -> None:
         self.engine.dispose()

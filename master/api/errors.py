@@ -10,6 +10,9 @@ An unexpected exception is answered by :class:`UnexpectedErrorMiddleware`, not b
 exception, drops the keep-alive connection without ``Connection: close``, so the client's next
 request on it fails. Ours sits below it, answers 500 in Determined's shape with an error id,
 logs the traceback once under that id, and returns normally, so the connection stays usable.
+A database that could not be reached (the driver's ``OperationalError``: a PostgreSQL restart
+ended the transaction, or the server stayed away past ``db_unavailable_wait``) is answered with
+503 and ``Retry-After`` instead: nothing is wrong with the request, and repeating it may succeed.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER_SECONDS = 1
 
 # gRPC status codes, as Determined's gateway reports them.
 GRPC_CODES = {
@@ -156,6 +161,11 @@ class UnexpectedErrorMiddleware:
                 exc,
             )
             if started:
+                return
+            if isinstance(exc, OperationalError):
+                message = f"the database is unavailable (error {error_id}); retry"
+                headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+                await error_response(503, message, headers)(scope, receive, send)
                 return
             message = f"internal error {error_id}: {type(exc).__name__} (see the master's log)"
             await error_response(500, message)(scope, receive, send)

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from cli import deploy_local
+from cli import deploy_local, local_cluster
 from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
     Result,
     cli_env_fixture,
@@ -23,12 +27,18 @@ from tests.unit.test_cli_fake_master import (  # noqa: F401  (fixtures by name)
 Det = Callable[..., Result]
 
 FAKE_MASTER = """\
-import argparse, json, sys, yaml
+import argparse, json, os, sys, uuid, yaml
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 p = argparse.ArgumentParser(); p.add_argument("--config"); a = p.parse_args()
 config = yaml.safe_load(open(a.config))
 if config["cluster_name"] == "broken":
     print("fatal: the database is on fire", flush=True); sys.exit(3)
+# The cluster's id lives in its data dir, as the real master's lives in its database.
+os.makedirs(config["data_dir"], exist_ok=True)
+id_file = os.path.join(config["data_dir"], "cluster_id")
+if not os.path.exists(id_file):
+    open(id_file, "w").write(str(uuid.uuid4()))
+cluster_id = open(id_file).read()
 agents = {}
 class H(BaseHTTPRequestHandler):
     def reply(self, body):
@@ -36,7 +46,8 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data))); self.end_headers()
         self.wfile.write(data)
     def do_GET(self):
-        self.reply({"version": "0"} if self.path == "/info" else {"agents": list(agents.values())})
+        info = {"version": "0", "clusterId": cluster_id}
+        self.reply(info if self.path == "/info" else {"agents": list(agents.values())})
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)) or b"{}")
         if self.path == "/register":
@@ -58,9 +69,15 @@ if a.agent_id.endswith("-1"):  # the second agent is stubborn: it ignores SIGTER
 slots = {f"/agents/{a.agent_id}/slots/{i}": {"id": str(i)} for i in range(a.slots)}
 token = os.environ["DET_AGENT_JOIN_TOKEN"]
 body = json.dumps({"id": a.agent_id, "slots": slots, "token": token}).encode()
-urllib.request.urlopen(urllib.request.Request(a.master_url + "/register", data=body))
-print("agent joined", a.no_gpu, token, flush=True)
-while True: time.sleep(1)
+joined = False
+while True:  # like the real agent, join again whenever the master comes back
+    try:
+        urllib.request.urlopen(urllib.request.Request(a.master_url + "/register", data=body))
+        if not joined:
+            print("agent joined", a.no_gpu, token, flush=True); joined = True
+    except OSError:
+        pass
+    time.sleep(0.2)
 """
 
 
@@ -192,3 +209,147 @@ def test_stale_state_is_cleared_by_cluster_down(det: Det, cli_env: Path) -> None
     )
     assert det("deploy", "local", "cluster-down").out == "Local cluster: nothing to stop\n"
     assert not (state / "cluster.json").exists()
+
+
+def _up(det: Det, port: int, agents: int = 2) -> dict[str, Any]:
+    result = det(
+        "deploy", "local", "cluster-up", "--agents", str(agents), "--port", str(port), "--no-gpu"
+    )
+    assert result.code == 0, result.err
+    recorded: dict[str, Any] = json.loads(
+        (Path(os.environ["FLOTILLA_HOME"]) / "local" / "cluster.json").read_text()
+    )
+    return recorded
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+
+
+def _by_hand(cli_env: Path, config: Path) -> subprocess.Popen[bytes]:
+    """A master started by hand on ``config`` (not by cluster-up), answering on its port."""
+    master = deploy_local.find_executable("det-master")
+    proc = subprocess.Popen([master, "--config", str(config)], start_new_session=True)
+    url = f"http://127.0.0.1:{yaml.safe_load(config.read_text())['port']}"
+    deadline = time.monotonic() + 10
+    while local_cluster.master_identity(url) is None:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.usefixtures("programs")
+def test_cluster_up_after_a_master_crash_restarts_it_and_keeps_the_running_agents(
+    det: Det, cli_env: Path
+) -> None:
+    port = free_port()
+    state = cli_env / "local"
+    before = _up(det, port)
+    config = (state / "master.yaml").read_text()
+    survivor, dead = before["agents"][1]["pid"], before["agents"][0]["pid"]
+    _kill(before["master"]["pid"])
+    _kill(dead)  # this agent crashed too: it is started again with the saved settings
+
+    up = det("deploy", "local", "cluster-up", "--agents", "5", "--slots-per-agent", "9")
+    assert up.code == 0, up.err
+    assert up.out == (
+        f"Cluster is up again at http://127.0.0.1:{port} (master restarted; "
+        "1 running agent(s) re-attached, 1 agent(s) started again)\n"
+    )
+    assert "1 agent(s) still run. Restarting the master with the cluster's saved" in up.err
+    after = json.loads((state / "cluster.json").read_text())
+    assert after["port"] == port and after["cluster_id"] == before["cluster_id"] != ""
+    assert after["master"]["pid"] != before["master"]["pid"] and alive(after["master"]["pid"])
+    assert after["agents"][1]["pid"] == survivor and alive(survivor)  # nothing killed
+    assert after["agents"][0]["pid"] != dead and alive(after["agents"][0]["pid"])
+    assert (state / "master.yaml").read_text() == config  # same port, database, token
+    assert "agent joined True" in (state / "logs" / "agent-0.log").read_text()
+
+    assert det("deploy", "local", "cluster-down").code == 0
+    pids = [after["master"]["pid"]] + [a["pid"] for a in after["agents"]]
+    assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.usefixtures("programs")
+def test_a_master_restarted_by_hand_is_adopted_and_stopped_by_cluster_down(
+    det: Det, cli_env: Path
+) -> None:
+    port = free_port()
+    state = cli_env / "local"
+    before = _up(det, port, agents=1)
+    _kill(before["master"]["pid"])
+    by_hand = _by_hand(cli_env, state / "master.yaml")
+
+    up = det("deploy", "local", "cluster-up")
+    assert up.code == 0, up.err
+    assert up.out == (
+        f"Cluster is already running at http://127.0.0.1:{port} (its master was restarted by "
+        f"hand: now pid {by_hand.pid}, recorded for cluster-down)\n"
+    )
+    assert json.loads((state / "cluster.json").read_text())["master"]["pid"] == by_hand.pid
+    assert alive(before["agents"][0]["pid"])
+
+    assert det("deploy", "local", "cluster-down").code == 0
+    assert by_hand.wait(5) is not None
+    assert not alive(before["agents"][0]["pid"])
+
+
+@pytest.mark.usefixtures("programs")
+def test_a_hand_restart_is_stopped_by_cluster_down_even_before_cluster_up_adopts_it(
+    det: Det, cli_env: Path
+) -> None:
+    before = _up(det, free_port(), agents=0)
+    _kill(before["master"]["pid"])
+    by_hand = _by_hand(cli_env, cli_env / "local" / "master.yaml")
+    down = det("deploy", "local", "cluster-down")
+    assert down.code == 0 and "Stopped the local cluster" in down.out
+    assert by_hand.wait(5) is not None
+
+
+@pytest.mark.usefixtures("programs")
+def test_another_cluster_on_the_port_is_named_and_cluster_json_is_kept(
+    det: Det, cli_env: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    state = cli_env / "local"
+    before = _up(det, port, agents=0)
+    _kill(before["master"]["pid"])
+    other = tmp_path / "other.yaml"
+    other_config = yaml.safe_load((state / "master.yaml").read_text())
+    other.write_text(yaml.safe_dump({**other_config, "data_dir": str(tmp_path / "other-data")}))
+    stranger = _by_hand(cli_env, other)
+    try:
+        up = det("deploy", "local", "cluster-up")
+        assert up.code == 1
+        assert f"http://127.0.0.1:{port} answers as another cluster (" in up.err
+        assert f"not this local cluster ({before['cluster_id']})" in up.err
+        assert (state / "cluster.json").exists()
+        down = det("deploy", "local", "cluster-down")
+        assert "Not stopping what answers at" in down.err
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(5)
+
+
+@pytest.mark.usefixtures("programs")
+def test_a_master_that_runs_but_does_not_answer_is_reported_not_forgotten(
+    det: Det, cli_env: Path
+) -> None:
+    state = cli_env / "local"
+    before = _up(det, free_port(), agents=1)
+    master = before["master"]["pid"]
+    os.kill(master, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        up = det("deploy", "local", "cluster-up")
+    finally:
+        os.kill(master, signal.SIGCONT)
+    assert up.code == 1
+    assert f"the local cluster's master (pid {master}) is running but does not answer" in up.err
+    assert json.loads((state / "cluster.json").read_text()) == before
+    assert alive(master) and alive(before["agents"][0]["pid"])
+    assert det("deploy", "local", "cluster-down").code == 0
