@@ -130,9 +130,13 @@ class FakeTrialMaster:
                 # The reporter's batch: recorded as the single reports it carries, in order.
                 self.batches.append(len(call.body["reports"]))
                 for report in call.body["reports"]:
-                    kind = "metrics" if "metrics" in report else "progress"
-                    body = report["metrics"] if kind == "metrics" else report
-                    single = Call("POST", f"{trial}/{kind}", {}, body, call.authorization)
+                    if "checkpoint" in report:
+                        path, body = "/api/v1/checkpoints", {"checkpoint": report["checkpoint"]}
+                    elif "metrics" in report:
+                        path, body = f"{trial}/metrics", report["metrics"]
+                    else:
+                        path, body = f"{trial}/progress", report
+                    single = Call("POST", path, {}, body, call.authorization)
                     self.calls.append(single)
                     if self.preempt_when is not None and self.preempt_when(single):
                         self.preempted = True

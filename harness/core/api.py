@@ -145,20 +145,19 @@ class TrialAPI:
     def report_checkpoint(
         self, uuid: str, resources: dict[str, int], metadata: dict[str, Any]
     ) -> None:
-        self._post(
-            "/api/v1/checkpoints",
-            {
-                "checkpoint": {
-                    "uuid": uuid,
-                    "taskId": self.task_id,
-                    "allocationId": self.allocation_id,
-                    "reportTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                    "resources": resources,
-                    "metadata": metadata,
-                    "state": "STATE_COMPLETED",
-                }
-            },
-        )
+        """Queued (:mod:`harness.core.reporter`) with its idempotency key, behind the metrics
+        of its steps: training goes on while the master is away, and the checkpoint is
+        registered once it is back (the next call that waits for an answer waits for it)."""
+        checkpoint = {
+            "uuid": uuid,
+            "taskId": self.task_id,
+            "allocationId": self.allocation_id,
+            "reportTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "resources": resources,
+            "metadata": metadata,
+            "state": "STATE_COMPLETED",
+        }
+        self._reporter.submit(f"checkpoint {uuid}", {"key": new_key(), "checkpoint": checkpoint})
 
     # ---- preemption --------------------------------------------------------------------------
 

@@ -15,32 +15,29 @@ import logging
 import tarfile
 import threading
 from collections.abc import AsyncIterator
-from datetime import datetime
 from functools import partial
 from typing import IO, Any, cast
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
-from pydantic import Field
 from sqlalchemy.orm import Session
 
-from harness.storage import CheckpointNotFound, build_storage, validate_uuid
+from harness.storage import CheckpointNotFound, build_storage
 from master import auth, models
-from master.api.errors import ApiError, bad_request, not_found
+from master.api.errors import ApiError, not_found
 from master.api.experiment_schemas import CheckpointReply
 from master.api.experiments import master_state
 from master.api.openapi import TAR, documented, streamed
 from master.api.schemas import BINARY, Empty
 from master.api.trial_reports import (
+    COMPLETED,
     IDEMPOTENCY_HEADER,
-    LooseBody,
+    ReportCheckpointRequest,
+    check_checkpoint,
     idempotency_key,
-    key_seen,
-    remember_key,
+    store_checkpoint,
     trial_token_for,
 )
-from master.api.trials import load_trial
-from master.api.wire import WireModel
 from master.experiments import views
 
 log = logging.getLogger(__name__)
@@ -48,7 +45,6 @@ router = APIRouter(prefix="/api/v1/checkpoints")
 
 CHUNK_BYTES = 1 << 20
 _QUEUE_CHUNKS = 8
-COMPLETED = "STATE_COMPLETED"
 
 
 def load_checkpoint(session: Session, uuid: str) -> models.Checkpoint:
@@ -61,73 +57,6 @@ def load_checkpoint(session: Session, uuid: str) -> models.Checkpoint:
 # ---- reporting -----------------------------------------------------------------------------------
 
 
-class CheckpointBody(LooseBody):
-    uuid: str
-    task_id: str | None = Field(default=None, alias="taskId")
-    allocation_id: str | None = Field(default=None, alias="allocationId")
-    report_time: datetime | None = Field(default=None, alias="reportTime")
-    resources: dict[str, int | str] = {}
-    metadata: dict[str, Any] = {}
-    state: str = COMPLETED
-
-
-class ReportCheckpointRequest(WireModel):
-    checkpoint: CheckpointBody
-
-
-def _size(path: str, value: int | str) -> int:
-    try:
-        size = int(value)
-    except ValueError:
-        raise bad_request(f"checkpoint.resources.{path}: {value!r} is not a byte count") from None
-    if size < 0:
-        raise bad_request(f"checkpoint.resources.{path}: {size} is negative")
-    return size
-
-
-def store_checkpoint(
-    session: Session,
-    body: CheckpointBody,
-    trial_id: int,
-    allocation_id: str,
-    now: datetime,
-    key: str | None = None,
-) -> None:
-    if key is not None:
-        if key_seen(session, trial_id, key):
-            return  # reported again with its idempotency key (a retried request)
-        remember_key(session, trial_id, key, "checkpoint", now)
-    existing = session.get(models.Checkpoint, body.uuid)
-    if existing is not None:
-        if existing.trial_id == trial_id:
-            return  # reported again (a retried request)
-        raise ApiError(409, f"checkpoint.uuid: {body.uuid} is another trial's checkpoint")
-    steps = body.metadata.get("steps_completed")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise bad_request(
-            "checkpoint.metadata.steps_completed: required, the number of batches trained "
-            f"(a non-negative integer), got {steps!r}"
-        )
-    resources = {path: _size(path, size) for path, size in body.resources.items()}
-    trial = load_trial(session, trial_id)
-    session.add(
-        models.Checkpoint(
-            uuid=body.uuid,
-            trial_id=trial_id,
-            experiment_id=trial.experiment_id,
-            task_id=body.task_id,
-            allocation_id=allocation_id,
-            state=COMPLETED,
-            report_time=body.report_time or now,
-            steps_completed=steps,
-            resources=resources,
-            size=sum(resources.values()),
-            metadata_=body.metadata,
-        )
-    )
-    trial.latest_checkpoint = body.uuid
-
-
 @router.post("", **documented(Empty, 404, 409))
 async def report_checkpoint(
     body: ReportCheckpointRequest,
@@ -138,20 +67,7 @@ async def report_checkpoint(
     it again (same uuid, or same ``Idempotency-Key``) changes nothing."""
     allocation_id, trial_id = await trial_token_for(request, None)
     checkpoint = body.checkpoint
-    if checkpoint.allocation_id not in (None, allocation_id):
-        raise ApiError(
-            403,
-            f"checkpoint.allocationId: {checkpoint.allocation_id} is not the calling "
-            f"allocation {allocation_id}",
-        )
-    try:
-        validate_uuid(checkpoint.uuid)
-    except ValueError as exc:
-        raise bad_request(f"checkpoint.uuid: {exc}") from exc
-    if checkpoint.state != COMPLETED:
-        raise bad_request(
-            f"checkpoint.state: {checkpoint.state!r}; only {COMPLETED} checkpoints are reported"
-        )
+    check_checkpoint(checkpoint, allocation_id, "checkpoint")
     state = master_state(request)
     await state.db.run(
         partial(

@@ -27,12 +27,14 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from harness.storage import validate_uuid
 from master import auth, models
 from master.api.errors import ApiError, bad_request
 from master.api.experiment_schemas import SearcherOperation
 from master.api.experiments import engine_call, engine_of, master_state
 from master.api.openapi import documented
 from master.api.schemas import Empty
+from master.api.trials import load_trial
 from master.api.wire import Int64, WireModel
 from master.experiments import views
 from master.experiments.launch import TASK_TYPE
@@ -120,6 +122,96 @@ def remember_key(session: Session, trial_id: int, key: str, kind: str, now: date
 
 class LooseBody(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+
+COMPLETED = "STATE_COMPLETED"
+
+
+class CheckpointBody(LooseBody):
+    uuid: str
+    task_id: str | None = Field(default=None, alias="taskId")
+    allocation_id: str | None = Field(default=None, alias="allocationId")
+    report_time: datetime | None = Field(default=None, alias="reportTime")
+    resources: dict[str, int | str] = {}
+    metadata: dict[str, Any] = {}
+    state: str = COMPLETED
+
+
+class ReportCheckpointRequest(WireModel):
+    checkpoint: CheckpointBody
+
+
+def _size(path: str, value: int | str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise bad_request(f"checkpoint.resources.{path}: {value!r} is not a byte count") from None
+    if size < 0:
+        raise bad_request(f"checkpoint.resources.{path}: {size} is negative")
+    return size
+
+
+def store_checkpoint(
+    session: Session,
+    body: CheckpointBody,
+    trial_id: int,
+    allocation_id: str,
+    now: datetime,
+    key: str | None = None,
+) -> None:
+    if key is not None:
+        if key_seen(session, trial_id, key):
+            return  # reported again with its idempotency key (a retried request)
+        remember_key(session, trial_id, key, "checkpoint", now)
+    existing = session.get(models.Checkpoint, body.uuid)
+    if existing is not None:
+        if existing.trial_id == trial_id:
+            return  # reported again (a retried request)
+        raise ApiError(409, f"checkpoint.uuid: {body.uuid} is another trial's checkpoint")
+    steps = body.metadata.get("steps_completed")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise bad_request(
+            "checkpoint.metadata.steps_completed: required, the number of batches trained "
+            f"(a non-negative integer), got {steps!r}"
+        )
+    resources = {path: _size(path, size) for path, size in body.resources.items()}
+    trial = load_trial(session, trial_id)
+    session.add(
+        models.Checkpoint(
+            uuid=body.uuid,
+            trial_id=trial_id,
+            experiment_id=trial.experiment_id,
+            task_id=body.task_id,
+            allocation_id=allocation_id,
+            state=COMPLETED,
+            report_time=body.report_time or now,
+            steps_completed=steps,
+            resources=resources,
+            size=sum(resources.values()),
+            metadata_=body.metadata,
+        )
+    )
+    trial.latest_checkpoint = body.uuid
+
+
+def check_checkpoint(checkpoint: CheckpointBody, allocation_id: str, where: str) -> None:
+    """Refuse a checkpoint report that is not the calling allocation's, or not complete."""
+    if checkpoint.allocation_id not in (None, allocation_id):
+        raise ApiError(
+            403,
+            f"{where}.allocationId: {checkpoint.allocation_id} is not the calling "
+            f"allocation {allocation_id}",
+        )
+    try:
+        validate_uuid(checkpoint.uuid)
+    except ValueError as exc:
+        raise bad_request(f"{where}.uuid: {exc}") from exc
+    if checkpoint.state != COMPLETED:
+        raise bad_request(
+            f"{where}.state: {checkpoint.state!r}; only {COMPLETED} checkpoints are reported"
+        )
 
 
 class TrialMetricsBody(LooseBody):
@@ -240,16 +332,19 @@ async def report_metrics(
 
 
 class TrialReport(WireModel):
-    """One queued report: ``metrics`` (the body of ``POST /metrics``) or ``progress``."""
+    """One queued report: ``metrics`` (the body of ``POST /metrics``), ``progress``, or a
+    ``checkpoint`` (the ``checkpoint`` of ``POST /api/v1/checkpoints``)."""
 
     key: str = Field(min_length=1, max_length=KEY_MAX_LENGTH)
     metrics: ReportMetricsRequest | None = None
     progress: float | None = Field(default=None, ge=0, le=1)
+    checkpoint: CheckpointBody | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrialReport:
-        if (self.metrics is None) == (self.progress is None):
-            raise ValueError("a report carries exactly one of metrics and progress")
+        kinds = (self.metrics, self.progress, self.checkpoint)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("a report carries exactly one of metrics, progress and checkpoint")
         return self
 
 
@@ -267,17 +362,30 @@ async def report_many(
     trial_id: Int64, body: TrialReportsRequest, request: Request
 ) -> dict[str, Any]:
     """Many reports in order, as the harness queued them: the metrics are stored in one
-    transaction (each key once), then the last progress is applied."""
-    await trial_token_for(request, trial_id)
+    transaction (each key once), then the checkpoints (each key once; a checkpoint comes after
+    the metrics of its steps), then the last progress is applied."""
+    allocation_id, _ = await trial_token_for(request, trial_id)
     metrics: list[tuple[str | None, ReportMetricsRequest]] = []
+    checkpoints: list[tuple[str, CheckpointBody]] = []
     progress = None
     for index, report in enumerate(body.reports):
         if report.metrics is not None:
             _check_metrics_trial(trial_id, report.metrics, f"reports[{index}].")
             metrics.append((report.key, report.metrics))
+        elif report.checkpoint is not None:
+            check_checkpoint(report.checkpoint, allocation_id, f"reports[{index}].checkpoint")
+            checkpoints.append((report.key, report.checkpoint))
         else:
             progress = report.progress
     stored = await _store(request, trial_id, metrics) if metrics else 0
+    if checkpoints:
+        state = master_state(request)
+
+        def write(session: Session) -> None:
+            for key, checkpoint in checkpoints:
+                store_checkpoint(session, checkpoint, trial_id, allocation_id, state.clock(), key)
+
+        await state.db.run(write)
     if progress is not None:
         await _apply_progress(request, trial_id, progress)
     return {"stored": stored, "repeated": len(metrics) - stored}

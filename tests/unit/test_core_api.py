@@ -145,6 +145,8 @@ def test_store_path_uploads_and_reports(
         stored = tmp_path / "checkpoints" / uuid
         assert (stored / "weights.bin").read_bytes() == b"12345"
         assert json.loads((stored / "metadata.json").read_text())["steps_completed"] == 7
+        # The registration is queued behind earlier reports; the master gets it in the background.
+        master.wait_for(lambda: bool(master.checkpoints()))
         (reported,) = master.checkpoints()
         assert reported["uuid"] == uuid
         assert reported["taskId"] and reported["allocationId"] == ALLOCATION_ID
@@ -169,11 +171,13 @@ def test_upload_and_failed_store_path(
     (src / "model.pt").write_bytes(b"m")
     with harness.core.init(environ=env) as core:
         uuid = core.checkpoint.upload(src, {"steps_completed": 3})
+        master.wait_for(lambda: bool(master.checkpoints()))
         assert master.checkpoints()[-1]["uuid"] == uuid
         assert (tmp_path / "checkpoints" / uuid / "model.pt").exists()
 
         with pytest.raises(ZeroDivisionError), core.checkpoint.store_path({"steps_completed": 4}):
             raise ZeroDivisionError
+        core.train._api.flush()
         assert len(master.checkpoints()) == 1  # nothing reported for the failed one
 
         with (
