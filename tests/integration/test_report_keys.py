@@ -208,21 +208,22 @@ def test_the_harness_rides_out_a_master_down_for_20s_and_gives_up_after_its_time
     master.stop()
     down_since = time.monotonic()
     checkpoint = str(uuid.uuid4())
-    registered = threading.Event()
+    trained = threading.Event()
 
     def train() -> None:  # training goes on while the master is away; reports queue
         for step in range(2, 22):
             api.report_metrics("training", step, {"loss": 1.0 / step})
         api.report_checkpoint(checkpoint, {"w": 1}, {"steps_completed": 21})
-        registered.set()
+        trained.set()
 
     trainer = threading.Thread(target=train)
     trainer.start()
-    time.sleep(22)
-    assert not registered.is_set()
+    trainer.join(15)
+    assert trained.is_set(), "training waited for the master (reports and checkpoint queue)"
+    time.sleep(max(0.0, 22 - (time.monotonic() - down_since)))
     master.start()
-    trainer.join(60)
-    assert registered.is_set() and time.monotonic() - down_since > 20
+    api.flush()  # waits with the reports' patience until the master has them all
+    assert time.monotonic() - down_since > 20
     api.close()
     api.client.close()
     assert trial.steps() == list(range(1, 22))

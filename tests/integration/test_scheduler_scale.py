@@ -157,7 +157,7 @@ def test_a_pass_batches_events_and_stores_before_it_sends_or_answers(
         # Answered only once stored: the queued line and the state are in the database.
         for s in submitted:
             lines = await state.db.run(
-                partial(read_logs, task_id=s.task_id, after_id=0, limit=None)
+                partial(read_logs, task_ids=s.task_id, after_id=0, limit=None)
             )
             assert lines[0].log.startswith("queued: 1 slot(s)")
         first = submitted[0].allocation_id
