@@ -40,7 +40,6 @@ from pathlib import Path
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
-ROOT = Path(__file__).resolve().parents[1]
 TOP = "tests"  # tests/conftest.py's folder: its fixtures do not group
 SHARED_SCOPES = frozenset({"module", "package", "session"})
 WORKERS_PER_CPU = 2
@@ -80,16 +79,17 @@ def defines_shared_fixture(path: Path) -> bool:
     )
 
 
-def shared_unit(nodeid: str) -> str | None:
-    """The unit the test ``nodeid`` must share, or None: the widest folder (below tests/) whose
-    conftest.py defines a shared fixture, else its module if that defines one."""
+def shared_unit(nodeid: str, root: Path) -> str | None:
+    """The unit the test ``nodeid`` (relative to ``root``, the rootdir) must share, or None:
+    the widest folder (below tests/) whose conftest.py defines a shared fixture, else its
+    module if that defines one."""
     module = nodeid.split("::", 1)[0]
     parts = module.split("/")
     for depth in range(2, len(parts)):  # tests/<folder>/..., never the top conftest
         folder = "/".join(parts[:depth])
-        if folder != TOP and defines_shared_fixture(ROOT / folder / "conftest.py"):
+        if folder != TOP and defines_shared_fixture(root / folder / "conftest.py"):
             return folder
-    return module if defines_shared_fixture(ROOT / module) else None
+    return module if defines_shared_fixture(root / module) else None
 
 
 class SharedFixtureScheduling(LoadScopeScheduling):
@@ -98,7 +98,7 @@ class SharedFixtureScheduling(LoadScopeScheduling):
     which puts the largest units first, is ignored: the order is the tiers')."""
 
     def _split_scope(self, nodeid: str) -> str:
-        return shared_unit(nodeid) or nodeid
+        return shared_unit(nodeid, self.config.rootpath) or nodeid
 
 
 # optionalhook: with -p no:xdist there is no such hook to check it against.
