@@ -5,7 +5,11 @@ Run as root, the integration clusters start agents with ``isolation: uid``: thei
 other uids, which must traverse the directories above an agent's work dir under ``tmp_path``.
 So the base temp dir lives in ``<tmp>/flotilla-pytest/`` (not pytest's ``pytest-of-root``,
 which pytest resets to 0700 whenever a session starts) and every directory of the chain,
-``tmp_path`` included, is 0711: other uids may pass through, not list.
+``tmp_path`` included, is 0711: other uids may pass through, not list. Under pytest-xdist each
+worker's base temp dir is ``popen-gw<N>`` inside the controller's session dir, which the
+controller (re)creates 0700: each worker opens it as it starts.
+
+tests/parallel.py says which tests share a worker and in which order they run in parallel.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+pytest_plugins = ["tests.parallel"]
+
 PG_ADMIN_URL = os.environ.get(
     "FLOTILLA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -33,8 +39,16 @@ BASETEMP_MAX_AGE = 24 * 3600.0  # seconds; older sessions' temp dirs are removed
 
 def pytest_configure(config: pytest.Config) -> None:
     """As root, without ``--basetemp``: a fresh base temp dir of this session under
-    :data:`BASETEMP_ROOT` (0711); day-old ones of earlier sessions are removed."""
-    if os.geteuid() != 0 or config.option.basetemp or hasattr(config, "workerinput"):
+    :data:`BASETEMP_ROOT` (0711); day-old ones of earlier sessions are removed. An xdist worker
+    opens the session dir its own base temp dir sits in."""
+    if os.geteuid() != 0:
+        return
+    if hasattr(config, "workerinput"):
+        session = Path(config.option.basetemp).parent if config.option.basetemp else None
+        if session is not None and session.parent == BASETEMP_ROOT and session.is_dir():
+            session.chmod(TRAVERSABLE)
+        return
+    if config.option.basetemp:
         return
     BASETEMP_ROOT.mkdir(mode=TRAVERSABLE, exist_ok=True)
     if BASETEMP_ROOT.is_symlink() or BASETEMP_ROOT.stat().st_uid != 0:

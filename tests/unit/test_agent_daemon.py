@@ -41,6 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "join-secret"
 SLOTS = [SlotInfo(id=0, type=DeviceType.CPU), SlotInfo(id=1, type=DeviceType.CPU)]
 OPTIONS = AgentOptions(ping_interval=5, ping_timeout=5, log_batch_interval=0.02)
+# A det-agent process starting (imports included) and connecting, or ending: seconds on an idle
+# machine, far more on a loaded 2-core one running the suite in parallel. Only a hang reaches it.
+AGENT_PROCESS_SECONDS = 60
 
 
 class FakeMaster:
@@ -350,7 +353,7 @@ def test_det_agent_with_a_bad_join_token_exits_1_without_retrying(tmp_path):
                 "--join-token=wrong",
             ) as process,
         ):
-            _, stderr = await asyncio.wait_for(process.communicate(), 10)
+            _, stderr = await asyncio.wait_for(process.communicate(), AGENT_PROCESS_SECONDS)
             assert process.returncode is not None
             return process.returncode, stderr.decode()
 
@@ -371,7 +374,7 @@ def test_det_agent_on_sigterm_kills_its_tasks_reports_them_and_exits_0(tmp_path)
                 env={"DET_AGENT_JOIN_TOKEN": TOKEN},
             ) as process,
         ):
-            ws = await master.next_connection(timeout=10)
+            ws = await master.next_connection(timeout=AGENT_PROCESS_SECONDS)
             await recv(ws)
             await send(ws, Welcome(options=OPTIONS))
             await send(ws, sh("a1", "sleep 100"))
@@ -381,7 +384,7 @@ def test_det_agent_on_sigterm_kills_its_tasks_reports_them_and_exits_0(tmp_path)
             last = await recv(ws)
             assert (last.allocation_id, last.exit_code) == ("a1", -15)
             await send(ws, Ack(seq=last.seq))
-            await asyncio.wait_for(process.communicate(), 10)
+            await asyncio.wait_for(process.communicate(), AGENT_PROCESS_SECONDS)
             assert process.returncode == 0
 
     asyncio.run(scenario())

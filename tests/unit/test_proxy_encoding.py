@@ -114,6 +114,9 @@ def _raw_deflate(data: bytes) -> bytes:
         (gzip.compress(zlib.compress(TEXT)), ("deflate", "gzip")),  # applied in that order
         (b"", ()),
     ],
+    # Named: an id made from the bytes would hold gzip's timestamp, and pytest-xdist's workers
+    # must collect the same ids.
+    ids=["gzip", "gzip-two-members", "deflate", "raw-deflate", "deflate-then-gzip", "empty"],
 )
 def test_decoding_undoes_each_coding_across_any_chunking(
     encoded: bytes, codings: tuple[str, ...]
