@@ -122,6 +122,15 @@ class Master(Process):
         super().start()
         wait_for("the master to answer /info", self.answers, logs=[self.log_path])
 
+    def restart_patiently(self, reconnect_wait: str = "30s") -> None:
+        """Stop and start again, giving agents ``reconnect_wait`` to come back: on a loaded
+        machine (the suite runs in parallel) an agent's reconnect backoff can outlast 5 s."""
+        self.stop()
+        settings = yaml.safe_load(self.config_path.read_text())
+        settings["agent_reconnect_wait"] = reconnect_wait
+        self.config_path.write_text(yaml.safe_dump(settings))
+        self.start()
+
     def answers(self) -> bool:
         if not self.alive():
             raise AssertionError(f"the master exited with code {self.proc and self.proc.poll()}")

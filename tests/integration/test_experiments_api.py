@@ -421,8 +421,7 @@ def test_master_restart_mid_experiment_continues(cluster: tuple[Master, list[Age
         60,
         logs=[master.log_path],
     )
-    master.stop()
-    master.start()
+    master.restart_patiently()
     api = Api(master)
     wait_experiment(api, master, experiment_id, "STATE_COMPLETED", timeout=120)
     found = trials(api, experiment_id)

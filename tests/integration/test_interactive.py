@@ -116,15 +116,18 @@ def test_a_shell_survives_a_master_restart(cluster: tuple[Master, list[Agent]]) 
     master, _ = cluster
     api = Api(master)
     shell = launch(api, "shell")
-    master.stop()
-    master.start()
+    master.restart_patiently()
     api = Api(master)
     wait_for(
         "the shell to be re-attached",
         lambda: any("re-attached" in e["message"] for e in api.logs(shell["id"])),
         30,
     )
-    assert api.task(shell["id"])["allocations"][0]["isReady"]
+    wait_for(
+        "the re-attached shell to be ready again",
+        lambda: api.task(shell["id"])["allocations"][0]["isReady"],
+        30,
+    )
     with ssh_client(master, shell, token=None) as client:
         assert run(client, "echo back") == (0, "back\n")
 

@@ -80,6 +80,7 @@ ADMIN_ONLY = {
     "GET /api/v1/scale-events",
     "GET /api/v1/master/config",
     "GET /api/v1/master/logs",
+    "GET /debug/scheduler",
 }
 # Operations the generator must not call, and why.
 NOT_CALLED = {

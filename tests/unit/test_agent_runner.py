@@ -334,7 +334,10 @@ needs_root = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0,
     reason="switching tasks to their own uid needs root on Linux",
 )
-UIDS = (42000, 42001)
+# Task uids are held machine-wide (a flock per uid), so pytest-xdist workers running these
+# tests at once each take their own pair.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+UIDS = (42000 + 10 * _WORKER, 42001 + 10 * _WORKER)
 
 
 def isolated_runner(tmp_path: Path, recorder: Recorder, uids: tuple[int, int] = UIDS) -> Runner:
