@@ -97,14 +97,17 @@ class PassFlusher:
             for task_id, allocation_id, line in work.log_lines
         ]
 
-        def transaction() -> None:
-            with self.db.session() as session:
-                save_states(session, list(work.saves.values()))
-                for write in work.writes:
-                    write(session)
-                insert_rows(session, rows)
+        def write_all(session: Session) -> None:
+            save_states(session, list(work.saves.values()))
+            for write in work.writes:
+                write(session)
+            insert_rows(session, rows)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+        # Database.transaction runs it again if the connection is lost half-way (a PostgreSQL
+        # restart): memory has already changed, so the pass's writes must not be dropped.
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.db.transaction, write_all
+        )
 
     async def deliver(self, work: PassWork) -> None:
         """What follows a durable pass: log followers woken, messages sent, hooks called."""
