@@ -16,6 +16,10 @@ from harness.units import OptionalDuration
 DEFAULT_PRIORITY = 42
 PRIORITY_RANGE = (1, 99)
 DESCRIPTION_CHARS = 60
+# How long a task's harness retries a master that does not answer: master.yaml's
+# master_unreachable_timeout defaults to it, and a task without DET_MASTER_UNREACHABLE_TIMEOUT
+# uses it.
+MASTER_UNREACHABLE_TIMEOUT = timedelta(minutes=10)
 
 
 class _Config(BaseModel):

@@ -31,6 +31,7 @@ from pydantic import (
 
 from agent.cloudwatch.config import CloudWatchConfig
 from harness.experiment_config import CheckpointStorage, SharedFSStorage
+from harness.task_config import MASTER_UNREACHABLE_TIMEOUT
 from harness.units import Duration, OptionalDuration
 from master.config_determined import (
     LOG_LEVELS,
@@ -217,7 +218,7 @@ class MasterConfig(_Section):
         ),
     )
     master_unreachable_timeout: Duration = Field(
-        default=timedelta(minutes=10),
+        default=MASTER_UNREACHABLE_TIMEOUT,
         description=(
             "How long a task's harness keeps retrying a report the master did not answer "
             "(it is down or unreachable) before the task gives up; training goes on meanwhile. "

@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from harness.client import APIError, ClientError, MasterUnreachableError
+from harness.task_config import MASTER_UNREACHABLE_TIMEOUT
 
 log = logging.getLogger("harness.core")
 
 ENV_VAR = "DET_MASTER_UNREACHABLE_TIMEOUT"
 # master.yaml's default (master/config.py); used when a task runs without the variable.
-DEFAULT_TIMEOUT_SECONDS = 600.0
+DEFAULT_TIMEOUT_SECONDS = MASTER_UNREACHABLE_TIMEOUT.total_seconds()
 FIRST_DELAY_SECONDS = 1.0
 MAX_DELAY_SECONDS = 30.0
 # "Bad gateway", "service unavailable", "gateway timeout": a proxy in front of a master that is
