@@ -102,33 +102,42 @@ def _agents_process(
 
 
 async def _submit_all(url: str, token: str, commands: int, clients: int) -> tuple[list[float], int]:
-    """Each client POSTs until none are left; a connection the server dropped (uvicorn closes
-    a keep-alive connection idle 5 s, and a reply can be that late under load) is retried on a
-    new one, counted in the second value (a retried command may then exist twice)."""
+    """Each client POSTs until none are left, on a connection of its own (one httpx client
+    each: httpcore's pool looks over every connection it holds per request, which with one
+    shared pool of 64 cost the benchmark more CPU than the master); a connection the server
+    dropped (uvicorn closes a keep-alive connection idle 5 s, and a reply can be that late
+    under load) is retried on a new one, counted in the second value (a retried command may
+    then exist twice)."""
     latencies: list[float] = []
     retries = 0
     left = iter(range(commands))
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal retries
-        for _ in left:
-            began = time.perf_counter()
-            for attempt in range(TRANSPORT_RETRIES + 1):
-                try:
-                    response = await http.post("/api/v1/commands", json={"config": COMMAND_CONFIG})
-                    break
-                except httpx.TransportError:
-                    if attempt == TRANSPORT_RETRIES:
-                        raise
-                    retries += 1
-            latencies.append(time.perf_counter() - began)
-            if response.status_code != 200:
-                raise RuntimeError(f"submit: HTTP {response.status_code}: {response.text[:300]}")
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=120, limits=limits
+        ) as http:
+            for _ in left:
+                began = time.perf_counter()
+                for attempt in range(TRANSPORT_RETRIES + 1):
+                    try:
+                        response = await http.post(
+                            "/api/v1/commands", json={"config": COMMAND_CONFIG}
+                        )
+                        break
+                    except httpx.TransportError:
+                        if attempt == TRANSPORT_RETRIES:
+                            raise
+                        retries += 1
+                latencies.append(time.perf_counter() - began)
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"submit: HTTP {response.status_code}: {response.text[:300]}"
+                    )
 
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+    await asyncio.gather(*(client() for _ in range(clients)))
     return latencies, retries
 
 

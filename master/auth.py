@@ -24,6 +24,7 @@ and :func:`admin_user` (admin routes).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -118,10 +119,16 @@ def revoke_token(session: Session, token: str) -> None:
     )
 
 
-def revoke_allocation_tokens(session: Session, allocation_id: str) -> None:
-    token_cache.invalidate(session)
+def revoke_allocation_tokens(session: Session, allocation_ids: str | list[str]) -> None:
+    """Delete the task tokens of these allocations (only their cached checks are forgotten)."""
+    ids = [allocation_ids] if isinstance(allocation_ids, str) else allocation_ids
+    if not ids:
+        return
+    token_cache.invalidate(session, frozenset(ids))
     session.execute(
-        delete(models.UserSession).where(models.UserSession.allocation_id == allocation_id)
+        delete(models.UserSession)
+        .where(models.UserSession.allocation_id.in_(ids))
+        .execution_options(**{token_cache.HANDLED: True})
     )
 
 
@@ -153,6 +160,7 @@ class Caller:
     allocation_id: str | None = None  # TASK tokens
     task_id: str | None = None  # PROXY tokens: the one task whose proxy the cookie opens
     acts_as_owner: bool = False  # TASK tokens that may act as their owner
+    expires_at: datetime = datetime.max  # the token's
 
     @property
     def is_session(self) -> bool:
@@ -181,6 +189,7 @@ def caller_for_token(session: Session, token: str, now: datetime) -> Caller | No
         allocation_id=stored.allocation_id,
         task_id=stored.task_id,
         acts_as_owner=stored.acts_as_owner,
+        expires_at=stored.expires_at,
     )
 
 
@@ -309,19 +318,20 @@ def report_only_may(session: Session, caller: Caller, request: HTTPConnection) -
 # ---- dependencies --------------------------------------------------------------------------
 
 
-def current_caller(request: Request) -> Caller:
+async def current_caller(request: Request) -> Caller:
     """The authenticated caller of an ``/api/v1`` route, or 401/403. A proxy cookie is never
     accepted here (401); a report-only task token only on the routes it may use (403); the
-    session cookie only with its CSRF header (403). Runs in the thread pool (sync
-    dependency)."""
+    session cookie only with its CSRF header (403). A token already checked is answered from
+    ``token_cache.CALLERS`` on the event loop (emptied by every change of a token or a user);
+    otherwise the database is read on a worker thread."""
     token, from_cookie = request_credential(request)
     if token is None:
         raise ApiError(401, "authentication required: log in with `det user login`")
     state = request.app.state.master
-    with state.db.session() as session:
-        found = caller_for_token(session, token, state.clock())
-        if found is not None and found.report_only and not report_only_may(session, found, request):
-            raise ApiError(403, REPORT_ONLY_REFUSAL)
+    digest = token_digest(token)
+    found: Caller | None = token_cache.CALLERS.get(digest, state.clock())
+    if found is None or found.report_only:
+        found = await asyncio.to_thread(_check_token, request, token, digest)
     if found is None or found.scope == PROXY:
         raise ApiError(401, "invalid or expired token: log in again with `det user login`")
     if from_cookie and not csrf_ok(request, token):
@@ -329,13 +339,27 @@ def current_caller(request: Request) -> Caller:
     return found
 
 
-def current_user(caller: Caller = Depends(current_caller)) -> models.User:
+def _check_token(request: Request, token: str, digest: str) -> Caller | None:
+    """:func:`current_caller`'s database check (a worker thread): the caller, remembered for
+    the next request; 403 for a report-only token off its routes."""
+    state = request.app.state.master
+    generation = token_cache.CALLERS.generation
+    with state.db.session() as session:
+        found = caller_for_token(session, token, state.clock())
+        if found is not None and found.report_only and not report_only_may(session, found, request):
+            raise ApiError(403, REPORT_ONLY_REFUSAL)
+    if found is not None:
+        token_cache.CALLERS.put(digest, found, generation)
+    return found
+
+
+async def current_user(caller: Caller = Depends(current_caller)) -> models.User:
     """The caller's user, for ordinary work: login sessions and task tokens acting as their
     owner (report-only task tokens only where they may read)."""
     return caller.user
 
 
-def session_user(caller: Caller = Depends(current_caller)) -> Caller:
+async def session_user(caller: Caller = Depends(current_caller)) -> Caller:
     """A caller with a user session (``login`` scope), or 403: password, user and token
     changes need one; no task token may make them."""
     if not caller.is_session:
@@ -343,7 +367,7 @@ def session_user(caller: Caller = Depends(current_caller)) -> Caller:
     return caller
 
 
-def admin_user(caller: Caller = Depends(session_user)) -> models.User:
+async def admin_user(caller: Caller = Depends(session_user)) -> models.User:
     """An admin with a user session, or 403."""
     if not caller.user.admin:
         raise ApiError(

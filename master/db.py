@@ -87,7 +87,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # psycopg2's values_plus_batch: an UPDATE or DELETE with many parameter sets (the
+    # scheduler's pass stores every allocation it changed in one) goes as pages of statements
+    # per round trip, not one round trip per row; INSERTs stay multi-row VALUES.
+    batch = {"executemany_mode": "values_plus_batch"} if "+psycopg2" in url else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **batch)
 
 
 def migrate(engine: Engine) -> None:

@@ -1,16 +1,21 @@
-"""Creating tasks of any type: one row per task, one per allocation, then a scheduler event.
+"""Creating tasks of any type: one row per task, one per allocation, handed to the scheduler.
 
-Commands use this now; trials, shells, notebooks and TensorBoards build their launch spec and
-call :func:`submit_task` the same way.
+Commands, trials, shells, notebooks and TensorBoards build their launch spec and call
+:func:`submit_task`. The rows are made here but stored by the scheduler, in the transaction of
+the pass that takes the submission (with every other submission and change of that pass), and
+the submitter is answered once that transaction has committed: a submission costs no
+transaction of its own.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from master import models
 from master.api.errors import bad_request
@@ -33,6 +38,8 @@ class TaskSpec:
     config: dict[str, Any] = field(default_factory=dict)
     # Host paths linked into the task's directory: {"host_path", "container_path"} each.
     bind_mounts: list[dict[str, str]] = field(default_factory=list)
+    # The owner's username when the submitter has it (else read from the database).
+    owner_name: str | None = None
 
 
 @dataclass
@@ -40,6 +47,9 @@ class Submitted:
     task_id: str
     allocation_id: str
     rejection: str | None
+    # The stored task row (detached) and the scheduler's live view of its allocation.
+    task: models.Task
+    allocation: Allocation
 
 
 async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
@@ -60,38 +70,36 @@ async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
         launch["bind_mounts"] = spec.bind_mounts
     config = {**spec.config, "launch": launch}
 
-    def write(session: Any) -> Allocation:
-        task = models.Task(
-            id=task_id,
-            task_type=spec.task_type,
-            owner_id=spec.owner_id,
-            description=spec.description,
-            config=config,
-            resource_pool=pool,
-            slots=spec.slots,
-            priority=spec.priority,
-            state=AllocationState.QUEUED.value,
-            created_at=now,
-        )
-        session.add(task)
-        session.flush()
-        row = models.Allocation(
-            id=allocation_id,
-            task_id=task_id,
-            state=AllocationState.QUEUED.value,
-            agent_slots={},
-            created_at=now,
-        )
-        session.add(row)
-        session.flush()
-        owner = session.scalars(
-            select(models.User.username).where(models.User.id == spec.owner_id)
-        ).one()
-        return allocation_from_rows(row, task, owner)
-
-    # The scheduler gets the allocation as stored here: it reads nothing back.
-    allocation = await state.db.run(write)
-    rejection = await state.scheduler.call(
-        AllocationSubmitted(allocation_id=allocation_id, allocation=allocation)
+    owner = spec.owner_name
+    if owner is None:
+        owner = await state.db.run(partial(_username, user_id=spec.owner_id))
+    task = models.Task(
+        id=task_id,
+        task_type=spec.task_type,
+        owner_id=spec.owner_id,
+        description=spec.description,
+        config=config,
+        resource_pool=pool,
+        slots=spec.slots,
+        priority=spec.priority,
+        state=AllocationState.QUEUED.value,
+        created_at=now,
     )
-    return Submitted(task_id, allocation_id, rejection)
+    row = models.Allocation(
+        id=allocation_id,
+        task_id=task_id,
+        state=AllocationState.QUEUED.value,
+        agent_slots={},
+        is_ready=False,
+        created_at=now,
+    )
+    allocation = allocation_from_rows(row, task, owner)
+    # Stored in the scheduler's pass, answered once that pass has committed.
+    rejection = await state.scheduler.call(
+        AllocationSubmitted(allocation_id=allocation_id, allocation=allocation, rows=[task, row])
+    )
+    return Submitted(task_id, allocation_id, rejection, task, allocation)
+
+
+def _username(session: Session, user_id: int) -> str:
+    return session.scalars(select(models.User.username).where(models.User.id == user_id)).one()

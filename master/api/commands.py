@@ -92,13 +92,6 @@ def parse_config(raw: dict[str, Any], model: type[C], kind: str = "command") -> 
         raise bad_request(f"invalid {kind} config: {problems}") from exc
 
 
-def container_json(allocation: models.Allocation | None) -> dict[str, Any] | None:
-    """Determined's container of a command: absent while queued."""
-    if allocation is None or allocation.state not in CONTAINER_STATES:
-        return None
-    return {"id": allocation.id, "state": CONTAINER_STATES[allocation.state]}
-
-
 def command_json(session: Session, task: models.Task) -> dict[str, Any]:
     owner = session.get_one(models.User, task.owner_id)
     allocation = session.scalars(
@@ -106,17 +99,44 @@ def command_json(session: Session, task: models.Task) -> dict[str, Any]:
         .where(models.Allocation.task_id == task.id)
         .order_by(models.Allocation.created_at.desc())
     ).first()
+    if allocation is None:
+        return task_json(task, owner, task.state)
+    return task_json(
+        task,
+        owner,
+        task.state,
+        allocation.id,
+        allocation.state,
+        allocation.exit_reason,
+        allocation.exit_code,
+    )
+
+
+def task_json(
+    task: models.Task,
+    owner: models.User,
+    state: str,
+    allocation_id: str | None = None,
+    allocation_state: str | None = None,
+    exit_reason: str | None = None,
+    exit_code: int | None = None,
+) -> dict[str, Any]:
+    """Determined's command: its task in ``state``, its owner and its latest allocation
+    (None: none yet)."""
+    container = None
+    if allocation_state in CONTAINER_STATES:
+        container = {"id": allocation_id, "state": CONTAINER_STATES[allocation_state]}
     return {
         "id": task.id,
         "description": task.description,
-        "state": task.state,
-        "container": container_json(allocation),
+        "state": state,
+        "container": container,
         "username": owner.username,
         "userId": owner.id,
         "displayName": owner.display_name or "",
         "resourcePool": task.resource_pool,
-        "exitStatus": allocation.exit_reason if allocation else None,
-        "exitCode": allocation.exit_code if allocation else None,
+        "exitStatus": exit_reason,
+        "exitCode": exit_code,
         "jobId": task.id,
         "workspaceId": DEFAULT_WORKSPACE_ID,
         "registeredTime": timestamp(task.created_at),
@@ -152,16 +172,16 @@ async def launch_command(
         env=config.environment.environment_variables,
         files=context_files(body.files),
         config=config.model_dump(mode="json"),
+        owner_name=user.username,
     )
     submitted = await submit_task(state, spec)
     if submitted.rejection:
         raise bad_request(f"resources.slots: {submitted.rejection}")
-
-    def read(session: Session) -> dict[str, Any]:
-        task = load_task(session, submitted.task_id)
-        return {"command": command_json(session, task), "config": public_config(task)}
-
-    return await state.db.run(read)
+    # As stored by the pass that took it: nothing to read back.
+    allocation = submitted.allocation
+    state_now = allocation.state.value
+    command = task_json(submitted.task, user, state_now, allocation.id, state_now)
+    return {"command": command, "config": public_config(submitted.task)}
 
 
 @router.get("", **documented(CommandList))

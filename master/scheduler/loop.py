@@ -209,6 +209,14 @@ class Scheduler(AgentEvents):
             self.allocations.setdefault(allocation.id, allocation)
         try:
             await self._flusher.store(work)
+        except BaseException:
+            # Submissions whose rows were not stored never happened: their submitters get the
+            # failure, and nothing of them may stay (placed or queued) in memory.
+            for allocation in work.submitted:
+                if self.allocations.get(allocation.id) is allocation:
+                    del self.allocations[allocation.id]
+                    self.capacity.untrack(allocation.id)
+            raise
         finally:
             for allocation_id, allocation in work.ended.items():
                 if self.allocations.get(allocation_id) is allocation:
@@ -290,13 +298,7 @@ class Scheduler(AgentEvents):
 
     async def _submitted(self, event: AllocationSubmitted) -> Deferred:
         allocation = event.allocation
-        if allocation is None:
-            try:
-                allocation = await self._read(
-                    partial(store.load_allocation, allocation_id=event.allocation_id)
-                )
-            except store.AllocationNotFound as exc:
-                raise SchedulerError(404, f"allocation {event.allocation_id} not found") from exc
+        self._work.insert(allocation, event.rows)
         self.allocations[allocation.id] = allocation
         self.capacity.track(allocation)
         self._log(
@@ -382,15 +384,7 @@ class Scheduler(AgentEvents):
         # so a log follower that sees the end can read why.
         level = "INFO" if exit_code == 0 else "ERROR"
         self._log(allocation.task_id, allocation.id, reason, now, level)
-        self._write(
-            partial(
-                store.save_finished,
-                allocation=allocation,
-                exit_code=exit_code,
-                reason=reason,
-                now=now,
-            )
-        )
+        self._work.finish(store.Finished(allocation, exit_code, reason, now))
         # Forgotten by the rest of the pass now; shown to readers until its end is stored.
         self.allocations.pop(allocation.id, None)
         self._work.ended[allocation.id] = allocation

@@ -159,11 +159,13 @@ class Event:
 
 @dataclass
 class AllocationSubmitted(Event):
-    """A task's allocation was stored; ``allocation``: the scheduler's view of it as the
-    submitter built it in the same transaction (None: the scheduler reads it back)."""
+    """A task's allocation, submitted: ``allocation`` is the scheduler's view of it, ``rows``
+    the ORM rows (its task's and its own) that the pass taking it stores, in its transaction,
+    before anything else of that pass."""
 
     allocation_id: str
-    allocation: Allocation | None = None
+    allocation: Allocation
+    rows: list[Any] = field(default_factory=list)
 
 
 @dataclass

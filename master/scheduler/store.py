@@ -123,28 +123,46 @@ def save_states(session: Session, allocations: list[Allocation]) -> None:
     session.execute(update(models.Task), [{"id": k, "state": v} for k, v in tasks.items()])
 
 
-def save_finished(
-    session: Session, allocation: Allocation, exit_code: int | None, reason: str, now: datetime
-) -> None:
-    """Terminate the allocation and its task for good, and revoke the allocation's token."""
+@dataclass(frozen=True)
+class Finished:
+    """An allocation ended for good in a pass: its exit code and why, and when."""
+
+    allocation: Allocation
+    exit_code: int | None
+    reason: str
+    now: datetime
+
+
+def save_finished(session: Session, finished: list[Finished]) -> None:
+    """Terminate the allocations and their tasks for good, and revoke the allocations'
+    tokens: one statement per table for the whole pass."""
+    if not finished:
+        return
     session.execute(
-        update(models.Allocation)
-        .where(models.Allocation.id == allocation.id)
-        .values(
-            state=AllocationState.TERMINATED.value,
-            ended_at=now,
-            exit_code=exit_code,
-            exit_reason=reason,
-            is_ready=False,
-            proxy_address=None,
-        )
+        update(models.Allocation),
+        [
+            {
+                "id": f.allocation.id,
+                "state": AllocationState.TERMINATED.value,
+                "ended_at": f.now,
+                "exit_code": f.exit_code,
+                "exit_reason": f.reason,
+                "is_ready": False,
+                "proxy_address": None,
+            }
+            for f in finished
+        ],
     )
-    session.execute(
-        update(models.Task)
-        .where(models.Task.id == allocation.task_id)
-        .values(state=AllocationState.TERMINATED.value, ended_at=now)
-    )
-    auth.revoke_allocation_tokens(session, allocation.id)
+    tasks = {
+        f.allocation.task_id: {
+            "id": f.allocation.task_id,
+            "state": AllocationState.TERMINATED.value,
+            "ended_at": f.now,
+        }
+        for f in finished
+    }
+    session.execute(update(models.Task), list(tasks.values()))
+    auth.revoke_allocation_tokens(session, [f.allocation.id for f in finished])
 
 
 def revoke_tokens(session: Session, allocation_id: str) -> None:

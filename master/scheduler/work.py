@@ -24,7 +24,7 @@ from agent.protocol import MasterMessage
 from master.db import Database
 from master.logs import LogLine, LogStore, insert_rows, line_row, master_line
 from master.scheduler.state import AgentLink, Allocation
-from master.scheduler.store import save_states
+from master.scheduler.store import Finished, save_finished, save_states
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,18 @@ Hook = Callable[[], Awaitable[None]]
 
 @dataclass
 class PassWork:
-    """``saves``: allocations whose state to store, as they are when the pass is stored (so
-    one row write each however often the pass changed them; stored before ``writes``, which
-    may then end them). ``writes``: every other write, in order."""
+    """``inserts``: rows of each allocation submitted in this pass (``submitted``), in the
+    order they reference each other (a task before its allocation), added first. ``saves``:
+    allocations whose state to store, as they are when the pass is stored (so one row write
+    each however often the pass changed them; stored before ``writes``, which may then end
+    them). ``writes``: every other write, in order. ``finished``: allocations ended for
+    good, stored together after the writes."""
 
+    inserts: list[list[Any]] = field(default_factory=list)
+    submitted: list[Allocation] = field(default_factory=list)
     saves: dict[str, Allocation] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
     log_lines: list[tuple[str, str | None, LogLine]] = field(default_factory=list)
     sends: list[tuple[AgentLink, MasterMessage, str]] = field(default_factory=list)
     hooks: list[tuple[Hook, str]] = field(default_factory=list)
@@ -50,14 +56,27 @@ class PassWork:
 
     def __bool__(self) -> bool:
         return bool(
-            self.saves or self.writes or self.log_lines or self.sends or self.hooks or self.woken
+            self.inserts
+            or self.saves
+            or self.writes
+            or self.log_lines
+            or self.sends
+            or self.hooks
+            or self.woken
         )
+
+    def insert(self, allocation: Allocation, rows: list[Any]) -> None:
+        self.submitted.append(allocation)
+        self.inserts.append(rows)
 
     def save(self, allocation: Allocation) -> None:
         self.saves[allocation.id] = allocation
 
     def write(self, fn: Write) -> None:
         self.writes.append(fn)
+
+    def finish(self, finished: Finished) -> None:
+        self.finished.append(finished)
 
     def master_line(
         self,
@@ -90,7 +109,7 @@ class PassFlusher:
 
     async def store(self, work: PassWork) -> None:
         """Run ``work``'s writes and log lines in one transaction."""
-        if not (work.saves or work.writes or work.log_lines):
+        if not (work.inserts or work.saves or work.writes or work.finished or work.log_lines):
             return
         rows = [
             line_row(task_id, allocation_id, None, line)
@@ -98,9 +117,15 @@ class PassFlusher:
         ]
 
         def write_all(session: Session) -> None:
+            # The first row of every submission, then every second: one multi-row INSERT per
+            # table, each after the rows it references.
+            for depth in range(max((len(rows) for rows in work.inserts), default=0)):
+                session.add_all(rows[depth] for rows in work.inserts if len(rows) > depth)
+                session.flush()
             save_states(session, list(work.saves.values()))
             for write in work.writes:
                 write(session)
+            save_finished(session, work.finished)
             insert_rows(session, rows)
 
         # Database.transaction runs it again if the connection is lost half-way (a PostgreSQL
