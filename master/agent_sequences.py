@@ -26,8 +26,9 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from agent.protocol import Hello
@@ -78,13 +79,31 @@ def _load(session: Session, hello: Hello) -> tuple[str | None, int]:
 
 def store_applied(session: Session, agent_id: str, boot_id: str, seq: int) -> None:
     """Record ``seq`` as applied from the agent's process ``boot_id`` (never lowers it)."""
-    row = models.AgentSequence
-    session.execute(
-        update(row)
-        .where(row.agent_id == agent_id, row.boot_id == boot_id, row.last_seq < seq)
-        .values(last_seq=seq, updated_at=utc_now())
-        .execution_options(synchronize_session=False)
+    store_many_applied(session, [(agent_id, boot_id, seq)])
+
+
+_TABLE = cast(Table, models.AgentSequence.__table__)
+# One statement for many agents (an executemany): never lowers a number, never touches the row
+# of another process of the agent.
+_STORE_APPLIED = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.agent_id == bindparam("p_agent"),
+        _TABLE.c.boot_id == bindparam("p_boot"),
+        _TABLE.c.last_seq < bindparam("p_seq"),
     )
+    .values(last_seq=bindparam("p_seq"), updated_at=bindparam("p_now"))
+)
+
+
+def store_many_applied(session: Session, applied: list[tuple[str, str, int]]) -> None:
+    """:func:`store_applied` for many (agent id, boot id, seq) at once."""
+    if applied:
+        now = utc_now()
+        session.connection().execute(
+            _STORE_APPLIED,
+            [{"p_agent": a, "p_boot": b, "p_seq": n, "p_now": now} for a, b, n in applied],
+        )
 
 
 class AgentSequences:
@@ -93,6 +112,12 @@ class AgentSequences:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._agents: dict[str, AgentSequence] = {}
+        # Numbers waiting to be stored, and the one write under way: every agent's number
+        # that comes due while a write runs goes in the next one, so a thousand agents' acks
+        # cost a few transactions, not a thousand.
+        self._due: dict[str, tuple[AgentSequence, int]] = {}
+        self._next: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     def get(self, agent_id: str) -> AgentSequence | None:
         return self._agents.get(agent_id)
@@ -132,12 +157,33 @@ class AgentSequences:
         return entry.stored
 
     async def _flush(self, agent_id: str, entry: AgentSequence) -> None:
+        """Store what was applied from the agent, in the next shared write."""
         seq = entry.applied
-        if entry.stored < seq:
-            await self.db.run(
-                partial(store_applied, agent_id=agent_id, boot_id=entry.boot_id, seq=seq)
-            )
-            entry.stored = max(entry.stored, seq)
+        if entry.stored >= seq:
+            return
+        self._due[agent_id] = (entry, seq)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        done = self._next
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_due())
+        await asyncio.shield(done)
+
+    async def _write_due(self) -> None:
+        while self._due:
+            due, self._due = self._due, {}
+            done, self._next = self._next, None
+            assert done is not None
+            applied = [(agent_id, e.boot_id, seq) for agent_id, (e, seq) in due.items()]
+            try:
+                await self.db.run(partial(store_many_applied, applied=applied))
+            except Exception as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved: each waiter raises it
+                continue
+            for entry, seq in due.values():
+                entry.stored = max(entry.stored, seq)
+            done.set_result(None)
 
 
 def remember_ended(entry: AgentSequence, allocation_id: str, task_id: str | None) -> None:

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,3 +175,58 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class GroupCommit:
+    """Many small writes from the event loop as few transactions: a write that comes while
+    another transaction of this writer runs waits for it and goes in the next one, with every
+    other write that came meanwhile (in order). One write's failure is its own: a shared
+    transaction that fails is run again one write at a time, so only the failing write's
+    caller gets the error."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queued: list[tuple[Callable[[Session], Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def run(self, fn: Callable[[Session], Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((fn, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self.db.run(partial(_run_all, fns=[fn for fn, _ in batch]))
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    continue
+                for fn, done in batch:
+                    try:
+                        await self.db.run(fn)
+                    except Exception as alone:
+                        _settle(done, alone)
+                    else:
+                        _settle(done, None)
+                continue
+            for _, done in batch:
+                _settle(done, None)
+
+
+def _run_all(session: Session, fns: list[Callable[[Session], Any]]) -> None:
+    for fn in fns:
+        fn(session)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+        done.exception()  # retrieved here: its waiter (if still waiting) raises it

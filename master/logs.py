@@ -24,7 +24,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from master import models
-from master.db import Database
+from master.db import Database, GroupCommit
 
 # One stored line, as the agent sends it: ``{"timestamp", "stdtype", "line"}`` (agent.protocol's
 # LogEntry shape, validated as a whole batch, not as an object per line).
@@ -134,6 +134,8 @@ def master_line(text: str, now: datetime, level: str = "INFO") -> LogLine:
 class LogStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Batches from many agents at once share transactions.
+        self._writes = GroupCommit(db)
         self._waiters: dict[str, asyncio.Event] = {}
         # Called with every batch once stored (task logs to CloudWatch); must not block.
         self.on_append: Callable[[str, Sequence[LogLine]], None] | None = None
@@ -155,7 +157,7 @@ class LogStore:
             if also is not None:
                 also(session)
 
-        await self.db.run(write)
+        await self._writes.run(write)
         self.stored(task_id, [as_log_line(line) for line in lines])
 
     def stored(self, task_id: str, lines: Sequence[LogLine]) -> None:

@@ -113,6 +113,8 @@ class Allocation:
     files: dict[str, str] = field(default_factory=dict)
     bind_mounts: list[dict[str, str]] = field(default_factory=list)
     state: AllocationState = AllocationState.QUEUED
+    # The owner's user id (None where the builder did not know it: read when needed).
+    owner_id: int | None = None
     agent_slots: dict[str, list[int]] = field(default_factory=dict)
     started_at: datetime | None = None
     kill_reason: str | None = None

@@ -54,6 +54,7 @@ def _from_rows(row: models.Allocation, task: models.Task, owner: str) -> Allocat
         task_id=task.id,
         task_type=task.task_type,
         owner=owner,
+        owner_id=task.owner_id,
         pool=task.resource_pool,
         slots=task.slots,
         priority=task.priority,
@@ -176,9 +177,11 @@ def issue_allocation_token(
     """Store ``token`` as a task token of the task's owner that lives as long as the
     allocation: a trial's is report-only; a command's, notebook's, shell's or TensorBoard's
     also acts as its owner."""
-    owner = session.scalars(
-        select(models.User.id).where(models.User.username == allocation.owner)
-    ).one()
+    owner = allocation.owner_id
+    if owner is None:
+        owner = session.scalars(
+            select(models.User.id).where(models.User.username == allocation.owner)
+        ).one()
     return auth.issue_token(
         session,
         owner,
