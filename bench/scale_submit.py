@@ -29,6 +29,7 @@ import asyncio
 import json
 import multiprocessing
 import multiprocessing.synchronize
+import shutil
 import statistics
 import sys
 import tempfile
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise
             finally:
                 master.stop()
+                if args.master_log is not None:
+                    shutil.copyfile(master.log_path, args.master_log)
 
 
 def _measure(args: argparse.Namespace, master: Master) -> dict[str, Any]:
@@ -293,6 +296,7 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=10000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--master-log", type=Path, help="keep the master's log here")
     args = parser.parse_args()
     result = run(args)
     _table(result)

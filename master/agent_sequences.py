@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from agent.protocol import Hello
 from master import models
-from master.db import Database
+from master.db import Database, GroupCommit
 
 ACK_INTERVAL = 0.2  # seconds between a link's acks while it has something new to acknowledge
 ENDED_CACHE = 10_000  # ended allocations remembered per agent for late log batches
@@ -109,8 +109,11 @@ def store_many_applied(session: Session, applied: list[tuple[str, str, int]]) ->
 class AgentSequences:
     """The registry, one per master; used only on the event loop."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writes: GroupCommit | None = None) -> None:
         self.db = db
+        # Shared with the log store, whose batches write this table too: one writer of these
+        # rows at a time, so two transactions never lock them in different orders.
+        self._writes = writes or GroupCommit(db)
         self._agents: dict[str, AgentSequence] = {}
         # Numbers waiting to be stored, and the one write under way: every agent's number
         # that comes due while a write runs goes in the next one, so a thousand agents' acks
@@ -174,9 +177,9 @@ class AgentSequences:
             due, self._due = self._due, {}
             done, self._next = self._next, None
             assert done is not None
-            applied = [(agent_id, e.boot_id, seq) for agent_id, (e, seq) in due.items()]
+            applied = sorted((agent_id, e.boot_id, seq) for agent_id, (e, seq) in due.items())
             try:
-                await self.db.run(partial(store_many_applied, applied=applied))
+                await self._writes.run(partial(store_many_applied, applied=applied))
             except Exception as exc:
                 done.set_exception(exc)
                 done.exception()  # retrieved: each waiter raises it

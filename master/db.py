@@ -104,6 +104,21 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back and
+# may simply run again.
+RETRIED_PGCODES = frozenset({"40P01", "40001"})
+
+
+def _pgcode(exc: DBAPIError) -> str | None:
+    code: str | None = getattr(exc.orig, "pgcode", None)
+    return code
+
+
+def _why(exc: DBAPIError) -> str:
+    first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+    return f"lost the database connection ({first})" if exc.connection_invalidated else first
+
+
 class Database:
     """Sessions for request handlers (sync, in FastAPI's thread pool) and for async code.
 
@@ -149,7 +164,8 @@ class Database:
 
     def transaction(self, fn: Callable[[Session], T]) -> T:
         """``fn`` in a transaction, run again from the start if the connection is lost
-        half-way (the database rolled it back), until ``unavailable_wait`` has passed."""
+        half-way or PostgreSQL ended it as a deadlock or a serialization failure (the database
+        rolled it back), until ``unavailable_wait`` has passed."""
         deadline = time.monotonic() + self.unavailable_wait
         while True:
             session = self._begin(deadline)
@@ -159,9 +175,10 @@ class Database:
                 return result
             except DBAPIError as exc:
                 session.rollback()
-                if not exc.connection_invalidated or time.monotonic() >= deadline:
+                again = exc.connection_invalidated or _pgcode(exc) in RETRIED_PGCODES
+                if not again or time.monotonic() >= deadline:
                     raise
-                log.warning("lost the database connection (%s); running again", exc.orig)
+                log.warning("%s; running the transaction again", _why(exc))
             except BaseException:
                 session.rollback()
                 raise

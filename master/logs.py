@@ -134,8 +134,9 @@ def master_line(text: str, now: datetime, level: str = "INFO") -> LogLine:
 class LogStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Batches from many agents at once share transactions.
-        self._writes = GroupCommit(db)
+        # Batches from many agents at once share transactions (and agent sequence numbers are
+        # stored through the same writer: see master.agent_sequences).
+        self.writes = GroupCommit(db)
         self._waiters: dict[str, asyncio.Event] = {}
         # Called with every batch once stored (task logs to CloudWatch); must not block.
         self.on_append: Callable[[str, Sequence[LogLine]], None] | None = None
@@ -157,7 +158,7 @@ class LogStore:
             if also is not None:
                 also(session)
 
-        await self._writes.run(write)
+        await self.writes.run(write)
         self.stored(task_id, [as_log_line(line) for line in lines])
 
     def stored(self, task_id: str, lines: Sequence[LogLine]) -> None:

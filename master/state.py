@@ -37,4 +37,4 @@ class MasterState:
     sequences: AgentSequences = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sequences = AgentSequences(self.db)
+        self.sequences = AgentSequences(self.db, self.logs.writes)

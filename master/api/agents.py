@@ -14,7 +14,7 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ from master.api.errors import ApiError
 from master.api.openapi import documented
 from master.api.paging import page, sort_order_desc
 from master.api.schemas import AgentList, AgentReply, SlotReply
-from master.api.wire import CONTAINER_STATES, Int64, WireModel, timestamp
+from master.api.wire import CONTAINER_STATES, Int64, WireModel, json_bytes, timestamp
 from master.scheduler.loop import SchedulerError
 from master.scheduler.state import Allocation, ConnectedAgent, SetAgentState, SetSlotState
 from master.state import MasterState
@@ -135,7 +135,7 @@ async def list_agents(
     order_by: str = Query("ORDER_BY_UNSPECIFIED", alias="orderBy"),
     label: str = Query("", description="Deprecated by Determined and ignored, as there."),
     _: models.User = Depends(auth.current_user),
-) -> dict[str, Any]:
+) -> Response:
     """Determined's paging: ``limit`` 0 means every agent from ``offset``; a negative
     ``offset`` counts from the end. ``SORT_BY_TIME`` sorts by registration time."""
     if sort_by not in AGENT_SORTS:
@@ -153,17 +153,19 @@ async def list_agents(
     chosen = [_agent_copy(a) for a in ordered[window.start : window.start + window.count]]
     wanted = {a.id for a in chosen}
     # Copies, so the scheduler may go on changing its own objects while a thread reads these.
-    held: dict[str, list[Allocation]] = {agent_id: [] for agent_id in wanted}
-    for allocation in scheduler.allocations.values():
-        for agent_id in allocation.agent_slots.keys() & wanted:
-            held[agent_id].append(copy.copy(allocation))
+    # Only the page's agents' allocations, through the capacity index: nothing proportional
+    # to the cluster on the event loop.
+    held: dict[str, list[Allocation]] = {}
+    for agent_id in wanted:
+        placed = (scheduler.allocations.get(a) for a in scheduler.capacity.placed_on(agent_id))
+        held[agent_id] = [copy.copy(a) for a in placed if a is not None]
     instances = await state.db.run(partial(_instances, agent_ids=sorted(wanted)))
 
-    def build() -> list[dict[str, Any]]:
-        return [agent_json(a, held[a.id], instances.get(a.id)) for a in chosen]
+    def build() -> bytes:
+        agents = [agent_json(a, held[a.id], instances.get(a.id)) for a in chosen]
+        return json_bytes({"agents": agents, "pagination": window.pagination})
 
-    agents = await asyncio.to_thread(build) if chosen else []
-    return {"agents": agents, "pagination": window.pagination}
+    return Response(await asyncio.to_thread(build), media_type="application/json")
 
 
 def _agent_copy(agent: ConnectedAgent) -> ConnectedAgent:

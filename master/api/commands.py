@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +16,7 @@ from master.api.errors import bad_request, forbidden, not_found
 from master.api.openapi import documented
 from master.api.schemas import CommandKilled, CommandList, CommandReply
 from master.api.tasks import load_task
-from master.api.wire import CONTAINER_STATES, WireModel, timestamp
+from master.api.wire import CONTAINER_STATES, WireModel, json_response, timestamp
 from master.api.workspaces import DEFAULT_WORKSPACE_ID
 from master.scheduler.state import KillTask
 from master.state import MasterState
@@ -158,7 +158,7 @@ def public_config(task: models.Task) -> dict[str, Any]:
 @router.post("", **documented(CommandReply))
 async def launch_command(
     body: LaunchCommandRequest, request: Request, user: models.User = Depends(auth.current_user)
-) -> dict[str, Any]:
+) -> Response:
     state = _state(request)
     config = parse_config(body.config, CommandConfig)
     spec = TaskSpec(
@@ -181,7 +181,7 @@ async def launch_command(
     allocation = submitted.allocation
     state_now = allocation.state.value
     command = task_json(submitted.task, user, state_now, allocation.id, state_now)
-    return {"command": command, "config": public_config(submitted.task)}
+    return json_response({"command": command, "config": public_config(submitted.task)})
 
 
 @router.get("", **documented(CommandList))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Response
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -20,6 +23,24 @@ class WireModel(BaseModel):
     """A request body: camelCase on the wire (snake_case accepted), unknown fields rejected."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def json_bytes(content: Any) -> bytes:
+    """``content`` as Starlette's JSONResponse writes it, at C speed: FastAPI's
+    ``jsonable_encoder`` (run on every dict a route returns, on the event loop) walks each value
+    in Python; here only values ``json`` cannot write go through it."""
+    return json.dumps(
+        content,
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+        default=jsonable_encoder,
+    ).encode()
+
+
+def json_response(content: Any) -> Response:
+    """A 200 of ``content`` for the busiest routes (build it in a thread when it is big)."""
+    return Response(json_bytes(content), media_type="application/json")
 
 
 def timestamp(value: datetime | None) -> str | None:
