@@ -73,30 +73,35 @@ async def submit_task(state: MasterState, spec: TaskSpec) -> Submitted:
     owner = spec.owner_name
     if owner is None:
         owner = await state.db.run(partial(_username, user_id=spec.owner_id))
-    task = models.Task(
-        id=task_id,
-        task_type=spec.task_type,
-        owner_id=spec.owner_id,
-        description=spec.description,
-        config=config,
-        resource_pool=pool,
-        slots=spec.slots,
-        priority=spec.priority,
-        state=AllocationState.QUEUED.value,
-        created_at=now,
-    )
-    row = models.Allocation(
-        id=allocation_id,
-        task_id=task_id,
-        state=AllocationState.QUEUED.value,
-        agent_slots={},
-        is_ready=False,
-        created_at=now,
-    )
-    allocation = allocation_from_rows(row, task, owner)
+    task_values: dict[str, Any] = {
+        "id": task_id,
+        "task_type": spec.task_type,
+        "owner_id": spec.owner_id,
+        "description": spec.description,
+        "config": config,
+        "resource_pool": pool,
+        "slots": spec.slots,
+        "priority": spec.priority,
+        "state": AllocationState.QUEUED.value,
+        "created_at": now,
+    }
+    allocation_values: dict[str, Any] = {
+        "id": allocation_id,
+        "task_id": task_id,
+        "state": AllocationState.QUEUED.value,
+        "agent_slots": {},
+        "is_ready": False,
+        "created_at": now,
+    }
+    task = models.Task(**task_values)  # never added to a session: the reply's view
+    allocation = allocation_from_rows(models.Allocation(**allocation_values), task, owner)
     # Stored in the scheduler's pass, answered once that pass has committed.
     rejection = await state.scheduler.call(
-        AllocationSubmitted(allocation_id=allocation_id, allocation=allocation, rows=[task, row])
+        AllocationSubmitted(
+            allocation_id=allocation_id,
+            allocation=allocation,
+            rows=[(models.Task, task_values), (models.Allocation, allocation_values)],
+        )
     )
     return Submitted(task_id, allocation_id, rejection, task, allocation)
 

@@ -159,15 +159,19 @@ class Event:
     reply: asyncio.Future[Any] | None = field(default=None, kw_only=True)
 
 
+# A row to insert: its model and its column values.
+Row = tuple[type[Any], dict[str, Any]]
+
+
 @dataclass
 class AllocationSubmitted(Event):
     """A task's allocation, submitted: ``allocation`` is the scheduler's view of it, ``rows``
-    the ORM rows (its task's and its own) that the pass taking it stores, in its transaction,
-    before anything else of that pass."""
+    the rows (model, column values: its task's, then its own) that the pass taking it stores,
+    in its transaction, before anything else of that pass."""
 
     allocation_id: str
     allocation: Allocation
-    rows: list[Any] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
 
 
 @dataclass

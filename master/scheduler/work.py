@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from agent.protocol import MasterMessage
 from master.db import Database
 from master.logs import LogLine, LogStore, insert_rows, line_row, master_line
-from master.scheduler.state import AgentLink, Allocation
+from master.scheduler.state import AgentLink, Allocation, Row
 from master.scheduler.store import Finished, save_finished, save_states
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class PassWork:
     them). ``writes``: every other write, in order. ``finished``: allocations ended for
     good, stored together after the writes."""
 
-    inserts: list[list[Any]] = field(default_factory=list)
+    inserts: list[list[Row]] = field(default_factory=list)
     submitted: list[Allocation] = field(default_factory=list)
     saves: dict[str, Allocation] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
@@ -65,7 +66,7 @@ class PassWork:
             or self.woken
         )
 
-    def insert(self, allocation: Allocation, rows: list[Any]) -> None:
+    def insert(self, allocation: Allocation, rows: list[Row]) -> None:
         self.submitted.append(allocation)
         self.inserts.append(rows)
 
@@ -95,6 +96,19 @@ class PassWork:
         self.hooks.append((hook, what))
 
 
+def insert_submitted(session: Session, inserts: list[list[Row]]) -> None:
+    """The first row of every submission, then every second: one multi-row INSERT per table,
+    each after the rows it references."""
+    for depth in range(max((len(rows) for rows in inserts), default=0)):
+        by_model: dict[type[Any], list[dict[str, Any]]] = {}
+        for rows in inserts:
+            if len(rows) > depth:
+                model, values = rows[depth]
+                by_model.setdefault(model, []).append(values)
+        for model, values_list in by_model.items():
+            session.execute(insert(model), values_list)
+
+
 class PassFlusher:
     """Stores a pass's work on a thread of its own: the API's many short transactions on the
     default executor never make a pass wait for a worker."""
@@ -117,11 +131,7 @@ class PassFlusher:
         ]
 
         def write_all(session: Session) -> None:
-            # The first row of every submission, then every second: one multi-row INSERT per
-            # table, each after the rows it references.
-            for depth in range(max((len(rows) for rows in work.inserts), default=0)):
-                session.add_all(rows[depth] for rows in work.inserts if len(rows) > depth)
-                session.flush()
+            insert_submitted(session, work.inserts)
             save_states(session, list(work.saves.values()))
             for write in work.writes:
                 write(session)
