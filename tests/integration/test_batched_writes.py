@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from agent.protocol import Hello
 from master import auth, models, token_cache
@@ -142,15 +142,9 @@ def test_log_batches_share_a_transaction_but_not_a_failure(db: Database) -> None
 
 def test_group_commit_runs_writes_in_order_in_few_transactions(db: Database) -> None:
     writes = GroupCommit(db)
-    transactions: list[int] = []
-    original = db.run
-
-    async def counting_run(fn):
-        transactions.append(1)
-        return await original(fn)
-
-    db.run = counting_run
     owner = _user(db, "erin")
+    transactions: list[int] = []
+    event.listen(db.engine, "commit", lambda _connection: transactions.append(1))
 
     def rename(name: str):
         return lambda session: session.execute(
