@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -39,13 +40,31 @@ def _device(slot: Any) -> dict[str, Any]:
     return {"id": slot.id, "brand": slot.brand, "uuid": slot.uuid, "type": device_type(slot.type)}
 
 
-def _container(allocation: Allocation, agent: ConnectedAgent) -> dict[str, Any]:
-    ids = allocation.agent_slots.get(agent.id, [])
+@dataclass(frozen=True)
+class Held:
+    """What an agent's listing shows of an allocation on it (a snapshot taken on the loop)."""
+
+    id: str
+    task_id: str
+    state: str
+    slot_ids: tuple[int, ...]  # its slots on this agent
+
+
+def held_on(agent_id: str, allocations: Iterable[Allocation]) -> list[Held]:
+    """Snapshots of the allocations placed on ``agent_id``."""
+    return [
+        Held(a.id, a.task_id, a.state.value, tuple(a.agent_slots[agent_id]))
+        for a in allocations
+        if agent_id in a.agent_slots
+    ]
+
+
+def _container(held: Held, devices: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {
-        "id": allocation.id,
-        "parent": allocation.task_id,
-        "state": CONTAINER_STATES.get(allocation.state.value, "STATE_STARTING"),
-        "devices": [_device(s) for s in agent.slots if s.id in ids],
+        "id": held.id,
+        "parent": held.task_id,
+        "state": CONTAINER_STATES.get(held.state, "STATE_STARTING"),
+        "devices": [device for slot_id, device in devices.items() if slot_id in held.slot_ids],
     }
 
 
@@ -77,41 +96,50 @@ def slot_json(agent: ConnectedAgent, slot: Any, container: dict[str, Any] | None
 
 
 def agent_json(
-    agent: ConnectedAgent,
-    allocations: list[Allocation],
-    instance: dict[str, Any] | None = None,
+    agent: ConnectedAgent, held: list[Held], instance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    here = [a for a in allocations if agent.id in a.agent_slots]
-    containers = {a.id: _container(a, agent) for a in here}
-    by_slot = {s: a for a in here for s in a.agent_slots[agent.id]}
+    """Determined's ``v1Agent``, from the agent and snapshots of what is placed on it (a
+    listing builds thousands: plain loops, no counters)."""
+    devices = {slot.id: _device(slot) for slot in agent.slots}
+    containers: dict[str, dict[str, Any]] = {}
+    by_slot: dict[int, dict[str, Any]] = {}
+    for h in held:
+        container = containers[h.id] = _container(h, devices)
+        for slot_id in h.slot_ids:
+            by_slot[slot_id] = container
+    enabled, disabled, draining = agent.enabled, agent.disabled_slots, agent.draining
     slots = {}
-    type_stats: dict[str, Counter[str]] = {}
-    brand_stats: dict[str, Counter[str]] = {}
+    type_stats: dict[str, dict[str, int]] = {}
+    brand_stats: dict[str, dict[str, int]] = {}
     for slot in agent.slots:
-        holder = by_slot.get(slot.id)
-        slots[f"/agents/{agent.id}/slots/{slot.id}"] = slot_json(
-            agent, slot, containers[holder.id] if holder else None
-        )
-        for stats, key in ((type_stats, device_type(slot.type)), (brand_stats, slot.brand)):
-            counter = stats.setdefault(key, Counter())
-            counter["total"] += 1
-            counter["disabled"] += 0 if agent.enabled and slot.id not in agent.disabled_slots else 1
-            counter["draining"] += 1 if agent.draining else 0
+        device = devices[slot.id]
+        on = enabled and slot.id not in disabled
+        slots[f"/agents/{agent.id}/slots/{slot.id}"] = {
+            "id": str(slot.id),
+            "device": device,
+            "enabled": on,
+            "draining": draining,
+            "container": by_slot.get(slot.id),
+        }
+        for stats, key in ((type_stats, device["type"]), (brand_stats, slot.brand)):
+            counts = stats.get(key)
+            if counts is None:
+                counts = stats[key] = {"total": 0, "disabled": 0, "draining": 0}
+            counts["total"] += 1
+            counts["disabled"] += 0 if on else 1
+            counts["draining"] += 1 if draining else 0
     return {
         "id": agent.id,
         "registeredTime": timestamp(agent.registered_at),
         "slots": slots,
         "containers": containers,
-        "enabled": agent.enabled,
-        "draining": agent.draining,
+        "enabled": enabled,
+        "draining": draining,
         "resourcePools": [agent.pool],
         "addresses": agent.addresses,
         "isolation": agent.isolation,
         "version": agent.version,
-        "slotStats": {
-            "typeStats": {k: dict(v) for k, v in type_stats.items()},
-            "brandStats": {k: dict(v) for k, v in brand_stats.items()},
-        },
+        "slotStats": {"typeStats": type_stats, "brandStats": brand_stats},
         "idleSince": timestamp(agent.idle_since),
         "instance": instance,
     }
@@ -155,10 +183,10 @@ async def list_agents(
     # Copies, so the scheduler may go on changing its own objects while a thread reads these.
     # Only the page's agents' allocations, through the capacity index: nothing proportional
     # to the cluster on the event loop.
-    held: dict[str, list[Allocation]] = {}
+    held: dict[str, list[Held]] = {}
     for agent_id in wanted:
         placed = (scheduler.allocations.get(a) for a in scheduler.capacity.placed_on(agent_id))
-        held[agent_id] = [copy.copy(a) for a in placed if a is not None]
+        held[agent_id] = held_on(agent_id, (a for a in placed if a is not None))
     instances = await state.db.run(partial(_instances, agent_ids=sorted(wanted)))
 
     def build() -> bytes:
@@ -183,8 +211,8 @@ async def get_agent(
     if agent is None:
         raise ApiError(404, f"agent '{agent_id}' not found (or not connected)")
     instances = await state.db.run(partial(_instances, agent_ids=[agent_id]))
-    allocations = list(state.scheduler.allocations.values())
-    return {"agent": agent_json(agent, allocations, instances.get(agent_id))}
+    held = held_on(agent_id, state.scheduler.allocations.values())
+    return {"agent": agent_json(agent, held, instances.get(agent_id))}
 
 
 class DisableRequest(WireModel):
@@ -198,7 +226,7 @@ async def _set(request: Request, event: SetAgentState) -> dict[str, Any]:
         agent = await scheduler.call(event)
     except SchedulerError as exc:
         raise ApiError(exc.status, str(exc)) from exc
-    return {"agent": agent_json(agent, list(scheduler.allocations.values()))}
+    return {"agent": agent_json(agent, held_on(agent.id, scheduler.allocations.values()))}
 
 
 @router.post("/agents/{agent_id}/enable", **documented(AgentReply, 404))
@@ -232,11 +260,10 @@ async def _set_slot(request: Request, event: SetSlotState) -> dict[str, Any]:
     except SchedulerError as exc:
         raise ApiError(exc.status, str(exc)) from exc
     slot = next(s for s in agent.slots if s.id == event.slot_id)
-    allocations = list(scheduler.allocations.values())
-    holder = next(
-        (a for a in allocations if event.slot_id in a.agent_slots.get(agent.id, ())), None
-    )
-    return {"slot": slot_json(agent, slot, _container(holder, agent) if holder else None)}
+    held = held_on(agent.id, scheduler.allocations.values())
+    holder = next((h for h in held if event.slot_id in h.slot_ids), None)
+    devices = {s.id: _device(s) for s in agent.slots}
+    return {"slot": slot_json(agent, slot, _container(holder, devices) if holder else None)}
 
 
 @router.post("/agents/{agent_id}/slots/{slot_id}/enable", **documented(SlotReply, 404))
