@@ -188,12 +188,63 @@ async def list_agents(
         placed = (scheduler.allocations.get(a) for a in scheduler.capacity.placed_on(agent_id))
         held[agent_id] = held_on(agent_id, (a for a in placed if a is not None))
     instances = await state.db.run(partial(_instances, agent_ids=sorted(wanted)))
+    rendered = _rendered(request, scheduler.agents.keys())
 
     def build() -> bytes:
-        agents = [agent_json(a, held[a.id], instances.get(a.id)) for a in chosen]
-        return json_bytes({"agents": agents, "pagination": window.pagination})
+        parts = [rendered.render(a, held[a.id], instances.get(a.id)) for a in chosen]
+        pagination = json_bytes(window.pagination)
+        return b'{"agents":[' + b",".join(parts) + b'],"pagination":' + pagination + b"}"
 
     return Response(await asyncio.to_thread(build), media_type="application/json")
+
+
+class RenderedAgents:
+    """Each agent's JSON as last listed, reused while nothing it shows has changed: listing
+    2,000 agents encodes only those whose state, slots, tasks or instance moved since."""
+
+    def __init__(self) -> None:
+        self._bytes: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+
+    def render(
+        self, agent: ConnectedAgent, held: list[Held], instance: dict[str, Any] | None
+    ) -> bytes:
+        # A connection's slots, pool, addresses, version and isolation never change (a new
+        # hello makes a new ConnectedAgent, with a new connected_at).
+        key = (
+            agent.connected_at,
+            agent.registered_at,
+            agent.enabled,
+            agent.draining,
+            agent.idle_since,
+            frozenset(agent.disabled_slots),
+            tuple(held),
+            None if instance is None else tuple(instance.items()),
+        )
+        found = self._bytes.get(agent.id)
+        if found is not None and found[0] == key:
+            return found[1]
+        data = json_bytes(agent_json(agent, held, instance))
+        self._bytes[agent.id] = (key, data)
+        return data
+
+    def keep_only(self, agent_ids: Iterable[str]) -> None:
+        kept = set(agent_ids)
+        for agent_id in [a for a in self._bytes if a not in kept]:
+            self._bytes.pop(agent_id, None)
+
+    def __len__(self) -> int:
+        return len(self._bytes)
+
+
+def _rendered(request: Request, connected: Iterable[str]) -> RenderedAgents:
+    """The app's cache, rid of agents gone once it holds many more than are connected."""
+    cache: RenderedAgents | None = getattr(request.app.state, "rendered_agents", None)
+    if cache is None:
+        cache = request.app.state.rendered_agents = RenderedAgents()
+    connected = list(connected)
+    if len(cache) > 2 * len(connected) + 100:
+        cache.keep_only(connected)
+    return cache
 
 
 def _agent_copy(agent: ConnectedAgent) -> ConnectedAgent:
