@@ -60,7 +60,7 @@ from master.state import MasterState, utc_now
 log = logging.getLogger(__name__)
 # Allocations between young collections, and young (then middle) collections between older
 # ones (Python's defaults: 700, 10, 10).
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (10_000, 50, 100)
 DEFAULT_USERS = (("admin", True), ("determined", False))
 
 
