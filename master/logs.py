@@ -64,15 +64,6 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _sqlite_time(value: datetime) -> str:
-    """SQLAlchemy's own SQLite DATETIME text (naive UTC), so its reader parses what we wrote."""
-    v = _utc(value)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
-
-
 def _copy_field(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
@@ -117,10 +108,11 @@ def insert_rows(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         with contextlib.closing(dbapi.cursor()) as cursor:
             cursor.copy_expert(_PG_COPY, buffer)
         return
+    text_time = models.sqlite_datetime
     connection.exec_driver_sql(
         _SQLITE_INSERT,
         [
-            (task, allocation, agent, _sqlite_time(ts), stdtype, level, source, _text(log))
+            (task, allocation, agent, text_time(ts), stdtype, level, source, _text(log))
             for task, allocation, agent, ts, stdtype, level, source, log in rows
         ],
     )

@@ -46,6 +46,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def sqlite_datetime(value: datetime) -> str:
+    """What :class:`UTCDateTime` stores on SQLite (SQLAlchemy's DATETIME text, naive UTC), for
+    writes that bypass SQLAlchemy's type processing; its reader parses it back."""
+    v = value.astimezone(UTC) if value.tzinfo is not None else value
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
