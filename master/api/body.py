@@ -61,9 +61,13 @@ CONTEXT_UPLOADS = frozenset(
 )
 
 # Cheap scans of the raw bytes that decide whether the body needs a full walk: a JSON escape of
-# a UTF-16 surrogate, or a run of digits long enough to leave int64 (19 digits can already).
+# a UTF-16 surrogate, or an integer long enough to leave int64 (19 digits can already). A JSON
+# number only starts a document or follows "[", ":" or "," (and whitespace), and an integer is
+# one not followed by a fraction or an exponent; a float's digits (0.0003333333333333333, every
+# metrics report has them) or a hex id's do not make the body walked. Text inside a string that
+# looks like one only costs a walk.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+_LONG_INTEGER = re.compile(rb"(?:^|[\[:,])\s*-?\d{19,}(?![\d.eE])")
 # PostgreSQL's text cannot hold U+0000; JSON can only carry it escaped.
 _NUL_ESCAPE = re.compile(rb"\\u0000")
 
@@ -244,7 +248,7 @@ def check_json_body(body: bytes) -> None:
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body: not valid UTF-8 at byte {exc.start}") from None
     if not (
-        _SURROGATE_ESCAPE.search(body) or _LONG_DIGITS.search(body) or _NUL_ESCAPE.search(body)
+        _SURROGATE_ESCAPE.search(body) or _LONG_INTEGER.search(body) or _NUL_ESCAPE.search(body)
     ):
         return
     try:
