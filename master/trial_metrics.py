@@ -93,16 +93,17 @@ def insert_metrics(session: Session, rows: Sequence[MetricsRow]) -> int:
             return len(inserted)
         cursor.executemany(
             _SQLITE_INSERT,
-            [row._replace(report_time=models.sqlite_datetime(row.report_time)) for row in rows],
+            [(*row[:6], models.sqlite_datetime(row.report_time), row.report_key) for row in rows],
         )
         return int(cursor.rowcount)
 
 
 def raise_total_batches(session: Session, trial_id: int, steps: int) -> None:
     """The trial's ``total_batches`` becomes ``steps`` if that is more (one statement)."""
-    table = models.Trial.__table__
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == trial_id, table.c.total_batches < steps)
+    trial = models.Trial
+    session.execute(
+        update(trial)
+        .where(trial.id == trial_id, trial.total_batches < steps)
         .values(total_batches=steps)
+        .execution_options(synchronize_session=False)
     )
