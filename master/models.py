@@ -47,13 +47,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def sqlite_datetime(value: datetime) -> str:
-    """What :class:`UTCDateTime` stores on SQLite (SQLAlchemy's DATETIME text, naive UTC), for
-    writes that bypass SQLAlchemy's type processing; its reader parses it back."""
-    v = value.astimezone(UTC) if value.tzinfo is not None else value
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+    """What :class:`UTCDateTime` stores on SQLite (SQLAlchemy's DATETIME text, naive UTC with
+    microseconds), for writes that bypass SQLAlchemy's type processing; its reader parses it."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
 
 
 class Base(DeclarativeBase):
