@@ -2,6 +2,7 @@
 trials reporting at once, and how long each request takes (issue 15, "Ingest that scales").
 
     .venv/bin/python -m bench.metrics_ingest [--trials 50] [--seconds 20] [--db postgresql|sqlite]
+        [--rate 5000]
 
 A real master (subprocess, ``det-master``) on a fresh database (a throwaway PostgreSQL database
 by default, or a SQLite file). ``--trials`` experiments (single searcher) are created over REST
@@ -14,6 +15,12 @@ as fast as the TrialAPI lets it (it blocks when its queue, ``--queue`` long, is 
 ``--procs`` client processes. After ``--seconds`` each flushes; the result is the rows the
 master stored (counted in the database) per second of the run, and the p50/p99 of every HTTP
 request the TrialAPIs made (a request carries one report on ``main``, many with batching).
+
+That closed loop measures the master's capacity, but not its latency: every trial always has a
+request in flight, so a request waits for the other 49 (Little's law: p50 is about 50 requests'
+service time, whatever the master does). ``--rate`` offers a fixed total rate instead, each trial
+reporting at ``rate / trials`` per second as a trial training at its own pace does: the question
+"are 5,000 reports/s stored, each request answered within 100 ms" is then asked directly.
 
 Target (2 cores, PostgreSQL): >= 5,000 reports/s from 50 trials, request p99 <= 100 ms.
 """
@@ -120,10 +127,16 @@ class TimedClient(MasterClient):
 
 
 def _client_process(
-    url: str, trials: list[tuple[int, str, str, str]], seconds: float, queue_size: int, out: Any
+    url: str,
+    trials: list[tuple[int, str, str, str]],
+    seconds: float,
+    queue_size: int,
+    out: Any,
+    interval: float = 0.0,
 ) -> None:
     """Report from each of ``trials`` (trial id, task id, allocation id, token) for
-    ``seconds``; puts (reports made, request durations) on ``out``."""
+    ``seconds``, one report every ``interval`` seconds per trial (0: as fast as the TrialAPI
+    lets it); puts (reports made, request durations) on ``out``."""
     durations: list[float] = []
     made = [0]
     span = [float("inf"), 0.0]  # wall-clock start and end of the reporting
@@ -143,10 +156,13 @@ def _client_process(
         start.wait()
         with lock:
             span[0] = min(span[0], time.time())
-        deadline = time.monotonic() + seconds
+        began = time.monotonic()
+        deadline = began + seconds
         step = 0
         try:
             while time.monotonic() < deadline:
+                if interval:  # an open loop: the trial trains at its own pace
+                    time.sleep(max(0.0, began + step * interval - time.monotonic()))
                 api.report_metrics("training", step + 1, {"loss": 1.0 / (step + 1), "acc": 0.5})
                 step += 1
             api.close()
@@ -218,7 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         "flush short on a slow master)",
     )
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="reports/s offered by all trials together, evenly (an open loop, as trials that "
+        "train at their own pace); 0 (default): every trial reports as fast as it can (a "
+        "closed loop at saturation, where a request's latency is the master's backlog)",
+    )
     args = parser.parse_args(argv)
+    interval = args.trials / args.rate if args.rate else 0.0
 
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         workdir = Path(tmp)
@@ -238,7 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             procs = [
                 multiprocessing.get_context("spawn").Process(
                     target=_client_process,
-                    args=(master.url, work[i :: args.procs], args.seconds, args.queue, out),
+                    args=(
+                        master.url,
+                        work[i :: args.procs],
+                        args.seconds,
+                        args.queue,
+                        out,
+                        interval,
+                    ),
                 )
                 for i in range(args.procs)
             ]
@@ -257,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     durations = [d for r in results for d in r[1]] or [0.0]
     print(
         f"db={args.db} trials={args.trials} seconds={args.seconds:.0f} procs={args.procs} "
-        f"load={os.getloadavg()[0]:.2f}",
+        f"rate={args.rate or 'max'} load={os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )
     print(

@@ -46,6 +46,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def sqlite_datetime(value: datetime) -> str:
+    """What :class:`UTCDateTime` stores on SQLite (SQLAlchemy's DATETIME text, naive UTC with
+    microseconds), for writes that bypass SQLAlchemy's type processing; its reader parses it."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
 

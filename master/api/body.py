@@ -61,7 +61,7 @@ CONTEXT_UPLOADS = frozenset(
 )
 
 # Cheap scans of the raw bytes that decide whether the body needs a full walk: a JSON escape of
-# a UTF-16 surrogate, or a run of digits long enough to leave int64 (19 digits can already).
+# a UTF-16 surrogate, or an integer long enough to leave int64 (19 digits can already).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LONG_DIGITS = re.compile(rb"\d{19,}")
 # PostgreSQL's text cannot hold U+0000; JSON can only carry it escaped.
@@ -243,9 +243,7 @@ def check_json_body(body: bytes) -> None:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body: not valid UTF-8 at byte {exc.start}") from None
-    if not (
-        _SURROGATE_ESCAPE.search(body) or _LONG_DIGITS.search(body) or _NUL_ESCAPE.search(body)
-    ):
+    if not (_SURROGATE_ESCAPE.search(body) or _long_integer(body) or _NUL_ESCAPE.search(body)):
         return
     try:
         document = json.loads(body)
@@ -253,6 +251,23 @@ def check_json_body(body: bytes) -> None:
         return
     for path, problem in _bad_values(document, "body"):
         raise _Refused(400, f"{path}: {problem}")
+
+
+def _long_integer(body: bytes) -> bool:
+    """Whether a run of 19+ digits in ``body`` may be a JSON integer: not a float's fraction or
+    exponent (0.0003333333333333333: every metrics report has such floats) nor its integer part
+    (followed by ".", "e" or "E"). Digits inside a string only cost a walk."""
+    for run in _LONG_DIGITS.finditer(body):
+        start, end = run.span()
+        if end < len(body) and body[end] in b".eE":
+            continue
+        before = start - 1
+        if before >= 0 and body[before] == 0x2D:  # a minus sign: look before it
+            before -= 1
+        if before >= 0 and body[before] in b".eE+-":
+            continue
+        return True
+    return False
 
 
 def _bad_values(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -17,7 +17,7 @@ from master.api.errors import not_found
 from master.api.openapi import NDJSON, documented, streamed
 from master.api.schemas import LOG_LINE, TaskList, TaskReply
 from master.api.wire import timestamp
-from master.logs import read_logs
+from master.logs import read_log_page
 from master.scheduler.state import AllocationState
 from master.state import MasterState
 
@@ -142,49 +142,68 @@ def log_json(row: Row[Any]) -> dict[str, Any]:
 
 
 class LogPageEncoder:
-    """NDJSON ``{"result": …}`` lines for rows of ``master.logs.LOG_COLUMNS``, byte for byte
-    what ``json.dumps({"result": log_json(row)})`` writes (plus ``trialId`` last, with
-    ``message`` ending in its newline, for a trial's log), built by string formatting with the
-    few repeated values (task, allocation, agent, level) encoded once: the read path's cost per
-    line is one timestamp and two string escapes."""
+    """NDJSON ``{"result": …}`` lines for rows of ``master.logs.LOG_COLUMNS`` whose timestamp is
+    already the API's text (``master.logs.read_log_page``), byte for byte what
+    ``json.dumps({"result": log_json(row)})`` writes (plus ``trialId`` last, with ``message``
+    ending in its newline, for a trial's log). Built by string formatting: the columns a task's
+    lines share (task, allocation, agent; level, stream, source) are encoded once per stream,
+    so a line costs one string escape and one format."""
 
     def __init__(self, trial_id: int | None = None) -> None:
         self.trial_id = trial_id
-        self._quoted: dict[str | None, str] = {}
+        self._heads: dict[tuple[str, str | None, str | None], str] = {}
+        self._middles: dict[tuple[str, str, str], str] = {}
 
-    def _q(self, value: str | None) -> str:
-        quoted = self._quoted.get(value)
-        if quoted is None:
-            quoted = "null" if value is None else quote(value)
-            if len(self._quoted) < QUOTE_CACHE:
-                self._quoted[value] = quoted
-        return quoted
+    def _head(self, task_id: str, allocation_id: str | None, agent_id: str | None) -> str:
+        alloc = _quoted(allocation_id)
+        head = (
+            f'"taskId": {_quoted(task_id)}, "allocationId": {alloc}, '
+            f'"agentId": {_quoted(agent_id)}, "containerId": {alloc}, "rankId": null, '
+        )
+        if len(self._heads) < QUOTE_CACHE:
+            self._heads[(task_id, allocation_id, agent_id)] = head
+        return head
+
+    def _middle(self, level: str, stdtype: str, source: str) -> str:
+        middle = (
+            f'"level": {_quoted("LOG_LEVEL_" + level)}, "stdtype": {_quoted(stdtype)}, '
+            f'"source": {_quoted(source)}, "log": '
+        )
+        if len(self._middles) < QUOTE_CACHE:
+            self._middles[(level, stdtype, source)] = middle
+        return middle
 
     def encode(self, rows: Sequence[Sequence[Any]]) -> bytes:
-        q = self._q
+        heads, middles = self._heads, self._middles
         trial = self.trial_id
+        end = "}}\n" if trial is None else f', "trialId": {trial}}}}}\n'
         out = []
         for id_, task_id, allocation_id, agent_id, at, stdtype, level, source, log in rows:
-            alloc = q(allocation_id)
-            with_newline = quote(log + "\n")
-            message = with_newline if trial is not None else quote(log)
+            head = heads.get((task_id, allocation_id, agent_id))
+            if head is None:
+                head = self._head(task_id, allocation_id, agent_id)
+            middle = middles.get((level, stdtype, source))
+            if middle is None:
+                middle = self._middle(level, stdtype, source)
+            message = quote(log)
+            with_newline = f'{message[:-1]}\\n"'  # quote(log + "\n")
             out.append(
-                f'{{"result": {{"id": "{id_}", "taskId": {q(task_id)}, "allocationId": {alloc}, '
-                f'"agentId": {q(agent_id)}, "containerId": {alloc}, "rankId": null, '
-                f'"timestamp": "{timestamp(at)}", "level": {q("LOG_LEVEL_" + level)}, '
-                f'"stdtype": {q(stdtype)}, "source": {q(source)}, "log": {with_newline}, '
-                f'"message": {message}'
-                + ("}}\n" if trial is None else f', "trialId": {trial}}}}}\n')
+                f'{{"result": {{"id": "{id_}", {head}"timestamp": "{at}", {middle}{with_newline}, '
+                f'"message": {with_newline if trial is not None else message}{end}'
             )
         return "".join(out).encode()
+
+
+def _quoted(value: str | None) -> str:
+    return "null" if value is None else quote(value)
 
 
 def _log_page(
     session: Session, task_id: str, after_id: int, limit: int, encoder: LogPageEncoder
 ) -> tuple[bytes, int, int]:
     """One page of a task's log, encoded: (NDJSON bytes, rows, last id)."""
-    rows = read_logs(session, task_id, after_id, limit)
-    return encoder.encode(rows), len(rows), rows[-1].id if rows else after_id
+    rows = read_log_page(session, task_id, after_id, limit)
+    return encoder.encode(rows), len(rows), rows[-1][0] if rows else after_id
 
 
 @router.get("/{task_id}/logs", **streamed(NDJSON, LOG_LINE, 404))

@@ -23,8 +23,7 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.storage import validate_uuid
@@ -40,6 +39,13 @@ from master.experiments import views
 from master.experiments.launch import TASK_TYPE
 from master.experiments.live import EarlyExit, TrialProgress, ValidationCompleted
 from master.token_cache import TRIAL_TOKENS, TrialToken
+from master.trial_metrics import (
+    MetricsRow,
+    insert_metrics,
+    metrics_json,
+    raise_total_batches,
+    trial_facts,
+)
 
 router = APIRouter(prefix="/api/v1/trials")
 
@@ -250,65 +256,35 @@ def store_metrics(
     now: datetime,
 ) -> int:
     """Store ``(key, report)``\\ s in one transaction, skipping keys the trial has stored (or
-    that repeat within ``reports``); returns how many were stored."""
-    keys = [key for key, _ in reports if key is not None]
-    seen: set[str] = set()
-    if keys:
-        seen = set(
-            session.scalars(
-                select(models.TrialMetrics.report_key).where(
-                    models.TrialMetrics.trial_id == trial_id,
-                    models.TrialMetrics.report_key.in_(keys),
-                )
-            )
-        )
-    trial = session.get(models.Trial, trial_id)
-    if trial is None:
+    that repeat within ``reports``; :mod:`master.trial_metrics`); returns how many were stored."""
+    facts = trial_facts(session, trial_id)
+    if facts is None:
         raise ApiError(404, f"trial {trial_id} not found")
-    experiment = session.get_one(models.Experiment, trial.experiment_id)
-    metric_name = experiment.config.get("searcher", {}).get("metric")
-    rows: list[dict[str, Any]] = []
+    rows: list[MetricsRow] = []
     for key, body in reports:
-        if key is not None and key in seen:
-            continue
         values = _values(body)
         searcher_metric = None
-        if body.group == views.VALIDATION and metric_name in values:
-            searcher_metric = _searcher_metric(values[metric_name])
+        if body.group == views.VALIDATION and facts.searcher_metric in values:
+            searcher_metric = _searcher_metric(values[facts.searcher_metric])
+        steps = body.metrics.steps_completed
+        run_id = body.metrics.trial_run_id or facts.run_id
         rows.append(
-            {
-                "trial_id": trial_id,
-                "trial_run_id": body.metrics.trial_run_id or trial.run_id,
-                "group": body.group,
-                "steps_completed": body.metrics.steps_completed,
-                "metrics": values,
-                "searcher_metric": searcher_metric,
-                "report_time": now,
-                "report_key": key,
-            }
+            MetricsRow(
+                trial_id, run_id, body.group, steps, metrics_json(values), searcher_metric, now, key
+            )
         )
-        if key is not None:
-            seen.add(key)
-    if rows:
-        session.execute(insert(models.TrialMetrics), rows)
-        most = max(row["steps_completed"] for row in rows)
-        if most > trial.total_batches:
-            trial.total_batches = most
-    return len(rows)
+    stored = insert_metrics(session, rows)
+    if stored:
+        raise_total_batches(session, trial_id, max(row.steps_completed for row in rows))
+    return stored
 
 
 async def _store(
     request: Request, trial_id: int, reports: list[tuple[str | None, ReportMetricsRequest]]
 ) -> int:
-    """Store metrics; a concurrent request with the same key (the original of a retry still in
-    flight) makes the unique index refuse one transaction, which is then run again and finds
-    the key stored."""
     state = master_state(request)
     call = partial(store_metrics, trial_id=trial_id, reports=reports, now=state.clock())
-    try:
-        return await state.db.run(call)
-    except IntegrityError:
-        return await state.db.run(call)
+    return await state.db.run(call)
 
 
 def _check_metrics_trial(trial_id: int, body: ReportMetricsRequest, where: str) -> None:

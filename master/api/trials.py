@@ -35,7 +35,7 @@ from master.api.wire import Int64, timestamp
 from master.experiments import views
 from master.experiments.live import KillTrial
 from master.experiments.states import TRIAL_TERMINAL
-from master.logs import read_logs
+from master.logs import read_log_page
 
 router = APIRouter(prefix="/api/v1/trials")
 
@@ -203,8 +203,8 @@ def _trial_logs(
     )
     if not task_ids:
         return b"", 0, after_id, ended, None
-    rows = read_logs(session, task_ids, after_id, limit)
-    last = rows[-1].id if rows else after_id
+    rows = read_log_page(session, task_ids, after_id, limit)
+    last = rows[-1][0] if rows else after_id
     return encoder.encode(rows), len(rows), last, ended, task_ids[-1]
 
 
