@@ -1,7 +1,7 @@
 """Submissions, scheduler passes and agent listings at scale, against a real master.
 
     .venv/bin/python -m bench.scale_submit [--db postgresql|sqlite] [--agents 2000] \\
-        [--slots 8] [--commands 10000] [--clients 64] [--json out.json]
+        [--slots 8] [--commands 10000] [--clients 64] [--json out.json] [--master-log PATH]
 
 A real master (``det-master``, a subprocess) on a throwaway database (PostgreSQL by default: a
 fresh database on 127.0.0.1:5432, dropped afterwards; ``--db sqlite``: a file), ``--agents``
